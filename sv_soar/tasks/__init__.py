@@ -1,0 +1,42 @@
+"""Tasks (E1 now, E2 later): how a row becomes a prompt, how a completion is scored.
+
+Everything that differs between E1 and E2 sits behind `Task`, so the student environment, the
+hard-set miner, the trainer and the teacher never branch on the task name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sv_soar.generation import ChatPrompt
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    system_prompt: str
+    # full SV-Bench rubric of one completion: {"reward": weighted total, <component>: value, ...}
+    score: Callable[[str, Row], dict[str, float]]
+    # grounding="correctness": did the completion solve the row (E1: label == answer)
+    is_success: Callable[[str, Row], bool]
+    # the row's breakdown key for cold-start reports (E1: attack family / scenario)
+    breakdown: Callable[[Row], str]
+    # validate and normalise one SV-Bench row; raises ValueError with a reason
+    validate_row: Callable[[Any], Row]
+
+    def prompt(self, row: Row) -> ChatPrompt:
+        return [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": row["question"]},
+        ]
+
+
+def get_task(name: str) -> Task:
+    if name == "e1":
+        from sv_soar.tasks.e1 import E1_TASK
+
+        return E1_TASK
+    raise ValueError(f"unknown task {name!r}: expected one of 'e1'")
