@@ -1,0 +1,82 @@
+"""E1 as a `Task`: SV-Bench's network-log classification (IoT-23 flows, Malicious / Benign).
+
+Scoring is SV-Bench's E1 rubric (`rubrics.e1`); success is the correct label (DESIGN §4,
+grounding="correctness"). The breakdown key of a row is its attack family when the row names one,
+else its Zeek connection state (`meta.scenario`): SV-Bench's IoT-23 rows all carry
+attack_family "NA", so for them the key is the connection state (S0, SF, OTH, ...), while the
+built-in generator's malicious rows carry IoT-23 family names (PartOfAHorizontalPortScan, C&C, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rubrics.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, e1_components, parse_e1_output
+from sv_soar.tasks import Row, Task
+
+# attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
+_NO_FAMILY = {"", "NA", "-", "None"}
+
+
+def score(text: str, row: Row) -> dict[str, float]:
+    """All four SV-Bench components and the weighted "reward" of one completion."""
+    return e1_components(parse_e1_output(text), row["answer"])
+
+
+def is_success(text: str, row: Row) -> bool:
+    """The parsed label equals the row's answer."""
+    output = parse_e1_output(text)
+    return output is not None and output.label == row["answer"]
+
+
+def breakdown(row: Row) -> str:
+    """Attack family when the row names one, else the Zeek connection state, else "unknown"."""
+    meta = row.get("meta") or {}
+    family = str(meta.get("attack_family") or "").strip()
+    if family not in _NO_FAMILY:
+        return family
+    scenario = str(meta.get("scenario") or "").strip()
+    return scenario or "unknown"
+
+
+def validate_row(value: Any) -> Row:
+    """Check one SV-Bench E1 row and return {"question", "answer", "meta"}; ValueError says why.
+
+    SV-Bench's own loader accepts "prompt" for "question" (older builds), so this does too.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"row is a JSON {type(value).__name__}, expected an object")
+    key = "question" if "question" in value or "prompt" not in value else "prompt"
+    if key not in value:
+        raise ValueError("'question' is missing")
+    question = value[key]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"{key!r} must be a non-empty string, got {_describe(question)}")
+    if "answer" not in value:
+        raise ValueError("'answer' is missing")
+    answer = value["answer"]
+    if answer not in E1_ANSWERS:
+        raise ValueError(
+            f"'answer' is {_describe(answer)}: expected 'Malicious' or 'Benign' (case-sensitive)"
+        )
+    meta = value.get("meta")
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise ValueError(f"'meta' must be an object, got {_describe(meta)}")
+    return {"question": question, "answer": answer, "meta": dict(meta)}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+E1_TASK = Task(
+    name="e1",
+    system_prompt=E1_SYSTEM_PROMPT,
+    score=score,
+    is_success=is_success,
+    breakdown=breakdown,
+    validate_row=validate_row,
+)

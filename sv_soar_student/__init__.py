@@ -1,0 +1,62 @@
+"""sv-soar-student: an SV-Bench task (E1 now) over any problem set, scored with SV-Bench's rubric.
+
+    vf-eval sv-soar-student -a '{"source": "jsonl", "path": "../shared/svbench-mini/e1.jsonl"}'
+
+Problem sets: `source="builtin"` (seeded IoT-23-style flows), `"jsonl"` (SV-Bench JSONL, a hard
+set, a teacher-generated dataset), `"hub"` (SV-Bench's gated Hugging Face set; needs HF_TOKEN).
+"""
+
+from __future__ import annotations
+
+import verifiers as vf
+from datasets import Dataset
+
+from rubrics import task_rubric
+from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks.sources import load_rows
+
+ENV_ID = "sv-soar-student"
+
+
+def student_record(task: Task, row: Row) -> dict:
+    """One dataset row as verifiers v0 reads it: question, answer, and info for reports."""
+    meta = row.get("meta") or {}
+    return {
+        "question": row["question"],
+        "answer": row["answer"],
+        # flat strings only, so rows from different sources share one Arrow schema
+        "info": {
+            "task_name": task.name,  # not "task": verifiers 0.1.14 reserves info["task"]
+            "breakdown": task.breakdown(row),
+            "source": str(meta.get("source", "")),
+            "hash": str(meta.get("hash", "")),
+            "split": str(meta.get("split", "")),
+        },
+    }
+
+
+def load_environment(
+    task: str = "e1",
+    source: str = "builtin",
+    path: str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    skip_bad: bool = False,
+    system_prompt: str | None = None,
+    **kwargs,
+) -> vf.SingleTurnEnv:
+    """The student environment: `task` rows from `source`, SV-Bench's system prompt and rubric."""
+    spec = get_task(task)
+    rows = load_rows(spec.name, source, path=path, n=n, seed=seed, skip_bad=skip_bad)
+    if not rows:
+        raise ValueError(f"source {source!r} gave no {spec.name} rows; a verifiers env needs at least one")
+    dataset = Dataset.from_list([student_record(spec, row) for row in rows])
+    parser, rubric = task_rubric(spec.name)
+    return vf.SingleTurnEnv(
+        dataset=dataset,
+        system_prompt=system_prompt if system_prompt is not None else spec.system_prompt,
+        parser=parser,
+        rubric=rubric,
+        env_id=ENV_ID,
+        **kwargs,
+    )
