@@ -1,0 +1,525 @@
+"""Teacher rollout -> SV-Bench problem, or the reason it cannot be one.
+
+A teacher completion is untrusted text from a model being trained by RL against the student: it can
+be empty, endless, malformed, or aimed at the scorer. SOAR discards invalid rollouts and resamples
+(DESIGN §4), and the teacher environment counts them by reason (DESIGN §5), so every failure here is
+a `Rejection` with a machine `RejectReason` and never an exception.
+
+The checks run in this order (the first failure is the reason):
+  empty / too_long      the completion itself; too_long is decided from len() before any parsing
+  not_json              no JSON object found: raw JSON, else a ```json fence, else the first
+                        balanced {...} (string-aware), as SV-Bench's own E1 parser does
+  schema                not an object, missing/mistyped field, duplicate key
+  bad_label             answer not exactly "Malicious" or "Benign" (SV-Bench labels are case-sensitive;
+                        Abstain is a student answer, not a gold label)
+  question_too_short/long
+  injection             the question addresses the student or scorer instead of describing a flow
+  not_e1_style          not a single flow record; a record written loosely is rewritten in SV-Bench's
+                        exact format instead (see `canonical_e1_question`)
+  duplicate_of_hard_set a copy of a hard-set question (contamination.py)
+  duplicate_in_batch    a copy of an earlier valid problem of the same batch (`validate_batch`)
+
+Extra JSON keys are allowed and dropped (decision): the stored row is rebuilt from the validated
+fields only, so they cannot reach the student, and rejecting them would spend teacher samples on
+a harmless habit of small models (adding "confidence" or "difficulty").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Literal
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
+from sv_soar_teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
+
+TASKS = ("e1",)
+
+
+class RejectReason(StrEnum):
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    NOT_JSON = "not_json"
+    SCHEMA = "schema"
+    BAD_LABEL = "bad_label"
+    QUESTION_TOO_SHORT = "question_too_short"
+    QUESTION_TOO_LONG = "question_too_long"
+    INJECTION = "injection"
+    NOT_E1_STYLE = "not_e1_style"
+    DUPLICATE_OF_HARD_SET = "duplicate_of_hard_set"
+    DUPLICATE_IN_BATCH = "duplicate_in_batch"
+
+
+class ProblemLimits(BaseModel):
+    """Bounds on one teacher rollout; each field's description says why its default is what it is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_completion_chars: int = Field(
+        16_384,
+        ge=256,
+        description="Longer completions (in characters; 16 KB of ASCII) are rejected as too_long "
+        "before parsing. A problem is ~300 characters; 16 KB leaves room for a small model's "
+        "preamble and bounds the parse time (worst case measured ~50 ms).",
+    )
+    question_min_chars: int = Field(
+        20,
+        ge=1,
+        description="Protocol, two ports and one feature ('udp 5353→5353, bytes 60') need ~20.",
+    )
+    question_max_chars: int = Field(
+        600,
+        ge=1,
+        description="SV-Bench E1 questions are 132-151 characters (mini set) and the canonical form "
+        "stays under ~260 even with a 64-character device name; 600 admits loose spacing but "
+        "not pasted logs.",
+    )
+    rationale_max_chars: int = Field(
+        1000, ge=0, description="Optional rationale kept in meta; never shown to the student."
+    )
+    batch_duplicate_threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        gt=0.0,
+        le=1.0,
+        description="Shingle Jaccard at which two problems of one batch count as one "
+        "(same measure as the hard-set guard, contamination.py).",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ProblemLimits:
+        if self.question_min_chars > self.question_max_chars:
+            raise ValueError(
+                f"question_min_chars ({self.question_min_chars}) exceeds "
+                f"question_max_chars ({self.question_max_chars})"
+            )
+        if self.question_max_chars > self.max_completion_chars:
+            raise ValueError("question_max_chars exceeds max_completion_chars")
+        return self
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: RejectReason
+    detail: str  # for people; never echoes more than ~80 characters of the completion
+
+    ok = False
+
+
+@dataclass(frozen=True)
+class TeacherProblem:
+    """A validated teacher problem; `question` is already in SV-Bench's exact format."""
+
+    question: str
+    answer: Literal["Malicious", "Benign"]
+    hash: str
+    rationale: str | None = None
+    task: str = "e1"
+
+    ok = True
+
+    def to_row(self) -> dict[str, Any]:
+        """An SV-Bench E1 row; `meta.source` marks it as generated."""
+        meta: dict[str, Any] = {"source": "teacher", "hash": self.hash}
+        if self.rationale:
+            meta["rationale"] = self.rationale
+        return {"question": self.question, "answer": self.answer, "meta": meta}
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON extraction (raw, fenced, first balanced object)
+
+MAX_FENCES = 8  # fenced blocks tried
+MAX_BRACE_STARTS = 16  # '{' positions tried; bounds the balanced scan at 16 x the text length
+
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
+_BRACE_SPECIAL = re.compile(r'[{}"\\]')
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+
+
+def _matching_brace(text: str, start: int) -> int | None:
+    """Index of the '}' closing text[start] == '{', skipping braces inside JSON strings."""
+    depth, in_string, escaped_at = 0, False, -1
+    for m in _BRACE_SPECIAL.finditer(text, start):
+        i, c = m.start(), m.group()
+        if i == escaped_at:
+            continue
+        if in_string:
+            if c == "\\":
+                escaped_at = i + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    return None
+
+
+def _candidates(text: str):
+    stripped = text.strip()
+    yield stripped
+    for k, m in enumerate(_FENCE.finditer(text)):
+        if k >= MAX_FENCES:
+            break
+        yield m.group(1).strip()
+    start = text.find("{")
+    for _ in range(MAX_BRACE_STARTS):
+        if start == -1:
+            return
+        end = _matching_brace(text, start)
+        if end is not None:
+            yield text[start : end + 1]
+        start = text.find("{", start + 1)
+
+
+def extract_json_object(text: str) -> dict[str, Any] | Rejection:
+    """The first JSON value in `text` (the whole text, else a fenced block, else a balanced {...}),
+    which must be one object with no repeated key (a list of problems is not one problem, and a
+    repeated "answer" would let the last one silently win)."""
+    for candidate in _candidates(text):
+        if not candidate:
+            continue
+        try:
+            value = _loads(candidate)
+        except _DuplicateKey as exc:
+            return Rejection(RejectReason.SCHEMA, f"duplicate key {str(exc)[:40]!r} in the JSON object")
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+        return Rejection(RejectReason.SCHEMA, f"JSON value is {_json_type(value)}, expected one object")
+    return Rejection(RejectReason.NOT_JSON, "no JSON object found (raw, fenced or {...})")
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fields: JSON Schema (the published contract) and pydantic (the typed object)
+
+
+class E1ProblemFields(BaseModel):
+    """Typed fields of one E1 teacher problem; the JSON Schema checks the same plus lengths."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    question: str
+    answer: Literal["Malicious", "Benign"]
+    rationale: str | None = None
+
+
+_SCHEMA_FILES = {"e1": "e1_problem.schema.json"}
+_FIELD_MODELS = {"e1": E1ProblemFields}
+
+
+def problem_schema(task: str = "e1") -> dict[str, Any]:
+    """The task's problem JSON Schema as shipped (package data, read through importlib.resources)."""
+    name = _SCHEMA_FILES[_check_task(task)]
+    text = resources.files("sv_soar_teacher").joinpath("schemas", name).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@functools.lru_cache(maxsize=32)
+def _schema_validator(task: str, limits: ProblemLimits) -> jsonschema.protocols.Validator:
+    schema = problem_schema(task)
+    props = schema["properties"]
+    props["question"]["minLength"] = limits.question_min_chars
+    props["question"]["maxLength"] = limits.question_max_chars
+    props["rationale"]["maxLength"] = limits.rationale_max_chars
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _field_rejection(obj: dict[str, Any], task: str, limits: ProblemLimits) -> Rejection | None:
+    """Map JSON Schema errors to one reason: structure first, then label, then question length."""
+    errors = list(_schema_validator(task, limits).iter_errors(obj))
+    if not errors:
+        return None
+    ranked: list[tuple[int, Rejection]] = []
+    for err in errors:
+        where = next(iter(err.absolute_path), None)
+        value = err.instance
+        if where == "answer" and err.validator == "enum":
+            ranked.append((1, Rejection(RejectReason.BAD_LABEL,
+                                        f"answer {_snippet(value)} is not 'Malicious' or 'Benign'")))
+        elif where == "question" and err.validator == "minLength":
+            ranked.append((2, Rejection(RejectReason.QUESTION_TOO_SHORT,
+                                        f"question is {len(value)} characters, under "
+                                        f"{limits.question_min_chars}")))
+        elif where == "question" and err.validator == "maxLength":
+            ranked.append((2, Rejection(RejectReason.QUESTION_TOO_LONG,
+                                        f"question is {len(value)} characters, over "
+                                        f"{limits.question_max_chars}")))
+        else:
+            field_name = where if where is not None else "problem"
+            ranked.append((0, Rejection(RejectReason.SCHEMA,
+                                        f"{field_name}: {err.validator} check failed "
+                                        f"({_snippet(err.message, 120)})")))
+    return min(ranked, key=lambda pair: pair[0])[1]
+
+
+def _snippet(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt-injection markers: text aimed at the student or the scorer, not a flow description.
+# A denylist that runs before the E1 style allowlist (which alone would reject all of these), so
+# that a teacher learning to address the scorer shows up as its own reason in the metrics.
+
+_SEP = r"[\W_]+"
+_INJECTION_MARKERS: list[tuple[str, re.Pattern[str]]] = [
+    (name, re.compile(pattern))
+    for name, pattern in [
+        ("instruction override",
+         rf"\b(?:ignore|disregard|forget|override){_SEP}(?:(?:all|any|the|your|every|of|these|those)"
+         rf"{_SEP})*(?:previous|prior|above|earlier|preceding|system|original|former)\b"),
+        ("chat-template token", r"<\|[^|<>]{0,40}\|>|\[/?inst\]|<<\s*/?sys\s*>>"),
+        ("role tag", r"</?\s*(?:s|system|assistant|user|developer|tool|im_start|im_end)\s*>"
+                     r"|(?:^|[^\w-])(?:system|assistant|user|developer|human|ai)\s*:"),
+        ("markdown role header", r"#{2,}\s*(?:instruction|system|response|answer|label)"),
+        ("answer leak",
+         rf"\b(?:answer|label|verdict|classification|ground{_SEP}?truth){_SEP}"
+         rf"(?:is|are|=|should{_SEP}be|must{_SEP}be|will{_SEP}be)\b"
+         r"|\b(?:answer|label|verdict)\s*[:=]|\"(?:label|confidence)\"\s*:"),
+        ("labelling directive",
+         rf"\b(?:label|classify|mark|flag|tag|treat|consider|call){_SEP}(?:this|it|the{_SEP}\w+)"
+         rf"{_SEP}as\b"
+         rf"|\byou{_SEP}(?:must|should|have{_SEP}to|need{_SEP}to){_SEP}"
+         r"(?:answer|respond|say|output|label|classify|choose|pick|decide)"
+         rf"|\b(?:respond|reply|output|say|answer){_SEP}(?:with|only)\b"
+         rf"|\balways{_SEP}(?:answer|say|respond|output|choose|pick|label|classify)\b"),
+        ("scorer reference",
+         r"\b(?:rewards?|rewarded|grader|graders|grading|scorer|scoring|rubric|verifier|evaluator)\b"),
+    ]
+]
+
+
+def find_injection(text: str) -> str | None:
+    """Name of the first injection marker in `text` (after NFKC, invisible-character removal and
+    case folding, so 'IGN\u200bORE previous' is caught), or None."""
+    norm = unicodedata.normalize("NFKC", text)
+    norm = "".join(ch for ch in norm if unicodedata.category(ch) != "Cf").casefold()
+    norm = re.sub(r"\s+", " ", norm)
+    for name, pattern in _INJECTION_MARKERS:
+        m = pattern.search(norm)
+        if m:
+            return f"{name} ({m.group(0).strip()[:40]!r})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# E1 style: one flow record, rewritten in SV-Bench's exact format.
+
+E1_DEFAULT_DEVICE = "unknown-device"  # SV-Bench's fallback, and the only device in IoT-23 E1
+MAX_DURATION_S = 1e6  # ~11.6 days; longer is not a Zeek conn record a student will meet
+MAX_BYTES = 10**12
+
+# Loose spellings a small teacher produces: -> or => for the arrow, missing "Device ... observed",
+# "duration: 3.1s", flags without brackets, a missing or partial "Decide" suffix. Fields keep
+# SV-Bench's order; anything else (prose, a second record, hints) does not match.
+_E1_LOOSE = re.compile(
+    r"""^(?:device\s+(?P<device>[a-z0-9][a-z0-9._-]{0,63})\s+observed\s+)?
+    (?P<proto>tcp|udp|icmp)\s+
+    (?P<sport>\d{1,6})(?:\s*(?:→|->|=>|⟶|➝)\s*|\s+to\s+)(?P<dport>\d{1,6})
+    (?:\s*,\s*duration\s*[:=]?\s*(?P<duration>\?|\d{1,12}(?:\.\d{1,20})?(?:e[+-]?\d{1,2})?)
+       (?:\s*(?:s|sec|secs|seconds))?)?
+    (?:\s*,\s*bytes\s*[:=]?\s*(?P<bytes>\?|\d{1,15}))?
+    (?:\s*,\s*flags\s*[:=]?\s*(?:\[\s*(?P<flags>[a-z^]{0,32}|\?)\s*\]|(?P<flags_bare>[a-z^]{1,32})))?
+    \s*\.?
+    (?:\s*decide\s*:?\s*malicious\s+or\s+benign\s*(?:\(\s*you\s+may\s+abstain\s+if\s+unsure\s*\)\s*)?\.?)?
+    \s*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_HAS_PROTO = re.compile(r"\b(?:tcp|udp|icmp)\b", re.IGNORECASE)
+_HAS_PORTS = re.compile(r"\d\s*(?:→|->|=>|⟶|➝)\s*\d|\d\s+to\s+\d", re.IGNORECASE)
+
+
+def canonical_e1_question(question: str) -> tuple[str | None, str]:
+    """(the question in SV-Bench's exact format, "") or (None, why it is not one E1 flow record)."""
+    text = unicodedata.normalize("NFKC", question)
+    text = re.sub(r"\s+", " ", text).strip()
+    m = _E1_LOOSE.match(text)
+    if m is None:
+        if not _HAS_PROTO.search(text):
+            return None, "no protocol (tcp, udp or icmp)"
+        if not _HAS_PORTS.search(text):
+            return None, "no ports written as <source>→<destination>"
+        return None, "not a single SV-Bench flow record (extra, missing or reordered text)"
+    sport, dport = int(m["sport"]), int(m["dport"])
+    if sport > 65535 or dport > 65535:
+        return None, f"port out of range ({sport}→{dport})"
+    duration = None if m["duration"] in (None, "?") else float(m["duration"])
+    if duration is not None and not (math.isfinite(duration) and duration <= MAX_DURATION_S):
+        return None, f"duration {m['duration'][:20]} out of range"
+    nbytes = None if m["bytes"] in (None, "?") else int(m["bytes"])
+    if nbytes is not None and nbytes > MAX_BYTES:
+        return None, f"bytes {m['bytes'][:20]} out of range"
+    flags = m["flags"] if m["flags"] is not None else (m["flags_bare"] or "")
+    flow = Flow(
+        proto=m["proto"].lower(),
+        sport=sport,
+        dport=dport,
+        duration=duration,
+        bytes=nbytes,
+        history="" if flags == "?" else flags,  # SV-Bench writes missing flags as "flags []"
+    )
+    # The project's one E1 renderer (SV-Bench's render_prompt: a zero shows as "?", a float as str()).
+    canonical = render_question(flow, device=m["device"] or E1_DEFAULT_DEVICE)
+    if parse_question(canonical) is None:  # e.g. a duration under 1e-4 prints as 1e-05
+        return None, "flow cannot be written in SV-Bench's format"
+    return canonical, ""
+
+
+_STYLE_CHECKS = {"e1": canonical_e1_question}
+
+
+# ---------------------------------------------------------------------------------------------
+# One rollout, and a batch
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+    return task
+
+
+def parse_teacher_problem(
+    text: Any,
+    *,
+    task: str = "e1",
+    limits: ProblemLimits | None = None,
+    hard_set_index: HardSetIndex | None = None,
+) -> TeacherProblem | Rejection:
+    """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`."""
+    task = _check_task(task)
+    limits = limits or ProblemLimits()
+    if not isinstance(text, str):
+        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
+    if len(text) > limits.max_completion_chars:
+        return Rejection(RejectReason.TOO_LONG,
+                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
+    if not text.strip():
+        return Rejection(RejectReason.EMPTY, "completion is empty")
+
+    obj = extract_json_object(text)
+    if isinstance(obj, Rejection):
+        return obj
+    rejection = _field_rejection(obj, task, limits)
+    if rejection is not None:
+        return rejection
+    try:
+        fields = _FIELD_MODELS[task].model_validate(obj)
+    except ValidationError as exc:  # the schema and the model disagree: a bug, reported as schema
+        first = exc.errors()[0]
+        return Rejection(RejectReason.SCHEMA, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+
+    marker = find_injection(fields.question)
+    if marker is not None:
+        return Rejection(RejectReason.INJECTION, f"question carries {marker}")
+    question, why = _STYLE_CHECKS[task](fields.question)
+    if question is None:
+        return Rejection(RejectReason.NOT_E1_STYLE, why)
+
+    if hard_set_index is not None:
+        dup, matched, similarity = hard_set_index.is_near_duplicate(question)
+        if dup:
+            return Rejection(RejectReason.DUPLICATE_OF_HARD_SET,
+                             f"matches hard-set item {matched} (similarity {similarity:.3f})")
+    rationale = fields.rationale.strip() if fields.rationale else None
+    return TeacherProblem(
+        question=question,
+        answer=fields.answer,
+        hash=question_hash(question),
+        rationale=rationale or None,
+        task=task,
+    )
+
+
+@dataclass
+class BatchValidation:
+    """Outcome of each teacher completion of a batch, in order."""
+
+    outcomes: list[TeacherProblem | Rejection] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[TeacherProblem]:
+        return [o for o in self.outcomes if isinstance(o, TeacherProblem)]
+
+    @property
+    def valid_indices(self) -> list[int]:
+        return [i for i, o in enumerate(self.outcomes) if isinstance(o, TeacherProblem)]
+
+    @property
+    def rejected(self) -> Counter[RejectReason]:
+        return Counter(o.reason for o in self.outcomes if isinstance(o, Rejection))
+
+    @property
+    def valid_fraction(self) -> float:
+        return len(self.problems) / len(self.outcomes) if self.outcomes else 0.0
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [p.to_row() for p in self.problems]
+
+
+def validate_batch(
+    texts: list[Any],
+    hard_set_index: HardSetIndex | None = None,
+    limits: ProblemLimits | None = None,
+    *,
+    task: str = "e1",
+) -> BatchValidation:
+    """Validate a batch of teacher completions; a later near-copy of an earlier valid problem is
+    rejected as duplicate_in_batch (the first one is kept)."""
+    limits = limits or ProblemLimits()
+    seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
+    first_index: dict[str, int] = {}
+    result = BatchValidation()
+    for i, text in enumerate(texts):
+        outcome = parse_teacher_problem(text, task=task, limits=limits, hard_set_index=hard_set_index)
+        if isinstance(outcome, TeacherProblem):
+            dup, matched, similarity = seen.is_near_duplicate(outcome.question)
+            if dup:
+                outcome = Rejection(
+                    RejectReason.DUPLICATE_IN_BATCH,
+                    f"copy of completion #{first_index[matched]} (similarity {similarity:.3f})",
+                )
+            else:
+                first_index[seen.add(outcome.question, outcome.hash)] = i
+        result.outcomes.append(outcome)
+    return result
