@@ -1,0 +1,536 @@
+"""`TransformersEngine`: batched generation with transformers + peft, on CPU or GPU.
+
+A plain decoding loop over the model's forward (not `model.generate`), because it lets the engine
+- sample each row from its own seeded stream (seed, prompt index, sample index), so a seeded call is
+  reproducible and a row's sample does not depend on which rows share its micro-batch;
+- drop a row from the batch, KV cache included, as soon as it stops, instead of decoding padding;
+- check stop strings and the JSON end on the newly decoded text only (incremental detokenisation).
+Everything else per token is tensor work: one forward with `logits_to_keep=1`, argmax or an
+inverse-CDF draw from the row's pre-drawn uniforms.
+
+Prompts are left-padded (position ids count real tokens only, so a padded row computes what it would
+alone), sorted by length and cut into micro-batches of at most `max_batch_size` rows. LoRA adapters
+come through peft; rows under different adapters share one batch through peft's mixed-adapter
+inference (`adapter_names=`, "__base__" = the bare model) where peft allows it (not for DoRA or merged
+adapters), and are grouped by adapter otherwise.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from sv_soar.generation import ChatPrompt, Completion, GenerationStats, SamplingParams
+
+log = logging.getLogger(__name__)
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+# --- stopping ----------------------------------------------------------------------------------------
+
+
+class JsonEndScanner:
+    """Where the first balanced top-level {...} closes, in text fed chunk by chunk.
+
+    Text before the first "{" (prose, a ```json fence) is skipped; braces inside JSON strings
+    (escapes included) do not count. After the object has closed, feed() returns None.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escaped = False
+        self.closed = False
+
+    def feed(self, chunk: str) -> int | None:
+        """Index in `chunk` just past the closing "}", or None if the object is still open."""
+        if self.closed:
+            return None
+        for index, char in enumerate(chunk):
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+            elif char == "{":
+                self.depth += 1
+            elif self.depth and char == '"':
+                self.in_string = True
+            elif self.depth and char == "}":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.closed = True
+                    return index + 1
+        return None
+
+
+def json_object_end(text: str) -> int | None:
+    """Index just past the first balanced top-level {...} of `text`, or None if none closes."""
+    return JsonEndScanner().feed(text)
+
+
+class _StopWatcher:
+    """Decodes one row's tokens incrementally and reports where its text must be cut.
+
+    Incremental detokenisation as vLLM does it: each step decodes a short window of recent tokens
+    and keeps the new suffix, holding text back while it ends in an incomplete UTF-8 sequence.
+    """
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], json_end: bool) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(s for s in stop if s)
+        self.longest_stop = max((len(s) for s in self.stop), default=0)
+        self.json = JsonEndScanner() if json_end else None
+        self.ids: list[int] = []
+        self.text = ""
+        self.text_ends: list[int] = []  # len(self.text) after each token
+        self.cut: int | None = None
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self._prefix_text = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> bool:
+        """Add one generated token; True once a stop string or the JSON end has appeared."""
+        self.ids.append(token_id)
+        window = self._decode(self.ids[self._prefix_offset :])
+        if len(window) > len(self._prefix_text) and not window.endswith("\ufffd"):
+            new = window[len(self._prefix_text) :]
+            start = len(self.text)
+            self.text += new
+            self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
+            self._prefix_text = self._decode(self.ids[self._prefix_offset : self._read_offset])
+            self.cut = self._find_cut(start, new)
+        self.text_ends.append(len(self.text))
+        return self.cut is not None
+
+    def _find_cut(self, start: int, new: str) -> int | None:
+        cuts = []
+        if self.json is not None:
+            end = self.json.feed(new)
+            if end is not None:
+                cuts.append(start + end)
+        if self.stop:
+            search_from = max(0, start - self.longest_stop + 1)  # a stop string may straddle chunks
+            for stop in self.stop:
+                found = self.text.find(stop, search_from)
+                if found != -1:
+                    cuts.append(found)
+        return min(cuts) if cuts else None
+
+    def tokens_covering_cut(self) -> int:
+        """How many tokens the shortest prefix whose text covers text[:cut] has."""
+        assert self.cut is not None
+        return bisect.bisect_left(self.text_ends, self.cut) + 1 if self.cut > 0 else 0
+
+
+@dataclass
+class _Row:
+    """One sequence being decoded: a prompt (for one sample) under one adapter."""
+
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    adapter: str | None
+    watcher: _StopWatcher | None
+    ids: list[int] = field(default_factory=list)
+    finish_reason: str = "length"
+    done: bool = False
+
+
+# --- the engine --------------------------------------------------------------------------------------
+
+
+class TransformersEngine:
+    """A `GenerationEngine` over a transformers causal LM, with LoRA adapters through peft.
+
+    TransformersEngine("smollm2-135m-instruct")   # any name `sv_soar.models.load_model` accepts
+    TransformersEngine(model, tokenizer)         # share a model already in memory (the trainer's)
+
+    When the engine wraps a bare model in a PeftModel (first `load_adapter`), it keeps the adapter
+    layers disabled outside `generate`, so another holder of the same base model (the student
+    trainer) still computes with the bare model; unloading the last adapter removes the LoRA layers.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Any,
+        tokenizer: Any | None = None,
+        *,
+        model_name: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: str = "cpu",
+        max_batch_size: int = 32,
+    ) -> None:
+        if isinstance(model, (str, os.PathLike)):
+            from sv_soar.models import load_model
+
+            model_name = model_name or str(model)
+            model, tokenizer = load_model(str(model), dtype=dtype, device=device)
+        elif tokenizer is None:
+            raise TypeError("TransformersEngine(model, tokenizer): a model object needs its tokenizer")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.max_batch_size = max_batch_size
+        self.stats = GenerationStats()
+        self._batch_tokens: dict[int, int] = {}
+        self._batch_seconds: dict[int, float] = {}
+        self._wrapped_by_engine = False
+        self._enabled_depth = 0
+        self._mixed_batches_ok: bool | None = None  # decided on first use, again when adapters change
+
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        if not eos_ids:
+            raise ValueError(f"{self.model_name}: neither the model nor the tokenizer defines an EOS token")
+        self.eos_ids = frozenset(eos_ids)
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.eos_ids)
+        # transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns).
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+    # --- GenerationEngine ----------------------------------------------------------------------------
+
+    def count_tokens(self, prompt: ChatPrompt) -> int:
+        return len(self._prompt_ids(prompt))
+
+    def generate(
+        self,
+        prompts: Sequence[ChatPrompt],
+        params: SamplingParams,
+        adapters: Sequence[str | None] | str | None = None,
+    ) -> list[list[Completion]]:
+        _check_params(params)
+        per_prompt = self._adapter_per_prompt(len(prompts), adapters)
+        prompt_ids = [self._prompt_ids(prompt) for prompt in prompts]
+        greedy = params.temperature == 0
+        samples = 1 if greedy else params.n  # greedy samples are identical: decode once, copy
+        needs_watch = bool(params.stop) or params.stop_at_json_end
+        rows = [
+            _Row(
+                index,
+                sample,
+                prompt_ids[index],
+                per_prompt[index],
+                _StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
+            )
+            for index in range(len(prompts))
+            for sample in range(samples)
+        ]
+        base_seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+        # peft: rows under different adapters share a batch where peft allows, else one adapter a batch
+        mode = "plain" if not self._is_peft() else "mixed" if self._supports_mixed_batches() else "grouped"
+        started = time.perf_counter()
+        with _eval_mode(self.model), torch.inference_mode(), self._adapter_layers_enabled():
+            for batch in self._micro_batches(rows, by_adapter=mode == "grouped"):
+                self._decode(batch, params, base_seed, mode)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.prompts += len(prompts)
+
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for row in rows:  # rows are in (prompt, sample) order
+            completion = self._completion(row)
+            results[row.prompt_index].append(completion)
+            if greedy:  # the n identical samples, as separate objects
+                results[row.prompt_index].extend(
+                    dataclasses.replace(completion, token_ids=list(completion.token_ids)) for _ in range(params.n - 1)
+                )
+        return results
+
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        if name == BASE_ADAPTER:
+            raise ValueError(f"{BASE_ADAPTER!r} is peft's name for the bare model; pick another adapter name")
+        was_training = self.model.training  # peft puts the model in eval mode; the owner may be training it
+        if not isinstance(self.model, PeftModel):
+            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)  # frozen, inference only
+            self._wrapped_by_engine = True
+        else:
+            if name in self.model.peft_config:
+                raise ValueError(f"adapter {name!r} is already loaded; unload it first")
+            self.model.load_adapter(path, adapter_name=name)
+        if self._wrapped_by_engine:
+            self.model.base_model.disable_adapter_layers()  # see the class docstring
+        self.model.train(was_training)
+        self._mixed_batches_ok = None
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self.loaded_adapters():
+            raise KeyError(f"adapter {name!r} is not loaded; loaded: {self.loaded_adapters()}")
+        if self._wrapped_by_engine and self.loaded_adapters() == [name]:
+            self.model = self.model.unload()  # removes the LoRA layers from the shared base model
+            self._wrapped_by_engine = False
+        else:
+            self.model.delete_adapter(name)
+        self._mixed_batches_ok = None
+
+    @property
+    def mixed_adapter_batches(self) -> bool:
+        """Whether rows under different adapters share a batch (peft's mixed-adapter inference)."""
+        return not self._is_peft() or self._supports_mixed_batches()
+
+    def loaded_adapters(self) -> list[str]:
+        return sorted(getattr(self.model, "peft_config", {}) or {})
+
+    # --- prompts and adapters ------------------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: ChatPrompt) -> list[int]:
+        text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _adapter_per_prompt(
+        self, count: int, adapters: Sequence[str | None] | str | None
+    ) -> list[str | None]:
+        if adapters is None or isinstance(adapters, str):
+            per_prompt = [adapters] * count
+        else:
+            per_prompt = list(adapters)
+            if len(per_prompt) != count:
+                raise ValueError(f"adapters names {len(per_prompt)} adapters for {count} prompts")
+        unknown = {name for name in per_prompt if name is not None} - set(self.loaded_adapters())
+        if unknown:
+            raise KeyError(f"adapter(s) {sorted(unknown)} not loaded; loaded: {self.loaded_adapters()}")
+        return per_prompt
+
+    def _is_peft(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def _micro_batches(self, rows: list[_Row], by_adapter: bool) -> Iterator[list[_Row]]:
+        """Rows sorted by prompt length (longest first, so memory runs out early if at all), in
+        batches of at most max_batch_size; with by_adapter, each batch holds one adapter's rows."""
+        groups = [rows]
+        if by_adapter:
+            names = sorted({row.adapter for row in rows}, key=lambda name: name or "")
+            groups = [[row for row in rows if row.adapter == name] for name in names]
+        for group in groups:
+            ordered = sorted(group, key=lambda row: -len(row.prompt_ids))
+            for start in range(0, len(ordered), self.max_batch_size):
+                yield ordered[start : start + self.max_batch_size]
+
+    def _supports_mixed_batches(self) -> bool:
+        """Whether peft accepts `adapter_names=` for the loaded adapters: LoRA only, none merged,
+        no DoRA, no LoRA on nn.MultiheadAttention (peft's own checks in lora/layer.py). Decided by
+        inspection, not by trying: peft leaves its forward hooks registered when a call raises."""
+        if self._mixed_batches_ok is None:
+            from peft.tuners.lora import LoraLayer
+
+            ok = all(config.peft_type == "LORA" for config in self.model.peft_config.values())
+            for module in self.model.modules():
+                if isinstance(module, LoraLayer) and (
+                    module.merged or any(module.use_dora.values()) or type(module).__name__ == "MultiheadAttention"
+                ):
+                    ok = False
+            if not ok:
+                log.info("peft cannot mix these adapters in one batch: grouping rows by adapter")
+            self._mixed_batches_ok = ok
+        return self._mixed_batches_ok
+
+    @contextlib.contextmanager
+    def _adapter_layers_enabled(self) -> Iterator[None]:
+        """Adapter layers on for the duration (re-entrant); see the class docstring for why."""
+        if not self._wrapped_by_engine or self._enabled_depth:
+            self._enabled_depth += 1
+            try:
+                yield
+            finally:
+                self._enabled_depth -= 1
+            return
+        self.model.base_model.enable_adapter_layers()
+        self._enabled_depth += 1
+        try:
+            yield
+        finally:
+            self._enabled_depth -= 1
+            self.model.base_model.disable_adapter_layers()
+
+    @contextlib.contextmanager
+    def _single_adapter(self, name: str | None) -> Iterator[None]:
+        """Run under one adapter (or the bare model) by switching the active adapter; used only
+        when peft cannot mix adapters in a batch. Restores the active adapter and requires_grad."""
+        if name is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        previous = list(self.model.base_model.active_adapters)
+        requires_grad = {p: p.requires_grad for p in self.model.parameters()}
+        self.model.base_model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.model.base_model.set_adapter(previous)
+            for param, flag in requires_grad.items():
+                param.requires_grad_(flag)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # --- decoding ------------------------------------------------------------------------------------
+
+    def _decode(self, rows: list[_Row], params: SamplingParams, base_seed: int, mode: str) -> None:
+        """Decode one micro-batch to the end, filling each row's ids and finish_reason.
+
+        mode: "plain" (no peft), "mixed" (peft's adapter_names per row) or "grouped" (all rows
+        under one adapter, switched on for the batch)."""
+        device = self._device()
+        started = time.perf_counter()
+        # The n samples of a prompt share one prefill: its KV cache is copied to each sample's row.
+        first_of: dict[tuple[int, str | None], int] = {}
+        prefill_rows: list[_Row] = []
+        copy_from: list[int] = []
+        for row in rows:
+            key = (row.prompt_index, row.adapter)
+            if key not in first_of:
+                first_of[key] = len(prefill_rows)
+                prefill_rows.append(row)
+            copy_from.append(first_of[key])
+
+        width = max(len(row.prompt_ids) for row in prefill_rows)
+        input_ids = torch.full((len(prefill_rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prefill_rows), width), dtype=torch.long)
+        for i, row in enumerate(prefill_rows):  # left padding
+            input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
+            attention[i, width - len(row.prompt_ids) :] = 1
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # real tokens count from 0, as unpadded
+        uniforms = None
+        if params.temperature > 0:
+            uniforms = torch.stack(
+                [_row_uniforms(base_seed, row, params.max_new_tokens) for row in rows]
+            ).to(device)
+
+        mixed = mode == "mixed"
+        context = self._single_adapter(rows[0].adapter) if mode == "grouped" else contextlib.nullcontext()
+        active = list(rows)
+        with context:
+            extra = {"adapter_names": [row.adapter or BASE_ADAPTER for row in prefill_rows]} if mixed else {}
+            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             use_cache=True, logits_to_keep=1, **extra)
+            cache = getattr(out, self._cache_kwarg)
+            logits = out.logits[:, -1, :]
+            next_position = positions[:, -1:] + 1
+            if len(prefill_rows) < len(rows):
+                index = torch.tensor(copy_from, device=device)
+                cache.batch_select_indices(index)
+                logits, attention, next_position = logits[index], attention[index], next_position[index]
+            if mixed:
+                extra = {"adapter_names": [row.adapter or BASE_ADAPTER for row in active]}
+            for step in range(params.max_new_tokens):
+                tokens = _next_tokens(logits, params, uniforms[:, step] if uniforms is not None else None)
+                keep = []
+                for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
+                    row.ids.append(token)
+                    if token in self.eos_ids:
+                        row.finish_reason, row.done = "stop", True
+                    elif row.watcher is not None and row.watcher.push(token):
+                        row.finish_reason, row.done = "stop", True
+                    elif len(row.ids) >= params.max_new_tokens:
+                        row.done = True  # finish_reason stays "length"
+                    else:
+                        keep.append(i)
+                if not keep:
+                    break
+                if len(keep) < len(active):  # drop finished rows, KV cache included
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    tokens, attention, next_position = tokens[index], attention[index], next_position[index]
+                    if uniforms is not None:
+                        uniforms = uniforms[index]
+                    active = [active[i] for i in keep]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=1)
+                if mixed:
+                    extra = {"adapter_names": [row.adapter or BASE_ADAPTER for row in active]}
+                out = self.model(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position,
+                                 use_cache=True, logits_to_keep=1, **{self._cache_kwarg: cache}, **extra)
+                logits = out.logits[:, -1, :]
+                next_position = next_position + 1
+
+        generated = sum(len(row.ids) for row in rows)
+        seconds = time.perf_counter() - started
+        self.stats.generated_tokens += generated
+        size = len(rows)
+        self._batch_tokens[size] = self._batch_tokens.get(size, 0) + generated
+        self._batch_seconds[size] = self._batch_seconds.get(size, 0.0) + seconds
+        self.stats.by_batch_size[size] = self._batch_tokens[size] / max(self._batch_seconds[size], 1e-9)
+
+    def _completion(self, row: _Row) -> Completion:
+        if row.watcher is not None and row.watcher.cut is not None:
+            text = row.watcher.text[: row.watcher.cut]
+            token_ids = row.ids[: row.watcher.tokens_covering_cut()]
+        else:
+            token_ids = list(row.ids)  # an EOS token stays in token_ids (the trainer scores it)
+            text_ids = token_ids[:-1] if token_ids and token_ids[-1] in self.eos_ids else token_ids
+            text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        return Completion(text, token_ids, list(row.prompt_ids), row.finish_reason)
+
+
+# --- sampling ----------------------------------------------------------------------------------------
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.n < 1:
+        raise ValueError(f"n must be >= 1, got {params.n}")
+
+
+def _row_uniforms(base_seed: int, row: _Row, count: int) -> torch.Tensor:
+    """The row's own uniform draws, one per step, from (seed, prompt index, sample index)."""
+    key = f"{base_seed}:{row.prompt_index}:{row.sample_index}".encode()
+    seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & (2**63 - 1)
+    return torch.rand(count, generator=torch.Generator().manual_seed(seed))
+
+
+def _next_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """Greedy argmax, or a temperature/top-p draw by inverse CDF from one uniform per row."""
+    if uniforms is None:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    order = None
+    if params.top_p < 1:
+        probs, order = probs.sort(dim=-1, descending=True)
+        probs = probs * ((probs.cumsum(dim=-1) - probs) < params.top_p)  # nucleus; keeps the top token
+    cdf = probs.cumsum(dim=-1)
+    target = uniforms[:, None] * cdf[:, -1:]
+    index = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
+    if order is not None:
+        index = order.gather(-1, index)
+    return index[:, 0]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """Eval mode for the call (no dropout; peft refuses adapter_names in training mode), then back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
