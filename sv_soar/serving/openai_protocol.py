@@ -1,0 +1,185 @@
+"""The OpenAI chat-completions protocol, as far as sv-soar serve-model speaks it.
+
+Parsing is strict where a silent default would mislead (a wrong type, an unknown model, `stream` or
+`logprobs` that this server cannot honour): the request is refused with OpenAI's error shape,
+{"error": {"message", "type", "param", "code"}}, naming the field. Fields it does not know are
+ignored, as OpenAI-compatible servers do, so clients that send extras keep working.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sv_soar.generation import ChatPrompt, Completion, SamplingParams
+
+ROLES = ("system", "user", "assistant")
+
+
+class ApiError(Exception):
+    """A request the server refuses, answered as OpenAI does: {"error": {message, type, param, code}}."""
+
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.param, self.type, self.code = status, param, type, code
+
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"message": str(self), "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    """What a request's `model` may name: the base model, or a LoRA adapter loaded on it."""
+
+    base: str
+    adapters: tuple[str, ...] = ()
+
+    def adapter_for(self, model: str) -> str | None:
+        """The engine's adapter name for a requested model (None = the bare base model)."""
+        if model == self.base:
+            return None
+        if model in self.adapters:
+            return model
+        names = ", ".join(repr(name) for name in (self.base, *self.adapters))
+        raise ApiError(f"model {model!r} is not served here; available: {names}", "model", code="model_not_found")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str  # as the client named it; echoed in the reply
+    adapter: str | None
+    prompt: ChatPrompt
+    params: SamplingParams
+
+
+def parse_chat_request(
+    body: Any, models: ServedModels, *, default_max_tokens: int, max_n: int
+) -> ChatRequest:
+    """Validate a /v1/chat/completions body; raise ApiError naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ApiError("request body must be a JSON object")
+    for name in ("stream", "logprobs"):  # not implemented: refuse rather than silently ignore
+        if body.get(name):
+            raise ApiError(f"'{name}' is not supported by sv-soar serve-model", name)
+    if body.get("tools"):
+        raise ApiError("'tools' are not supported by sv-soar serve-model", "tools")
+
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise ApiError("'model' is required and must be a string", "model")
+    adapter = models.adapter_for(model)
+    prompt = _messages(body.get("messages"))
+
+    max_tokens = _integer(body, "max_tokens", None, minimum=1)
+    max_completion_tokens = _integer(body, "max_completion_tokens", None, minimum=1)
+    if None not in (max_tokens, max_completion_tokens) and max_tokens != max_completion_tokens:
+        raise ApiError("'max_tokens' and 'max_completion_tokens' disagree; send one of them", "max_tokens")
+    params = SamplingParams(
+        max_new_tokens=max_completion_tokens or max_tokens or default_max_tokens,
+        temperature=_number(body, "temperature", 1.0, minimum=0.0, maximum=2.0),  # OpenAI's default is 1
+        top_p=_number(body, "top_p", 1.0, minimum=0.0, maximum=1.0, exclusive_minimum=True),
+        n=_integer(body, "n", 1, minimum=1, maximum=max_n),
+        seed=_integer(body, "seed", None, minimum=0, maximum=2**63 - 1),
+        stop=_stop(body.get("stop")),
+    )
+    return ChatRequest(model=model, adapter=adapter, prompt=prompt, params=params)
+
+
+def _messages(value: Any) -> ChatPrompt:
+    if not isinstance(value, list) or not value:
+        raise ApiError("'messages' is required and must be a non-empty list of {role, content} objects", "messages")
+    prompt = []
+    for i, message in enumerate(value):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(f"'{where}' must be an object with 'role' and 'content'", where)
+        role = message.get("role")
+        if role == "developer":  # OpenAI's newer name for the system role
+            role = "system"
+        if role not in ROLES:
+            raise ApiError(f"'{where}.role' must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
+        prompt.append({"role": role, "content": _text(message.get("content"), f"{where}.content")})
+    return prompt
+
+
+def _text(content: Any, where: str) -> str:
+    """A message's text: a string, or OpenAI's list of {"type": "text", "text": ...} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
+    ):
+        return "\n".join(part["text"] for part in content)
+    raise ApiError(f"'{where}' must be a string or a list of text parts", where)
+
+
+def _integer(body: dict, name: str, default: int | None, *, minimum: int, maximum: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:  # absent or null: OpenAI treats both as "use the default"
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(f"'{name}' must be an integer; got {value!r}", name)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise ApiError(f"'{name}' must be {bound}; got {value}", name)
+    return value
+
+
+def _number(
+    body: dict, name: str, default: float, *, minimum: float, maximum: float, exclusive_minimum: bool = False
+) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(f"'{name}' must be a number; got {value!r}", name)
+    if value > maximum or value < minimum or (exclusive_minimum and value == minimum):
+        low = f"> {minimum}" if exclusive_minimum else f">= {minimum}"
+        raise ApiError(f"'{name}' must be {low} and <= {maximum}; got {value}", name)
+    return float(value)
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise ApiError("'stop' must be a non-empty string or a list of non-empty strings", "stop")
+    return tuple(stops)
+
+
+def chat_completion(model: str, completions: list[Completion]) -> dict[str, Any]:
+    """OpenAI's chat.completion object for the n completions of one prompt."""
+    prompt_tokens = len(completions[0].prompt_token_ids) if completions else 0
+    completion_tokens = sum(len(c.token_ids) for c in completions)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+            }
+            for i, c in enumerate(completions)
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
