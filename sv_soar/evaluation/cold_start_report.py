@@ -1,0 +1,151 @@
+"""The cold-start report: how much of a task the base student cannot solve at all (fail@K).
+
+SOAR-INVESTIGATION.md, "Phase 1: Cold-Start Analysis": what fraction of examples has zero pass rate
+for K = 8, 16, 32, 64, 128, and how that varies by difficulty. This module only renders numbers that
+`sv_soar.evaluation.hardset` computed: a markdown file and a PNG of zero-pass fraction against K.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sv_soar.jsonl import write_text_atomic
+
+OVERALL = "overall"
+
+
+@dataclass
+class ColdStartReport:
+    task: str
+    model: str
+    source: str  # where the problems came from: "builtin", a JSONL path, "saved results: ..."
+    samples: int  # S: samples a problem; the hard set is fail@S
+    temperature: float | None  # None where the saved results do not say
+    seed: int  # seed of the D_train / D_test split (and of sampling, where this run sampled)
+    command: str  # the command line that produced the report
+    problems: int
+    # zero_pass[group][K] = fraction of the group's problems with no success in their first K samples;
+    # the OVERALL group comes first, then the task's breakdown groups (E1: scenario)
+    zero_pass: dict[str, dict[int, float]]
+    group_sizes: dict[str, int]
+    pass_at_k: dict[int, float]  # mean unbiased pass@k over all problems
+    hard_set: int
+    d_train: int
+    d_test: int
+    seconds: float | None = None  # wall time of sampling, where this run sampled
+    notes: list[str] = field(default_factory=list)
+
+
+def render_markdown(report: ColdStartReport) -> str:
+    ks = sorted(report.zero_pass[OVERALL])
+    lines = [
+        f"# Cold-start report: {report.task}, {report.model}",
+        "",
+        "Fail@K analysis (SOAR-INVESTIGATION.md, Phase 1): the fraction of problems the model solves in",
+        "none of its first K samples. The hard set D is fail@S; it is split 50/50 into D_train (SOAR's",
+        "reward questions) and D_test (final evaluation only), DESIGN.md §4.",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| task | {report.task} |",
+        f"| model | `{report.model}` |",
+        f"| problems | {report.source} |",
+        f"| samples a problem (S) | {report.samples} |",
+        f"| temperature | {'not recorded' if report.temperature is None else report.temperature} |",
+        f"| seed | {report.seed} |",
+    ]
+    if report.seconds is not None:
+        lines.append(f"| sampling time | {report.seconds:.1f} s |")
+    lines += [
+        "",
+        "## Counts",
+        "",
+        f"- problems: {report.problems}",
+        f"- hard set D (0/{report.samples} solved): {report.hard_set} "
+        f"({_percent(report.hard_set / report.problems if report.problems else 0.0)})",
+        f"- D_train: {report.d_train}, D_test: {report.d_test}",
+        "",
+        "## Zero-pass fraction by K",
+        "",
+        "| group | problems | " + " | ".join(f"K={k}" for k in ks) + " |",
+        "|---|---:|" + "---:|" * len(ks),
+    ]
+    for group, by_k in report.zero_pass.items():
+        name = f"**{group}**" if group == OVERALL else group
+        cells = " | ".join(_percent(by_k[k]) for k in ks)
+        lines.append(f"| {name} | {report.group_sizes[group]} | {cells} |")
+    lines += ["", f"## pass@k over all problems (unbiased estimator, n = {report.samples})", ""]
+    if report.pass_at_k:
+        lines += [
+            "| " + " | ".join(f"pass@{k}" for k in report.pass_at_k) + " |",
+            "|" + "---:|" * len(report.pass_at_k),
+            "| " + " | ".join(_percent(v) for v in report.pass_at_k.values()) + " |",
+        ]
+    else:
+        lines.append("(no k in {1, 4, 8, 16, 32} is at most S)")
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
+    lines += ["", "## Command", "", "```", report.command, "```", ""]
+    return "\n".join(lines)
+
+
+def plot_zero_pass(report: ColdStartReport, path: str | os.PathLike) -> Path:
+    """Zero-pass fraction against K (log2 axis), one line per breakdown group and one overall."""
+    # Figure + Agg canvas directly: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for group, by_k in report.zero_pass.items():
+        ks = sorted(by_k)
+        label = f"{group} (n={report.group_sizes[group]})"
+        if group == OVERALL:
+            ax.plot(ks, [by_k[k] for k in ks], marker="o", color="black", linewidth=2.5, label=label, zorder=3)
+        else:
+            ax.plot(ks, [by_k[k] for k in ks], marker=".", linewidth=1.2, alpha=0.85, label=label)
+    ax.set_xscale("log", base=2)
+    all_ks = sorted(report.zero_pass[OVERALL])
+    ax.set_xticks(all_ks, labels=[str(k) for k in all_ks])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("K (samples a problem)")
+    ax.set_ylabel("fraction with 0/K solved")
+    ax.set_title(f"Cold start: {report.task}, {report.model}, T={report.temperature}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is as readable as any file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_cold_start_report(report: ColdStartReport, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write out_dir/cold_start_report.md and out_dir/cold_start.png (both atomically)."""
+    out_dir = Path(out_dir)
+    markdown = write_text_atomic(out_dir / "cold_start_report.md", render_markdown(report))
+    png = plot_zero_pass(report, out_dir / "cold_start.png")
+    return markdown, png
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"

@@ -1,0 +1,169 @@
+"""pass@k and the two ways the project scores a model on a problem set.
+
+- `pass_at_k(n, c, k)`: the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language
+  Models Trained on Code", eq. 1 and its numerically stable form in Fig. 3):
+  pass@k = 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k/i).
+  SOAR reports pass@k, k in {1, 4, 8, 16, 32}, from 32 samples a problem (DESIGN §4).
+- `greedy_accuracy`: SOAR's grounded reward measures Acc(student, Q_R) with greedy decoding, one
+  sample a question (DESIGN §4).
+- `sample_successes`: K samples a problem at temperature 1.0 -> a (problems x K) success matrix, the
+  input of both pass@k and fail@K hard-set mining (the paper: K = 128).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sv_soar.generation import GenerationEngine, SamplingParams
+from sv_soar.tasks import Row, Task
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k samples drawn without replacement from n is correct.
+
+    n samples were drawn, c of them correct. Unbiased for the model's true pass@k (Chen et al. 2021).
+    """
+    if not (isinstance(n, (int, np.integer)) and isinstance(c, (int, np.integer)) and isinstance(k, (int, np.integer))):
+        raise TypeError(f"pass_at_k takes integers, got n={n!r}, c={c!r}, k={k!r}")
+    if n < 1:
+        raise ValueError(f"pass_at_k: n={n} samples; need at least 1")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: c={c} correct out of n={n} samples; need 0 <= c <= n")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: k={k} with n={n} samples; need 1 <= k <= n")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    # 1 - C(n-c, k)/C(n, k) as a product, so no factorial overflows (Chen et al. 2021, Fig. 3)
+    failures_only = 1.0
+    for i in range(n - c + 1, n + 1):
+        failures_only *= 1.0 - k / i
+    return 1.0 - failures_only
+
+
+def mean_pass_at_k(successes_per_problem: Sequence[Sequence[bool]] | np.ndarray, k: int) -> float:
+    """Mean of pass@k over problems; row i holds the outcomes (True = solved) of problem i's samples.
+
+    Rows may differ in length (n is taken per row); every row needs at least k samples.
+    """
+    values = []
+    for i, outcomes in enumerate(successes_per_problem):
+        outcomes = np.asarray(outcomes, dtype=bool)
+        if outcomes.ndim != 1:
+            raise ValueError(f"mean_pass_at_k: problem {i} is not a flat list of outcomes")
+        if len(outcomes) < k:
+            raise ValueError(f"mean_pass_at_k: problem {i} has {len(outcomes)} samples, fewer than k={k}")
+        values.append(pass_at_k(len(outcomes), int(outcomes.sum()), k))
+    if not values:
+        raise ValueError("mean_pass_at_k: no problems")
+    return float(np.mean(values))
+
+
+def greedy_successes(
+    engine: GenerationEngine,
+    task: Task,
+    rows: Sequence[Row],
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    adapter: str | None = None,
+    progress: bool = False,
+) -> list[bool]:
+    """One greedy completion a row; True where it solves the row (task.is_success)."""
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1, stop_at_json_end=True)
+    outcomes: list[bool] = []
+    with _progress(len(rows), "greedy", progress) as bar:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            completions = engine.generate([task.prompt(row) for row in chunk], params, adapters=adapter)
+            for row, samples in zip(chunk, completions, strict=True):
+                outcomes.append(bool(task.is_success(samples[0].text, row)))
+            bar.update(len(chunk))
+    return outcomes
+
+
+def greedy_accuracy(
+    engine: GenerationEngine,
+    task: Task,
+    rows: Sequence[Row],
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 32,
+    adapter: str | None = None,
+    progress: bool = False,
+) -> float:
+    """Acc(model, rows): fraction of rows solved by one greedy completion (SOAR's R_{k,j}, DESIGN §4)."""
+    if not rows:
+        raise ValueError("greedy_accuracy: no rows")
+    outcomes = greedy_successes(
+        engine, task, rows, max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, progress=progress
+    )
+    return sum(outcomes) / len(outcomes)
+
+
+def sample_successes(
+    engine: GenerationEngine,
+    task: Task,
+    rows: Sequence[Row],
+    samples: int,
+    *,
+    temperature: float = 1.0,
+    seed: int | None = 0,
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    adapter: str | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Draw `samples` completions a row; return a bool matrix (rows x samples), True = solved.
+
+    Each engine call generates at most `batch_size` sequences: several rows with all their samples
+    when samples <= batch_size, otherwise one row and a slice of its samples. Every call gets its own
+    seed derived from (seed, first row, first sample), so a run is reproducible for a given seed and
+    batch_size. Generation stops at the end of the first JSON object, as SV-Bench's parser reads it.
+    """
+    if samples < 1:
+        raise ValueError(f"sample_successes: samples={samples}; need at least 1")
+    if batch_size < 1:
+        raise ValueError(f"sample_successes: batch_size={batch_size}; need at least 1")
+    samples_per_call = min(samples, batch_size)
+    rows_per_call = max(1, batch_size // samples_per_call)
+    matrix = np.zeros((len(rows), samples), dtype=bool)
+    with _progress(len(rows) * samples, f"sampling {samples}/problem", progress, unit="sample") as bar:
+        for row_start in range(0, len(rows), rows_per_call):
+            chunk = rows[row_start : row_start + rows_per_call]
+            prompts = [task.prompt(row) for row in chunk]
+            for sample_start in range(0, samples, samples_per_call):
+                n = min(samples_per_call, samples - sample_start)
+                params = SamplingParams(
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    n=n,
+                    seed=_call_seed(seed, row_start, sample_start),
+                    stop_at_json_end=True,
+                )
+                completions = engine.generate(prompts, params, adapters=adapter)
+                if len(completions) != len(chunk):
+                    raise RuntimeError(f"engine returned {len(completions)} prompt results for {len(chunk)} prompts")
+                for offset, (row, drawn) in enumerate(zip(chunk, completions)):
+                    if len(drawn) != n:
+                        raise RuntimeError(f"engine returned {len(drawn)} samples where n={n} were asked")
+                    for j, completion in enumerate(drawn):
+                        matrix[row_start + offset, sample_start + j] = bool(task.is_success(completion.text, row))
+                bar.update(len(chunk) * n)
+    return matrix
+
+
+def _call_seed(seed: int | None, row_start: int, sample_start: int) -> int | None:
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"{seed}:{row_start}:{sample_start}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _progress(total: int, desc: str, enabled: bool, unit: str = "row") -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
