@@ -1,13 +1,16 @@
-"""Generation throughput of TransformersEngine at batch 1, 8 and 32 (tokens/s, and the ratios).
+"""Generation throughput of TransformersEngine at batch 1, 8 and 32 (tokens/s, and the ratios),
+and greedy E1 evaluation throughput (questions/s).
 
     python benchmarks/generation_throughput.py [--model smollm2-135m-instruct] [--hf-baseline]
+        [--eval-path ../shared/svbench-mini/e1.jsonl]
 
-E1 prompts come from the built-in IoT-23-style flow generator (`sv_soar.tasks.e1_flows`) under the
-E1 task's system prompt, falling back to one fixed SV-Bench E1 prompt where those modules are
-missing. Greedy decoding, max_new_tokens 64, no stop conditions (each row runs until EOS or 64
-tokens). The load average printed first says how busy the machine was.
---hf-baseline also times `model.generate` on the same batches, for comparison.
-Whole script: ~1-2 minutes on 2 CPU cores (plus a one-off ~20 s conversion on first use).
+Tokens/s: E1 prompts from the built-in IoT-23-style flow generator (`sv_soar.tasks.e1_flows`) under
+the E1 task's system prompt; greedy decoding, max_new_tokens 64, no stop conditions (each row runs
+until EOS or 64 tokens). --hf-baseline also times `model.generate` on the same batches.
+Questions/s: greedy evaluation as the hard-set miner and the grounded scorer run it (stop at the end
+of the JSON answer, max_new_tokens 96, batch 64) over SV-Bench's mini E1 set (or the built-in flows
+when it is absent), with the accuracy it reached. The load average printed first says how busy the
+machine was. Whole script: ~2-3 minutes on 2 CPU cores (plus a one-off ~20 s conversion on first use).
 """
 
 from __future__ import annotations
@@ -24,27 +27,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # OMP_WAIT_POLICY=ACTIVE in the environment restores the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-FALLBACK_QUESTION = (
-    "Device unknown-device observed tcp 43750→23, duration 3.107256, bytes ?, flags [S]. "
-    "Decide: Malicious or Benign (you may Abstain if unsure)."
-)
-FALLBACK_SYSTEM = (
-    'You are a network security analyst. Answer with JSON only: {"label": "Benign|Malicious|Abstain", '
-    '"confidence": 0..1, "rationale": "..."}'
-)
-
-
 def e1_prompts(count: int) -> tuple[list, str]:
-    try:
-        from sv_soar.tasks import get_task
-        from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.e1_flows import generate_e1_flows
 
-        task = get_task("e1")
-        rows = generate_e1_flows(count, seed=0)
-        return [task.prompt(row) for row in rows], "built-in E1 flows"
-    except ImportError as exc:
-        prompt = [{"role": "system", "content": FALLBACK_SYSTEM}, {"role": "user", "content": FALLBACK_QUESTION}]
-        return [prompt] * count, f"a fixed E1 prompt ({exc})"
+    task = get_task("e1")
+    rows = generate_e1_flows(count, seed=0)
+    return [task.prompt(row) for row in rows], "built-in E1 flows"
+
+
+def greedy_e1_evaluation(engine, path: Path | None, batch_size: int) -> None:
+    """Questions/s of greedy E1 evaluation, the way the miner and the scorer decode."""
+    from sv_soar.generation import SamplingParams
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.sources import load_rows
+
+    task = get_task("e1")
+    if path is not None and path.is_file():
+        rows, source = load_rows("e1", "jsonl", path=str(path)), str(path)
+    else:
+        rows, source = load_rows("e1", "builtin", n=100, seed=0), "built-in flows (100)"
+    params = SamplingParams(max_new_tokens=96, stop_at_json_end=True)
+    engine.max_batch_size = batch_size
+    started = time.perf_counter()
+    completions = engine.generate([task.prompt(row) for row in rows], params)
+    seconds = time.perf_counter() - started
+    correct = sum(task.is_success(group[0].text, row) for group, row in zip(completions, rows))
+    tokens = sum(len(group[0].token_ids) for group in completions)
+    print(f"greedy E1 evaluation on {source}: {len(rows)} questions in {seconds:.1f} s = "
+          f"{len(rows) / seconds:.2f} questions/s ({tokens / seconds:.0f} tokens/s, batch {batch_size}); "
+          f"accuracy {correct / len(rows):.3f}", flush=True)
 
 
 def time_engine(engine, prompts, params) -> tuple[int, float]:
@@ -80,6 +92,10 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--hf-baseline", action="store_true", help="also time transformers' model.generate")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    default_eval = Path(os.environ.get("SVBENCH_MINI", Path(__file__).resolve().parents[2] / "shared" / "svbench-mini"))
+    parser.add_argument("--eval-path", type=Path, default=default_eval / "e1.jsonl",
+                        help="E1 JSONL for the questions/s measurement (built-in flows when absent)")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
     args = parser.parse_args()
 
     import torch
@@ -124,6 +140,7 @@ def main() -> int:
     if len(sizes) > 1:
         steps = zip(sizes, sizes[1:], strict=False)
         print("ratios: " + ", ".join(f"{b}/{a}: {rates[b] / rates[a]:.2f}x" for a, b in steps))
+    greedy_e1_evaluation(engine, args.eval_path, args.eval_batch_size)
     return 0
 
 

@@ -8,11 +8,10 @@ for K = 8, 16, 32, 64, 128, and how that varies by difficulty. This module only 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sv_soar.jsonl import write_text_atomic
+from sv_soar.jsonl import atomic_path, write_text_atomic
 
 OVERALL = "overall"
 
@@ -119,18 +118,9 @@ def plot_zero_pass(report: ColdStartReport, path: str | os.PathLike) -> Path:
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plot is as readable as any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def write_cold_start_report(report: ColdStartReport, out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -139,12 +129,6 @@ def write_cold_start_report(report: ColdStartReport, out_dir: str | os.PathLike)
     markdown = write_text_atomic(out_dir / "cold_start_report.md", render_markdown(report))
     png = plot_zero_pass(report, out_dir / "cold_start.png")
     return markdown, png
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _percent(fraction: float) -> str:
