@@ -61,21 +61,19 @@ class E1Output:
     rationale: str | None
 
 
-def first_balanced_object(text: str) -> str | None:
-    """The `{...}` that opens at the first "{" of `text` and closes at its matching "}", or None."""
-    start = text.find("{")
-    if start == -1:
-        return None
-    depth = 0
-    in_string = False
-    escaped = False
-    for i in range(start, len(text)):
-        c = text[i]
+_BRACE_SPECIAL = re.compile(r'[{}"\\]')
+
+
+def matching_brace(text: str, start: int) -> int | None:
+    """Index of the '}' closing text[start] == '{', skipping braces inside JSON strings, or None."""
+    depth, in_string, escaped_at = 0, False, -1
+    for m in _BRACE_SPECIAL.finditer(text, start):
+        i, c = m.start(), m.group()
+        if i == escaped_at:
+            continue
         if in_string:
-            if escaped:
-                escaped = False
-            elif c == "\\":
-                escaped = True
+            if c == "\\":
+                escaped_at = i + 1
             elif c == '"':
                 in_string = False
         elif c == '"':
@@ -85,8 +83,17 @@ def first_balanced_object(text: str) -> str | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[start : i + 1]
+                return i
     return None
+
+
+def first_balanced_object(text: str) -> str | None:
+    """The `{...}` that opens at the first "{" of `text` and closes at its matching "}", or None."""
+    start = text.find("{")
+    if start == -1:
+        return None
+    end = matching_brace(text, start)
+    return text[start : end + 1] if end is not None else None
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

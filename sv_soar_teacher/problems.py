@@ -40,6 +40,7 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rubrics.e1 import matching_brace
 from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
 from sv_soar_teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
 
@@ -142,7 +143,6 @@ MAX_FENCES = 8  # fenced blocks tried
 MAX_BRACE_STARTS = 16  # '{' positions tried; bounds the balanced scan at 16 x the text length
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
-_BRACE_SPECIAL = re.compile(r'[{}"\\]')
 
 
 class _DuplicateKey(ValueError):
@@ -162,29 +162,6 @@ def _loads(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_no_duplicate_keys)
 
 
-def _matching_brace(text: str, start: int) -> int | None:
-    """Index of the '}' closing text[start] == '{', skipping braces inside JSON strings."""
-    depth, in_string, escaped_at = 0, False, -1
-    for m in _BRACE_SPECIAL.finditer(text, start):
-        i, c = m.start(), m.group()
-        if i == escaped_at:
-            continue
-        if in_string:
-            if c == "\\":
-                escaped_at = i + 1
-            elif c == '"':
-                in_string = False
-        elif c == '"':
-            in_string = True
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
 def _candidates(text: str):
     stripped = text.strip()
     yield stripped
@@ -196,7 +173,7 @@ def _candidates(text: str):
     for _ in range(MAX_BRACE_STARTS):
         if start == -1:
             return
-        end = _matching_brace(text, start)
+        end = matching_brace(text, start)
         if end is not None:
             yield text[start : end + 1]
         start = text.find("{", start + 1)
