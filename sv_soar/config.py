@@ -1,0 +1,214 @@
+"""The experiment config: one pydantic model per component, read from TOML (STYLE §4, prime-rl).
+
+    [run]        method, seed, outer steps
+    [data]       task and the hard set (a `sv-soar hardset` folder)
+    [teacher]    the teacher model, g·n rollouts a step, its RLOO update (DESIGN §4)
+    [student]    the student model and its inner-loop RL (sv_soar_student.trainer.StudentTrainConfig)
+    [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
+    [evaluation] the final evaluation on D_test
+
+Every default is the paper's (arXiv 2601.18778, DESIGN §4) unless its help says otherwise;
+`configs/cpu-demo.toml` scales it down for a 2-core CPU. `load_config(path)` reports every error as
+`file: section.key: reason`, and `config_diff(a, b)` names the keys two configs disagree on (resume
+refuses a different config).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sv_soar.models import DEFAULT_MODEL
+from sv_soar_student.trainer import StudentTrainConfig
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
+METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RunSection(_Section):
+    method: Literal["soar", "hard-only", "base-t", "intrinsic-t"] = Field(
+        "soar",
+        description="soar (grounded teacher reward); hard-only (student RL on D_train alone); base-t "
+        "(promoted questions from the untrained teacher); intrinsic-t (teacher rewarded by learnability)",
+    )
+    seed: int = Field(0, description="seed of everything: Q_R draws, student seeds, teacher sampling")
+    outer_steps: int = Field(200, ge=1, description="teacher update steps (SOAR: 200)")
+
+
+class DataSection(_Section):
+    task: Literal["e1"] = Field("e1", description="SV-Bench task: e1 (network-log classification)")
+    hard_set: Path = Field(
+        ..., description="folder written by `sv-soar hardset` (d_train.jsonl, d_test.jsonl), relative to the config"
+    )
+
+
+class TeacherSection(_Section):
+    model: str = Field(DEFAULT_MODEL, description="teacher model (SOAR: the student's own base model)")
+    g: int = Field(4, ge=2, description="datasets a step, the teacher's RLOO group (SOAR: 4)")
+    n: int = Field(64, ge=1, description="problems a dataset, one a rollout (SOAR: 64)")
+    temperature: float = Field(1.0, gt=0, description="teacher sampling temperature (SOAR: 1.0)")
+    max_new_tokens: int = Field(384, ge=16, description="tokens a teacher rollout at most (one problem)")
+    max_sampling_rounds: int = Field(
+        8, ge=1, description="rejection sampling: draw at most this many times g·n rollouts to find g·n valid ones"
+    )
+    learning_rate: float = Field(1e-5, gt=0, description="teacher AdamW learning rate (SOAR: 1e-5, cosine)")
+    warmup_steps: int = Field(20, ge=0, description="teacher linear warmup (SOAR: 20)")
+    kl_coef: float = Field(0.001, ge=0, description="β of the KL to the initial teacher (SOAR: 0.001)")
+    max_grad_norm: float = Field(1.0, gt=0, description="teacher gradient-norm clip")
+    micro_batch_size: int = Field(8, ge=1, description="sequences a teacher forward/backward")
+    lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="teacher LoRA α")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="linear layers that get the teacher's LoRA weights",
+    )
+
+
+class StudentSection(StudentTrainConfig):
+    model: str = Field(DEFAULT_MODEL, description="student base model (SOAR: Llama-3.2-3B-Instruct)")
+
+
+class SoarSection(_Section):
+    students: int = Field(4, ge=1, description="r, students trained a dataset (SOAR: 4)")
+    q_r: int = Field(64, ge=1, description="|Q_R|, D_train questions drawn afresh each step (SOAR: 64)")
+    tau: float = Field(0.01, description="promotion threshold on the moving average of R̂_t (SOAR: 0.01)")
+    window: int = Field(3, ge=1, description="moving-average window of R̂_t in steps (SOAR: 3)")
+    grounding: Literal["correctness", "full"] = Field(
+        "correctness", description="Acc on Q_R: correct label (correctness) or the full rubric's mean (full)"
+    )
+    floor: float = Field(-1.0, le=0, description="teacher reward of an invalid rollout / an all-failed dataset")
+    time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
+    eval_batch_size: int = Field(64, ge=1, description="sequences a greedy evaluation batch")
+
+
+class EvaluationSection(_Section):
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="fresh students, one a seed")
+    samples: int = Field(32, ge=1, description="samples a D_test problem for pass@k (SOAR: 32)")
+    steps: int | None = Field(None, ge=1, description="student RL steps (default: the compute-matched count)")
+    curriculum: bool = Field(False, description="train on promoted questions in promotion order, then D_train")
+    extra_eval: list[Path] = Field(default_factory=list, description="more E1 JSONL sets to report on")
+
+
+class RunConfig(_Section):
+    run: RunSection = Field(default_factory=RunSection)
+    data: DataSection
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    student: StudentSection = Field(default_factory=StudentSection)
+    soar: SoarSection = Field(default_factory=SoarSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+
+    @property
+    def rollouts_per_step(self) -> int:
+        """g·n: one hosted-trainer group is one outer step (DESIGN §5)."""
+        return self.teacher.g * self.teacher.n
+
+    def student_train_config(self) -> StudentTrainConfig:
+        return StudentTrainConfig(**self.student.model_dump(exclude={"model"}))
+
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, as written to RUN_DIR/config.toml."""
+        return self.model_dump(mode="json")
+
+
+def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: Path | None = None) -> RunConfig:
+    """Validate a config mapping; relative paths resolve against `base_dir` (the config's folder)."""
+    try:
+        config = RunConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    if base_dir is not None:
+        config.data.hard_set = _resolve(config.data.hard_set, base_dir)
+        config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a TOML config; `overrides` ({"soar.q_r": 8}) replace keys before validation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; a config is at most {MAX_CONFIG_BYTES} bytes")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(values, dotted, value)
+    return parse_config(values, origin=str(path), base_dir=path.parent)
+
+
+def dump_toml(values: dict[str, Any]) -> str:
+    """A resolved config as TOML (sections of scalars and lists; None values are left out)."""
+    lines: list[str] = []
+    for section, body in values.items():
+        lines.append(f"[{section}]")
+        for key, value in body.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, with both values."""
+    differing: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            differing += config_diff(left, right, prefix=f"{name}.")
+        elif left != right:
+            differing.append(f"{name}: {left!r} != {right!r}")
+    return differing
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key (a typo? see the section's fields in sv_soar/config.py)"
+        problems.append(f"{origin}: {key}: {reason}")
+    return "\n".join(problems)
+
+
+def _resolve(path: Path, base_dir: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _set_dotted(values: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, key = dotted.split(".")
+    node = values
+    for section in sections:
+        child = node.setdefault(section, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {section!r} is not a section")
+        node = child
+    node[key] = value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

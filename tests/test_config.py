@@ -1,0 +1,59 @@
+"""The TOML experiment config: paper defaults, errors that name file and key, and resume's diff."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from sv_soar.config import ConfigError, config_diff, dump_toml, load_config, parse_config
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_papers(tmp_path):
+    config = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n'))
+    assert (config.teacher.g, config.teacher.n, config.soar.students, config.soar.q_r) == (4, 64, 4, 64)
+    assert (config.soar.tau, config.soar.window, config.soar.grounding) == (0.01, 3, "correctness")
+    assert (config.student.steps, config.student.batch_prompts, config.student.group_size) == (10, 8, 32)
+    assert config.student.learning_rate == 1e-5 and config.teacher.warmup_steps == 20
+    assert config.rollouts_per_step == 256
+    assert config.data.hard_set == (tmp_path / "hs").resolve()  # relative to the config file
+
+
+def test_errors_name_the_file_and_every_bad_key(tmp_path):
+    path = write(tmp_path, '[data]\nhard_set = "hs"\n[soar]\nq_r = 0\ntua = 0.1\n[student]\nestimator = "ppo"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert f"{path}: soar.q_r: Input should be greater than or equal to 1" in message
+    assert f"{path}: soar.tua: unknown key" in message
+    assert f"{path}: student.estimator:" in message
+
+
+def test_missing_section_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="data: Field required"):
+        load_config(write(tmp_path, "[run]\nseed = 1\n"))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[run\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_student_section_keeps_the_trainers_own_checks(tmp_path):
+    with pytest.raises(ConfigError, match="maxrl"):
+        load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nestimator = "maxrl"\nreward = "full"\n'))
+
+
+def test_resolved_config_round_trips_through_toml_and_diffs_by_key(tmp_path):
+    config = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[soar]\nq_r = 8\n'))
+    text = dump_toml(config.resolved())
+    again = parse_config(tomllib.loads(text))
+    assert again.resolved() == config.resolved()
+    changed = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[soar]\nq_r = 16\n'), {"run.seed": 3})
+    assert config_diff(config.resolved(), changed.resolved()) == ["run.seed: 0 != 3", "soar.q_r: 8 != 16"]
+    assert changed.student_train_config().steps == 10
