@@ -317,6 +317,79 @@ def format_step(entry: dict[str, float], total_steps: int) -> str:
     )
 
 
+def policy_gradient_step(
+    policy,
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    groups: Sequence[tuple[Sequence[int], Sequence[tuple[Sequence[int], float]]]],
+    *,
+    lr: float,
+    kl_coef: float,
+    temperature: float,
+    max_grad_norm: float,
+    micro_batch_size: int,
+    where: str = "",
+) -> dict[str, float]:
+    """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
+
+    loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k3_t ] / Σ_{b,i} |y_{b,i}|, the KL taken against the
+    model with its adapters disabled (the base model: the frozen student, or the initial teacher).
+    The divisor is known before the first forward, so micro-batches (slices of one prompt's group,
+    the prompt computed once each: `group_logprobs`) add up to exactly the full-batch gradient.
+    The student trainer and the teacher update both take their step here.
+    Raises StudentTrainingError when the loss, the gradient or the weights become non-finite.
+    """
+    started = time.perf_counter()
+    micro_batches = []
+    for prompt_ids, scored in groups:
+        scored = [(ids, a) for ids, a in scored if len(ids)]
+        if kl_coef == 0 and not any(a for _, a in scored):
+            continue  # zero advantages and no KL term: exactly zero gradient, skip the compute
+        for start in range(0, len(scored), micro_batch_size):
+            micro_batches.append((prompt_ids, scored[start : start + micro_batch_size]))
+    n_tokens = max(1, sum(len(ids) for _, scored in groups for ids, _ in scored))
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    policy.train()
+    loss_sum, kl_sum = 0.0, 0.0
+    for prompt_ids, micro in micro_batches:
+        completion_ids = [ids for ids, _ in micro]
+        logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+        adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
+        loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
+        if kl_coef > 0:
+            with torch.no_grad(), policy.disable_adapter():
+                ref_logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+            lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
+            real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
+            kl = kl_k3(logprobs, ref_logprobs) * real
+            loss = loss + kl_coef * kl.sum()
+            kl_sum += kl.sum().item()
+        loss = loss / n_tokens
+        if not torch.isfinite(loss):
+            raise StudentTrainingError(f"{where}: non-finite loss {loss.item()}")
+        loss.backward()
+        loss_sum += loss.item()
+    for param in params:  # a skipped group leaves no grad: make it an explicit zero so AdamW still steps
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        raise StudentTrainingError(f"{where}: non-finite gradient norm {grad_norm.item()}")
+    seconds_forward_backward = time.perf_counter() - started
+    optimizer.step()
+    policy.eval()
+    if not all(torch.isfinite(p).all() for p in params):
+        raise StudentTrainingError(f"{where}: adapter weights became non-finite (lr {lr})")
+    return {
+        "loss": loss_sum,
+        "kl": kl_sum / n_tokens,
+        "grad_norm": float(grad_norm),
+        "seconds_forward_backward": seconds_forward_backward,
+    }
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 
 
@@ -387,66 +460,34 @@ def train_student(
             raise StudentTrainingError(f"step {step + 1}: task {task.name!r} returned a non-finite reward")
         advantages = estimator(rewards)
 
-        # 3. loss over every sampled token, normalised by the step's total completion-token count,
-        #    so micro-batching changes memory only, never the gradient. A micro-batch is a slice of one
-        #    prompt's group, so the prompt is computed once per micro-batch (group_logprobs).
-        micro_batches = []
-        for b, group in enumerate(groups):
-            scored = [(c.token_ids, advantages[b, i].item()) for i, c in enumerate(group) if c.token_ids]
-            if config.kl_coef == 0 and not any(a for _, a in scored):
-                continue  # zero advantages and no KL term: exactly zero gradient, skip the compute
-            for start in range(0, len(scored), config.micro_batch_size):
-                micro_batches.append((group[0].prompt_token_ids, scored[start : start + config.micro_batch_size]))
-        n_tokens = max(1, sum(len(c.token_ids) for group in groups for c in group))
+        # 3. one policy-gradient step on the adapter over every sampled token
         lr = learning_rate_at(step, config, total_steps)
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        t_fb = time.perf_counter()
-        policy.train()
-        loss_sum, kl_sum = 0.0, 0.0
-        for prompt_ids, micro in micro_batches:
-            completion_ids = [ids for ids, _ in micro]
-            logprobs = group_logprobs(policy, prompt_ids, completion_ids, config.temperature)
-            adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
-            loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
-            if config.kl_coef > 0:
-                with torch.no_grad(), policy.disable_adapter():
-                    ref_logprobs = group_logprobs(policy, prompt_ids, completion_ids, config.temperature)
-                lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
-                real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
-                kl = kl_k3(logprobs, ref_logprobs) * real
-                loss = loss + config.kl_coef * kl.sum()
-                kl_sum += kl.sum().item()
-            loss = loss / n_tokens
-            if not torch.isfinite(loss):
-                raise StudentTrainingError(f"step {step + 1}: non-finite loss {loss.item()}")
-            loss.backward()
-            loss_sum += loss.item()
-        for param in params:  # a skipped group leaves no grad: make it an explicit zero so AdamW still steps
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise StudentTrainingError(f"step {step + 1}: non-finite gradient norm {grad_norm.item()}")
-        t_backward = time.perf_counter()
-        optimizer.step()
-        policy.eval()
-        if not all(torch.isfinite(p).all() for p in params):
-            raise StudentTrainingError(f"step {step + 1}: adapter weights became non-finite (lr {lr})")
+        update = policy_gradient_step(
+            policy,
+            params,
+            optimizer,
+            [(group[0].prompt_token_ids, [(c.token_ids, advantages[b, i].item()) for i, c in enumerate(group)])
+             for b, group in enumerate(groups)],
+            lr=lr,
+            kl_coef=config.kl_coef,
+            temperature=config.temperature,
+            max_grad_norm=config.max_grad_norm,
+            micro_batch_size=config.micro_batch_size,
+            where=f"step {step + 1}",
+        )
         t_end = time.perf_counter()
 
         gen_tokens = sum(len(c.token_ids) for group in groups for c in group)
         seconds_generation = t_generated - t0
-        seconds_forward_backward = t_backward - t_fb
+        seconds_forward_backward = update["seconds_forward_backward"]
         entry = {
             "step": step + 1,
             "mean_reward": rewards.mean().item(),
             "pass_rate": successes / rewards.numel(),
-            "kl": kl_sum / n_tokens,  # mean per-token k3 estimate of KL(π‖π_base)
-            "loss": loss_sum,
+            "kl": update["kl"],  # mean per-token k3 estimate of KL(π‖π_base)
+            "loss": update["loss"],
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": update["grad_norm"],
             "gen_tokens": gen_tokens,
             "tokens_per_s": gen_tokens / (t_end - t0),
             "generation_tokens_per_s": gen_tokens / seconds_generation if seconds_generation > 0 else 0.0,
