@@ -109,6 +109,25 @@ def sample_successes(
     task: Task,
     rows: Sequence[Row],
     samples: int,
+    **kwargs: Any,
+) -> np.ndarray:
+    """Draw `samples` completions a row; return a bool matrix (rows x samples), True = solved.
+
+    Keyword arguments are those of `sample_completions`.
+    """
+    texts = sample_completions(engine, task, rows, samples, **kwargs)
+    matrix = np.zeros((len(rows), samples), dtype=bool)
+    for i, (row, drawn) in enumerate(zip(rows, texts)):
+        for j, text in enumerate(drawn):
+            matrix[i, j] = bool(task.is_success(text, row))
+    return matrix
+
+
+def sample_completions(
+    engine: GenerationEngine,
+    task: Task,
+    rows: Sequence[Row],
+    samples: int,
     *,
     temperature: float = 1.0,
     seed: int | None = 0,
@@ -116,8 +135,8 @@ def sample_successes(
     batch_size: int = 64,
     adapter: str | None = None,
     progress: bool = True,
-) -> np.ndarray:
-    """Draw `samples` completions a row; return a bool matrix (rows x samples), True = solved.
+) -> list[list[str]]:
+    """Draw `samples` completion texts a row (rows x samples).
 
     Each engine call generates at most `batch_size` sequences: several rows with all their samples
     when samples <= batch_size, otherwise one row and a slice of its samples. Every call gets its own
@@ -125,12 +144,12 @@ def sample_successes(
     batch_size. Generation stops at the end of the first JSON object, as SV-Bench's parser reads it.
     """
     if samples < 1:
-        raise ValueError(f"sample_successes: samples={samples}; need at least 1")
+        raise ValueError(f"sample_completions: samples={samples}; need at least 1")
     if batch_size < 1:
-        raise ValueError(f"sample_successes: batch_size={batch_size}; need at least 1")
+        raise ValueError(f"sample_completions: batch_size={batch_size}; need at least 1")
     samples_per_call = min(samples, batch_size)
     rows_per_call = max(1, batch_size // samples_per_call)
-    matrix = np.zeros((len(rows), samples), dtype=bool)
+    texts: list[list[str]] = [[] for _ in rows]
     with _progress(len(rows) * samples, f"sampling {samples}/problem", progress, unit="sample") as bar:
         for row_start in range(0, len(rows), rows_per_call):
             chunk = rows[row_start : row_start + rows_per_call]
@@ -147,13 +166,12 @@ def sample_successes(
                 completions = engine.generate(prompts, params, adapters=adapter)
                 if len(completions) != len(chunk):
                     raise RuntimeError(f"engine returned {len(completions)} prompt results for {len(chunk)} prompts")
-                for offset, (row, drawn) in enumerate(zip(chunk, completions)):
+                for offset, drawn in enumerate(completions):
                     if len(drawn) != n:
                         raise RuntimeError(f"engine returned {len(drawn)} samples where n={n} were asked")
-                    for j, completion in enumerate(drawn):
-                        matrix[row_start + offset, sample_start + j] = bool(task.is_success(completion.text, row))
+                    texts[row_start + offset].extend(completion.text for completion in drawn)
                 bar.update(len(chunk) * n)
-    return matrix
+    return texts
 
 
 def _call_seed(seed: int | None, row_start: int, sample_start: int) -> int | None:

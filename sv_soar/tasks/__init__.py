@@ -26,6 +26,9 @@ class Task:
     breakdown: Callable[[Row], str]
     # validate and normalise one SV-Bench row; raises ValueError with a reason
     validate_row: Callable[[Any], Row]
+    # for tasks whose answers state a confidence (E1): (confidence or None, correct, abstained), or
+    # None when nothing parsed; feeds ECE and the abstain rate of the final evaluation
+    calibration_point: Callable[[str, Row], tuple[float | None, bool, bool] | None] | None = None
 
     def prompt(self, row: Row) -> ChatPrompt:
         return [

@@ -29,6 +29,14 @@ def is_success(text: str, row: Row) -> bool:
     return output is not None and output.label == row["answer"]
 
 
+def calibration_point(text: str, row: Row) -> tuple[float | None, bool, bool] | None:
+    """(stated confidence, label correct, abstained) of a parsed answer; None when nothing parsed."""
+    output = parse_e1_output(text)
+    if output is None:
+        return None
+    return output.confidence, output.label == row["answer"], output.label == "Abstain"
+
+
 def breakdown(row: Row) -> str:
     """Attack family when the row names one, else the Zeek connection state, else "unknown"."""
     meta = row.get("meta") or {}
@@ -79,4 +87,5 @@ E1_TASK = Task(
     is_success=is_success,
     breakdown=breakdown,
     validate_row=validate_row,
+    calibration_point=calibration_point,
 )

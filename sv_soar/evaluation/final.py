@@ -1,0 +1,257 @@
+"""The final evaluation of a run (DESIGN §4): fresh students trained on the promoted questions mixed
+with D_train, scored on the held-out D_test.
+
+For every seed: a new LoRA student starts from the bare base model and runs the inner-loop RL
+(`train_student`) on PQ ∪ D_train — shuffled together, or with `curriculum` in promotion order
+(each promoted dataset in turn, then D_train; the adapter carries over between phases). It then
+draws `samples` completions (temperature 1.0) a D_test problem, and the run reports:
+
+- pass@k, k ∈ {1, 4, 8, 16, 32} up to `samples` (unbiased estimator, Chen et al. 2021);
+- the cold-start escape rate: the share of D_test problems with pass@1 > 0, i.e. solved by at least
+  one sample (SOAR-INVESTIGATION.md, "Cold-start escape rate");
+- for tasks whose answers state a confidence (E1): the expected calibration error (10 equal-width
+  bins over the stated confidence, against label correctness) and the abstain rate;
+- each metric's mean over seeds with a percentile bootstrap interval over seeds.
+
+The untrained base student is scored the same way once, as the "before" row. A Hard-only run has no
+promoted questions, so its students train on D_train alone; the same code scores every method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
+from sv_soar.jsonl import write_text_atomic
+from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks.sources import load_rows
+
+PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (DESIGN §4)
+ECE_BINS = 10
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass
+class ProblemSetMetrics:
+    """How one model does on one problem set, from `samples` completions a problem."""
+
+    problems: int
+    samples: int
+    pass_at_k: dict[int, float]
+    escape_rate: float  # share of problems solved at least once (pass@1 > 0)
+    ece: float | None = None  # None for tasks without stated confidences, or when nothing parsed
+    abstain_rate: float | None = None
+    parsed_rate: float | None = None  # share of samples with a parsable answer
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    train_rows: int
+    steps: int
+    seconds_train: float
+    seconds_evaluate: float
+    sets: dict[str, ProblemSetMetrics]  # "d_test" and every extra evaluation set by name
+    train_log: list[dict[str, float]] = field(default_factory=list)
+
+
+def expected_calibration_error(points: Sequence[tuple[float, bool]], bins: int = ECE_BINS) -> float | None:
+    """ECE = Σ_b |B_b|/N · |mean correct(B_b) − mean confidence(B_b)| over equal-width confidence bins."""
+    if not points:
+        return None
+    confidence = np.array([c for c, _ in points], dtype=float)
+    correct = np.array([k for _, k in points], dtype=float)
+    index = np.minimum((confidence * bins).astype(int), bins - 1)  # confidence 1.0 goes in the last bin
+    ece = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            ece += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(ece)
+
+
+def bootstrap_interval(values: Sequence[float], *, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one value a seed)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("bootstrap_interval: no values")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(data, size=(resamples, data.size), replace=True).mean(axis=1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1.0 - alpha))
+
+
+def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, adapter: str | None, seed: int,
+                      max_new_tokens: int, batch_size: int, progress: bool) -> ProblemSetMetrics:
+    """Sample `samples` completions a row and compute pass@k, the escape rate and calibration."""
+    texts = sample_completions(engine, task, rows, samples, seed=seed, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, adapter=adapter, progress=progress)
+    successes = np.array([[bool(task.is_success(t, row)) for t in drawn] for row, drawn in zip(rows, texts)])
+    metrics = ProblemSetMetrics(
+        problems=len(rows),
+        samples=samples,
+        pass_at_k={k: mean_pass_at_k(successes, k) for k in PASS_KS if k <= samples},
+        escape_rate=float(successes.any(axis=1).mean()),
+    )
+    if task.calibration_point is not None:
+        points = [task.calibration_point(t, row) for row, drawn in zip(rows, texts) for t in drawn]
+        parsed = [p for p in points if p is not None]
+        metrics.parsed_rate = len(parsed) / len(points)
+        metrics.abstain_rate = sum(abstained for _, _, abstained in parsed) / len(points)
+        stated = [(confidence, correct) for confidence, correct, abstained in parsed
+                  if confidence is not None and not abstained]
+        metrics.ece = expected_calibration_error(stated)
+    return metrics
+
+
+def training_phases(promoted: Sequence[Sequence[Row]], d_train: Sequence[Row], curriculum: bool) -> list[list[Row]]:
+    """The row sets a fresh student trains on, in order: one mixed set, or PQ in promotion order then D_train."""
+    if curriculum:
+        return [list(dataset) for dataset in promoted if dataset] + [list(d_train)]
+    return [[row for dataset in promoted for row in dataset] + list(d_train)]
+
+
+def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[str, float]]:
+    """Mean and bootstrap interval over seeds of every metric of one problem set."""
+    columns: dict[str, list[float]] = {}
+    for result in results:
+        metrics = result.sets[set_name]
+        for k, value in metrics.pass_at_k.items():
+            columns.setdefault(f"pass@{k}", []).append(value)
+        for name in ("escape_rate", "ece", "abstain_rate"):
+            value = getattr(metrics, name)
+            if value is not None:
+                columns.setdefault(name, []).append(value)
+    summary = {}
+    for name, values in columns.items():
+        low, high = bootstrap_interval(values)
+        summary[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "seeds": len(values)}
+    return summary
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="a run folder written by `sv-soar train`")
+    parser.add_argument("--seeds", type=int, nargs="+", help="fresh students, one a seed (default: the config's)")
+    parser.add_argument("--samples", type=int, help="samples a D_test problem (default: the config's, SOAR: 32)")
+    parser.add_argument("--steps", type=int, help="student RL steps (default: the config's evaluation.steps)")
+    parser.add_argument("--curriculum", action="store_true", default=None,
+                        help="train on promoted datasets in promotion order, then D_train")
+    parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",
+                        help="more problem sets to report on (e.g. SV-Bench's out-of-distribution E1 sets)")
+    parser.add_argument("--no-base", action="store_true", help="skip scoring the untrained base student")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sv_soar.run_dir import RunDirError, open_run
+
+    try:
+        run = open_run(args.run_dir)
+    except RunDirError as exc:
+        print(f"sv-soar evaluate: {exc}")
+        return 2
+    evaluation = run.config.evaluation
+    seeds = args.seeds or evaluation.seeds
+    samples = args.samples or evaluation.samples
+    curriculum = evaluation.curriculum if args.curriculum is None else args.curriculum
+    extra_paths = list(evaluation.extra_eval) + list(args.extra_eval)
+    try:
+        extra = {path.stem: load_rows(run.config.data.task, "jsonl", path=str(path)) for path in extra_paths}
+    except (OSError, ValueError) as exc:
+        print(f"sv-soar evaluate: {exc}")
+        return 2
+    report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
+                              curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
+                              progress=not args.no_progress)
+    print(render_summary(report))
+    print(f"wrote {run.folder / 'evaluation' / 'final.json'}")
+    return 0
+
+
+def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | None, curriculum: bool,
+                     extra_sets: dict[str, list[Row]] | None = None, score_base: bool = True,
+                     progress: bool = True) -> dict[str, Any]:
+    """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.models import load_model
+    from sv_soar_student.trainer import remove_student_adapter, student_policy, train_student
+
+    config = run.config
+    task = get_task(config.data.task)
+    train_config = config.student_train_config()
+    task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
+    phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum)
+    steps = steps or train_config.steps
+    model, tokenizer = load_model(config.student.model)
+    policy = student_policy(model, train_config)
+    engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
+                                max_batch_size=config.soar.eval_batch_size)
+    score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress)
+
+    base = {}
+    if score_base:
+        base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
+                for name, rows in task_rows.items()}
+    results: list[SeedResult] = []
+    for seed in seeds:
+        name = f"final-seed{seed}"
+        started = time.perf_counter()
+        state, log = None, []
+        for phase, rows in enumerate(phases):
+            phase_steps = steps if len(phases) == 1 else max(1, round(steps * len(rows) / sum(map(len, phases))))
+            student = train_student(policy, engine, task, rows, train_config, adapter_name=name,
+                                    init_adapter_state=state, seed=seed * 1000 + phase, steps=phase_steps,
+                                    log=lambda entry: None)
+            state, log = student.adapter_state, log + student.log
+            if phase < len(phases) - 1:
+                remove_student_adapter(policy, name)
+        seconds_train = time.perf_counter() - started
+        sets = {set_name: score_problem_set(engine, task, rows, samples, adapter=name, seed=seed, **score)
+                for set_name, rows in task_rows.items()}
+        student.save(run.folder / "evaluation" / f"seed-{seed}")
+        remove_student_adapter(policy, name)
+        results.append(SeedResult(seed, sum(map(len, phases)), steps, seconds_train,
+                                  time.perf_counter() - started - seconds_train, sets, log))
+
+    report = {
+        "method": config.run.method,
+        "model": config.student.model,
+        "samples": samples,
+        "steps": steps,
+        "curriculum": curriculum,
+        "promoted_questions": sum(len(dataset) for dataset in run.promoted_datasets()),
+        "d_train": len(run.d_train()),
+        "base": base,
+        "seeds": [asdict(result) for result in results],
+        "summary": {name: summarise(results, name) for name in task_rows},
+    }
+    write_text_atomic(run.folder / "evaluation" / "final.json", json.dumps(report, indent=2, default=str))
+    return report
+
+
+def render_summary(report: dict[str, Any]) -> str:
+    lines = [f"final evaluation: {report['method']}, {report['model']}, {len(report['seeds'])} seed(s), "
+             f"{report['samples']} samples a problem, {report['steps']} student steps on "
+             f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions"]
+    for set_name, summary in report["summary"].items():
+        lines.append(f"  {set_name}:")
+        base = report["base"].get(set_name)
+        for metric, value in summary.items():
+            before = ""
+            if base is not None:
+                b = base["pass_at_k"].get(int(metric[5:])) if metric.startswith("pass@") else base.get(metric)
+                before = f"   (base {b:.3f})" if b is not None else ""
+            lines.append(f"    {metric:<13} {value['mean']:.3f}  [{value['low']:.3f}, {value['high']:.3f}]{before}")
+    return "\n".join(lines)
+

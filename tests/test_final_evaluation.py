@@ -1,0 +1,133 @@
+"""Final evaluation: the metrics by hand, and `sv-soar evaluate` on a run folder with the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sv_soar.config import parse_config
+from sv_soar.evaluation.final import (
+    bootstrap_interval,
+    expected_calibration_error,
+    score_problem_set,
+    training_phases,
+)
+from sv_soar.jsonl import write_jsonl
+from sv_soar.promotion import PromotionState
+from sv_soar.run_dir import RunDirError, create_run, open_run
+from sv_soar.tasks import get_task
+from sv_soar.tasks.e1_flows import generate_e1_flows
+
+
+def test_ece_by_hand():
+    # bin [0.9, 1.0): accuracy 0.5, confidence 0.9 -> 0.4 x weight 0.5; bin [0.2, 0.3): 0 vs 0.2 -> 0.2 x 0.5
+    points = [(0.9, True), (0.9, False), (0.2, False), (0.2, False)]
+    assert expected_calibration_error(points) == pytest.approx(0.3)
+    assert expected_calibration_error([(1.0, True), (0.0, False)]) == pytest.approx(0.0)  # 1.0 in the last bin
+    assert expected_calibration_error([]) is None
+
+
+def test_bootstrap_interval_over_seeds():
+    assert bootstrap_interval([0.25]) == (0.25, 0.25)
+    low, high = bootstrap_interval([0.1, 0.2, 0.6])
+    assert 0.1 <= low < 0.3 < high <= 0.6
+    assert bootstrap_interval([0.1, 0.2, 0.6]) == (low, high)  # seeded
+    with pytest.raises(ValueError):
+        bootstrap_interval([])
+
+
+def test_training_phases_mixed_and_curriculum():
+    pq = [[{"q": 1}], [{"q": 2}, {"q": 3}]]
+    d_train = [{"q": 9}]
+    assert training_phases(pq, d_train, curriculum=False) == [[{"q": 1}, {"q": 2}, {"q": 3}, {"q": 9}]]
+    assert training_phases(pq, d_train, curriculum=True) == [[{"q": 1}], [{"q": 2}, {"q": 3}], [{"q": 9}]]
+    assert training_phases([], d_train, curriculum=True) == [d_train]
+
+
+def test_problem_set_metrics_agree_with_the_samples(tiny_model_dir):
+    """A random tiny model never writes an E1 label, so success here is "the completion has a digit"
+    (about half of its two-token samples), with a fixed stated confidence: the metrics must agree with the samples."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+
+    e1 = get_task("e1")
+    has_digit = lambda text, row: any(c.isdigit() for c in text)  # noqa: E731
+    task = dataclasses.replace(
+        e1, is_success=has_digit, calibration_point=lambda text, row: (0.5, has_digit(text, row), text.startswith("a"))
+    )
+    rows = generate_e1_flows(6, seed=1)
+    engine = TransformersEngine(str(tiny_model_dir))
+    metrics = score_problem_set(engine, task, rows, 8, adapter=None, seed=0, max_new_tokens=2, batch_size=16,
+                                progress=False)
+    assert set(metrics.pass_at_k) == {1, 4, 8}  # k <= samples only
+    values = [metrics.pass_at_k[k] for k in (1, 4, 8)]
+    assert values == sorted(values) and 0 < values[0] < 1
+    assert metrics.escape_rate == pytest.approx(metrics.pass_at_k[8])  # pass@n = share solved at least once
+    # every stated confidence is 0.5, so ECE = |accuracy - 0.5| over the non-abstained samples
+    assert metrics.ece is not None and 0 <= metrics.ece <= 0.5
+    assert metrics.parsed_rate == 1.0 and 0 <= metrics.abstain_rate <= 1
+
+
+def make_run(tmp_path, tiny_model_dir, promoted=None):
+    hard = tmp_path / "hardset"
+    rows = generate_e1_flows(8, seed=3)
+    write_jsonl(hard / "d_train.jsonl", rows[:4])
+    write_jsonl(hard / "d_test.jsonl", rows[4:])
+    config = parse_config({
+        "run": {"method": "soar" if promoted else "hard-only", "seed": 0},
+        "data": {"hard_set": str(hard)},
+        "student": {"model": str(tiny_model_dir), "steps": 1, "batch_prompts": 2, "group_size": 2,
+                    "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"]},
+        "soar": {"eval_batch_size": 16},
+        "evaluation": {"seeds": [0, 1], "samples": 4},
+    })
+    run = create_run(tmp_path / "run", config)
+    if promoted:
+        write_jsonl(run.folder / "promoted" / "step-000001.jsonl", promoted)
+        state = PromotionState(task="e1", model=str(tiny_model_dir), promoted_datasets=["promoted/step-000001.jsonl"],
+                               promotions=1)
+        (run.folder / "state.json").write_text(state.model_dump_json())
+    return run
+
+
+def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
+    promoted = generate_e1_flows(3, seed=7)
+    run = make_run(tmp_path, tiny_model_dir, promoted=promoted)
+    assert [len(d) for d in open_run(run.folder).promoted_datasets()] == [3]
+    result = subprocess.run(
+        [sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--no-progress", "--curriculum"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((run.folder / "evaluation" / "final.json").read_text())
+    assert report["promoted_questions"] == 3 and report["d_train"] == 4 and report["curriculum"] is True
+    assert [s["seed"] for s in report["seeds"]] == [0, 1]
+    assert all(s["sets"]["d_test"]["problems"] == 4 for s in report["seeds"])
+    summary = report["summary"]["d_test"]
+    assert set(summary) >= {"pass@1", "pass@4", "escape_rate"}
+    assert summary["pass@1"]["seeds"] == 2 and summary["pass@1"]["low"] <= summary["pass@1"]["mean"] <= summary["pass@1"]["high"]
+    assert "base" in report and "d_test" in report["base"]
+    assert (run.folder / "evaluation" / "seed-1" / "adapter_model.safetensors").is_file()
+    assert "final evaluation: soar" in result.stdout
+
+
+def test_a_folder_that_is_not_a_run_says_so(tmp_path, tiny_model_dir):
+    (tmp_path / "junk").mkdir()
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "evaluate", str(tmp_path / "junk")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not an sv-soar run folder" in result.stdout
+    with pytest.raises(RunDirError, match="no d_train.jsonl there"):
+        config = parse_config({"data": {"hard_set": str(tmp_path / "nowhere")}})
+        create_run(tmp_path / "run2", config)
+
+
+def test_create_run_refuses_another_config(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir)
+    other = run.config.model_copy(deep=True)
+    other.soar.q_r = 7
+    with pytest.raises(RunDirError, match="soar.q_r: 64 != 7"):
+        create_run(run.folder, other)
+    assert create_run(run.folder, run.config).config == run.config
