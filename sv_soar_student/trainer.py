@@ -283,14 +283,15 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - 1 - log_ratio
 
 
-def learning_rate_at(step: int, config: StudentTrainConfig, total_steps: int) -> float:
-    """Linear warmup, then cosine from the peak to 0 over the remaining steps (step counts from 0)."""
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return config.learning_rate
-    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+def learning_rate_at(step: int, peak: float, warmup_steps: int, total_steps: int, schedule: str = "cosine") -> float:
+    """Linear warmup, then cosine from the peak to 0 over the remaining steps (step counts from 0).
+    The student (SOAR: no warmup) and the teacher (SOAR: warmup 20) both follow it."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _shuffled_batches(rows: Sequence[Row], batch_prompts: int, rng: random.Random) -> Iterator[list[Row]]:
@@ -461,7 +462,7 @@ def train_student(
         advantages = estimator(rewards)
 
         # 3. one policy-gradient step on the adapter over every sampled token
-        lr = learning_rate_at(step, config, total_steps)
+        lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
         update = policy_gradient_step(
             policy,
             params,

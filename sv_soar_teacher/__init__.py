@@ -1,1 +1,100 @@
-"""sv-soar-teacher: the teacher environment (grounded SOAR reward); see the inner-loop issue."""
+"""sv-soar-teacher: the teacher writes one problem per rollout; the rubric trains students on the
+rollouts of the group and returns their grounded improvement on the hard set (SOAR, DESIGN §4-5).
+
+    sv-soar hardset --model smollm2-135m-instruct --out runs/hard        # D, D_train, D_test
+    vf-eval sv-soar-teacher -a '{"hard_set": "runs/hard"}' -r 256 -n 1   # one outer step: g·n = 256
+
+One group is one outer step: run rollouts_per_example = g·n. The work lives in
+`sv_soar_teacher.grounded_rubric` (partition, scoring, metrics) and `sv_soar.promotion` (SOAR's
+promotion rule and the run directory that a restarted trainer resumes from).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import verifiers as vf
+from datasets import Dataset
+
+from sv_soar.grounded import GroundedScorer
+from sv_soar.models import DEFAULT_MODEL, cache_dir
+from sv_soar.promotion import TAU, WINDOW, PromotionRun
+from sv_soar.tasks import get_task
+from sv_soar_student.trainer import StudentTrainConfig
+from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric, HardSet, ScorerPool, load_hard_set
+from sv_soar_teacher.prompts import teacher_prompt
+
+ENV_ID = "sv-soar-teacher"
+
+
+def load_environment(
+    task: str = "e1",
+    hard_set: str | None = None,
+    model: str = DEFAULT_MODEL,
+    preset: Literal["paper", "cpu"] = "paper",
+    student: dict[str, Any] | None = None,
+    g: int = 4,
+    n: int = 64,
+    students: int = 4,
+    q_r: int = 64,
+    grounding: Literal["correctness", "full"] = "correctness",
+    floor: float = -1.0,
+    run_dir: str | None = None,
+    max_concurrent_scorings: int = 1,
+    time_limit_s: float | None = None,
+    reward_cache: str | None = None,
+    seed: int = 0,
+    tau: float = TAU,
+    window: int = WINDOW,
+    num_prompts: int = 1024,
+    **kwargs,
+) -> vf.SingleTurnEnv:
+    """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement."""
+    spec = get_task(task)
+    hard = load_hard_set(hard_set, spec.name)
+    config = student_config(preset, student)
+    run_dir = run_dir or default_run_dir(spec.name, hard, model, config, g, n, students, q_r, grounding, seed, tau, window)
+    run = PromotionRun.open(run_dir, task=spec.name, model=model, window=window, tau=tau)
+    scorers = ScorerPool(
+        lambda: GroundedScorer(model, spec, config, students=students, grounding=grounding,
+                               time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
+        size=max_concurrent_scorings,
+    )
+    rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
+                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed)
+    system, user = teacher_prompt(spec.name)  # no seed questions: SOAR's teacher sees none (prompts.py)
+    if num_prompts < 1:
+        raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
+    # the same prompt each row: one row's group of g·n rollouts is one outer step
+    dataset = Dataset.from_list([{"question": user["content"], "answer": "", "info": {"task_name": spec.name}}] * num_prompts)
+    return vf.SingleTurnEnv(
+        dataset=dataset,
+        system_prompt=system["content"],
+        parser=rubric.parser,
+        rubric=rubric,
+        env_id=ENV_ID,
+        **kwargs,
+    )
+
+
+def student_config(preset: str, overrides: dict[str, Any] | None) -> StudentTrainConfig:
+    """SOAR's inner loop ("paper") or the 2-core CPU one ("cpu"), with `overrides` on top."""
+    overrides = dict(overrides or {})
+    if preset == "paper":
+        return StudentTrainConfig(**overrides)
+    if preset == "cpu":
+        return StudentTrainConfig.cpu_small(**overrides)
+    raise ValueError(f"preset must be 'paper' or 'cpu', got {preset!r}")
+
+
+def default_run_dir(task: str, hard: HardSet, model: str, config: StudentTrainConfig, *args: Any) -> Path:
+    """$SV_SOAR_CACHE/runs/teacher-<task>-<model>-<hash>: the same arguments and hard set give the same
+    folder, so a restarted trainer resumes its promotion state without being told where it is."""
+    identity = json.dumps([task, model, config.model_dump(), [str(a) for a in args]], sort_keys=True)
+    digest = hashlib.sha256(identity.encode() + hard.source.read_bytes()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(model).name or model)[:40]
+    return cache_dir() / "runs" / f"teacher-{task}-{slug}-{digest}"

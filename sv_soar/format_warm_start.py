@@ -1,0 +1,145 @@
+"""Format warm start: a derived model that answers in the task's JSON format, for models too small
+to follow the prompt alone. Not part of SOAR; a documented aid for the embedded 135M model.
+
+Measured with SmolLM2-135M-Instruct (2-core CPU): as a student it never answers SV-Bench's E1 JSON
+greedily (0/100 on the mini set; 2 % of samples at T=1), and as a teacher it writes 0 valid problems
+in 32 rollouts (31 not JSON). Then no RL signal exists on either side: every student reward is 0,
+every teacher rollout is rejected. The paper's 3B model needs none of this.
+
+A recipe fits a LoRA adapter by cross-entropy on example replies, merges it, and saves a full model
+folder in the cache under `<base>+<recipe>` (built once, atomically, like the embedded conversion):
+
+    smollm2-135m-instruct+e1-student-format   E1 prompts -> {"label", "confidence", "rationale"}
+    smollm2-135m-instruct+e1-teacher-format   the teacher prompt -> {"question", "answer", "rationale"}
+
+The examples teach the FORMAT only: questions are built-in flows, and every label is drawn uniformly
+at random, independently of the flow; confidences too. So the derived student knows nothing about
+which flows are malicious (its fail@K hard set is real), and the derived teacher knows nothing about
+which problems help. That is left to RL and to SOAR's grounded reward. Measured: the teacher recipe
+takes SmolLM2-135M from 0 % to 88 % valid problems (40 steps).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    task: str
+    role: str  # "student" | "teacher"
+    steps: int = 40
+    learning_rate: float = 1e-3
+    examples: int = 64
+    batch_size: int = 8
+    lora_rank: int = 16
+    seed: int = 0
+
+
+RECIPES = {
+    "e1-student-format": Recipe("e1", "student"),
+    "e1-teacher-format": Recipe("e1", "teacher"),
+}
+_RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
+
+
+def split_name(name: str) -> tuple[str, Recipe] | None:
+    """'<base>+<recipe>' -> (base, recipe); None for any other name."""
+    base, plus, recipe = name.rpartition("+")
+    if not plus or not base:
+        return None
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown format recipe {recipe!r} in model {name!r}; recipes: {', '.join(RECIPES)}")
+    return base, RECIPES[recipe]
+
+
+def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
+    """(chat prompt, reply) pairs in the task's format, labels uniform at random."""
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar_teacher.prompts import teacher_prompt
+
+    if recipe.task != "e1":
+        raise ValueError(f"no format recipe for task {recipe.task!r}")
+    rng = random.Random(recipe.seed)
+    rows = generate_e1_flows(recipe.examples, seed=recipe.seed)
+    pairs = []
+    for row in rows:
+        label = rng.choice(["Malicious", "Benign"])
+        why = f"Look at {rng.choice(_RATIONALES)}."
+        if recipe.role == "teacher":
+            reply = {"question": row["question"], "answer": label, "rationale": why}
+            pairs.append((teacher_prompt(recipe.task), json.dumps(reply, ensure_ascii=False)))
+        else:
+            reply = {"label": label, "confidence": round(rng.uniform(0.5, 0.95), 2), "rationale": why}
+            pairs.append((get_task(recipe.task).prompt(row), json.dumps(reply, ensure_ascii=False)))
+    return pairs
+
+
+def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]], recipe: Recipe):
+    """Fit a LoRA adapter on the replies (prompt tokens masked) and merge it: (losses, merged model)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(recipe.seed)
+    lora = LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank, lora_dropout=0.0, bias="none",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                      task_type="CAUSAL_LM")
+    policy = get_peft_model(model, lora)
+    encoded = []
+    for prompt, reply in pairs:
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        encoded.append((prompt_ids, reply_ids))
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
+    rng = random.Random(recipe.seed)
+    losses = []
+    policy.train()
+    for _ in range(recipe.steps):
+        batch = rng.sample(encoded, min(recipe.batch_size, len(encoded)))
+        width = max(len(p) + len(r) for p, r in batch)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids = torch.full((len(batch), width), pad)
+        labels = torch.full((len(batch), width), -100)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (p, r) in enumerate(batch):  # right padding; only reply tokens are scored
+            ids = p + r
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, len(p) : len(ids)] = torch.tensor(r)
+            attention[i, : len(ids)] = 1
+        loss = policy(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    policy.eval()
+    merged = policy.merge_and_unload()
+    return losses, merged
+
+
+def build(base: str, recipe: Recipe, out: Path) -> None:
+    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
+    from sv_soar.models import load_model
+
+    model, tokenizer = load_model(base)
+    losses, merged = warm_start(model, tokenizer, examples(recipe), recipe)
+    print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **asdict(recipe), "losses": losses}))
+
+
+def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
+    """What the cached folder is built from; another recipe or version rebuilds it."""
+    return {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}

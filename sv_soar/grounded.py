@@ -1,0 +1,653 @@
+"""SOAR's grounded reward: how much a teacher dataset X_k improves a student on real hard problems.
+
+SOAR (arXiv 2601.18778; DESIGN §4) scores each of the g datasets of an outer step by training r
+students on it, each starting from the current baseline student, and measuring them on Q_R, 64
+questions drawn afresh from D_train (the fail@K hard set's reward half):
+
+    R_{k,j} = Acc(student_{k,j}, Q_R) − Acc(baseline, Q_R)      greedy decoding, one sample a question
+    R_k     = mean_j R_{k,j}                                     over the students that finished
+
+Acc is the mean of task.is_success (grounding="correctness", the paper's binary success) or of the full
+SV-Bench rubric (grounding="full"). What makes it cheap enough to run every outer step:
+- ONE base model per scorer, wrapped once into the shared PeftModel (`student_policy`); every student is
+  a LoRA adapter on it, trained by `sv_soar_student.trainer.train_student`;
+- all students of all datasets of a call are evaluated together, in mixed-adapter batches (one prompt
+  per (question, student) pair, each row under its own adapter), and the baseline's Acc on a Q_R is
+  computed once and memoised;
+- every R_k is kept in the reward cache (`sv_soar.reward_cache`), keyed by everything it depends on.
+
+A student run that raises, diverges (StudentTrainingError) or runs past `time_limit_s` is left out of
+R_k and counted with its cause; a dataset whose students all failed gets R_k = None and an error, and
+the other datasets of the call are still scored.
+
+    scorer = GroundedScorer("smollm2-135m-instruct", "e1", StudentTrainConfig.cpu_small(), students=4)
+    scores = scorer.score([x_1, x_2, x_3, x_4], q_r, Baseline("base"), seed=step)
+    [s.reward for s in scores]                                    # R_1 .. R_g
+
+`sv-soar score` (bottom of this file) scores JSONL datasets against a hard set from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from sv_soar.generation import SamplingParams
+from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
+from sv_soar.tasks import Row, Task, get_task
+from sv_soar_student.trainer import (
+    StudentTrainConfig,
+    add_student_adapter,
+    adapter_state_dict,
+    remove_student_adapter,
+    student_policy,
+    train_student,
+)
+
+log = logging.getLogger(__name__)
+
+Grounding = Literal["correctness", "full"]
+GROUNDINGS = ("correctness", "full")
+BASELINE_ADAPTER = "grounded-baseline"  # the baseline's weights while Acc(baseline, Q_R) is measured
+
+
+# --- the baseline student ------------------------------------------------------------------------------
+
+
+@dataclass
+class Baseline:
+    """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
+
+    SOAR promotes the median-reward student of the best dataset to baseline (DESIGN §4); its weights
+    are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
+    """
+
+    name: str
+    adapter_state: dict[str, torch.Tensor] | None = None
+    # peft LoraConfig of the weights, when known (a loaded folder's adapter_config.json); only `save` uses it
+    lora_config: Any = field(default=None, repr=False, compare=False)
+    _id: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)  # (id(state), hash)
+
+    @property
+    def id(self) -> str:
+        """Content hash of the weights ("base" for the bare model): names the baseline in cache keys."""
+        if self.adapter_state is None:
+            return "base"
+        if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
+            digest = hashlib.sha256()
+            for key in sorted(self.adapter_state):
+                tensor = self.adapter_state[key].detach().to("cpu").contiguous()
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            self._id = (id(self.adapter_state), digest.hexdigest()[:16])
+        return self._id[1]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Baseline":
+        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`)."""
+        from peft import LoraConfig
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such baseline folder")
+        info: dict[str, Any] = {}
+        if (folder / "baseline.json").is_file():
+            info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
+        name = str(info.get("name") or folder.name)
+        weights = folder / "adapter_model.safetensors"
+        if not weights.is_file():
+            if info.get("id") == "base":
+                return cls(name)
+            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
+        lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
+        return cls(name, load_file(str(weights)), lora_config=lora_config)
+
+    def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
+        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json.
+
+        The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
+        config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
+        lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
+        """
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            if self.adapter_state is not None:
+                lora_config = self.lora_config or (
+                    config.lora_config() if config else _lora_config_of(self.adapter_state))
+                lora_config.save_pretrained(str(tmp))
+                save_file({k: v.contiguous() for k, v in self.adapter_state.items()},
+                          str(tmp / "adapter_model.safetensors"))
+            (tmp / "baseline.json").write_text(json.dumps({"name": self.name, "id": self.id}, indent=1))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+            old = None
+            if folder.exists():
+                old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+                os.rename(folder, old)
+            os.rename(tmp, folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+def _lora_config_of(state: dict[str, torch.Tensor]):
+    from peft import LoraConfig
+
+    ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
+    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
+    if len(ranks) != 1 or not modules:
+        raise ValueError("cannot read a LoRA config off these weights: pass config= to Baseline.save")
+    rank = ranks.pop()
+    return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules, lora_dropout=0.0, bias="none",
+                      task_type="CAUSAL_LM")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StudentResult:
+    """One student run j on X_k: its Acc on Q_R and R_{k,j}, or why it was left out."""
+
+    seed: int
+    accuracy: float | None  # Acc(student_{k,j}, Q_R); None when the run failed
+    reward: float | None  # R_{k,j} = accuracy − Acc(baseline, Q_R)
+    failure: str | None  # "<ExceptionType>: <message>" when the run was left out of R_k
+    seconds_train: float
+    log: list[dict]  # the trainer's per-step log (up to the failing step)
+    adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # only with keep_adapters
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "adapter_state"}
+
+
+@dataclass
+class DatasetScore:
+    """R_k of one teacher dataset, with the students behind it."""
+
+    reward: float | None  # R_k: mean R_{k,j} over the students that finished; None when all failed
+    baseline_accuracy: float  # Acc(baseline, Q_R)
+    students: list[StudentResult]
+    error: str | None  # set when every student failed, with the causes
+    cached: bool
+    key: str  # the reward-cache key
+    seconds: dict[str, float]  # train / evaluate / baseline_evaluate / total (shares of a call's shared phases)
+
+    @property
+    def student_rewards(self) -> list[float | None]:
+        return [s.reward for s in self.students]
+
+    @property
+    def student_accuracies(self) -> list[float | None]:
+        return [s.accuracy for s in self.students]
+
+    @property
+    def n_failed(self) -> int:
+        return sum(s.failure is not None for s in self.students)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reward": self.reward,
+            "baseline_accuracy": self.baseline_accuracy,
+            "students": [s.to_dict() for s in self.students],
+            "error": self.error,
+            "cached": self.cached,
+            "key": self.key,
+            "seconds": dict(self.seconds),
+            "n_failed": self.n_failed,
+        }
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> "DatasetScore":
+        students = [
+            StudentResult(seed=int(s["seed"]), accuracy=s["accuracy"], reward=s["reward"], failure=s["failure"],
+                          seconds_train=float(s["seconds_train"]), log=list(s["log"]))
+            for s in entry["students"]
+        ]
+        return cls(reward=entry["reward"], baseline_accuracy=float(entry["baseline_accuracy"]), students=students,
+                   error=entry["error"], cached=bool(entry.get("cached", False)), key=str(entry["key"]),
+                   seconds={k: float(v) for k, v in entry["seconds"].items()})
+
+
+class StudentTimeout(Exception):
+    """A student run went past the scorer's time_limit_s (checked after each step)."""
+
+
+def student_seed(seed: int, j: int) -> int:
+    """Seed of student j: from (seed, j) only, never from the dataset's position k, so the same dataset
+    at another position of a later call trains the same students (and hits the reward cache)."""
+    digest = hashlib.sha256(f"grounded-student:{seed}:{j}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def rows_hash(rows: Sequence[Row]) -> str:
+    text = json.dumps([problem_content(row) for row in rows], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --- the scorer ------------------------------------------------------------------------------------------
+
+
+class GroundedScorer:
+    """Scores teacher datasets by the grounded improvement of r students trained on each (SOAR's R_k).
+
+    `model`: a name `sv_soar.models.load_model` accepts (embedded name, local folder, HF id), or a
+    (model, tokenizer) pair already in memory. It is wrapped once into the shared student policy, so
+    a bare model passed in becomes part of this scorer.
+    """
+
+    def __init__(
+        self,
+        model: str | tuple[Any, Any],
+        task: str | Task,
+        config: StudentTrainConfig,
+        *,
+        students: int = 4,
+        grounding: Grounding = "correctness",
+        time_limit_s: float | None = None,
+        cache_dir: str | Path | None = None,
+        eval_batch_size: int = 64,
+        progress: bool = True,
+    ) -> None:
+        from sv_soar.engines.transformers_engine import TransformersEngine
+        from sv_soar.models import load_model
+
+        if students < 1:
+            raise ValueError(f"students must be at least 1, got {students}")
+        if grounding not in GROUNDINGS:
+            raise ValueError(f"grounding must be one of {GROUNDINGS}, got {grounding!r}")
+        if eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be at least 1, got {eval_batch_size}")
+        if time_limit_s is not None and not time_limit_s >= 0:
+            raise ValueError(f"time_limit_s must be >= 0 or None, got {time_limit_s}")
+        self.task = get_task(task) if isinstance(task, str) else task
+        self.config = config
+        self.students = students  # r (SOAR: 4)
+        self.grounding = grounding
+        self.time_limit_s = time_limit_s
+        self.eval_batch_size = eval_batch_size
+        self.progress = progress
+        self.cache = RewardCache(cache_dir) if cache_dir is not None else None
+        started = time.perf_counter()
+        if isinstance(model, (str, os.PathLike)):
+            self.model_name = str(model)
+            base, tokenizer = load_model(self.model_name)
+        else:
+            base, tokenizer = model
+            self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
+        self.policy = student_policy(base, config)  # once per scorer: every student is an adapter on it
+        self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
+        # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
+        # parser stops reading (the first balanced JSON object)
+        self.eval_params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.0, n=1,
+                                          stop_at_json_end=True)
+        self._baseline_memo: dict[tuple[str, str], float] = {}
+        self.seconds_load = time.perf_counter() - started
+
+    # --- Acc ----------------------------------------------------------------------------------------
+
+    def baseline_accuracy(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
+        """Acc(baseline, Q_R), computed once per (baseline.id, Q_R) and memoised."""
+        memo_key = (baseline.id, rows_hash(q_r))
+        if memo_key not in self._baseline_memo:
+            self._baseline_memo[memo_key] = self._evaluate_baseline(baseline, q_r)
+        return self._baseline_memo[memo_key]
+
+    def _evaluate_baseline(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
+        if not q_r:
+            raise ValueError("Q_R is empty: nothing to measure accuracy on")
+        if baseline.adapter_state is None:
+            return self._accuracies([None], q_r, "baseline")[0]
+        add_student_adapter(self.policy, BASELINE_ADAPTER, self.config, baseline.adapter_state)
+        try:
+            return self._accuracies([BASELINE_ADAPTER], q_r, "baseline")[0]
+        finally:
+            remove_student_adapter(self.policy, BASELINE_ADAPTER)
+
+    def _accuracies(self, adapters: Sequence[str | None], q_r: Sequence[Row], what: str) -> list[float]:
+        """Acc of each adapter (None = the bare model) on Q_R, all in mixed-adapter batches of
+        eval_batch_size (question, adapter) rows; question-major, so a batch mixes adapters."""
+        pairs = [(a, q) for q in range(len(q_r)) for a in range(len(adapters))]
+        prompts = [self.task.prompt(row) for row in q_r]
+        totals = [0.0] * len(adapters)
+        max_batch = self.engine.max_batch_size
+        self.engine.max_batch_size = self.eval_batch_size
+        try:
+            with _progress(len(pairs), f"eval {what}", self.progress, unit="answer") as bar:
+                for start in range(0, len(pairs), self.eval_batch_size):
+                    chunk = pairs[start : start + self.eval_batch_size]
+                    outputs = self.engine.generate([prompts[q] for _, q in chunk], self.eval_params,
+                                                   adapters=[adapters[a] for a, _ in chunk])
+                    for (a, q), samples in zip(chunk, outputs, strict=True):
+                        totals[a] += self._grounded_score(samples[0].text, q_r[q])
+                    bar.update(len(chunk))
+        finally:
+            self.engine.max_batch_size = max_batch
+        return [total / len(q_r) for total in totals]
+
+    def _grounded_score(self, text: str, row: Row) -> float:
+        if self.grounding == "correctness":
+            return float(bool(self.task.is_success(text, row)))
+        return float(self.task.score(text, row)["reward"])
+
+    # --- R_k ----------------------------------------------------------------------------------------
+
+    def cache_key(self, dataset: Sequence[Row], q_r: Sequence[Row], baseline: Baseline, *, seed: int,
+                  promoted: bool = False) -> str:
+        return reward_cache_key(task=self.task.name, model=self.model_name, dataset=dataset, baseline_id=baseline.id,
+                                q_r=q_r, config=self.config.model_dump(), grounding=self.grounding,
+                                students=self.students, seed=seed, promoted=promoted)
+
+    def score(
+        self,
+        datasets: Sequence[Sequence[Row]],
+        q_r: Sequence[Row],
+        baseline: Baseline,
+        *,
+        seed: int,
+        promoted: bool = False,
+        keep_adapters: bool = False,
+    ) -> list[DatasetScore]:
+        """R_k for each dataset X_k (in order): r students each, trained from `baseline`, measured on Q_R.
+
+        `promoted`: the baseline has been promoted at least once, so students train
+        config.steps_after_promotion steps (SOAR: 15, else 10). `keep_adapters`: keep each finished
+        student's LoRA weights in StudentResult.adapter_state (the outer loop promotes one of them).
+        """
+        if not q_r:
+            raise ValueError("Q_R is empty: nothing to measure accuracy on")
+        started = time.perf_counter()
+        keys = [self.cache_key(dataset, q_r, baseline, seed=seed, promoted=promoted) for dataset in datasets]
+        scores: dict[str, DatasetScore] = {}
+        for key in keys:
+            if key not in scores and (hit := self._cached(key, keep_adapters)) is not None:
+                scores[key] = hit
+        todo = {key: datasets[k] for k, key in enumerate(keys) if key not in scores}  # one run per distinct key
+        if todo:
+            scores.update(self._score_uncached(todo, q_r, baseline, seed=seed, promoted=promoted,
+                                               keep_adapters=keep_adapters, started=started))
+        return [_copy(scores[key]) for key in keys]
+
+    def _cached(self, key: str, keep_adapters: bool) -> DatasetScore | None:
+        if self.cache is None or (entry := self.cache.get(key)) is None:
+            return None
+        try:
+            score = DatasetScore.from_dict(entry)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("reward cache: ignoring malformed entry %s (%s); it will be recomputed", key[:12], exc)
+            return None
+        if keep_adapters:  # the weights are stored only when a caller asked to keep them
+            for j, student in enumerate(score.students):
+                if student.failure is None:
+                    student.adapter_state = self.cache.get_adapter(key, j)
+                    if student.adapter_state is None:
+                        log.info("reward cache: %s has no stored weights for student %d; recomputing", key[:12], j)
+                        return None
+        score.cached = True
+        return score
+
+    def _score_uncached(self, todo: dict[str, Sequence[Row]], q_r: Sequence[Row], baseline: Baseline, *,
+                        seed: int, promoted: bool, keep_adapters: bool, started: float) -> dict[str, DatasetScore]:
+        t0 = time.perf_counter()
+        memoised = (baseline.id, rows_hash(q_r)) in self._baseline_memo
+        acc_baseline = self.baseline_accuracy(baseline, q_r)
+        seconds_baseline = 0.0 if memoised else time.perf_counter() - t0
+
+        steps = self.config.steps_for(promoted)
+        students: dict[str, list[StudentResult]] = {key: [] for key in todo}
+        adapters: dict[tuple[str, int], str] = {}  # (key, j) -> adapter name of a finished student
+        try:
+            with _progress(len(todo) * self.students * steps, "students", self.progress, unit="step") as bar:
+                for k, (key, dataset) in enumerate(todo.items()):
+                    for j in range(self.students):
+                        name = f"grounded-x{k}-s{j}"
+                        result = self._train(name, dataset, baseline, student_seed(seed, j), steps, bar)
+                        students[key].append(result)
+                        if result.failure is None:
+                            adapters[(key, j)] = name
+                        else:
+                            log.warning("dataset %s student %d (seed %d) left out of R_k: %s",
+                                        key[:12], j, result.seed, result.failure)
+            t_eval = time.perf_counter()
+            names = list(adapters.values())
+            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
+            seconds_eval = time.perf_counter() - t_eval
+            for (key, j), name in adapters.items():
+                result = students[key][j]
+                result.accuracy = accuracies[name]
+                result.reward = result.accuracy - acc_baseline  # R_{k,j}
+                if keep_adapters:
+                    result.adapter_state = adapter_state_dict(self.policy, name)
+        finally:
+            for name in adapters.values():
+                remove_student_adapter(self.policy, name)
+
+        finished_total = max(1, len(adapters))
+        scores = {}
+        for key, results in students.items():
+            finished = [r for r in results if r.failure is None]
+            seconds = {
+                "train": sum(r.seconds_train for r in results),
+                "evaluate": seconds_eval * len(finished) / finished_total,  # share of the one evaluation
+                "baseline_evaluate": seconds_baseline / len(todo),
+            }
+            seconds["total"] = sum(seconds.values())
+            error = None
+            if not finished:
+                causes = "; ".join(f"student {j}: {r.failure}" for j, r in enumerate(results))
+                error = f"all {len(results)} students failed ({causes})"
+                log.error("dataset %s has no R_k: %s", key[:12], error)
+            scores[key] = DatasetScore(
+                reward=sum(r.reward for r in finished) / len(finished) if finished else None,  # R_k
+                baseline_accuracy=acc_baseline, students=results, error=error, cached=False, key=key,
+                seconds=seconds,
+            )
+            self._store(key, scores[key], keep_adapters)
+        log.info("scored %d dataset(s) in %.1fs", len(todo), time.perf_counter() - started)
+        return scores
+
+    def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
+               bar: Any) -> StudentResult:
+        """Train one student; any Exception leaves it out with its cause (the adapter is removed)."""
+        history: list[dict] = []
+        started = time.perf_counter()
+        limit = self.time_limit_s
+
+        def on_step(entry: dict) -> None:
+            history.append(entry)
+            bar.update(1)
+            bar.set_postfix(reward=f"{entry['mean_reward']:+.3f}", refresh=False)
+            elapsed = time.perf_counter() - started
+            # Cooperative: checked between steps, so a single hung step (a stuck generate or backward)
+            # is NOT interrupted in-process; a watchdog outside the process must handle that case.
+            if limit is not None and elapsed > limit:
+                raise StudentTimeout(f"exceeded the {limit:g}s time limit after step {entry['step']}/{steps} "
+                                     f"({elapsed:.1f}s)")
+
+        try:
+            train_student(self.policy, self.engine, self.task, dataset, self.config, adapter_name=name,
+                          init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
+        except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (DESIGN §4 faults)
+            remove_student_adapter(self.policy, name)
+            bar.update(steps - len(history))
+            return StudentResult(seed=seed, accuracy=None, reward=None, failure=f"{type(exc).__name__}: {exc}",
+                                 seconds_train=time.perf_counter() - started, log=history)
+        return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
+                             seconds_train=time.perf_counter() - started, log=history)
+
+    def _store(self, key: str, score: DatasetScore, keep_adapters: bool) -> None:
+        """Cache the entry, unless a failure may not repeat (a timeout or an unexpected exception): only a
+        StudentTrainingError (divergence) is a property of the data and the seed."""
+        if self.cache is None:
+            return
+        transient = [s.failure for s in score.students
+                     if s.failure is not None and not s.failure.startswith("StudentTrainingError")]
+        if transient:
+            log.info("reward cache: not storing %s (a failure that may not repeat: %s)", key[:12], transient[0])
+            return
+        if keep_adapters:
+            for j, student in enumerate(score.students):
+                if student.adapter_state is not None:
+                    self.cache.put_adapter(key, j, student.adapter_state)
+        self.cache.put(key, {**score.to_dict(), "cached": False})
+
+
+def _copy(score: DatasetScore) -> DatasetScore:
+    """A separate object per position, so two positions holding the same dataset can be edited apart."""
+    students = [StudentResult(**{**vars(s), "log": list(s.log)}) for s in score.students]
+    return DatasetScore(score.reward, score.baseline_accuracy, students, score.error, score.cached, score.key,
+                        dict(score.seconds))
+
+
+def _progress(total: int, desc: str, enabled: bool, unit: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+# --- `sv-soar score` ---------------------------------------------------------------------------------------
+
+PRESETS = ("paper", "cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from sv_soar.models import DEFAULT_MODEL
+
+    parser.add_argument("--dataset", action="append", required=True, metavar="FILE",
+                        help="teacher dataset X_k as SV-Bench JSONL; repeat for several (scored in one call)")
+    parser.add_argument("--hard-set", required=True, metavar="PATH",
+                        help="the `sv-soar hardset --out` folder, or its d_train.jsonl: Q_R is drawn from D_train")
+    parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="student model: embedded name, local folder or HF hub id (default: %(default)s)")
+    parser.add_argument("--q-r", type=int, default=64, help="|Q_R|, questions drawn from D_train (SOAR: 64)")
+    parser.add_argument("--students", type=int, default=4, help="r, students a dataset (SOAR: 4)")
+    parser.add_argument("--preset", choices=PRESETS, default="paper",
+                        help="student config: paper (SOAR's inner loop) or cpu (StudentTrainConfig.cpu_small)")
+    parser.add_argument("--promoted", action="store_true",
+                        help="the baseline was promoted before: train steps_after_promotion steps (SOAR: 15)")
+    parser.add_argument("--grounding", choices=GROUNDINGS, default="correctness",
+                        help="Acc = mean success (correctness) or mean full-rubric reward (full)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of Q_R's draw and of the students")
+    parser.add_argument("--baseline", metavar="ADAPTER_DIR",
+                        help="baseline student's adapter folder (default: the bare model)")
+    parser.add_argument("--time-limit", type=float, metavar="S",
+                        help="seconds a student run may take (checked between steps)")
+    parser.add_argument("--cache", metavar="DIR", help="reward-cache folder (default: no cache)")
+    parser.add_argument("--eval-batch-size", type=int, default=64, help="(question, student) rows a generate call")
+    parser.add_argument("--out", metavar="FILE.json", help="write the scores as JSON here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from sv_soar.models import ModelError
+
+    try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
+        inputs = _read_inputs(args)
+        scorer = GroundedScorer(args.model, inputs["task"], inputs["config"], students=args.students,
+                                grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
+                                eval_batch_size=args.eval_batch_size, progress=not args.no_progress)
+    except (OSError, ValueError, ModelError) as exc:
+        print(f"sv-soar score: {exc}", file=sys.stderr)
+        return 2
+    return _score_and_report(args, scorer, **inputs)
+
+
+def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    from sv_soar.jsonl import read_jsonl
+    from sv_soar.models import resolve_model
+
+    counts = (("--q-r", args.q_r), ("--students", args.students), ("--eval-batch-size", args.eval_batch_size))
+    for flag, value in counts:
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    task = get_task(args.task)
+    datasets = [read_jsonl(path, task.validate_row) for path in args.dataset]
+    for path, rows in zip(args.dataset, datasets):
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+    hard_set = Path(args.hard_set)
+    d_train_path = hard_set / "d_train.jsonl" if hard_set.is_dir() else hard_set
+    d_train = read_jsonl(d_train_path, task.validate_row)
+    if not d_train:
+        raise ValueError(f"{d_train_path}: D_train is empty")
+    q_r = random.Random(args.seed).sample(d_train, min(args.q_r, len(d_train)))  # a fresh draw, as each SOAR step
+    baseline = Baseline.load(args.baseline) if args.baseline else Baseline("base")
+    resolve_model(args.model)  # an unknown name fails here, before anything heavy is loaded
+    config = StudentTrainConfig() if args.preset == "paper" else StudentTrainConfig.cpu_small()
+    return {"task": task, "datasets": datasets, "d_train": d_train, "d_train_path": d_train_path, "q_r": q_r,
+            "baseline": baseline, "config": config}
+
+
+def _score_and_report(args: argparse.Namespace, scorer: "GroundedScorer", *, task: Task, datasets: list, d_train: list,
+                      d_train_path: Path, q_r: list, baseline: Baseline, config: StudentTrainConfig) -> int:
+    from sv_soar.jsonl import write_text_atomic
+
+    steps = config.steps_for(args.promoted)
+    print(f"score: task {task.name}, model {args.model}, preset {args.preset} ({steps} steps × "
+          f"{config.batch_prompts} prompts × {config.group_size}), r={args.students}, grounding {args.grounding}")
+    print(f"  Q_R: {len(q_r)} of {len(d_train)} D_train questions ({d_train_path}, seed {args.seed}); "
+          f"baseline {baseline.name} ({baseline.id})")
+    started = time.perf_counter()
+    scores = scorer.score(datasets, q_r, baseline, seed=args.seed, promoted=args.promoted)
+    seconds_total = time.perf_counter() - started
+
+    print(f"  Acc(baseline, Q_R) = {scores[0].baseline_accuracy:.3f}")
+    for k, (path, rows, score) in enumerate(zip(args.dataset, datasets, scores), start=1):
+        r_k = "None" if score.reward is None else f"{score.reward:+.4f}"
+        print(f"X_{k} {path} ({len(rows)} rows): R_k = {r_k}" + (" [cached]" if score.cached else ""))
+        for j, student in enumerate(score.students):
+            if student.failure is not None:
+                print(f"    student {j} (seed {student.seed}): FAILED after {student.seconds_train:.1f}s: "
+                      f"{student.failure}")
+            else:
+                print(f"    student {j} (seed {student.seed}): Acc {score.baseline_accuracy:.3f} -> "
+                      f"{student.accuracy:.3f}, R_kj {student.reward:+.4f}, train {student.seconds_train:.1f}s")
+        s = score.seconds
+        print(f"    time: train {s['train']:.1f}s, evaluate {s['evaluate']:.1f}s, "
+              f"baseline {s['baseline_evaluate']:.1f}s, total {s['total']:.1f}s")
+        if score.error:
+            print(f"    error: {score.error}")
+    print(f"total {seconds_total:.1f}s (scoring; model load {scorer.seconds_load:.1f}s before)")
+    if args.out:
+        result = {
+            "task": task.name, "model": args.model, "preset": args.preset, "config": config.model_dump(),
+            "students": args.students, "grounding": args.grounding, "seed": args.seed, "promoted": args.promoted,
+            "baseline": {"name": baseline.name, "id": baseline.id, "path": args.baseline},
+            "d_train": str(d_train_path), "q_r": [problem_content(row) for row in q_r],
+            "seconds": {"load": scorer.seconds_load, "score": seconds_total},
+            "datasets": [{"path": path, "rows": len(rows), **score.to_dict()}
+                         for path, rows, score in zip(args.dataset, datasets, scores)],
+        }
+        write_text_atomic(args.out, json.dumps(result, indent=1, allow_nan=False))
+        print(f"wrote {args.out}")
+    return 0 if all(score.reward is not None for score in scores) else 1
+

@@ -1,0 +1,124 @@
+"""The reward cache: a teacher dataset scored once is never trained on again (DESIGN §4, §5).
+
+SOAR's grounded reward R_k costs r student runs and an evaluation on Q_R. The same dataset comes back
+whenever a teacher step is resumed, a rubric is re-run by a hosted trainer, or the teacher writes the
+same problems twice; so each R_k is stored under a key that names everything it depends on:
+
+    sha256(canonical JSON of: task, model, the dataset's rows (question, answer, info), baseline id,
+           Q_R's rows, the student config, grounding, r, seed, promoted)
+
+Rows are hashed with the fields that decide a problem (question, answer; info holds E2's oracle, as in
+`sv_soar.evaluation.hardset.row_hash`), not meta. Row order stays in the key: it fixes which prompts a
+student's batches draw. The dataset's position among the g datasets is NOT in the key (student seeds
+derive from (seed, j) only), so a dataset scored at another position is a hit.
+
+On disk: one JSON file a key, `<dir>/<key[:2]>/<key>.json`, plus `<key>.s<j>.safetensors` with the
+students' LoRA weights when the caller asked to keep them. Writes are atomic (temp file + rename);
+an unreadable entry is logged and treated as missing, so it is recomputed and overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sv_soar.jsonl import atomic_path, write_text_atomic
+from sv_soar.tasks import Row
+
+log = logging.getLogger(__name__)
+
+# Bump when what an entry means changes (scoring, the key's contents), so old entries stop matching.
+CACHE_VERSION = 1
+PROBLEM_FIELDS = ("question", "answer", "info")
+
+
+def problem_content(row: Row) -> dict[str, Any]:
+    """The fields that decide a problem; meta (provenance, fail@K counts) does not change the reward."""
+    return {name: row.get(name) for name in PROBLEM_FIELDS}
+
+
+def reward_cache_key(
+    *,
+    task: str,
+    model: str,
+    dataset: Sequence[Row],
+    baseline_id: str,
+    q_r: Sequence[Row],
+    config: dict[str, Any],
+    grounding: str,
+    students: int,
+    seed: int,
+    promoted: bool,
+) -> str:
+    """sha256 hex of everything R_k depends on (see the module docstring)."""
+    content = {
+        "version": CACHE_VERSION,
+        "task": task,
+        "model": model,
+        "dataset": [problem_content(row) for row in dataset],
+        "baseline": baseline_id,
+        "q_r": [problem_content(row) for row in q_r],
+        "config": config,
+        "grounding": grounding,
+        "students": students,
+        "seed": seed,
+        "promoted": promoted,
+    }
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RewardCache:
+    """JSON entries (and optional student adapters) under one folder, keyed by `reward_cache_key`."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        return self.folder / key[:2] / f"{key}{suffix}"
+
+    def adapter_path(self, key: str, student: int) -> Path:
+        return self._path(key, f".s{student}.safetensors")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored entry, or None when there is none or it cannot be read (logged)."""
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(entry, dict) or entry.get("key") != key or entry.get("version") != CACHE_VERSION:
+                raise ValueError("not an entry for this key and cache version")
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            log.warning("reward cache: ignoring unreadable entry %s (%s); it will be recomputed", path, exc)
+            return None
+        return entry
+
+    def put(self, key: str, entry: dict[str, Any]) -> Path:
+        return write_text_atomic(self._path(key), json.dumps({**entry, "key": key, "version": CACHE_VERSION}))
+
+    def get_adapter(self, key: str, student: int) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load_file
+
+        path = self.adapter_path(key, student)
+        if not path.is_file():
+            return None
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged header
+            log.warning("reward cache: ignoring unreadable adapter %s (%s)", path, exc)
+            return None
+
+    def put_adapter(self, key: str, student: int, state: dict[str, torch.Tensor]) -> Path:
+        from safetensors.torch import save_file
+
+        path = self.adapter_path(key, student)
+        with atomic_path(path) as tmp:
+            save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
+        return path

@@ -1,0 +1,410 @@
+"""SOAR's outer loop (arXiv 2601.18778, DESIGN §4): `sv-soar train --config FILE.toml`.
+
+One outer step t:
+
+    1. sample   g·n teacher rollouts, one problem each; invalid ones are discarded and the teacher is
+                resampled (rejection sampling, unbiased for RLOO) until g·n are valid
+    2. split    into g datasets X_1..X_g of n problems; Q_R: |Q_R| questions drawn afresh from D_train
+    3. score    R_k = mean_j [Acc(student_{k,j}, Q_R) − Acc(baseline, Q_R)]   (sv_soar.grounded)
+    4. promote  if the moving average of R̂_t = mean_k R_k exceeds τ, the median student of
+                argmax_k R_k becomes the baseline and X_k joins the promoted questions  (sv_soar.promotion)
+    5. update   the teacher by RLOO: A_k = R_k − mean_{j≠k} R_j on every rollout of X_k, one
+                policy-gradient step on the teacher's LoRA adapter with a KL penalty to the initial
+                teacher (its adapter disabled)
+
+Methods (config `run.method`): `soar` as above; `base-t` samples and promotes the same way but never
+updates the teacher (promoted questions from the untrained teacher); `intrinsic-t` updates the
+teacher with the learnability reward instead of R_k (per problem: 0 when the baseline student's
+success rate s̄ is 0, else 1 − s̄; averaged over the dataset), promotion still grounded; `hard-only`
+has no teacher: `train` only prepares the run folder and `evaluate` trains on D_train alone.
+
+Resume: every random draw of step t is seeded by (run.seed, t), the teacher's adapter and optimizer
+are checkpointed after each step, and the promotion state (state.json) is the step's commit point,
+written last. A run killed anywhere resumes after its last committed step and ends in the state an
+uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from sv_soar.config import ConfigError, RunConfig, apply_overrides, config_diff, load_config, parse_config
+from sv_soar.generation import SamplingParams
+from sv_soar.jsonl import atomic_path, read_jsonl, write_jsonl
+from sv_soar.run_dir import Run, RunDirError, create_run, open_run
+from sv_soar.tasks import Row, get_task
+from sv_soar_teacher.grounded_rubric import draw_q_r, partition, step_seed
+
+log = logging.getLogger(__name__)
+
+TEACHER_ADAPTER = "teacher"
+TEACHER_DIR = "teacher"
+STEPS_FILE = "steps.jsonl"
+LEARNABILITY_SAMPLES = 8  # samples a problem for the intrinsic (learnability) reward
+TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_R and the students
+
+
+def rloo_teacher_advantages(rewards: Sequence[float]) -> list[float]:
+    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, DESIGN §4)."""
+    g = len(rewards)
+    if g < 2:
+        return [0.0] * g
+    total = sum(rewards)
+    return [r - (total - r) / (g - 1) for r in rewards]
+
+
+def learnability(successes: Sequence[Sequence[bool]]) -> float:
+    """The Intrinsic-T reward of a dataset: mean over problems of (0 if s̄ = 0 else 1 − s̄)."""
+    values = []
+    for outcomes in successes:
+        s_bar = sum(outcomes) / len(outcomes)
+        values.append(0.0 if s_bar == 0 else 1.0 - s_bar)
+    return sum(values) / len(values) if values else 0.0
+
+
+@dataclass
+class TeacherSample:
+    """The valid problems of one step, with the rollouts that wrote them."""
+
+    rows: list[Row]
+    token_ids: list[list[int]]
+    prompt_token_ids: list[int]
+    drawn: int
+    rejected: dict[str, int]
+
+
+class Teacher:
+    """The teacher policy: a LoRA adapter on the teacher model, its optimizer, and its checkpoints.
+
+    "The initial teacher" of the KL penalty is the teacher model itself (the adapter disabled). For
+    a model too small to follow the teacher prompt, use a format-warm-started one as the teacher
+    model, e.g. `smollm2-135m-instruct+e1-teacher-format` (sv_soar/format_warm_start.py).
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        from sv_soar.engines.transformers_engine import TransformersEngine
+        from sv_soar.models import load_model
+
+        section = config.teacher
+        model, tokenizer = load_model(section.model)
+        lora = LoraConfig(r=section.lora_rank, lora_alpha=section.lora_alpha,
+                          target_modules=list(section.lora_target_modules), lora_dropout=0.0, bias="none",
+                          task_type="CAUSAL_LM")
+        torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
+        self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
+        self.policy.eval()
+        self.params = [p for name, p in self.policy.named_parameters() if "lora_" in name]
+        for param in self.params:
+            param.requires_grad_(False)  # trainable only inside update()
+        self.optimizer = torch.optim.AdamW(self.params, lr=section.learning_rate, weight_decay=0.0)
+        self.engine = TransformersEngine(self.policy, tokenizer, model_name=section.model,
+                                         max_batch_size=max(1, min(64, config.rollouts_per_step)))
+        self.config = config
+
+    def save(self, folder: Path) -> None:
+        """Checkpoint the adapter and the optimizer (AdamW's moments: resume continues the same run)."""
+        from peft import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in
+                 get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        self.policy.peft_config[TEACHER_ADAPTER].save_pretrained(str(folder))
+        with atomic_path(folder / "adapter_model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        with atomic_path(folder / "optimizer.pt") as tmp:
+            torch.save(self.optimizer.state_dict(), tmp)
+
+    def load(self, folder: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.policy, load_file(str(folder / "adapter_model.safetensors")),
+                                  adapter_name=TEACHER_ADAPTER)
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+
+    def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
+        """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
+        from sv_soar_teacher.problems import validate_batch
+        from sv_soar_teacher.prompts import teacher_prompt
+
+        section = self.config.teacher
+        wanted = self.config.rollouts_per_step
+        prompt = teacher_prompt(task_name)
+        texts: list[str] = []
+        token_ids: list[list[int]] = []
+        prompt_ids: list[int] = []
+        for round_ in range(section.max_sampling_rounds):
+            params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
+                                    n=wanted, seed=step_seed_ + round_, stop_at_json_end=True)
+            completions = self.engine.generate([prompt], params, adapters=TEACHER_ADAPTER)[0]
+            prompt_ids = completions[0].prompt_token_ids
+            texts += [c.text for c in completions]
+            token_ids += [c.token_ids for c in completions]
+            validation = validate_batch(texts, hard_set_index, task=task_name)
+            if len(validation.valid_indices) >= wanted:
+                break
+        valid = validation.valid_indices[:wanted]
+        return TeacherSample(
+            rows=[validation.outcomes[i].to_row() for i in valid],
+            token_ids=[token_ids[i] for i in valid],
+            prompt_token_ids=prompt_ids,
+            drawn=len(texts),
+            rejected={str(reason): count for reason, count in validation.rejected.items()},
+        )
+
+    def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
+        """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
+        from sv_soar_student.trainer import learning_rate_at, policy_gradient_step
+
+        section = self.config.teacher
+        lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
+        self.policy.set_adapter(TEACHER_ADAPTER)
+        for param in self.params:
+            param.requires_grad_(True)
+        try:
+            return policy_gradient_step(
+                self.policy, self.params, self.optimizer,
+                [(sample.prompt_token_ids, list(zip(sample.token_ids, advantages)))],
+                lr=lr, kl_coef=section.kl_coef, temperature=section.temperature,
+                max_grad_norm=section.max_grad_norm, micro_batch_size=section.micro_batch_size,
+                where=f"teacher update at step {step}",
+            ) | {"lr": lr}
+        finally:
+            for param in self.params:
+                param.requires_grad_(False)
+
+
+# --- the loop -------------------------------------------------------------------------------------------
+
+
+def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bool = True,
+          max_steps: int | None = None) -> Run:
+    """Run (or resume) the outer loop in `folder` until run.outer_steps are committed."""
+    from sv_soar.grounded import GroundedScorer
+    from sv_soar.promotion import PromotionRun, promote
+    from sv_soar_teacher.contamination import HardSetIndex
+
+    run = open_run(folder) if resume else create_run(folder, config)
+    config = run.config
+    if config.run.method == "hard-only":
+        print(f"hard-only: no teacher; {folder} is ready for `sv-soar evaluate` (students train on D_train alone)")
+        return run
+    task = get_task(config.data.task)
+    promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
+                                  window=config.soar.window, tau=config.soar.tau)
+    start = promotion.state.step
+    _truncate_steps(run.folder, start)
+    teacher = Teacher(config)
+    if start > 0:
+        teacher.load(run.folder / TEACHER_DIR / f"step-{start:06d}")
+    d_train = run.d_train()
+    hard_index = HardSetIndex([*d_train, *run.d_test()])
+    scorer = GroundedScorer(config.student.model, task, config.student_train_config(),
+                            students=config.soar.students, grounding=config.soar.grounding,
+                            time_limit_s=config.soar.time_limit_s, cache_dir=run.folder / "reward_cache",
+                            eval_batch_size=config.soar.eval_batch_size, progress=progress)
+    end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
+    for step in range(start, end):
+        entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
+        print(format_step(entry, config.run.outer_steps), flush=True)
+    return run
+
+
+def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step) -> dict[str, Any]:
+    seed = config.run.seed
+    g = config.teacher.g
+    t0 = time.perf_counter()
+    sample = teacher.sample(config.data.task, hard_index, step_seed(seed, step) ^ TEACHER_SEED_SALT)
+    t_sampled = time.perf_counter()
+    entry: dict[str, Any] = {
+        "step": step, "method": config.run.method, "drawn": sample.drawn, "valid": len(sample.rows),
+        "valid_rate": len(sample.rows) / sample.drawn if sample.drawn else 0.0, "rejected": sample.rejected,
+    }
+    groups = partition(range(len(sample.rows)), g, config.teacher.n)
+    if len(groups) < 2:  # RLOO compares datasets: with fewer than 2 there is no signal this step
+        error = f"the teacher wrote {len(sample.rows)} valid problems in {sample.drawn} rollouts; need 2 or more"
+        decision = promote(promotion.state, [], [], step=step, error=error)
+        entry |= {"error": error, "R_k": [], "seconds": {"teacher_sampling": t_sampled - t0,
+                                                         "total": time.perf_counter() - t0}}
+        _commit(run, teacher, promotion, decision, entry, step, config)
+        return entry
+
+    from sv_soar_teacher.diversity import question_diversity
+
+    datasets = [[sample.rows[i] for i in group] for group in groups]
+    # the same Q_R and student seeds as the teacher environment's step (sv_soar_teacher.grounded_rubric)
+    q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, step))
+    baseline = promotion.baseline()
+    scores = scorer.score(datasets, q_r, baseline, seed=step_seed(seed, step),
+                          promoted=promotion.state.promoted, keep_adapters=True)
+    t_scored = time.perf_counter()
+    decision = promote(promotion.state, scores, datasets, step=step)
+    rewards = [s.reward if s.reward is not None else config.soar.floor for s in scores]
+    teacher_rewards = rewards
+    if config.run.method == "intrinsic-t":
+        teacher_rewards = [_learnability(scorer, dataset, baseline, step_seed(seed, step) + k)
+                           for k, dataset in enumerate(datasets)]
+    t_intrinsic = time.perf_counter()
+    update: dict[str, float] = {}
+    if config.run.method in ("soar", "intrinsic-t"):
+        advantages = rloo_teacher_advantages(teacher_rewards)
+        per_rollout = [0.0] * len(sample.rows)
+        for k, group in enumerate(groups):
+            for i in group:
+                per_rollout[i] = advantages[k]
+        used = [i for group in groups for i in group]
+        kept = TeacherSample([sample.rows[i] for i in used], [sample.token_ids[i] for i in used],
+                             sample.prompt_token_ids, sample.drawn, sample.rejected)
+        update = teacher.update(kept, [per_rollout[i] for i in used], step)
+    t_updated = time.perf_counter()
+    diversity = question_diversity([row["question"] for row in sample.rows])
+    entry |= {
+        "R_k": [s.reward for s in scores],
+        "R_kj": [s.student_rewards for s in scores],
+        "R_hat": decision.record.reward_hat,
+        "moving_average": decision.record.moving_average,
+        "teacher_rewards": teacher_rewards,
+        "baseline": baseline.name,
+        "baseline_accuracy": scores[0].baseline_accuracy,
+        "student_accuracies": [s.student_accuracies for s in scores],
+        "failed_students": sum(s.n_failed for s in scores),
+        "cached_datasets": sum(s.cached for s in scores),
+        "promoted": decision.promoted,
+        "promoted_dataset": decision.record.promoted_dataset,
+        "diversity": diversity.as_metrics(prefix=""),
+        "teacher_update": update,
+        "seconds": {
+            "teacher_sampling": t_sampled - t0,
+            "student_training": sum(s.seconds.get("train", 0.0) for s in scores),
+            "evaluation": sum(s.seconds.get("evaluate", 0.0) + s.seconds.get("baseline_evaluate", 0.0)
+                              for s in scores),
+            "scoring": t_scored - t_sampled,
+            "intrinsic_reward": t_intrinsic - t_scored,
+            "teacher_update": t_updated - t_intrinsic,
+            "total": t_updated - t0,
+        },
+    }
+    _commit(run, teacher, promotion, decision, entry, step, config)
+    return entry
+
+
+def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
+    """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
+    from sv_soar.evaluation.pass_at_k import sample_successes
+    from sv_soar_student.trainer import add_student_adapter, remove_student_adapter
+
+    adapter = None
+    if baseline.adapter_state is not None:
+        adapter = "learnability-baseline"
+        add_student_adapter(scorer.policy, adapter, scorer.config, baseline.adapter_state)
+    try:
+        successes = sample_successes(scorer.engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
+                                     max_new_tokens=scorer.config.max_new_tokens, adapter=adapter, progress=False)
+    finally:
+        if adapter is not None:
+            remove_student_adapter(scorer.policy, adapter)
+    return learnability(successes.tolist())
+
+
+def _commit(run: Run, teacher: Teacher, promotion, decision, entry: dict[str, Any], step: int,
+            config: RunConfig) -> None:
+    """Teacher checkpoint and step log first, then state.json: the promotion commit is the step's commit."""
+    teacher.save(run.folder / TEACHER_DIR / f"step-{step + 1:06d}")
+    entries = [e for e in _read_steps(run.folder) if e["step"] < step] + [entry]
+    write_jsonl(run.folder / STEPS_FILE, entries)
+    promotion.commit(decision, config=config.student_train_config())
+    stale = run.folder / TEACHER_DIR / f"step-{step:06d}"
+    if step > 0 and stale.is_dir():  # keep the newest checkpoint only
+        import shutil
+
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _read_steps(folder: Path) -> list[dict[str, Any]]:
+    path = folder / STEPS_FILE
+    return read_jsonl(path) if path.is_file() else []
+
+
+def _truncate_steps(folder: Path, committed: int) -> None:
+    """Drop log lines and checkpoints of a step that was killed before its commit."""
+    import shutil
+
+    entries = _read_steps(folder)
+    if any(e["step"] >= committed for e in entries):
+        write_jsonl(folder / STEPS_FILE, [e for e in entries if e["step"] < committed])
+    for checkpoint in (folder / TEACHER_DIR).glob("step-*"):
+        if int(checkpoint.name[5:]) > committed:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def format_step(entry: dict[str, Any], total: int) -> str:
+    seconds = entry["seconds"]
+    if entry.get("error"):
+        return f"step {entry['step'] + 1}/{total} | {entry['error']} | {seconds['total']:.0f}s"
+    r_k = " ".join(f"{r:+.3f}" if r is not None else "fail" for r in entry["R_k"])
+    return (f"step {entry['step'] + 1}/{total} | valid {entry['valid']}/{entry['drawn']} | R_k {r_k} "
+            f"| R̂ {entry['R_hat'] if entry['R_hat'] is None else format(entry['R_hat'], '+.3f')} "
+            f"| {'PROMOTED x' + str(entry['promoted_dataset'] + 1) if entry['promoted'] else 'no promotion'} "
+            f"| sample {seconds['teacher_sampling']:.0f}s score {seconds['scoring']:.0f}s "
+            f"update {seconds['teacher_update']:.0f}s")
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="experiment config (TOML), e.g. configs/cpu-demo.toml")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue a run after its last completed step (with --config: refused if they differ)")
+    parser.add_argument("--out", type=Path, help="run folder (with --config; default runs/<config name>)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set soar.q_r=8 (JSON values)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not (args.config or args.resume):
+        print("sv-soar train: give --config FILE.toml (a new run) or --resume RUN_DIR")
+        return 2
+    try:
+        overrides = dict(_override(item) for item in args.set)
+        if args.resume:
+            config = open_run(args.resume).config
+            if args.config or overrides:  # the same config, or nothing: a run never changes its config
+                asked = load_config(args.config, overrides) if args.config else parse_config(
+                    apply_overrides(config.resolved(), overrides))
+                differing = config_diff(config.resolved(), asked.resolved())
+                if differing:
+                    raise ConfigError(f"{args.resume}: refusing to resume with a different config; differing keys:\n  "
+                                      + "\n  ".join(differing))
+            folder = args.resume
+        else:
+            config = load_config(args.config, overrides)
+            folder = args.out or Path("runs") / args.config.stem
+        train(config, folder, resume=bool(args.resume), progress=not args.no_progress, max_steps=args.max_steps)
+    except (ConfigError, RunDirError) as exc:
+        print(f"sv-soar train: {exc}")
+        return 2
+    return 0
+
+
+def _override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. soar.q_r=8")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare string such as a model name

@@ -1,0 +1,132 @@
+"""SOAR's outer loop on the tiny real model: steps, the teacher update, resume, config refusal.
+
+A random tiny Llama writes no valid teacher problem, so the teacher is the tiny model after the
+format warm start (sv_soar/format_warm_start.py) on four example replies, sampled at temperature
+0.5: a real model that writes valid, varied-enough problems. τ = −1 makes every step promote, so promotion, the
+baseline hand-over and the teacher update all run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sv_soar.config import parse_config
+from sv_soar.jsonl import read_jsonl, write_jsonl
+from sv_soar.run_dir import RunDirError
+from sv_soar.soar_loop import learnability, rloo_teacher_advantages, train
+from sv_soar.tasks.e1_flows import generate_e1_flows
+
+TIMINGS = {"seconds", "teacher_update"}
+
+
+def test_teacher_rloo_advantages_by_hand():
+    # A_k = R_k − mean_{j≠k} R_j
+    assert rloo_teacher_advantages([0.3, 0.1, 0.2]) == pytest.approx([0.15, -0.15, 0.0])
+    assert rloo_teacher_advantages([0.5]) == [0.0]
+
+
+def test_learnability_by_hand():
+    # s̄ = 0 -> 0; s̄ = 1/4 -> 3/4; s̄ = 1 -> 0
+    assert learnability([[False] * 4, [True, False, False, False], [True] * 4]) == pytest.approx(0.25)
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_dir(tiny_model_dir, tmp_path_factory):
+    from sv_soar.format_warm_start import Recipe, build
+
+    out = tmp_path_factory.mktemp("tiny-teacher")
+    build(str(tiny_model_dir), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4, lora_rank=4), out)
+    return out
+
+
+@pytest.fixture
+def hard_set(tmp_path):
+    rows = generate_e1_flows(12, seed=5)
+    write_jsonl(tmp_path / "hs" / "d_train.jsonl", rows[:6])
+    write_jsonl(tmp_path / "hs" / "d_test.jsonl", rows[6:])
+    return tmp_path / "hs"
+
+
+def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
+    return parse_config({
+        "run": {"outer_steps": 2, "seed": 0, **run},
+        "data": {"hard_set": str(hard_set)},
+        "teacher": {"model": str(tiny_teacher_dir), "g": 2, "n": 2, "max_new_tokens": 96, "temperature": 0.5,
+                    "max_sampling_rounds": 3, "lora_rank": 4, "lora_alpha": 8, "warmup_steps": 0,
+                    "learning_rate": 1e-3},
+        "student": {"model": str(tiny_model_dir), "steps": 1, "steps_after_promotion": 1, "batch_prompts": 2,
+                    "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
+                    "lora_target_modules": ["q_proj"]},
+        "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
+    })
+
+
+def comparable(folder):
+    steps = [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in read_jsonl(folder / "steps.jsonl")]
+    state = json.loads((folder / "state.json").read_text())
+    teacher = load_file(str(folder / "teacher" / "step-000002" / "adapter_model.safetensors"))
+    return steps, state, teacher
+
+
+def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
+    config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set)
+    whole = tmp_path / "whole"
+    train(config, whole, progress=False)
+    steps, state, teacher = comparable(whole)
+    assert [e["step"] for e in steps] == [0, 1]
+    first = steps[0]
+    assert first["valid"] >= 2 and len(first["R_k"]) == 2 and first["promoted"] is True
+    assert set(first["diversity"]) == {"distinct_2", "distinct_3", "pairwise_jaccard_distance"}
+    assert state["promotions"] == 2 and len(state["promoted_datasets"]) == 2
+    assert (whole / state["baseline"]["folder"] / "adapter_model.safetensors").is_file()
+    assert not (whole / "teacher" / "step-000001").exists()  # only the newest checkpoint is kept
+
+    split = tmp_path / "split"
+    train(config, split, progress=False, max_steps=1)
+    assert json.loads((split / "state.json").read_text())["step"] == 1
+    train(config, split, resume=True, progress=False)
+    steps2, state2, teacher2 = comparable(split)
+    assert steps2 == steps
+    assert {k: v for k, v in state2.items()} == state
+    assert teacher2.keys() == teacher.keys()
+    assert all(torch.equal(teacher[k], teacher2[k]) for k in teacher)
+
+
+def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
+    """A step killed after its log line and checkpoint but before state.json: resume redoes it."""
+    config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1)
+    folder = tmp_path / "run"
+    train(config, folder, progress=False)
+    # pretend step 0 never committed: roll state.json back to a fresh state, keep the later files
+    state = json.loads((folder / "state.json").read_text())
+    steps_before = read_jsonl(folder / "steps.jsonl")
+    fresh = {**state, "step": 0, "history": [], "promotions": 0, "promoted_datasets": [],
+             "baseline": {"name": "base", "id": "base", "folder": None}, "last_promotion_step": None}
+    (folder / "state.json").write_text(json.dumps(fresh))
+    train(config, folder, resume=True, progress=False)
+    steps_after = read_jsonl(folder / "steps.jsonl")
+    assert [e["step"] for e in steps_after] == [0]
+    strip = lambda entries: [{k: v for k, v in e.items() if k not in TIMINGS | {"cached_datasets"}} for e in entries]  # noqa: E731
+    assert strip(steps_after) == strip(steps_before)
+    assert steps_after[0]["cached_datasets"] == 2  # the reward cache spared retraining the students
+
+
+def test_resume_with_another_config_is_refused_with_the_keys(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
+    config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1, method="hard-only")
+    folder = tmp_path / "run"
+    train(config, folder, progress=False)  # hard-only: the folder only
+    assert (folder / "config.toml").is_file() and not (folder / "steps.jsonl").exists()
+    toml = tmp_path / "other.toml"
+    toml.write_text((folder / "config.toml").read_text().replace("q_r = 4", "q_r = 5"))
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "train", "--resume", str(folder), "--config", str(toml)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "refusing to resume with a different config" in result.stdout and "soar.q_r: 4 != 5" in result.stdout
+    with pytest.raises(RunDirError, match="not an sv-soar run folder"):
+        train(config, tmp_path, resume=True)
