@@ -379,11 +379,13 @@ def _load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs)"
 
 
-def run_side(side: str, python: Path, spec_path: Path, workdir: Path) -> dict:
+def run_side(side: str, python: Path, spec_path: Path, workdir: Path, omp_wait_policy: str | None) -> dict:
     out = workdir / f"{side}.json"
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     env.pop("PYTHONPATH", None)
+    env.pop("OMP_WAIT_POLICY", None)
+    if omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = omp_wait_policy
     print(f"[{side}] start | {_load()}", flush=True)
     started = time.perf_counter()
     done = subprocess.run([str(python), __file__, "--side", side, "--spec", str(spec_path), "--out", str(out)],
@@ -456,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lora-rank", type=int, help="override WORK's LoRA rank (alpha = 2 x rank)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads, both sides")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"],
+                        help="OMP_WAIT_POLICY for both sides (default: the OpenMP runtime's own, spinning "
+                             "briefly; PASSIVE is kinder to a machine shared with other jobs, and slower)")
     parser.add_argument("--rounds", type=int, default=1, help="runs per side; the order alternates each round")
     parser.add_argument("--json", type=Path, help="write the spec, every run and the summary here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # child process
@@ -485,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_index in range(args.rounds):
             order = SIDES if round_index % 2 == 0 else SIDES[::-1]
             for side in order:
-                results[side].append(run_side(side, pythons[side], spec_path, workdir))
+                results[side].append(run_side(side, pythons[side], spec_path, workdir, args.omp_wait_policy))
         shutil.rmtree(workdir / "trl-output", ignore_errors=True)
     summary = print_report(spec, results)
     print(f"versions: sv-soar side {results['sv-soar'][0]['versions']} | trl side {results['trl'][0]['versions']}")
