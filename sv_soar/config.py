@@ -20,13 +20,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sv_soar.models import DEFAULT_MODEL
 from sv_soar_student.trainer import StudentTrainConfig
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
+# Paths in a config file are relative to the file; given on the command line (--set), to the cwd.
+PATH_KEYS = ("data.hard_set", "evaluation.compute_matched_to", "evaluation.extra_eval")
 
 
 class ConfigError(ValueError):
@@ -45,6 +47,12 @@ class RunSection(_Section):
     )
     seed: int = Field(0, description="seed of everything: Q_R draws, student seeds, teacher sampling")
     outer_steps: int = Field(200, ge=1, description="teacher update steps (SOAR: 200)")
+    stop_when_unstuck: bool = Field(
+        False,
+        description="the seed's two-phase plan, phase 1: end the outer loop after the first step whose "
+        "baseline student solves part of Q_R (the hard set is no longer all-fail); phase 2 is the final "
+        "evaluation, e.g. with evaluation.estimator = 'maxrl'",
+    )
 
 
 class DataSection(_Section):
@@ -99,6 +107,15 @@ class EvaluationSection(_Section):
     steps: int | None = Field(None, ge=1, description="student RL steps (default: the compute-matched count)")
     curriculum: bool = Field(False, description="train on promoted questions in promotion order, then D_train")
     extra_eval: list[Path] = Field(default_factory=list, description="more E1 JSONL sets to report on")
+    estimator: Literal["rloo", "grpo", "maxrl"] | None = Field(
+        None, description="the final students' estimator (default: the student's); maxrl needs reward = 'correctness'"
+    )
+    reward: Literal["full", "correctness"] | None = Field(None, description="the final students' reward (default: the student's)")
+    compute_matched_to: Path | None = Field(
+        None,
+        description="a SOAR run folder: the final students train as many RL steps as that run's students did in "
+        "its outer loop plus its final students (student compute only; a compute-matched Hard-only)",
+    )
 
 
 class RunConfig(_Section):
@@ -117,6 +134,20 @@ class RunConfig(_Section):
     def student_train_config(self) -> StudentTrainConfig:
         return StudentTrainConfig(**self.student.model_dump(exclude={"model"}))
 
+    def final_student_config(self) -> StudentTrainConfig:
+        """The student config of the final evaluation: the student's, with [evaluation]'s overrides."""
+        overrides = {key: value for key, value in (("estimator", self.evaluation.estimator),
+                                                   ("reward", self.evaluation.reward)) if value is not None}
+        return StudentTrainConfig(**{**self.student.model_dump(exclude={"model"}), **overrides})
+
+    @model_validator(mode="after")
+    def _final_student_is_valid(self) -> "RunConfig":
+        try:
+            self.final_student_config()
+        except ValidationError as exc:
+            raise ValueError(f"evaluation.estimator / evaluation.reward: {exc.errors()[0]['msg']}") from None
+        return self
+
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, as written to RUN_DIR/config.toml."""
         return self.model_dump(mode="json")
@@ -131,6 +162,8 @@ def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: 
     if base_dir is not None:
         config.data.hard_set = _resolve(config.data.hard_set, base_dir)
         config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
+        if config.evaluation.compute_matched_to is not None:
+            config.evaluation.compute_matched_to = _resolve(config.evaluation.compute_matched_to, base_dir)
     return config
 
 
@@ -146,7 +179,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_config(apply_overrides(values, overrides or {}), origin=str(path), base_dir=path.parent)
+    overrides = {key: _from_cwd(value) if key in PATH_KEYS else value for key, value in (overrides or {}).items()}
+    return parse_config(apply_overrides(values, overrides), origin=str(path), base_dir=path.parent)
 
 
 def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +225,12 @@ def _describe(exc: ValidationError, origin: str) -> str:
             reason = "unknown key (a typo? see the section's fields in sv_soar/config.py)"
         problems.append(f"{origin}: {key}: {reason}")
     return "\n".join(problems)
+
+
+def _from_cwd(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_cwd(item) for item in value]
+    return str(Path(value).expanduser().resolve()) if isinstance(value, (str, Path)) else value
 
 
 def _resolve(path: Path, base_dir: Path) -> Path:

@@ -11,6 +11,8 @@ folder in the cache under `<base>+<recipe>` (built once, atomically, like the em
 
     smollm2-135m-instruct+e1-student-format   E1 prompts -> {"label", "confidence", "rationale"}
     smollm2-135m-instruct+e1-teacher-format   the teacher prompt -> {"question", "answer", "rationale"}
+    smollm2-135m-instruct+e1-format           both, half the examples each: one model that is
+                                              teacher and student, as in SOAR (one build, not two)
 
 The examples teach the FORMAT only: questions are built-in flows, and every label is drawn uniformly
 at random, independently of the flow; confidences too. So the derived student knows nothing about
@@ -35,7 +37,7 @@ RECIPE_VERSION = 1
 @dataclass(frozen=True)
 class Recipe:
     task: str
-    role: str  # "student" | "teacher"
+    role: str  # "student" | "teacher" | "both"
     steps: int = 40
     learning_rate: float = 1e-3
     examples: int = 64
@@ -47,6 +49,7 @@ class Recipe:
 RECIPES = {
     "e1-student-format": Recipe("e1", "student"),
     "e1-teacher-format": Recipe("e1", "teacher"),
+    "e1-format": Recipe("e1", "both", steps=48),
 }
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
@@ -72,10 +75,11 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
     rng = random.Random(recipe.seed)
     rows = generate_e1_flows(recipe.examples, seed=recipe.seed)
     pairs = []
-    for row in rows:
+    for i, row in enumerate(rows):
         label = rng.choice(["Malicious", "Benign"])
         why = f"Look at {rng.choice(_RATIONALES)}."
-        if recipe.role == "teacher":
+        role = recipe.role if recipe.role != "both" else ("teacher", "student")[i % 2]
+        if role == "teacher":
             reply = {"question": row["question"], "answer": label, "rationale": why}
             pairs.append((teacher_prompt(recipe.task), json.dumps(reply, ensure_ascii=False)))
         else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,10 +216,30 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
                             time_limit_s=config.soar.time_limit_s, cache_dir=run.folder / "reward_cache",
                             eval_batch_size=config.soar.eval_batch_size, progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
+    if config.run.stop_when_unstuck and _unstuck(_read_steps(run.folder)):
+        print(f"{folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
+        return run
     for step in range(start, end):
         entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
         print(format_step(entry, config.run.outer_steps), flush=True)
+        if config.run.stop_when_unstuck and _unstuck([entry]):
+            print(f"step {step + 1}: the baseline student solves part of Q_R; stopping (run.stop_when_unstuck)")
+            break
     return run
+
+
+def _unstuck(entries: Sequence[dict[str, Any]]) -> bool:
+    """Whether a step's baseline student solved part of its Q_R, after that step's promotion: the
+    promoted student's accuracy is the median student's of the promoted dataset."""
+    for entry in entries:
+        if (entry.get("baseline_accuracy") or 0.0) > 0:
+            return True
+        k = entry.get("promoted_dataset")
+        if entry.get("promoted") and k is not None:
+            finished = [a for a in entry["student_accuracies"][k] if a is not None]
+            if finished and statistics.median_low(finished) > 0:
+                return True
+    return False
 
 
 def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step) -> dict[str, Any]:
@@ -246,8 +267,9 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
     # the same Q_R and student seeds as the teacher environment's step (sv_soar_teacher.grounded_rubric)
     q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, step))
     baseline = promotion.baseline()
+    promotion_before = promotion.state.promoted
     scores = scorer.score(datasets, q_r, baseline, seed=step_seed(seed, step),
-                          promoted=promotion.state.promoted, keep_adapters=True)
+                          promoted=promotion_before, keep_adapters=True)
     t_scored = time.perf_counter()
     decision = promote(promotion.state, scores, datasets, step=step)
     rewards = [s.reward if s.reward is not None else config.soar.floor for s in scores]
@@ -279,6 +301,9 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "baseline_accuracy": scores[0].baseline_accuracy,
         "student_accuracies": [s.student_accuracies for s in scores],
         "failed_students": sum(s.n_failed for s in scores),
+        # student RL steps this step actually ran (a cached dataset ran none): compute-matched Hard-only
+        "student_steps": sum(len(s.students) for s in scores if not s.cached)
+        * config.student_train_config().steps_for(promotion_before),
         "cached_datasets": sum(s.cached for s in scores),
         "promoted": decision.promoted,
         "promoted_dataset": decision.record.promoted_dataset,

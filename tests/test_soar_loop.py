@@ -130,3 +130,56 @@ def test_resume_with_another_config_is_refused_with_the_keys(tmp_path, tiny_mode
     assert "refusing to resume with a different config" in result.stdout and "soar.q_r: 4 != 5" in result.stdout
     with pytest.raises(RunDirError, match="not an sv-soar run folder"):
         train(config, tmp_path, resume=True)
+
+
+def test_unstuck_reads_the_baseline_and_the_promoted_median_student():
+    from sv_soar.soar_loop import _unstuck
+
+    stuck = {"baseline_accuracy": 0.0, "promoted": True, "promoted_dataset": 0, "student_accuracies": [[0.0, 0.25]]}
+    assert not _unstuck([stuck])  # median_low of [0, 0.25] is 0
+    promoted = {**stuck, "student_accuracies": [[0.25, 0.5]]}
+    assert _unstuck([promoted])
+    assert _unstuck([{"baseline_accuracy": 0.125}])
+    assert not _unstuck([{"error": "the teacher wrote 1 valid problem", "R_k": []}])
+
+
+def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
+    """The pipeline `make demo` runs, on tiny models: SOAR, then a Hard-only run matched to its student
+    compute, both evaluated, one report comparing them."""
+    from sv_soar.evaluation.final import compute_matched_steps, final_evaluation
+    from sv_soar.evaluation.report import write_report
+    from sv_soar.run_dir import open_run
+
+    soar_dir, hard_dir = tmp_path / "soar", tmp_path / "hard-only"
+    train(tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set), soar_dir, progress=False)
+    entries = read_jsonl(soar_dir / "steps.jsonl")
+    # 2 datasets x 2 students x 1 step (steps_after_promotion is 1 too), twice; the final student: 1 step
+    assert [e["student_steps"] for e in entries] == [4, 4]
+    assert compute_matched_steps(soar_dir) == 9
+    matched = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, method="hard-only")
+    matched.evaluation.compute_matched_to = soar_dir
+    train(matched, hard_dir, progress=False)
+    for folder in (soar_dir, hard_dir):
+        final_evaluation(open_run(folder), seeds=[0], samples=2, steps=None, curriculum=False, progress=False)
+    hard_report = json.loads((hard_dir / "evaluation" / "final.json").read_text())
+    assert hard_report["steps"] == 9 and hard_report["promoted_questions"] == 0
+    assert len(hard_report["seeds"][0]["train_log"]) == 9
+    soar_report = json.loads((soar_dir / "evaluation" / "final.json").read_text())
+    assert soar_report["steps"] == 1 and soar_report["promoted_questions"] == 4
+
+    markdown = write_report([soar_dir, hard_dir], tmp_path / "report", command="sv-soar report ...").read_text()
+    for png in ("pass_at_k.png", "reward.png", "teacher.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| soar | 1 | 1 |" in markdown and "| hard-only | 1 | 1 |" in markdown
+    assert "base (untrained)" in markdown and "promotions (step)" in markdown
+    assert "| 1, 2 |" in markdown  # both outer steps promoted (tau = -1)
+
+
+def test_report_of_a_folder_that_is_not_a_run_says_so(tmp_path):
+    (tmp_path / "junk").mkdir()
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "report", str(tmp_path / "junk")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not an sv-soar run folder" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "report", str(tmp_path / "a"), str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--out" in result.stdout

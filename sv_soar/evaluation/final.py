@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
-from sv_soar.jsonl import write_text_atomic
+from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.tasks import Row, Task, get_task
 from sv_soar.tasks.sources import load_rows
 
@@ -171,9 +171,13 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sv-soar evaluate: {exc}")
         return 2
-    report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
-                              curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
-                              progress=not args.no_progress)
+    try:
+        report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
+                                  curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
+                                  progress=not args.no_progress)
+    except RunDirError as exc:
+        print(f"sv-soar evaluate: {exc}")
+        return 2
     print(render_summary(report))
     print(f"wrote {run.folder / 'evaluation' / 'final.json'}")
     return 0
@@ -189,9 +193,12 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
 
     config = run.config
     task = get_task(config.data.task)
-    train_config = config.student_train_config()
+    train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum)
+    matched_to = config.evaluation.compute_matched_to
+    if steps is None and matched_to is not None:
+        steps = compute_matched_steps(matched_to)
     steps = steps or train_config.steps
     model, tokenizer = load_model(config.student.model)
     policy = student_policy(model, train_config)
@@ -226,6 +233,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
 
     report = {
         "method": config.run.method,
+        "estimator": train_config.estimator,
+        "compute_matched_to": str(matched_to) if matched_to is not None else None,
         "model": config.student.model,
         "samples": samples,
         "steps": steps,
@@ -238,6 +247,25 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     }
     write_text_atomic(run.folder / "evaluation" / "final.json", json.dumps(report, indent=2, default=str))
     return report
+
+
+def compute_matched_steps(folder: Path) -> int:
+    """Student RL steps a SOAR run spent: its outer loop's students (steps.jsonl) plus one final student.
+
+    Only student compute counts: the teacher's sampling and updates have no Hard-only counterpart."""
+    from sv_soar.run_dir import RunDirError, open_run
+
+    soar = open_run(folder)
+    steps_path = soar.folder / "steps.jsonl"
+    if not steps_path.is_file():
+        raise RunDirError(f"evaluation.compute_matched_to = {str(folder)!r}: no steps.jsonl; train that run first")
+    entries = read_jsonl(steps_path)
+    missing = [e["step"] for e in entries if "student_steps" not in e and not e.get("error")]
+    if missing:
+        raise RunDirError(f"{steps_path}: steps {missing[:3]} carry no student_steps (written by an older sv-soar)")
+    inner = sum(e.get("student_steps", 0) for e in entries)
+    final = soar.config.final_student_config().steps if soar.config.evaluation.steps is None else soar.config.evaluation.steps
+    return inner + final
 
 
 def render_summary(report: dict[str, Any]) -> str:

@@ -1,0 +1,327 @@
+"""`sv-soar report RUN_DIR...`: one markdown page and its plots for one run or a comparison of runs.
+
+    sv-soar report runs/demo/soar                              # -> runs/demo/soar/report/
+    sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/e1-embedded
+
+What it reads from each run folder (sv_soar.run_dir): config.toml (method, seed), steps.jsonl (the
+outer loop's per-step log) and evaluation/final.json (`sv-soar evaluate`). What it writes:
+
+    report.md       runs, final evaluation per method (pass@k, escape rate, ECE, abstain rate, each
+                    with a bootstrap interval over every final student of the method's runs), the
+                    outer loop per run (steps, promotions, valid rate, time per phase)
+    pass_at_k.png   pass@k against k per method, with the interval as a band and the untrained base
+    reward.png      R̂_t and its moving average over steps, τ, promotions marked; one panel a run
+    teacher.png     the teacher's valid rate and its questions' diversity over steps
+
+Runs of the same method are pooled: three SOAR runs with seeds 0, 1, 2, each evaluated with three
+fresh students, are one "soar" row over nine students. A run without evaluation/final.json shows in
+the outer-loop sections only; a Hard-only run has no outer loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sv_soar.evaluation.final import PASS_KS, bootstrap_interval
+from sv_soar.jsonl import atomic_path, read_jsonl, write_text_atomic
+from sv_soar.run_dir import Run, RunDirError, open_run
+
+PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
+OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
+METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only")
+
+
+@dataclass
+class RunData:
+    run: Run
+    steps: list[dict[str, Any]]
+    final: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.run.folder.name
+
+    @property
+    def method(self) -> str:
+        return self.run.config.run.method
+
+
+@dataclass
+class MethodSummary:
+    """Final-evaluation metrics of one method, pooled over the final students of all its runs."""
+
+    method: str
+    runs: int
+    students: int
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> mean, low, high
+
+
+def load_run_data(folder: Path) -> RunData:
+    run = open_run(folder)
+    steps_path = run.folder / "steps.jsonl"
+    steps = read_jsonl(steps_path) if steps_path.is_file() else []
+    final_path = run.folder / "evaluation" / "final.json"
+    final = None
+    if final_path.is_file():
+        try:
+            final = json.loads(final_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{final_path}: not valid JSON ({exc}); rerun `sv-soar evaluate {folder}`") from None
+    return RunData(run, steps, final)
+
+
+def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[MethodSummary]:
+    """Pool the per-student metrics of each method's evaluated runs and bootstrap over students."""
+    by_method: dict[str, list[RunData]] = {}
+    for data in runs:
+        if data.final is not None:
+            by_method.setdefault(data.method, []).append(data)
+    summaries = []
+    for method in sorted(by_method, key=_method_rank):
+        columns: dict[str, list[float]] = {}
+        students = 0
+        for data in by_method[method]:
+            for seed in data.final["seeds"]:
+                metrics = seed["sets"].get(set_name)
+                if metrics is None:
+                    continue
+                students += 1
+                for k, value in metrics["pass_at_k"].items():
+                    columns.setdefault(f"pass@{k}", []).append(value)
+                for name in OTHER_METRICS:
+                    if metrics.get(name) is not None:
+                        columns.setdefault(name, []).append(metrics[name])
+        summary = MethodSummary(method, len(by_method[method]), students)
+        for name, values in columns.items():
+            low, high = bootstrap_interval(values)
+            summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
+        summaries.append(summary)
+    return summaries
+
+
+def base_metrics(runs: list[RunData], set_name: str = "d_test") -> dict[str, Any] | None:
+    """The untrained student's metrics on the set (the same for every run on the same hard set)."""
+    for data in runs:
+        if data.final is not None and data.final.get("base", {}).get(set_name):
+            return data.final["base"][set_name]
+    return None
+
+
+# --- markdown ---------------------------------------------------------------------------------------
+
+
+def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: dict[str, Any] | None,
+                    plots: dict[str, Path], command: str) -> str:
+    lines = ["# SOAR report", ""]
+    lines += ["## Runs", "", "| run | method | seed | teacher | student | outer steps | promotions | promoted questions | final students |",
+              "|---|---|---:|---|---|---:|---:|---:|---:|"]
+    for data in runs:
+        config = data.run.config
+        promotions = sum(1 for step in data.steps if step.get("promoted"))
+        promoted_questions = sum(len(dataset) for dataset in data.run.promoted_datasets())
+        teacher = "—" if data.method == "hard-only" else f"`{config.teacher.model}`"
+        steps = "—" if data.method == "hard-only" else f"{len(data.steps)}/{config.run.outer_steps}"
+        students = len(data.final["seeds"]) if data.final else 0
+        lines.append(f"| `{data.run.folder}` | {data.method} | {config.run.seed} | {teacher} | `{config.student.model}` "
+                     f"| {steps} | {promotions} | {promoted_questions} | {students} |")
+    lines.append("")
+
+    lines += ["## Final evaluation on D_test", ""]
+    if not summaries:
+        lines += ["No run has been evaluated yet: `sv-soar evaluate RUN_DIR` writes evaluation/final.json.", ""]
+    else:
+        names = [f"pass@{k}" for k in PASS_KS if any(f"pass@{k}" in s.metrics for s in summaries)]
+        names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
+        lines.append("Mean over final students with a 95 % bootstrap interval over students; the base row is "
+                     "the untrained student. Escape rate: share of D_test problems solved at least once.")
+        lines.append("")
+        lines.append("| method | runs | students | " + " | ".join(names) + " |")
+        lines.append("|---|---:|---:|" + "---:|" * len(names))
+        if base is not None:
+            cells = [_base_cell(base, name) for name in names]
+            lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
+        for summary in summaries:
+            cells = []
+            for name in names:
+                value = summary.metrics.get(name)
+                cells.append("—" if value is None else
+                             f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
+            lines.append(f"| {summary.method} | {summary.runs} | {summary.students} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if "pass_at_k" in plots:
+            lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
+
+    looped = [data for data in runs if data.steps]
+    if looped:
+        lines += ["## Outer loop", ""]
+        lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | s/step | "
+                  + " | ".join(f"{phase} s" for phase in PHASES[:-1]) + " |",
+                  "|---|---:|---:|---:|---:|---|---:|" + "---:|" * (len(PHASES) - 1)]
+        for data in looped:
+            lines.append(_loop_row(data))
+        lines.append("")
+        lines.append("Time per phase is the mean over the run's steps; student training and evaluation are "
+                     "parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
+        lines.append("")
+        for key, title in (("reward", "R̂_t and its moving average, promotions marked"),
+                           ("teacher", "teacher valid rate and question diversity")):
+            if key in plots:
+                lines += [f"![{title}]({plots[key].name})", ""]
+    lines += ["## Command", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def _base_cell(base: dict[str, Any], name: str) -> str:
+    if name.startswith("pass@"):
+        value = base["pass_at_k"].get(name[5:], base["pass_at_k"].get(int(name[5:])) if name[5:].isdigit() else None)
+    else:
+        value = base.get(name)
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _loop_row(data: RunData) -> str:
+    steps = data.steps
+    scored = [s for s in steps if s.get("R_hat") is not None]
+    valid = np.mean([s.get("valid_rate", 0.0) for s in steps])
+    r_mean = f"{np.mean([s['R_hat'] for s in scored]):+.3f}" if scored else "—"
+    r_last = f"{scored[-1]['R_hat']:+.3f}" if scored else "—"
+    promotions = ", ".join(str(s["step"] + 1) for s in steps if s.get("promoted")) or "none"
+    seconds = [np.mean([s.get("seconds", {}).get(phase, 0.0) for s in steps]) for phase in PHASES]
+    return (f"| `{data.name}` | {len(steps)} | {valid:.2f} | {r_mean} | {r_last} | {promotions} | {seconds[-1]:.0f} | "
+            + " | ".join(f"{value:.1f}" for value in seconds[:-1]) + " |")
+
+
+# --- plots ------------------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    # Figure + Agg canvas directly: no pyplot global state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def plot_pass_at_k(summaries: list[MethodSummary], base: dict[str, Any] | None, path: Path) -> Path:
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for summary in summaries:
+        ks = [k for k in PASS_KS if f"pass@{k}" in summary.metrics]
+        values = [summary.metrics[f"pass@{k}"] for k in ks]
+        line, = ax.plot(ks, [v["mean"] for v in values], marker="o", label=f"{summary.method} ({summary.students} students)")
+        ax.fill_between(ks, [v["low"] for v in values], [v["high"] for v in values], color=line.get_color(), alpha=0.15)
+    if base is not None:
+        ks = sorted(int(k) for k in base["pass_at_k"])
+        ax.plot(ks, [base["pass_at_k"].get(str(k), base["pass_at_k"].get(k)) for k in ks], linestyle="--",
+                color="grey", marker=".", label="base (untrained)")
+    ax.set_xscale("log", base=2)
+    ticks = sorted({k for s in summaries for k in PASS_KS if f"pass@{k}" in s.metrics})
+    if ticks:
+        ax.set_xticks(ticks, labels=[str(k) for k in ticks])
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k on D_test")
+    ax.set_title("Final evaluation: pass@k (band: 95% bootstrap over students)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_reward(runs: list[RunData], path: Path) -> Path:
+    looped = [data for data in runs if data.steps]
+    fig = _figure(7.0, 2.4 * len(looped) + 0.6)
+    for index, data in enumerate(looped):
+        ax = fig.add_subplot(len(looped), 1, index + 1)
+        steps = [s["step"] + 1 for s in data.steps]
+        r_hat = [s.get("R_hat") if s.get("R_hat") is not None else np.nan for s in data.steps]
+        average = [s.get("moving_average") if s.get("moving_average") is not None else np.nan for s in data.steps]
+        ax.plot(steps, r_hat, marker="o", linestyle="", label="R̂_t = mean_k R_k")
+        ax.plot(steps, average, label=f"moving average (window {data.run.config.soar.window})")
+        ax.axhline(data.run.config.soar.tau, color="grey", linestyle=":", label=f"τ = {data.run.config.soar.tau}")
+        promoted = [s["step"] + 1 for s in data.steps if s.get("promoted")]
+        for i, step in enumerate(promoted):
+            ax.axvline(step, color="tab:green", alpha=0.6, label="promotion" if i == 0 else None)
+        ax.set_title(f"{data.name} ({data.method})", fontsize="medium")
+        ax.set_ylabel("R")
+        ax.grid(True, alpha=0.3)
+        if index == 0:
+            ax.legend(fontsize="x-small", loc="best")
+    fig.axes[-1].set_xlabel("outer step")
+    return _save(fig, path)
+
+
+def plot_teacher(runs: list[RunData], path: Path) -> Path:
+    looped = [data for data in runs if data.steps]
+    fig = _figure(9.0, 3.4)
+    valid_ax, diversity_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for data in looped:
+        steps = [s["step"] + 1 for s in data.steps]
+        valid_ax.plot(steps, [s.get("valid_rate", np.nan) for s in data.steps], marker=".", label=data.name)
+        diversity_ax.plot(steps, [s.get("diversity", {}).get("pairwise_jaccard_distance", np.nan) for s in data.steps],
+                          marker=".", label=data.name)
+    valid_ax.set_ylim(-0.02, 1.02)
+    valid_ax.set_title("valid problems / rollouts drawn", fontsize="medium")
+    diversity_ax.set_title("question diversity (pairwise Jaccard distance)", fontsize="medium")
+    for ax in (valid_ax, diversity_ax):
+        ax.set_xlabel("outer step")
+        ax.grid(True, alpha=0.3)
+    valid_ax.legend(fontsize="x-small")
+    return _save(fig, path)
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
+    """Read the runs, write out/report.md and its PNGs; returns the markdown's path."""
+    runs = [load_run_data(folder) for folder in folders]
+    summaries = summarise_methods(runs)
+    base = base_metrics(runs)
+    plots: dict[str, Path] = {}
+    if summaries:
+        plots["pass_at_k"] = plot_pass_at_k(summaries, base, out / "pass_at_k.png")
+    if any(data.steps for data in runs):
+        plots["reward"] = plot_reward(runs, out / "reward.png")
+        plots["teacher"] = plot_teacher(runs, out / "teacher.png")
+    return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders (`sv-soar train`)")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run; required for several)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.out is None and len(args.run_dirs) > 1:
+        print("sv-soar report: several runs need --out FOLDER for the comparison")
+        return 2
+    out = args.out or args.run_dirs[0] / "report"
+    command = "sv-soar report " + " ".join(shlex.quote(str(p)) for p in args.run_dirs)
+    if args.out is not None:
+        command += f" --out {shlex.quote(str(args.out))}"
+    try:
+        path = write_report(list(args.run_dirs), out, command)
+    except RunDirError as exc:
+        print(f"sv-soar report: {exc}")
+        return 2
+    print(f"wrote {path} and its plots")
+    return 0
+
+
+def _method_rank(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
