@@ -164,6 +164,8 @@ class E2Scorer:
             patched = apply_patch(row["question"], output.patch, lang)
         except (PatchRejected, ScannerError) as exc:
             return 0.0, str(exc)
+        if not oracle_ids:  # nothing to remove: no re-scan needed
+            return 0.0, ""
         before = self.oracle.scan(row["question"], lang, tools).ids(tools)
         after = self.oracle.scan(patched.text, lang, tools)
         if after.rejected:

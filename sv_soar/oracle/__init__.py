@@ -168,6 +168,7 @@ __all__ = [
     "ScannerError",
     "YamlLimits",
     "detect_lang",
+    "kube_linter_engine",
     "finding_from_dict",
     "normalize_severity",
     "scan_config",
