@@ -100,6 +100,12 @@ def parse_e2_output(text: str) -> E2Output | None:
 # --- the oracle side of a row ---------------------------------------------------------------------
 
 
+def config_of(row: dict[str, Any]) -> str:
+    """The config a row audits: `info.config` when the question wraps it (teacher sub-skills), else the question."""
+    config = (row.get("info") or {}).get("config")
+    return config if isinstance(config, str) and config else row["question"]
+
+
 def row_lang(row: dict[str, Any]) -> str:
     lang = str((row.get("meta") or {}).get("lang", "k8s")).lower()
     return "tf" if lang in ("tf", "terraform") else "k8s"
@@ -161,12 +167,12 @@ class E2Scorer:
             return 0.0, "no patch"
         lang = row_lang(row)
         try:
-            patched = apply_patch(row["question"], output.patch, lang)
+            patched = apply_patch(config_of(row), output.patch, lang)
         except (PatchRejected, ScannerError) as exc:
             return 0.0, str(exc)
         if not oracle_ids:  # nothing to remove: no re-scan needed
             return 0.0, ""
-        before = self.oracle.scan(row["question"], lang, tools).ids(tools)
+        before = self.oracle.scan(config_of(row), lang, tools).ids(tools)
         after = self.oracle.scan(patched.text, lang, tools)
         if after.rejected:
             return 0.0, f"patched config rejected: {after.rejected}"

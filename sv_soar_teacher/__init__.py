@@ -51,6 +51,9 @@ def load_environment(
     tau: float = TAU,
     window: int = WINDOW,
     num_prompts: int = 1024,
+    difficulty: str | None = None,
+    sub_skill: str | None = None,
+    lang: str | None = None,
     **kwargs,
 ) -> vf.SingleTurnEnv:
     """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement."""
@@ -64,9 +67,13 @@ def load_environment(
                                time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
         size=max_concurrent_scorings,
     )
+    # E2 options (the seed's controlled difficulty and sub-skills; sv_soar_teacher.e2_problems)
+    prompt_options = {k: v for k, v in (("difficulty", difficulty), ("sub_skill", sub_skill), ("lang", lang)) if v}
+    problem_options = {k: v for k, v in prompt_options.items() if k != "lang"}
     rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
-                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed)
-    system, user = teacher_prompt(spec.name)  # no seed questions: SOAR's teacher sees none (prompts.py)
+                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed, problem_options=problem_options)
+    # no seed questions: SOAR's teacher sees none (prompts.py)
+    system, user = teacher_prompt(spec.name, **prompt_options)
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
     # the same prompt each row: one row's group of g·n rollouts is one outer step

@@ -51,4 +51,8 @@ def get_task(name: str) -> Task:
         from sv_soar.tasks.e2 import E2_TASK
 
         return E2_TASK
-    raise ValueError(f"unknown task {name!r}: expected one of 'e1', 'e2'")
+    if name in ("e1+e2", "e2+e1"):  # experiment E: E1 stepping stones, E2 hard set (tasks/mixed.py)
+        from sv_soar.tasks.mixed import mixed_task
+
+        return mixed_task(get_task("e1"), get_task("e2"))
+    raise ValueError(f"unknown task {name!r}: expected one of 'e1', 'e2', 'e1+e2'")

@@ -78,8 +78,10 @@ def validate_row(value: Any) -> Row:
         raise ValueError(f"'meta.lang' is {meta.get('lang')!r}: expected 'k8s' or 'tf'")
     clean = [{"tool": v["tool"], "rule_id": v["rule_id"], "severity": str(v.get("severity", "")),
               "msg": str(v.get("msg", "")), "loc": str(v.get("loc", ""))} for v in violations]
-    return {"question": question, "info": {"violations": clean, "patch": info.get("patch")},
-            "meta": {**meta, "lang": lang}}
+    out_info: dict[str, Any] = {"violations": clean, "patch": info.get("patch")}
+    if isinstance(info.get("config"), str) and info["config"].strip():
+        out_info["config"] = info["config"]  # the config itself when the question wraps it (sub-skills)
+    return {"question": question, "info": out_info, "meta": {**meta, "lang": lang}}
 
 
 E2_TASK = Task(
