@@ -1,7 +1,8 @@
 """sv-soar-student with task="e2": the tool-use environment (SV-Bench's tool names, backed by the
 oracle) and the single-turn variant, run through verifiers' own rollout and scoring code.
 
-The model is scripted (ScriptedToolClient): tests cannot run a model server. Everything else, the
+The model is scripted (ScriptedToolClient, test_student_env's ScriptedClient plus tool calls): tests
+cannot run a model server. Everything else, the
 tool calls included, is the installed verifiers' code and the real oracle.
 """
 
@@ -19,42 +20,23 @@ from rubrics.e2 import E2Parser
 from sv_soar.tasks import get_task
 from sv_soar_student.e2_tools import E2ToolEnv, run_kubelinter, run_opa, run_semgrep
 from tests.test_e2_oracle import BAD_TF, POD
+from tests.test_student_env import ScriptedClient
 
 
-class ScriptedToolClient(vf.Client):
-    """Replies in turn with canned messages: a dict {"tool_calls": [(name, args)]} or a text answer."""
+class ScriptedToolClient(ScriptedClient):
+    """ScriptedClient whose canned replies may also be tool calls: {"tool_calls": [(name, args)]}."""
 
     def __init__(self, replies):
-        super().__init__(object())
-        self._replies = itertools.cycle(replies)
+        super().__init__(replies)
         self._ids = itertools.count()
 
-    def setup_client(self, config):
-        return None
-
-    async def to_native_tool(self, tool):
-        return tool
-
-    async def to_native_prompt(self, messages):
-        return messages, {}
-
-    async def get_native_response(self, prompt, model, sampling_args, tools=None, **kwargs):
-        return next(self._replies)
-
-    async def raise_from_native_response(self, response):
-        return None
-
     async def from_native_response(self, response):
-        if isinstance(response, dict):
-            calls = [vf.ToolCall(id=f"call-{next(self._ids)}", name=name, arguments=json.dumps(args))
-                     for name, args in response["tool_calls"]]
-            message = vf.ResponseMessage(content="", tool_calls=calls, finish_reason="tool_calls", is_truncated=False)
-        else:
-            message = vf.ResponseMessage(content=response, finish_reason="stop", is_truncated=False)
+        if not isinstance(response, dict):
+            return await super().from_native_response(response)
+        calls = [vf.ToolCall(id=f"call-{next(self._ids)}", name=name, arguments=json.dumps(args))
+                 for name, args in response["tool_calls"]]
+        message = vf.ResponseMessage(content="", tool_calls=calls, finish_reason="tool_calls", is_truncated=False)
         return vf.Response(id="scripted", created=0, model="scripted", message=message)
-
-    async def close(self):
-        return None
 
 
 @pytest.fixture(scope="module")
