@@ -124,3 +124,23 @@ def test_experiment_configs_load_and_pick_their_tasks(svbench_mini):
     assert mixed.is_success('{"label": "Malicious", "confidence": 0.9}', e1_row)
     assert mixed.is_success('{"violations": [], "patch": "", "confidence": 0.9}', e2_row)  # a clean TF row
     assert mixed.breakdown(e2_row) == "e2:tf:clean"
+
+
+@pytest.mark.slow
+def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_path):
+    """`sv-soar score --task e2` end to end with the tiny model: teacher configs relabelled by the
+    oracle, students trained with the E2 rubric, measured on E2 hard-set rows."""
+    from sv_soar.jsonl import write_jsonl
+    from tests.test_grounded import sv_soar
+
+    configs = [POD.replace("web", f"web{i}").replace("nginx", f"nginx:1.{i}" if i % 2 else "nginx") for i in range(8)]
+    rows = [parse(teacher_json(c)).to_row() for c in configs]
+    assert all("violations" in r["info"] for r in rows)
+    write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])
+    write_jsonl(tmp_path / "x1.jsonl", rows[4:])
+    done = sv_soar("--task", "e2", "--dataset", str(tmp_path / "x1.jsonl"), "--hard-set", str(tmp_path / "hard"),
+                   "--model", str(tiny_model_dir), "--preset", "cpu", "--students", "1", "--q-r", "2",
+                   "--no-progress", "--out", str(tmp_path / "score.json"), cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [dataset] = json.loads((tmp_path / "score.json").read_text())["datasets"]
+    assert dataset["rows"] == 4 and dataset["reward"] is not None
