@@ -142,7 +142,7 @@ def rubric_times(rows: list[dict]) -> dict:
         if diff is None:
             continue
         answer["patch"] = diff
-        scorer.oracle._entries.clear()  # time the re-scans, not the cache
+        scorer.oracle.clear()  # time the re-scans, not the cache
         start = time.perf_counter()
         parts = scorer.components(json.dumps(answer), row)
         patched.append(time.perf_counter() - start)

@@ -43,7 +43,7 @@ def _render(report: OracleReport, tool: str) -> str:
     return json.dumps(findings)
 
 
-def _scan(tool: str, config: str, task_config: str, lang: str, **scan_kwargs: Any) -> str:
+def _scan(tool: str, config: str, task_config: str, lang: str) -> str:
     text = config if isinstance(config, str) and config.strip() else task_config
     if len(text) > MAX_CONFIG_CHARS:
         return json.dumps({"error": f"config over {MAX_CONFIG_CHARS} characters"})

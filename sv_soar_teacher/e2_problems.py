@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rubrics.e2 import scored_tools, weighted_prf
-from sv_soar.oracle import PRIMARY_TOOL, OracleCache
+from sv_soar.oracle import PRIMARY_TOOL, OracleCache, detect_lang
 from sv_soar.oracle.safe_yaml import YamlLimits
 from sv_soar_teacher.contamination import HardSetIndex, question_hash
 from sv_soar_teacher.problems import (
@@ -116,6 +116,36 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
     return Rejection(RejectReason.NOT_JSON, "no JSON object with a config and no fenced config block")
 
 
+def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> tuple[str, str, list[str]] | Rejection:
+    """(config as the oracle will scan it, lang, teacher ids) of a completion, or why not."""
+    if not isinstance(text, str):
+        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
+    if len(text) > limits.max_completion_chars:
+        return Rejection(RejectReason.TOO_LONG, f"completion is {len(text)} characters, over {limits.max_completion_chars}")
+    if not text.strip():
+        return Rejection(RejectReason.EMPTY, "completion is empty")
+    fields = _fields(text)
+    if isinstance(fields, Rejection):
+        return fields
+    config, lang, teacher_ids = fields
+    config = config.strip("\n") + "\n"
+    if len(config) > e2_limits.max_config_chars:
+        return Rejection(RejectReason.CONFIG_TOO_LARGE, f"config is {len(config)} characters, over {e2_limits.max_config_chars}")
+    if len(config.strip()) < e2_limits.min_config_chars:
+        return Rejection(RejectReason.NOT_CONFIG, f"config is {len(config.strip())} characters, under {e2_limits.min_config_chars}")
+    return config, lang or detect_lang(config), teacher_ids
+
+
+def prefetch_oracle(texts: list[Any], limits: ProblemLimits | None = None, e2_limits: E2ProblemLimits | None = None,
+                    oracle: OracleCache | None = None) -> None:
+    """Scan every config of a teacher batch in one semgrep run a language (OracleCache.scan_many), so
+    that relabelling g·n = 256 configs pays semgrep's start-up twice, not 256 times."""
+    limits, e2_limits, oracle = limits or ProblemLimits(), e2_limits or E2ProblemLimits(), oracle or _ORACLE
+    items = [c[:2] for c in (_candidate(t, limits, e2_limits) for t in texts) if not isinstance(c, Rejection)]
+    if items:
+        oracle.scan_many(items)
+
+
 def _comments(config: str) -> str:
     return "\n".join(m.group(1) for m in re.finditer(r"(?:^|\s)(?:#|//)(.*)$", config, re.M))
 
@@ -149,27 +179,13 @@ def parse_e2_problem(
     limits, e2_limits, oracle = limits or ProblemLimits(), e2_limits or E2ProblemLimits(), oracle or _ORACLE
     if sub_skill not in SUB_SKILLS:
         raise ValueError(f"sub_skill must be one of {SUB_SKILLS}, got {sub_skill!r}")
-    if not isinstance(text, str):
-        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
-    if len(text) > limits.max_completion_chars:
-        return Rejection(RejectReason.TOO_LONG, f"completion is {len(text)} characters, over {limits.max_completion_chars}")
-    if not text.strip():
-        return Rejection(RejectReason.EMPTY, "completion is empty")
-    fields = _fields(text)
-    if isinstance(fields, Rejection):
-        return fields
-    config, lang, teacher_ids = fields
-    config = config.strip("\n") + "\n"
-    if len(config) > e2_limits.max_config_chars:
-        return Rejection(RejectReason.CONFIG_TOO_LARGE, f"config is {len(config)} characters, over {e2_limits.max_config_chars}")
-    if len(config.strip()) < e2_limits.min_config_chars:
-        return Rejection(RejectReason.NOT_CONFIG, f"config is {len(config.strip())} characters, under {e2_limits.min_config_chars}")
+    candidate = _candidate(text, limits, e2_limits)
+    if isinstance(candidate, Rejection):
+        return candidate
+    config, lang, teacher_ids = candidate
     marker = find_injection(_comments(config))
     if marker is not None:
         return Rejection(RejectReason.INJECTION, f"a config comment carries {marker}")
-    from sv_soar.oracle import detect_lang
-
-    lang = lang or detect_lang(config)
     report = oracle.scan(config, lang)
     if report.rejected:
         reason = RejectReason.CONFIG_TOO_LARGE if "limit" in report.rejected or "expands" in report.rejected \

@@ -494,6 +494,10 @@ def validate_batch(
     """Validate a batch of teacher completions; a later near-copy of an earlier valid problem is
     rejected as duplicate_in_batch (the first one is kept)."""
     limits = limits or ProblemLimits()
+    if task == "e2":  # relabel the whole batch with one semgrep run a language
+        from sv_soar_teacher.e2_problems import prefetch_oracle
+
+        prefetch_oracle(list(texts), limits)
     seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
     first_index: dict[str, int] = {}
     result = BatchValidation()

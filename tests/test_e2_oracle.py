@@ -312,3 +312,11 @@ def test_scanner_input_names_cannot_carry_paths(tmp_path):
     for bad in ("../x.yaml", "/etc/passwd", "a/b.yaml", ".."):
         with pytest.raises(ValueError):
             process.write_files(tmp_path, {bad: "x"})
+
+
+def test_scan_many_equals_one_scan_each():
+    items = [(POD, "k8s"), (SAFE_POD, "k8s"), (BAD_TF, "tf"), (billion_laughs(9), "k8s")]
+    batched = OracleCache().scan_many(items)
+    for (text, lang), report in zip(items, batched):
+        alone = scan_config(text, lang)
+        assert (report.ids(), report.rejected) == (alone.ids(), alone.rejected)

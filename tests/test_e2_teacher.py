@@ -144,3 +144,22 @@ def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     [dataset] = json.loads((tmp_path / "score.json").read_text())["datasets"]
     assert dataset["rows"] == 4 and dataset["reward"] is not None
+
+
+def test_a_batch_is_relabelled_with_one_semgrep_run_a_language(monkeypatch):
+    from sv_soar.oracle import semgrep
+
+    runs = []
+    real = semgrep.scan_files
+
+    def spy(files, lang, **kwargs):  # counts, then runs the real semgrep
+        runs.append((lang, len(files)))
+        return real(files, lang, **kwargs)
+
+    monkeypatch.setattr(semgrep, "scan_files", spy)
+    texts = [teacher_json(POD.replace("web", f"batch{i}")) for i in range(4)] + \
+            [teacher_json(BAD_TF, lang="tf"),
+             teacher_json('resource "aws_kms_key" "audit" {\n  description = "audit log key"\n}\n', lang="tf"),
+             "not a problem"]
+    batch = validate_batch(texts, task="e2")
+    assert len(batch.problems) == 6 and sorted(runs) == [("k8s", 4), ("tf", 2)]
