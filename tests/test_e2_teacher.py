@@ -147,7 +147,10 @@ def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_
 
 
 def test_a_batch_is_relabelled_with_one_semgrep_run_a_language(monkeypatch):
-    from sv_soar.oracle import semgrep
+    from sv_soar.oracle import OracleCache, semgrep
+    from sv_soar_teacher import e2_problems
+
+    monkeypatch.setattr(e2_problems, "_ORACLE", OracleCache())  # nothing cached by earlier tests
 
     runs = []
     real = semgrep.scan_files

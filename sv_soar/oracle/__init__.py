@@ -187,7 +187,7 @@ class OracleCache:
         if "semgrep" in tools:
             for lang in LANGS:
                 names = {f"c{i:05d}{'.tf' if lang == 'tf' else '.yaml'}": (i, text)
-                         for i, text, item_lang in todo if item_lang == lang and _readable(text)}
+                         for i, text, item_lang in todo if item_lang == lang and _readable(text, lang)}
                 if not names:
                     continue
                 start = time.perf_counter()
@@ -204,9 +204,13 @@ class OracleCache:
         return [self.scan(text, lang, tools) for text, lang in items]
 
 
-def _readable(text: str) -> bool:
+def _readable(text: str, lang: str) -> bool:
+    """Whether a config passes the limits scan_config checks before any tool runs; a batch must not
+    hand semgrep what scan_config would refuse (semgrep expands a billion-laughs file: minutes)."""
     try:
         check_size(text)
+        if lang == "k8s":
+            rego.load_yaml_documents(text)
     except ConfigRejected:
         return False
     return True
