@@ -7,6 +7,7 @@ Values worked out by hand: every id in these rows weighs 0.6 (SV-Bench maps kube
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from rubrics.e2 import (
 )
 from sv_soar.oracle.patches import PatchRejected, apply_patch, check_diff_paths
 from tests.test_e2_oracle import POD
+
+needs_gnu_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
 
 KL = ["latest-tag", "run-as-non-root", "no-read-only-root-fs", "unset-cpu-requirements", "unset-memory-requirements"]
 POD_ROW = {
@@ -108,6 +111,7 @@ def test_invalid_answers_score_the_penalty():
     assert parse_e2_output(fenced) is not None
 
 
+@needs_gnu_patch
 def test_patch_that_fixes_a_violation_earns_its_weight():
     parts = e2_components(answer(kl(*KL), patch=TAG_FIX), POD_ROW)
     assert parts["patch_applied"] == 1.0 and parts["patch_delta"] == pytest.approx(0.6)

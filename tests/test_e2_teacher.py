@@ -18,6 +18,7 @@ from sv_soar_teacher.grounded_rubric import METRIC_NAMES
 from sv_soar_teacher.problems import RejectReason, Rejection, parse_teacher_problem, validate_batch
 from sv_soar_teacher.prompts import teacher_prompt
 from tests.test_e2_oracle import BAD_TF, POD, billion_laughs
+from tests.test_e2_rubric import needs_gnu_patch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,6 +93,7 @@ def test_near_duplicates_of_the_hard_set_and_of_the_batch_are_rejected(svbench_m
     assert batch.rejected == {RejectReason.DUPLICATE_IN_BATCH: 1}
 
 
+@needs_gnu_patch
 def test_sub_skills_build_the_question_and_keep_the_config_for_patches():
     read = parse(teacher_json(POD), sub_skill="read-tool-output", difficulty="several").to_row()
     assert read["question"].startswith(POD.rstrip()) and "# kube-linter output for this config:" in read["question"]
