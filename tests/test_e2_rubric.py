@@ -192,3 +192,22 @@ def test_verifiers_rubric_scores_a_rollout():
     calls = [{"role": "assistant", "content": "", "tool_calls": [{"id": "1"}, {"id": "2"}]},
              {"role": "tool", "content": "[]"}, {"role": "assistant", "content": answer([])}]
     assert count_tool_calls(calls) == 2
+
+
+@needs_gnu_patch
+@pytest.mark.parametrize("stated_line", [6, 3])  # the hunk where it says, and 3 lines off (an offset)
+def test_python_fallback_applies_diffs_as_gnu_patch_does(stated_line):
+    from sv_soar.oracle.patches import apply_unified_diff, apply_unified_diff_in_python
+
+    diff = TAG_FIX.replace("@@ -6,3 +6,3 @@", f"@@ -{stated_line},3 +{stated_line},3 @@")
+    assert apply_unified_diff_in_python(POD, diff) == apply_unified_diff(POD, diff)
+
+
+def test_without_gnu_patch_the_python_fallback_scores_the_patch(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no `patch` binary: the strict Python applier runs
+    parts = e2_components(answer(kl(*KL), patch=TAG_FIX), POD_ROW)
+    assert parts["patch_applied"] == 1.0 and parts["patch_delta"] == pytest.approx(0.6)
+    wrong_context = TAG_FIX.replace("-    image: nginx", "-    image: apache")
+    assert e2_components(answer(kl(*KL), patch=wrong_context), POD_ROW)["patch_delta"] == 0.0
+    with pytest.raises(PatchRejected, match="outside its folder"):
+        apply_patch(POD, TAG_FIX.replace("a/config.yaml", "../x"), "k8s")

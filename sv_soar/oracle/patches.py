@@ -1,5 +1,6 @@
-"""A model's patch applied to a config: a unified diff (GNU patch, in a temporary folder) or an RFC 6902
-JSON patch (on the parsed YAML). Untrusted input, so:
+"""A model's patch applied to a config: a unified diff (GNU patch, in a temporary folder; a strict
+Python applier where GNU patch is not installed, as in slim container images) or an RFC 6902 JSON
+patch (on the parsed YAML). Untrusted input, so:
 - a diff whose headers name a path outside the folder (absolute, `..`, /dev/null) is refused before
   anything runs, and `patch` is given the one file to change, so header names never pick a target;
 - `patch` runs as an argument list with a time limit, rejects discarded, no backups, in a temporary
@@ -87,12 +88,64 @@ def check_diff_paths(diff: str) -> None:
             raise PatchRejected(f"patch touches a path outside its folder: {path[:80]!r}")
 
 
+def _hunks(diff: str) -> list[tuple[int, list[str], list[str]]]:
+    """(old start line, old lines, new lines) of every hunk, lines without their newline."""
+    hunks, current, old_left, new_left = [], None, 0, 0
+    for line in diff.splitlines():
+        if current is not None and (old_left > 0 or new_left > 0):
+            tag, body = line[:1], line[1:]
+            if line.startswith("\\"):  # "\ No newline at end of file"
+                continue
+            if tag in (" ", ""):
+                current[1].append(body)
+                current[2].append(body)
+                old_left, new_left = old_left - 1, new_left - 1
+            elif tag == "-":
+                current[1].append(body)
+                old_left -= 1
+            elif tag == "+":
+                current[2].append(body)
+                new_left -= 1
+            else:
+                raise PatchRejected(f"malformed hunk line {line[:40]!r}")
+            continue
+        hunk = _HUNK.match(line)
+        if hunk:
+            start = int(re.match(r"^@@ -(\d+)", line).group(1))
+            old_left = int(hunk.group(1)) if hunk.group(1) is not None else 1
+            new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
+            current = (start, [], [])
+            hunks.append(current)
+    if not hunks or old_left > 0 or new_left > 0:
+        raise PatchRejected("patch does not apply: no complete hunk")
+    return hunks
+
+
+def apply_unified_diff_in_python(original: str, diff: str) -> str:
+    """The strict fallback where GNU patch is not installed (slim images): each hunk's old lines must
+    appear exactly, at the stated line or the nearest place after the previous hunk (no fuzz)."""
+    check_diff_paths(diff)
+    lines = original.splitlines()
+    out: list[str] = []
+    pos = 0
+    for start, old, new in _hunks(diff):
+        candidates = [i for i in range(pos, len(lines) - len(old) + 1) if lines[i:i + len(old)] == old]
+        if not candidates:
+            raise PatchRejected(f"patch does not apply: hunk at line {start} does not match")
+        at = min(candidates, key=lambda i: abs(i - (start - 1)))
+        out += lines[pos:at] + new
+        pos = at + len(old)
+    out += lines[pos:]
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def apply_unified_diff(original: str, diff: str, *, timeout_s: float = PATCH_TIMEOUT_S) -> str:
-    """`original` with `diff` applied by GNU patch in a temporary folder; PatchRejected if it does not apply."""
+    """`original` with `diff` applied by GNU patch in a temporary folder (the strict Python fallback
+    where it is not installed); PatchRejected if it does not apply."""
     check_diff_paths(diff)
     binary = shutil.which("patch")
     if binary is None:
-        raise ScannerError("GNU patch is not on PATH")
+        return apply_unified_diff_in_python(original, diff)
     if not diff.endswith("\n"):
         diff += "\n"
     with scratch_dir("sv-soar-patch-") as tmp:
