@@ -168,3 +168,40 @@ def test_a_batch_is_relabelled_with_one_semgrep_run_a_language(monkeypatch):
              "not a problem"]
     batch = validate_batch(texts, task="e2")
     assert len(batch.problems) == 6 and sorted(runs) == [("k8s", 4), ("tf", 2)]
+
+
+@pytest.fixture(scope="module")
+def e2_hard_set(tmp_path_factory, svbench_mini):
+    """A `sv-soar hardset` folder of E2 rows, written by the real miner (every row failed 2/2 samples)."""
+    import numpy as np
+
+    from sv_soar.evaluation.hardset import mine_hard_set
+    from sv_soar.tasks.sources import load_rows
+
+    task = get_task("e2")
+    rows = load_rows("e2", "jsonl", path=str(svbench_mini), n=12, seed=2)
+    out = tmp_path_factory.mktemp("hard-e2")
+    mine_hard_set(task, rows, np.zeros((len(rows), 2), dtype=bool), out, model="tiny", source="jsonl", temperature=1.0)
+    return out
+
+
+def test_teacher_environment_for_e2_and_for_experiment_e(e2_hard_set, tiny_model_dir, tmp_path):
+    import sv_soar_teacher
+    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
+
+    common = dict(hard_set=str(e2_hard_set), model=str(tiny_model_dir), preset="cpu", g=2, n=2, students=1, q_r=2,
+                  num_prompts=1)
+    env = sv_soar_teacher.load_environment(task="e2", difficulty="one", sub_skill="patch", run_dir=str(tmp_path / "c"),
+                                           **common)
+    user = env.dataset[0]["prompt"][1]["content"]
+    assert "exactly one violation" in user and "unified diff" in user
+    (rubric,) = [r for r in env.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
+    assert rubric.task == "e2" and rubric.problem_options == {"difficulty": "one", "sub_skill": "patch"}
+    assert "violations" in rubric.hard_set.d_train[0]["info"]
+
+    env_e = sv_soar_teacher.load_environment(task="e1", hard_set_task="e2", run_dir=str(tmp_path / "e"), **common)
+    (rubric_e,) = [r for r in env_e.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
+    assert rubric_e.task == "e1" and "Malicious or Benign" in env_e.dataset[0]["prompt"][1]["content"]
+    assert "violations" in rubric_e.hard_set.d_train[0]["info"]
+    with rubric_e.scorers.slot() as scorer:
+        assert scorer().task.name == "e1+e2"  # E1 problems trained with E1's rubric, E2's for Q_R
