@@ -33,7 +33,8 @@ def prf(tp: int, fp: int, fn: int) -> dict:
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": round(precision, 4), "recall": round(recall, 4),
+            "f1": round(f1, 4)}
 
 
 def oracle_ids(rows: list[dict], engine: str) -> tuple[list[set[str]], list[float], int]:
@@ -131,8 +132,8 @@ def rubric_times(rows: list[dict]) -> dict:
     scorer = E2Scorer()
     detect, patched, deltas = [], [], []
     for row in rows:
-        answer = {"violations": [{"id": f"{v['tool']}/{v['rule_id']}", "severity": "med"} for v in row["info"]["violations"]],
-                  "patch": "", "confidence": 0.8}
+        ids = [f"{v['tool']}/{v['rule_id']}" for v in row["info"]["violations"]]
+        answer = {"violations": [{"id": i, "severity": "med"} for i in ids], "patch": "", "confidence": 0.8}
         start = time.perf_counter()
         scorer.components(json.dumps(answer), row)
         detect.append(time.perf_counter() - start)

@@ -84,9 +84,12 @@ class TeacherSection(_Section):
         None, description="E2 teacher prompt: violations a config (seed: 1 -> 2 -> 3 -> multi-tool)"
     )
     sub_skill: Literal["detect", "read-tool-output", "patch"] | None = Field(
-        None, description="E2 problems: what the student practises (the question shows a tool's output, or asks for a patch)"
+        None, description="E2 problems: what the student practises (the question shows a tool's output, or asks "
+        "for a patch)"
     )
-    lang: Literal["k8s", "tf"] | None = Field(None, description="E2 teacher prompt: Kubernetes or Terraform configs only")
+    lang: Literal["k8s", "tf"] | None = Field(
+        None, description="E2 teacher prompt: Kubernetes or Terraform configs only"
+    )
 
     def problem_task(self, data_task: str) -> str:
         return self.task or data_task

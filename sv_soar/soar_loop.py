@@ -225,7 +225,8 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
     seed = config.run.seed
     g = config.teacher.g
     t0 = time.perf_counter()
-    sample = teacher.sample(config.teacher.problem_task(config.data.task), hard_index, step_seed(seed, step) ^ TEACHER_SEED_SALT)
+    sample = teacher.sample(config.teacher.problem_task(config.data.task), hard_index,
+                            step_seed(seed, step) ^ TEACHER_SEED_SALT)
     t_sampled = time.perf_counter()
     entry: dict[str, Any] = {
         "step": step, "method": config.run.method, "drawn": sample.drawn, "valid": len(sample.rows),

@@ -78,7 +78,8 @@ class E2TeacherProblem(TeacherProblem):
 
     def to_row(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"lang": self.lang, "source": "teacher", "hash": self.hash, "sub_skill": self.sub_skill,
-                                "teacher_violations": list(self.teacher_ids), "teacher_agreement": self.teacher_agreement}
+                                "teacher_violations": list(self.teacher_ids),
+                                "teacher_agreement": self.teacher_agreement}
         if self.difficulty:
             meta["difficulty"] = self.difficulty
         info: dict[str, Any] = {"violations": [dict(v) for v in self.violations], "patch": None}
@@ -121,7 +122,8 @@ def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> 
     if not isinstance(text, str):
         return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
     if len(text) > limits.max_completion_chars:
-        return Rejection(RejectReason.TOO_LONG, f"completion is {len(text)} characters, over {limits.max_completion_chars}")
+        return Rejection(RejectReason.TOO_LONG,
+                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
     if not text.strip():
         return Rejection(RejectReason.EMPTY, "completion is empty")
     fields = _fields(text)
@@ -130,9 +132,11 @@ def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> 
     config, lang, teacher_ids = fields
     config = config.strip("\n") + "\n"
     if len(config) > e2_limits.max_config_chars:
-        return Rejection(RejectReason.CONFIG_TOO_LARGE, f"config is {len(config)} characters, over {e2_limits.max_config_chars}")
+        return Rejection(RejectReason.CONFIG_TOO_LARGE,
+                         f"config is {len(config)} characters, over {e2_limits.max_config_chars}")
     if len(config.strip()) < e2_limits.min_config_chars:
-        return Rejection(RejectReason.NOT_CONFIG, f"config is {len(config.strip())} characters, under {e2_limits.min_config_chars}")
+        return Rejection(RejectReason.NOT_CONFIG,
+                         f"config is {len(config.strip())} characters, under {e2_limits.min_config_chars}")
     return config, lang or detect_lang(config), teacher_ids
 
 
@@ -198,7 +202,8 @@ def parse_e2_problem(
     if hard_set_index is not None:
         dup, matched, similarity = hard_set_index.is_near_duplicate(config)
         if dup:
-            return Rejection(RejectReason.DUPLICATE_OF_HARD_SET, f"matches hard-set item {matched} (similarity {similarity:.3f})")
+            return Rejection(RejectReason.DUPLICATE_OF_HARD_SET,
+                             f"matches hard-set item {matched} (similarity {similarity:.3f})")
     violations = tuple(f.to_dict() for f in report.findings)
     scored = scored_tools(lang)
     oracle_ids = report.ids(scored)

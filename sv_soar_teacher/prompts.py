@@ -51,7 +51,8 @@ _E2_RULES = {
            "kube-linter/sensitive-host-mounts, kube-linter/drop-net-raw-capability, kube-linter/env-var-secret, "
            "kube-linter/no-anti-affinity, kube-linter/dangling-service, kube-linter/mismatching-selector, "
            "kube-linter/non-existent-service-account, kube-linter/job-ttl-seconds-after-finished",
-    "tf": "semgrep/terraform.aws.security.<rule>.<rule> with <rule> one of aws-ec2-security-group-allows-public-ingress, "
+    "tf": "semgrep/terraform.aws.security.<rule>.<rule> with <rule> one of "
+          "aws-ec2-security-group-allows-public-ingress, "
           "aws-provider-static-credentials, aws-ebs-volume-unencrypted, aws-ec2-has-public-ip, "
           "aws-subnet-has-public-ip-address, aws-rds-backup-no-retention, aws-kms-no-rotation, "
           "aws-ec2-instance-metadata-service-v1-enabled, aws-db-instance-no-logging",
@@ -78,7 +79,8 @@ def _e2_prompt(difficulty: str | None = None, sub_skill: str | None = None, lang
                                  ("lang", lang, {None: 0, "k8s": 0, "tf": 0})):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {[k for k in allowed if k]}, got {value!r}")
-    kind = {"k8s": "Kubernetes YAML config", "tf": "Terraform (HCL) config", None: "Kubernetes YAML or Terraform config"}[lang]
+    kind = {"k8s": "Kubernetes YAML config", "tf": "Terraform (HCL) config",
+            None: "Kubernetes YAML or Terraform config"}[lang]
     rules = _E2_RULES["tf"] if lang == "tf" else _E2_RULES["k8s"] if lang == "k8s" else \
         f"{_E2_RULES['k8s']}; for Terraform: {_E2_RULES['tf']}"
     user = (

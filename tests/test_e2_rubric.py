@@ -30,7 +30,8 @@ needs_gnu_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="GNU 
 KL = ["latest-tag", "run-as-non-root", "no-read-only-root-fs", "unset-cpu-requirements", "unset-memory-requirements"]
 POD_ROW = {
     "question": POD,
-    "info": {"violations": [{"tool": "kube-linter", "rule_id": r, "severity": "medium", "msg": "", "loc": ""} for r in KL]
+    "info": {"violations": [{"tool": "kube-linter", "rule_id": r, "severity": "medium", "msg": "", "loc": ""}
+                            for r in KL]
              + [{"tool": "semgrep", "rule_id": "yaml.kubernetes.security.run-as-non-root.run-as-non-root",
                  "severity": "INFO", "msg": "", "loc": ""}],
              "patch": None},

@@ -182,7 +182,8 @@ class OracleCache:
         ~2 s, paid once instead of once a config: a teacher batch of 256 configs)."""
         tools = tuple(t for t in TOOLS if t in set(tools))
         items = list(items)
-        todo = [(i, text, lang) for i, (text, lang) in enumerate(items) if self._get(self._key(text, lang, tools)) is None]
+        todo = [(i, text, lang) for i, (text, lang) in enumerate(items)
+                if self._get(self._key(text, lang, tools)) is None]
         batched: dict[int, tuple[list[Finding], str | None, float]] = {}
         if "semgrep" in tools:
             for lang in LANGS:

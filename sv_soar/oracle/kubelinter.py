@@ -44,7 +44,8 @@ def scan(text: str, *, timeout_s: float = TIMEOUT_S) -> list[Finding]:
         work.mkdir()
         home.mkdir()
         write_files(work, {"config.yaml": text})
-        proc = run_scanner([binary, "lint", "--format", "json", "config.yaml"], cwd=work, home=home, timeout_s=timeout_s)
+        proc = run_scanner([binary, "lint", "--format", "json", "config.yaml"], cwd=work, home=home,
+                           timeout_s=timeout_s)
     if proc.returncode not in (0, 1):
         raise ScannerError(f"kube-linter exited {proc.returncode}: {proc.stderr.strip()[:200]}")
     return parse_report(proc.stdout)

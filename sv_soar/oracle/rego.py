@@ -31,7 +31,8 @@ def k8s_objects(documents: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
             continue
         if doc["kind"].endswith("List") and isinstance(doc.get("items"), list):
-            objects.extend(item for item in doc["items"] if isinstance(item, dict) and isinstance(item.get("kind"), str))
+            objects.extend(item for item in doc["items"]
+                           if isinstance(item, dict) and isinstance(item.get("kind"), str))
         else:
             objects.append(doc)
     return objects

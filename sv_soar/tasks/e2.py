@@ -68,7 +68,7 @@ def validate_row(value: Any) -> Row:
     if not isinstance(violations, list):
         raise ValueError("'info.violations' must be a list")
     for i, item in enumerate(violations):
-        if not isinstance(item, dict) or not isinstance(item.get("tool"), str) or not isinstance(item.get("rule_id"), str):
+        if not (isinstance(item, dict) and isinstance(item.get("tool"), str) and isinstance(item.get("rule_id"), str)):
             raise ValueError(f"'info.violations[{i}]' must be an object with string 'tool' and 'rule_id'")
     meta = value.get("meta") or {}
     if not isinstance(meta, dict):
