@@ -30,7 +30,12 @@ def task_rubric(name: str) -> tuple[vf.Parser, vf.Rubric]:
     if name == "e1":
         parser = E1Parser()
         return parser, make_e1_rubric(parser)
-    raise ValueError(f"no rubric for task {name!r}: expected one of 'e1'")
+    if name == "e2":
+        from rubrics.e2 import E2Parser, make_e2_rubric
+
+        parser = E2Parser()
+        return parser, make_e2_rubric(parser)
+    raise ValueError(f"no rubric for task {name!r}: expected one of 'e1', 'e2'")
 
 
 __all__ = [

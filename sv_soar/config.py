@@ -56,7 +56,9 @@ class RunSection(_Section):
 
 
 class DataSection(_Section):
-    task: Literal["e1"] = Field("e1", description="SV-Bench task: e1 (network-log classification)")
+    task: Literal["e1", "e2"] = Field(
+        "e1", description="SV-Bench task of the hard set: e1 (network-log classification), e2 (config audit)"
+    )
     hard_set: Path = Field(
         ..., description="folder written by `sv-soar hardset` (d_train.jsonl, d_test.jsonl), relative to the config"
     )
@@ -82,6 +84,32 @@ class TeacherSection(_Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="linear layers that get the teacher's LoRA weights",
     )
+    task: Literal["e1", "e2"] | None = Field(
+        None, description="task of the problems the teacher writes (default: data.task); the seed's experiment E "
+        "writes e1 stepping stones for an e2 hard set"
+    )
+    difficulty: Literal["one", "two", "several", "multi-tool"] | None = Field(
+        None, description="E2 teacher prompt: violations a config (seed: 1 -> 2 -> 3 -> multi-tool)"
+    )
+    sub_skill: Literal["detect", "read-tool-output", "patch"] | None = Field(
+        None, description="E2 problems: what the student practises (the question shows a tool's output, or asks "
+        "for a patch)"
+    )
+    lang: Literal["k8s", "tf"] | None = Field(
+        None, description="E2 teacher prompt: Kubernetes or Terraform configs only"
+    )
+
+    def problem_task(self, data_task: str) -> str:
+        return self.task or data_task
+
+    def prompt_options(self) -> dict[str, str]:
+        """teacher_prompt's options (E2 only): the ones set."""
+        return {k: v for k, v in (("difficulty", self.difficulty), ("sub_skill", self.sub_skill),
+                                  ("lang", self.lang)) if v is not None}
+
+    def problem_options(self) -> dict[str, str]:
+        """parse_teacher_problem's options (E2 only): how a relabelled config becomes a question."""
+        return {k: v for k, v in (("sub_skill", self.sub_skill), ("difficulty", self.difficulty)) if v is not None}
 
 
 class StudentSection(StudentTrainConfig):
@@ -130,6 +158,14 @@ class RunConfig(_Section):
     def rollouts_per_step(self) -> int:
         """g·n: one hosted-trainer group is one outer step (DESIGN §5)."""
         return self.teacher.g * self.teacher.n
+
+    def scoring_task(self):
+        """The Task students are trained and measured with: data.task, or both tasks row by row when the
+        teacher writes another task's problems (sv_soar.tasks.mixed)."""
+        from sv_soar.tasks import get_task
+
+        problem_task = self.teacher.problem_task(self.data.task)
+        return get_task(self.data.task if problem_task == self.data.task else f"{problem_task}+{self.data.task}")
 
     def student_train_config(self) -> StudentTrainConfig:
         return StudentTrainConfig(**self.student.model_dump(exclude={"model"}))

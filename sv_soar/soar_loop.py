@@ -41,7 +41,7 @@ from sv_soar.config import ConfigError, RunConfig, apply_overrides, config_diff,
 from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, write_jsonl
 from sv_soar.run_dir import Run, RunDirError, create_run, open_run
-from sv_soar.tasks import Row, get_task
+from sv_soar.tasks import Row
 from sv_soar_teacher.grounded_rubric import draw_q_r, partition, step_seed
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class Teacher:
 
         section = self.config.teacher
         wanted = self.config.rollouts_per_step
-        prompt = teacher_prompt(task_name)
+        prompt = teacher_prompt(task_name, **section.prompt_options())
         texts: list[str] = []
         token_ids: list[list[int]] = []
         prompt_ids: list[int] = []
@@ -152,7 +152,7 @@ class Teacher:
             prompt_ids = completions[0].prompt_token_ids
             texts += [c.text for c in completions]
             token_ids += [c.token_ids for c in completions]
-            validation = validate_batch(texts, hard_set_index, task=task_name)
+            validation = validate_batch(texts, hard_set_index, task=task_name, options=section.problem_options())
             if len(validation.valid_indices) >= wanted:
                 break
         valid = validation.valid_indices[:wanted]
@@ -201,7 +201,7 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
     if config.run.method == "hard-only":
         print(f"hard-only: no teacher; {folder} is ready for `sv-soar evaluate` (students train on D_train alone)")
         return run
-    task = get_task(config.data.task)
+    task = config.scoring_task()
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step
@@ -246,7 +246,8 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
     seed = config.run.seed
     g = config.teacher.g
     t0 = time.perf_counter()
-    sample = teacher.sample(config.data.task, hard_index, step_seed(seed, step) ^ TEACHER_SEED_SALT)
+    sample = teacher.sample(config.teacher.problem_task(config.data.task), hard_index,
+                            step_seed(seed, step) ^ TEACHER_SEED_SALT)
     t_sampled = time.perf_counter()
     entry: dict[str, Any] = {
         "step": step, "method": config.run.method, "drawn": sample.drawn, "valid": len(sample.rows),

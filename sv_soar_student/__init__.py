@@ -1,6 +1,10 @@
-"""sv-soar-student: an SV-Bench task (E1 now) over any problem set, scored with SV-Bench's rubric.
+"""sv-soar-student: an SV-Bench task (E1, E2) over any problem set, scored with SV-Bench's rubric.
 
     vf-eval sv-soar-student -a '{"source": "jsonl", "path": "../shared/svbench-mini/e1.jsonl"}'
+    vf-eval sv-soar-student -a '{"task": "e2", "source": "jsonl", "path": "../shared/svbench-mini"}'
+
+E2 is a tool-use environment by default (run_kubelinter, run_semgrep, run_opa backed by the offline
+oracle, `sv_soar_student.e2_tools`); `tools=False` gives the single-turn variant.
 
 Problem sets: `source="builtin"` (seeded IoT-23-style flows), `"jsonl"` (SV-Bench JSONL, a hard
 set, a teacher-generated dataset), `"hub"` (SV-Bench's gated Hugging Face set; needs HF_TOKEN).
@@ -23,7 +27,7 @@ def student_record(task: Task, row: Row) -> dict:
     meta = row.get("meta") or {}
     return {
         "question": row["question"],
-        "answer": row["answer"],
+        "answer": task.answer(row),
         # flat strings only, so rows from different sources share one Arrow schema
         "info": {
             "task_name": task.name,  # not "task": verifiers 0.1.14 reserves info["task"]
@@ -43,8 +47,10 @@ def load_environment(
     seed: int = 0,
     skip_bad: bool = False,
     system_prompt: str | None = None,
+    tools: bool = True,
+    max_turns: int = 6,
     **kwargs,
-) -> vf.SingleTurnEnv:
+) -> vf.SingleTurnEnv | vf.ToolEnv:
     """The student environment: `task` rows from `source`, SV-Bench's system prompt and rubric."""
     spec = get_task(task)
     rows = load_rows(spec.name, source, path=path, n=n, seed=seed, skip_bad=skip_bad)
@@ -52,6 +58,11 @@ def load_environment(
         raise ValueError(f"source {source!r} gave no {spec.name} rows; a verifiers env needs at least one")
     dataset = Dataset.from_list([student_record(spec, row) for row in rows])
     parser, rubric = task_rubric(spec.name)
+    if spec.name == "e2" and tools:
+        from sv_soar_student.e2_tools import E2_TOOL_SYSTEM_PROMPT, E2ToolEnv
+
+        return E2ToolEnv(dataset=dataset, system_prompt=system_prompt or E2_TOOL_SYSTEM_PROMPT, parser=parser,
+                         rubric=rubric, env_id=ENV_ID, max_turns=max_turns, **kwargs)
     return vf.SingleTurnEnv(
         dataset=dataset,
         system_prompt=system_prompt if system_prompt is not None else spec.system_prompt,

@@ -51,22 +51,35 @@ def load_environment(
     tau: float = TAU,
     window: int = WINDOW,
     num_prompts: int = 1024,
+    difficulty: str | None = None,
+    sub_skill: str | None = None,
+    lang: str | None = None,
+    hard_set_task: str | None = None,
     **kwargs,
 ) -> vf.SingleTurnEnv:
-    """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement."""
+    """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement.
+    `hard_set_task` (default `task`): the hard set's task when the teacher writes another task's problems
+    (the seed's experiment E: task="e1", hard_set_task="e2"; students scored row by row, tasks/mixed.py)."""
     spec = get_task(task)
-    hard = load_hard_set(hard_set, spec.name)
+    hard_spec = get_task(hard_set_task or spec.name)
+    scoring = spec if hard_spec.name == spec.name else get_task(f"{spec.name}+{hard_spec.name}")
+    hard = load_hard_set(hard_set, hard_spec.name)
     config = student_config(preset, student)
-    run_dir = run_dir or default_run_dir(spec.name, hard, model, config, g, n, students, q_r, grounding, seed, tau, window)
-    run = PromotionRun.open(run_dir, task=spec.name, model=model, window=window, tau=tau)
+    run_dir = run_dir or default_run_dir(scoring.name, hard, model, config, g, n, students, q_r, grounding, seed, tau,
+                                         window)
+    run = PromotionRun.open(run_dir, task=scoring.name, model=model, window=window, tau=tau)
     scorers = ScorerPool(
-        lambda: GroundedScorer(model, spec, config, students=students, grounding=grounding,
+        lambda: GroundedScorer(model, scoring, config, students=students, grounding=grounding,
                                time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
         size=max_concurrent_scorings,
     )
+    # E2 options (the seed's controlled difficulty and sub-skills; sv_soar_teacher.e2_problems)
+    prompt_options = {k: v for k, v in (("difficulty", difficulty), ("sub_skill", sub_skill), ("lang", lang)) if v}
+    problem_options = {k: v for k, v in prompt_options.items() if k != "lang"}
     rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
-                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed)
-    system, user = teacher_prompt(spec.name)  # no seed questions: SOAR's teacher sees none (prompts.py)
+                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed, problem_options=problem_options)
+    # no seed questions: SOAR's teacher sees none (prompts.py)
+    system, user = teacher_prompt(spec.name, **prompt_options)
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
     # the same prompt each row: one row's group of g·n rollouts is one outer step

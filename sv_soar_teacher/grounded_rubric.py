@@ -102,6 +102,7 @@ METRIC_NAMES = (
     "diversity_distinct_2",
     "diversity_distinct_3",
     "diversity_pairwise_jaccard_distance",
+    "teacher_label_agreement",  # E2: F1 of the teacher's intended ids against the oracle's relabel
 )
 
 
@@ -183,9 +184,10 @@ class TeacherProblemParser(vf.Parser):
     def __init__(self, task: str = "e1", limits: ProblemLimits | None = None) -> None:
         super().__init__()
         self.task, self.limits = task, limits or ProblemLimits()
+        self.options: dict[str, Any] = {}
 
     def parse(self, text: str) -> TeacherProblem | Rejection:
-        return parse_teacher_problem(text, task=self.task, limits=self.limits)
+        return parse_teacher_problem(text, task=self.task, limits=self.limits, options=self.options)
 
     def parse_answer(self, completion: Any) -> str | None:
         """The problem's question in SV-Bench's format, or None when the rollout is no valid problem."""
@@ -253,6 +255,7 @@ class GroundedTeacherRubric(vf.Rubric):
         floor: float = -1.0,
         seed: int = 0,
         limits: ProblemLimits | None = None,
+        problem_options: dict[str, Any] | None = None,
     ) -> None:
         for name, value in (("g", g), ("n", n), ("q_r", q_r)):
             if not isinstance(value, int) or value < 1:
@@ -263,6 +266,8 @@ class GroundedTeacherRubric(vf.Rubric):
         super().__init__(parser=TeacherProblemParser(task, self.limits))
         self.task, self.hard_set, self.run, self.scorers, self.config = task, hard_set, run, scorers, config
         self.g, self.n, self.q_r, self.floor, self.seed = g, n, q_r, float(floor), seed
+        self.problem_options = dict(problem_options or {})
+        self.parser.options = self.problem_options
         self._lock = threading.Lock()  # step indices, the baseline, promotion updates
         self._next_step = run.state.next_step
         self._warned_size: set[int] = set()
@@ -287,7 +292,8 @@ class GroundedTeacherRubric(vf.Rubric):
             log.warning("sv-soar-teacher: a group of %d rollouts, but g·n = %d: run rollouts_per_example = %d "
                         "(partition rule: sv_soar_teacher.grounded_rubric)", len(texts), self.g * self.n,
                         self.g * self.n)
-        batch = validate_batch(list(texts), self.hard_set.index, self.limits, task=self.task)
+        batch = validate_batch(list(texts), self.hard_set.index, self.limits, task=self.task,
+                               options=self.problem_options)
         if batch.rejected:
             log.info("sv-soar-teacher: rejected %s", dict(batch.rejected))
         parts = partition(batch.valid_indices, self.g, self.n)
@@ -346,6 +352,7 @@ class GroundedTeacherRubric(vf.Rubric):
                 reward = r_hat if r_hat is not None else self.floor
             else:
                 row["valid"], k = 1.0, dataset_of[i]
+                row["teacher_label_agreement"] = float(getattr(outcome, "teacher_agreement", 0.0))
                 row["dataset"] = float(k + 1)
                 score = scores[k] if scores else None
                 reward = self.floor

@@ -44,7 +44,7 @@ from rubrics.e1 import matching_brace
 from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
 from sv_soar_teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
 
-TASKS = ("e1",)
+TASKS = ("e1", "e2")
 
 
 class RejectReason(StrEnum):
@@ -59,6 +59,9 @@ class RejectReason(StrEnum):
     NOT_E1_STYLE = "not_e1_style"
     DUPLICATE_OF_HARD_SET = "duplicate_of_hard_set"
     DUPLICATE_IN_BATCH = "duplicate_in_batch"
+    # E2 (sv_soar_teacher.e2_problems): the config itself
+    NOT_CONFIG = "not_config"
+    CONFIG_TOO_LARGE = "config_too_large"
 
 
 class ProblemLimits(BaseModel):
@@ -402,10 +405,16 @@ def parse_teacher_problem(
     task: str = "e1",
     limits: ProblemLimits | None = None,
     hard_set_index: HardSetIndex | None = None,
+    options: dict[str, Any] | None = None,
 ) -> TeacherProblem | Rejection:
-    """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`."""
+    """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`.
+    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar_teacher.e2_problems)."""
     task = _check_task(task)
     limits = limits or ProblemLimits()
+    if task == "e2":
+        from sv_soar_teacher.e2_problems import parse_e2_problem
+
+        return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
     if not isinstance(text, str):
         return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
     if len(text) > limits.max_completion_chars:
@@ -480,15 +489,20 @@ def validate_batch(
     limits: ProblemLimits | None = None,
     *,
     task: str = "e1",
+    options: dict[str, Any] | None = None,
 ) -> BatchValidation:
     """Validate a batch of teacher completions; a later near-copy of an earlier valid problem is
     rejected as duplicate_in_batch (the first one is kept)."""
     limits = limits or ProblemLimits()
+    if task == "e2":  # relabel the whole batch with one semgrep run a language
+        from sv_soar_teacher.e2_problems import prefetch_oracle
+
+        prefetch_oracle(list(texts), limits)
     seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
     first_index: dict[str, int] = {}
     result = BatchValidation()
     for i, text in enumerate(texts):
-        outcome = parse_teacher_problem(text, task=task, limits=limits, hard_set_index=hard_set_index)
+        outcome = parse_teacher_problem(text, task=task, limits=limits, hard_set_index=hard_set_index, options=options)
         if isinstance(outcome, TeacherProblem):
             dup, matched, similarity = seen.is_near_duplicate(outcome.question)
             if dup:

@@ -30,7 +30,7 @@ import numpy as np
 
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
-from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks import Row, Task
 from sv_soar.tasks.sources import load_rows
 
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (DESIGN §4)
@@ -192,7 +192,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     from sv_soar_student.trainer import remove_student_adapter, student_policy, train_student
 
     config = run.config
-    task = get_task(config.data.task)
+    task = config.scoring_task()
     train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum)

@@ -29,6 +29,11 @@ class Task:
     # for tasks whose answers state a confidence (E1): (confidence or None, correct, abstained), or
     # None when nothing parsed; feeds ECE and the abstain rate of the final evaluation
     calibration_point: Callable[[str, Row], tuple[float | None, bool, bool] | None] | None = None
+    # what a dataset record carries as `answer` (E1: the label; E2: the row as JSON, for its rubric)
+    answer_of: Callable[[Row], str] | None = None
+
+    def answer(self, row: Row) -> str:
+        return self.answer_of(row) if self.answer_of is not None else row["answer"]
 
     def prompt(self, row: Row) -> ChatPrompt:
         return [
@@ -42,4 +47,12 @@ def get_task(name: str) -> Task:
         from sv_soar.tasks.e1 import E1_TASK
 
         return E1_TASK
-    raise ValueError(f"unknown task {name!r}: expected one of 'e1'")
+    if name == "e2":
+        from sv_soar.tasks.e2 import E2_TASK
+
+        return E2_TASK
+    if name in ("e1+e2", "e2+e1"):  # experiment E: E1 stepping stones, E2 hard set (tasks/mixed.py)
+        from sv_soar.tasks.mixed import mixed_task
+
+        return mixed_task(get_task("e1"), get_task("e2"))
+    raise ValueError(f"unknown task {name!r}: expected one of 'e1', 'e2', 'e1+e2'")

@@ -28,8 +28,11 @@ from sv_soar.tasks import Row, get_task
 log = logging.getLogger(__name__)
 
 SOURCES = ("jsonl", "hub", "builtin")
-DEFAULT_HUB_DATASETS = {"e1": "intertwine-ai/security-verifiers-e1"}
-HUB_REPO_ENV = {"e1": "E1_HF_REPO"}
+DEFAULT_HUB_DATASETS = {
+    "e1": "intertwine-ai/security-verifiers-e1",
+    "e2": "intertwine-ai/security-verifiers-e2-private",  # SV-Bench's E2_HF_REPO default
+}
+HUB_REPO_ENV = {"e1": "E1_HF_REPO", "e2": "E2_HF_REPO"}
 DEFAULT_BUILTIN_N = 256
 # Where an SV-Bench checkout or its public-mini folder keeps each task's data, relative to `path`.
 SVBENCH_LAYOUT = {
@@ -37,6 +40,11 @@ SVBENCH_LAYOUT = {
         "e1.jsonl",
         "datasets/public_mini/e1.jsonl",
         "environments/sv-env-network-logs/data/iot23-train-dev-test-v1.jsonl",
+    ),
+    "e2": (
+        "e2.jsonl",
+        "datasets/public_mini/e2.jsonl",
+        "environments/sv-env-config-verification/data/k8s-labeled-v1.jsonl",
     ),
 }
 

@@ -1,0 +1,95 @@
+"""E2 as a `Task`: SV-Bench's config audit and remediation (Kubernetes YAML, Terraform HCL).
+
+Scoring is `rubrics.e2` (SV-Bench's reward without its two defects); success (DESIGN §4,
+grounding="correctness") is a severity-weighted F1 of at least `F1_SUCCESS` against the row's
+oracle ids. The breakdown key is the language and how many scored ids the row has ("k8s:clean",
+"k8s:1-2", "k8s:3-5", "k8s:6+", "tf:..."), the seed's difficulty axis for E2 (one violation, two,
+several).
+
+A row is SV-Bench's: `{"question": config, "info": {"violations": [...], "patch": null},
+"meta": {"lang": "k8s"|"tf", ...}}`. Datasets hand it to the rubric as `answer`, a JSON string of
+the row itself, as SV-Bench's own E2 environment stores its oracle (`_convert_e2_format`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rubrics.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, e2_components, row_lang, row_oracle_ids, scored_tools
+from sv_soar.tasks import Row, Task
+
+LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
+
+
+def score(text: str, row: Row) -> dict[str, float]:
+    """Every E2 component and the total "reward" of one completion."""
+    return e2_components(text, row)
+
+
+def is_success(text: str, row: Row) -> bool:
+    """Severity-weighted F1 of the answer's ids >= F1_SUCCESS (a correct "no violations" included)."""
+    return e2_components(text, row)["f1"] >= F1_SUCCESS
+
+
+def breakdown(row: Row) -> str:
+    lang = row_lang(row)
+    n = len(row_oracle_ids(row, scored_tools(lang)))
+    bucket = "clean" if n == 0 else "1-2" if n <= 2 else "3-5" if n <= 5 else "6+"
+    return f"{lang}:{bucket}"
+
+
+def answer(row: Row) -> str:
+    """What a dataset record carries as `answer`: the row, as JSON (the rubric re-reads it)."""
+    return json.dumps({"question": row["question"], "info": row["info"], "meta": row.get("meta") or {}})
+
+
+def validate_row(value: Any) -> Row:
+    """Check one SV-Bench E2 row and return {"question", "info", "meta"}; ValueError says why.
+
+    Accepts "prompt" for "question" (SV-Bench's build format) and an `answer` JSON string holding
+    the row (a dataset record written by this project).
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f"row is a JSON {type(value).__name__}, expected an object")
+    if "info" not in value and isinstance(value.get("answer"), str):
+        try:
+            inner = json.loads(value["answer"])
+        except json.JSONDecodeError:
+            raise ValueError("'answer' is not the JSON of an E2 row") from None
+        value = {**inner, **{k: v for k, v in value.items() if k in ("question", "meta") and v}}
+    question = value.get("question", value.get("prompt"))
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("'question' must be a non-empty config text")
+    info = value.get("info")
+    if not isinstance(info, dict):
+        raise ValueError("'info' must be an object with 'violations'")
+    violations = info.get("violations")
+    if not isinstance(violations, list):
+        raise ValueError("'info.violations' must be a list")
+    for i, item in enumerate(violations):
+        if not (isinstance(item, dict) and isinstance(item.get("tool"), str) and isinstance(item.get("rule_id"), str)):
+            raise ValueError(f"'info.violations[{i}]' must be an object with string 'tool' and 'rule_id'")
+    meta = value.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("'meta' must be an object")
+    lang = LANG_ALIASES.get(str(meta.get("lang", "k8s")).lower())
+    if lang is None:
+        raise ValueError(f"'meta.lang' is {meta.get('lang')!r}: expected 'k8s' or 'tf'")
+    clean = [{"tool": v["tool"], "rule_id": v["rule_id"], "severity": str(v.get("severity", "")),
+              "msg": str(v.get("msg", "")), "loc": str(v.get("loc", ""))} for v in violations]
+    out_info: dict[str, Any] = {"violations": clean, "patch": info.get("patch")}
+    if isinstance(info.get("config"), str) and info["config"].strip():
+        out_info["config"] = info["config"]  # the config itself when the question wraps it (sub-skills)
+    return {"question": question, "info": out_info, "meta": {**meta, "lang": lang}}
+
+
+E2_TASK = Task(
+    name="e2",
+    system_prompt=E2_SYSTEM_PROMPT,
+    score=score,
+    is_success=is_success,
+    breakdown=breakdown,
+    validate_row=validate_row,
+    answer_of=answer,
+)
