@@ -276,9 +276,6 @@ class GroundedScorer:
         eval_batch_size: int = 64,
         progress: bool = True,
     ) -> None:
-        from sv_soar.engines.transformers_engine import TransformersEngine
-        from sv_soar.models import load_model
-
         if students < 1:
             raise ValueError(f"students must be at least 1, got {students}")
         if grounding not in GROUNDINGS:
@@ -295,21 +292,29 @@ class GroundedScorer:
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
+        # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
+        # parser stops reading (the first balanced JSON object)
+        self.eval_params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.0, n=1,
+                                          stop_at_json_end=True)
+        self._baseline_memo: dict[tuple[str, str], float] = {}
         started = time.perf_counter()
+        self._load(model)
+        self.seconds_load = time.perf_counter() - started
+
+    def _load(self, model: str | tuple[Any, Any]) -> None:
+        """Load the base model once and wrap it into the shared student policy and its engine.
+        (The Ray backend, sv_soar.backends.ray_backend, loads it in its actors instead.)"""
+        from sv_soar.engines.transformers_engine import TransformersEngine
+        from sv_soar.models import load_model
+
         if isinstance(model, (str, os.PathLike)):
             self.model_name = str(model)
             base, tokenizer = load_model(self.model_name)
         else:
             base, tokenizer = model
             self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
-        self.policy = student_policy(base, config)  # once per scorer: every student is an adapter on it
+        self.policy = student_policy(base, self.config)  # once per scorer: every student is an adapter on it
         self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
-        # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
-        # parser stops reading (the first balanced JSON object)
-        self.eval_params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.0, n=1,
-                                          stop_at_json_end=True)
-        self._baseline_memo: dict[tuple[str, str], float] = {}
-        self.seconds_load = time.perf_counter() - started
 
     # --- Acc ----------------------------------------------------------------------------------------
 
@@ -421,35 +426,15 @@ class GroundedScorer:
         seconds_baseline = 0.0 if memoised else time.perf_counter() - t0
 
         steps = self.config.steps_for(promoted)
+        runs = [(key, dataset, student_seed(seed, j)) for key, dataset in todo.items() for j in range(self.students)]
+        ran, seconds_eval = self._run_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
         students: dict[str, list[StudentResult]] = {key: [] for key in todo}
-        adapters: dict[tuple[str, int], str] = {}  # (key, j) -> adapter name of a finished student
-        try:
-            with _progress(len(todo) * self.students * steps, "students", self.progress, unit="step") as bar:
-                for k, (key, dataset) in enumerate(todo.items()):
-                    for j in range(self.students):
-                        name = f"grounded-x{k}-s{j}"
-                        result = self._train(name, dataset, baseline, student_seed(seed, j), steps, bar)
-                        students[key].append(result)
-                        if result.failure is None:
-                            adapters[(key, j)] = name
-                        else:
-                            log.warning("dataset %s student %d (seed %d) left out of R_k: %s",
-                                        key[:12], j, result.seed, result.failure)
-            t_eval = time.perf_counter()
-            names = list(adapters.values())
-            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
-            seconds_eval = time.perf_counter() - t_eval
-            for (key, j), name in adapters.items():
-                result = students[key][j]
-                result.accuracy = accuracies[name]
+        for (key, _, _), result in zip(runs, ran, strict=True):
+            if result.accuracy is not None:
                 result.reward = result.accuracy - acc_baseline  # R_{k,j}
-                if keep_adapters:
-                    result.adapter_state = adapter_state_dict(self.policy, name)
-        finally:
-            for name in adapters.values():
-                remove_student_adapter(self.policy, name)
+            students[key].append(result)
 
-        finished_total = max(1, len(adapters))
+        finished_total = max(1, sum(r.failure is None for r in ran))
         scores = {}
         for key, results in students.items():
             finished = [r for r in results if r.failure is None]
@@ -472,6 +457,37 @@ class GroundedScorer:
             self._store(key, scores[key], keep_adapters)
         log.info("scored %d dataset(s) in %.1fs", len(todo), time.perf_counter() - started)
         return scores
+
+    def _run_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row], baseline: Baseline,
+                      *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
+        """Train one student per (key, dataset, seed) run from `baseline`, then measure every finished one on
+        Q_R together (mixed-adapter batches). Returns the results in run order, with `accuracy` (and
+        `adapter_state` with keep_adapters) filled in but not `reward`, and the evaluation's seconds."""
+        results: list[StudentResult] = []
+        adapters: dict[int, str] = {}  # run index -> adapter name of a finished student
+        try:
+            with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
+                for i, (key, dataset, seed) in enumerate(runs):
+                    name = f"grounded-run{i}"
+                    result = self._train(name, dataset, baseline, seed, steps, bar)
+                    results.append(result)
+                    if result.failure is None:
+                        adapters[i] = name
+                    else:
+                        log.warning("dataset %s student (seed %d) left out of R_k: %s", key[:12], seed,
+                                    result.failure)
+            t_eval = time.perf_counter()
+            names = list(adapters.values())
+            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
+            seconds_eval = time.perf_counter() - t_eval
+            for i, name in adapters.items():
+                results[i].accuracy = accuracies[name]
+                if keep_adapters:
+                    results[i].adapter_state = adapter_state_dict(self.policy, name)
+        finally:
+            for name in adapters.values():
+                remove_student_adapter(self.policy, name)
+        return results, seconds_eval
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
                bar: Any) -> StudentResult:
