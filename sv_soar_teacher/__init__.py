@@ -20,7 +20,7 @@ from typing import Any, Literal
 import verifiers as vf
 from datasets import Dataset
 
-from sv_soar.grounded import GroundedScorer
+from sv_soar.backends import make_scorer
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
 from sv_soar.tasks import get_task
@@ -51,6 +51,11 @@ def load_environment(
     tau: float = TAU,
     window: int = WINDOW,
     num_prompts: int = 1024,
+    backend: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
+    students_url: str | None = None,
+    students_token: str | None = None,
     **kwargs,
 ) -> vf.SingleTurnEnv:
     """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement."""
@@ -59,9 +64,12 @@ def load_environment(
     config = student_config(preset, student)
     run_dir = run_dir or default_run_dir(spec.name, hard, model, config, g, n, students, q_r, grounding, seed, tau, window)
     run = PromotionRun.open(run_dir, task=spec.name, model=model, window=window, tau=tau)
+    # students train here (backend "local"), on Ray actors ("ray"), or on `sv-soar serve-students` at
+    # students_url (an env server with no GPU, DESIGN §5; token: students_token or $SV_SOAR_STUDENTS_TOKEN)
     scorers = ScorerPool(
-        lambda: GroundedScorer(model, spec, config, students=students, grounding=grounding,
-                               time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
+        lambda: make_scorer(model, spec, config, backend=backend, ray_address=ray_address, ray_actors=ray_actors,
+                            students_url=students_url, students_token=students_token, students=students,
+                            grounding=grounding, time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
         size=max_concurrent_scorings,
     )
     rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
