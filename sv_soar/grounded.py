@@ -275,6 +275,9 @@ class GroundedScorer:
         cache_dir: str | Path | None = None,
         eval_batch_size: int = 64,
         progress: bool = True,
+        device: str = "cpu",
+        engine: Literal["transformers", "vllm"] = "transformers",
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
         if students < 1:
             raise ValueError(f"students must be at least 1, got {students}")
@@ -291,6 +294,7 @@ class GroundedScorer:
         self.time_limit_s = time_limit_s
         self.eval_batch_size = eval_batch_size
         self.progress = progress
+        self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
         # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
@@ -309,12 +313,19 @@ class GroundedScorer:
 
         if isinstance(model, (str, os.PathLike)):
             self.model_name = str(model)
-            base, tokenizer = load_model(self.model_name)
+            base, tokenizer = load_model(self.model_name, device=self.device)
         else:
             base, tokenizer = model
             self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
         self.policy = student_policy(base, self.config)  # once per scorer: every student is an adapter on it
-        self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
+        if self.engine_kind == "vllm":  # rollouts and evaluation on vLLM; training stays on `policy` (GPU)
+            from sv_soar.engines.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(self.model_name, tokenizer=tokenizer, policy=self.policy, **self.engine_options)
+        elif self.engine_kind == "transformers":
+            self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
+        else:
+            raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine_kind!r}")
 
     # --- Acc ----------------------------------------------------------------------------------------
 

@@ -67,18 +67,13 @@ def init_ray(address: str | None, num_cpus: float | None = None) -> bool:
 class StudentWorker:
     """A Ray actor's body: one base model, as a local GroundedScorer, that trains and measures students."""
 
-    def __init__(self, model: str, task: str | Task, config: Any, *, grounding: str, time_limit_s: float | None,
-                 eval_batch_size: int, device: str, threads: int | None) -> None:
+    def __init__(self, model: str, task: str | Task, config: Any, *, threads: int | None, **options: Any) -> None:
         import torch
-
-        from sv_soar.models import load_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = device
-        self.scorer = GroundedScorer(load_model(model, device=device), task, config, students=1,
-                                     grounding=grounding, time_limit_s=time_limit_s,
-                                     eval_batch_size=eval_batch_size, progress=False)
+        self.device = options.get("device", "cpu")
+        self.scorer = GroundedScorer(model, task, config, students=1, progress=False, **options)
 
     def ready(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "device": self.device, "seconds_load": self.scorer.seconds_load}
@@ -128,7 +123,8 @@ class RayGroundedScorer(GroundedScorer):
         self.actors = [
             worker.remote(self.model_name, self.task, self.config, grounding=self.grounding,
                           time_limit_s=self.time_limit_s, eval_batch_size=self.eval_batch_size,
-                          device="cuda" if gpus else "cpu", threads=None if gpus else max(1, int(cpus)))
+                          device="cuda" if gpus else "cpu", engine=self.engine_kind,
+                          engine_options=self.engine_options, threads=None if gpus else max(1, int(cpus)))
             for _ in range(count)
         ]
         self.workers = ray.get([actor.ready.remote() for actor in self.actors])  # a load error surfaces here
