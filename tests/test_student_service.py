@@ -106,6 +106,18 @@ def test_remote_scores_equal_in_process_and_a_retry_never_trains_twice(served, l
     assert Baseline("again", got[0].students[0].adapter_state).id == Baseline("x", expected[0].students[0].adapter_state).id
 
 
+def test_a_restarted_service_answers_finished_jobs_from_its_store(served, local):
+    q_r = hard_items(local, n=6)
+    remote = remote_scorer(served)
+    [first] = remote.score([q_r[:4]], q_r, Baseline("base"), seed=9)
+    restarted = Running(served.service.scorer, served.service.store)  # a new process on the same --store
+    try:
+        [again] = remote_scorer(restarted).score([q_r[:4]], q_r, Baseline("base"), seed=9)
+        assert comparable(again) == comparable(first) and restarted.service.trained_jobs == 0
+    finally:
+        restarted.stop()
+
+
 def job(job_id: str = "job-1", **fields) -> dict:
     body = {"job_id": job_id, "task": "kind", "datasets": [[{"question": "Item 1", "answer": "digits"}]],
             "q_r": [{"question": "Item 2", "answer": "digits"}], "baseline": "base", "seed": 0}
@@ -194,3 +206,30 @@ def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     proc = subprocess.run([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
                            "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "bearer token is required" in proc.stderr
+
+
+def test_cli_serves_on_loopback_with_a_token(tiny_model_dir, tmp_path):
+    """The real `sv-soar serve-students` subprocess: ready line, loopback, the token, its settings."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
+                             "--preset", "cpu", "--student", '{"steps": 1}', "--students", "1", "--port", "0",
+                             "--port-file", str(port_file), "--token-file", str(tmp_path / "token"),
+                             "--store", str(tmp_path / "store")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        ready = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in ready, ready
+        url = f"http://127.0.0.1:{int(port_file.read_text())}"
+        assert httpx.get(url + "/v1/info", timeout=30).status_code == 401
+        info = httpx.get(url + "/v1/info", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+        assert info["model"] == str(tiny_model_dir) and info["task"] == "e1" and info["students"] == 1
+        assert info["config"]["steps"] == 1 and info["limits"]["max_request_bytes"] == 16 << 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -137,13 +137,17 @@ class RayGroundedScorer(GroundedScorer):
 
     def _run_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row], baseline: Baseline,
                       *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
-        """Cut the runs into one contiguous part per actor (sizes differ by at most one), run the parts
-        concurrently, and put the results back in run order. Seconds of evaluation: summed over actors."""
+        """Cut the runs into one contiguous part per actor, run the parts concurrently, and put the results
+        back in run order. Seconds of evaluation: summed over actors."""
+        from sv_soar_teacher.grounded_rubric import partition
+
         ray = require_ray()
         baseline_ref, q_r_ref = ray.put(baseline), ray.put(list(q_r))  # sent once, read by every actor
-        parts = _split([(key, list(dataset), seed) for key, dataset, seed in runs], len(self.actors))
-        refs = [actor.run_students.remote(part, q_r_ref, baseline_ref, steps, keep_adapters)
-                for actor, part in zip(self.actors, parts) if part]
+        # the teacher rubric's partition rule: contiguous parts whose sizes differ by at most one
+        parts = partition(range(len(runs)), len(self.actors), len(runs))
+        refs = [actor.run_students.remote([(runs[i][0], list(runs[i][1]), runs[i][2]) for i in part], q_r_ref,
+                                          baseline_ref, steps, keep_adapters)
+                for actor, part in zip(self.actors, parts)]
         results: list[StudentResult] = []
         seconds_eval = 0.0
         for part_results, part_seconds in ray.get(refs):
@@ -168,13 +172,3 @@ class RayGroundedScorer(GroundedScorer):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _split(items: list, parts: int) -> list[list]:
-    size, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for a in range(parts):
-        end = start + size + (1 if a < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out

@@ -377,6 +377,10 @@ class _StudentHandler(_Handler):
 class StudentServiceError(RuntimeError):
     """The service refused a request or failed a job; the message is the service's own."""
 
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
 
 class RemoteAdapterState(Mapping):
     """A kept student's LoRA weights, left on the service until first read (see the module docstring)."""
@@ -435,17 +439,11 @@ class RemoteScorer:
                    "q_r": [_wire(r) for r in q_r], "baseline": baseline.id, "seed": seed, "promoted": promoted,
                    "keep_adapters": keep_adapters}
         identity = {**request, "datasets": [[problem_content(r) for r in d] for d in datasets],
-                    "q_r": [problem_content(r) for r in q_r], "model": self.model_name, "url": self.url}
+                    "q_r": [problem_content(r) for r in q_r], "model": self.model_name}
         job_id = "job-" + _digest(identity)[:32]
         request["job_id"] = job_id
-        try:
-            self._request("POST", "/v1/jobs", request)
-        except StudentServiceError as exc:
-            if getattr(exc, "code", None) != "unknown_baseline":
-                raise
-            self._upload_baseline(baseline)
-            self._request("POST", "/v1/jobs", request)
-        view = self._wait(job_id)
+        self._submit(request, baseline)
+        view = self._wait(request, baseline)
         scores = [DatasetScore.from_dict(entry) for entry in view["result"]]
         if keep_adapters:
             for k, score in enumerate(scores):
@@ -454,10 +452,27 @@ class RemoteScorer:
                         student.adapter_state = RemoteAdapterState(self, job_id, k, j)
         return scores
 
-    def _wait(self, job_id: str) -> dict[str, Any]:
+    def _submit(self, request: dict[str, Any], baseline: Any) -> None:
+        try:
+            self._request("POST", "/v1/jobs", request)
+        except StudentServiceError as exc:
+            if exc.code != "unknown_baseline":
+                raise
+            self._upload_baseline(baseline)  # once per promoted baseline: the service keeps it by id
+            self._request("POST", "/v1/jobs", request)
+
+    def _wait(self, request: dict[str, Any], baseline: Any) -> dict[str, Any]:
+        job_id = request["job_id"]
         started = time.monotonic()
         while True:
-            view = self._request("GET", f"/v1/jobs/{job_id}")
+            try:
+                view = self._request("GET", f"/v1/jobs/{job_id}")
+            except StudentServiceError as exc:
+                if exc.status != 404:
+                    raise
+                log.warning("%s lost job %s (restarted?); submitting it again", self.url, job_id)
+                self._submit(request, baseline)  # the same id: a job it finished before is answered, not re-run
+                continue
             if view["status"] == "done":
                 return view
             if view["status"] == "failed":
@@ -510,9 +525,8 @@ class RemoteScorer:
                 error = response.json()["error"]
             except (ValueError, KeyError, TypeError):
                 error = {"message": response.text[:500]}
-            exc = StudentServiceError(f"{self.url}: {method} {path}: HTTP {response.status_code}: {error.get('message')}")
-            exc.code = error.get("code")  # type: ignore[attr-defined]
-            raise exc
+            raise StudentServiceError(f"{self.url}: {method} {path}: HTTP {response.status_code}: {error.get('message')}",
+                                      status=response.status_code, code=error.get("code"))
         return response.content if raw else response.json()
 
 
