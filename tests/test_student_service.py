@@ -118,6 +118,25 @@ def test_a_restarted_service_answers_finished_jobs_from_its_store(served, local)
         restarted.stop()
 
 
+def test_a_failed_job_runs_again_when_retried(served, local, monkeypatch):
+    q_r = hard_items(local, n=6)
+    real_score = served.service.scorer.score
+    calls = []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(served.service.scorer, "score", fails_once)
+    remote = remote_scorer(served)
+    with pytest.raises(StudentServiceError, match="simulated"):
+        remote.score([q_r[:3]], q_r, Baseline("base"), seed=11)
+    [score] = remote.score([q_r[:3]], q_r, Baseline("base"), seed=11)  # the same job id, run again
+    assert score.reward is not None and len(calls) == 2
+
+
 def job(job_id: str = "job-1", **fields) -> dict:
     body = {"job_id": job_id, "task": "kind", "datasets": [[{"question": "Item 1", "answer": "digits"}]],
             "q_r": [{"question": "Item 2", "answer": "digits"}], "baseline": "base", "seed": 0}

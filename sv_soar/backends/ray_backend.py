@@ -15,7 +15,7 @@ so the two backends give the same R_k: a student's run depends only on (dataset,
 a greedy evaluation row does not depend on which rows share its batch (tests/test_engine.py).
 
 Ray keeps its own footprint small: no dashboard, no usage stats, worker logs not streamed to the driver,
-and a local cluster gets only the CPUs its actors ask for.
+and a local cluster gets only the CPUs its actors ask for (its workers are not niced: they do the work).
 
     scorer = RayGroundedScorer("smollm2-135m-instruct", "e1", StudentTrainConfig(), students=4,
                                actors=4, address="auto")          # an existing cluster; None: start one
@@ -56,6 +56,9 @@ def init_ray(address: str | None, num_cpus: float | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from an experiment
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address is None:
+        # Ray nices its workers to 15 by default; here the actors ARE the work (student runs), and on a shared
+        # machine a niced actor starves behind everyone else's processes
+        os.environ.setdefault("RAY_worker_niceness", "0")
         options.update(num_cpus=num_cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES)
         # the driver's import path, so actors can unpickle tasks defined outside installed packages
         path = os.pathsep.join(p for p in __import__("sys").path if p and os.path.isdir(p))

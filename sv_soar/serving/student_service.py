@@ -6,7 +6,8 @@ of every X_k and answers R_k. The client has GroundedScorer's `score`, so the ru
 
     POST /v1/jobs                 {job_id, task, datasets, q_r, baseline, seed, promoted, keep_adapters}
                                   -> 202 queued; the same job_id and body again -> 200, its status
-                                  (a retried request never trains twice); another body -> 409
+                                  (a retried request never trains twice; only a failed job runs again);
+                                  another body -> 409
     GET  /v1/jobs/ID              {status: queued|running|done|failed, position, result | error}
     GET  /v1/jobs/ID/adapters/K/J the weights of student J of dataset K (safetensors), keep_adapters only
     PUT  /v1/baselines/ID         a promoted baseline's LoRA weights (safetensors); ID is Baseline.id
@@ -129,7 +130,13 @@ class StudentService:
                 if job.digest != digest:
                     raise ApiError(f"job_id {job_id!r} was already used for another request; a retry must send "
                                    "the same body (or use a new job_id)", "job_id", status=409, code="job_id_conflict")
-                return 200, job.view(self._position(job_id))
+                if job.status != "failed":  # queued, running or done: never trained twice
+                    return 200, job.view(self._position(job_id))
+                # it failed (an error that may not repeat: out of memory, a lost GPU): a retry runs it again
+                job.status, job.error = "queued", None
+                self._order.append(job_id)
+                self._queue.put(job_id)
+                return 202, job.view(self._position(job_id))
             if len(self._order) >= self.limits.max_queue:
                 raise ApiError(f"the job queue is full ({self.limits.max_queue} waiting); retry later",
                                status=503, type="server_busy")
