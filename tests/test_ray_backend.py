@@ -63,3 +63,17 @@ def test_without_ray_the_error_says_how_to_install_it(tiny_model_dir, monkeypatc
 def test_unknown_backend_is_refused(tiny_model_dir):
     with pytest.raises(ValueError, match="backend must be one of"):
         make_scorer(str(tiny_model_dir), KIND, kind_config(), backend="dask")
+
+
+def test_config_compute_section(tmp_path):
+    from sv_soar.config import ConfigError, load_config
+
+    path = tmp_path / "exp.toml"
+    path.write_text('[data]\nhard_set = "hs"\n[compute]\nbackend = "ray"\nray_address = "auto"\nray_actors = 4\n')
+    compute = load_config(path).compute
+    assert (compute.backend, compute.ray_address, compute.ray_actors, compute.students_url) == ("ray", "auto", 4, None)
+    assert load_config(path, {"compute.backend": "local"}).compute.backend == "local"
+    path.write_text('[data]\nhard_set = "hs"\n[compute]\nbackend = "dask"\nray_actors = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}: compute.backend:" in str(caught.value) and f"{path}: compute.ray_actors:" in str(caught.value)

@@ -57,7 +57,7 @@ class VLLMEngine:
 
     def __init__(self, model: str, *, tokenizer: Any | None = None, policy: Any | None = None,
                  model_name: str | None = None, gpu_memory_utilization: float = 0.3, max_lora_rank: int = 64,
-                 max_loras: int = 8, max_model_len: int | None = 4096, dtype: str = "auto",
+                 max_loras: int = 16, max_model_len: int | None = 4096, dtype: str = "auto",
                  enforce_eager: bool = False, **llm_kwargs: Any) -> None:
         vllm = require_vllm()
         from sv_soar.models import resolve_model
@@ -66,6 +66,7 @@ class VLLMEngine:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         path = resolve_model(str(model), verify=True)  # the embedded model's converted folder, a local folder or a hub id
         self.model_name = model_name or str(model)
+        # max_loras = 16: SOAR's g·r students are evaluated in one generate call, one LoRA each (DESIGN §4)
         self.llm = vllm.LLM(model=str(path), enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                             dtype=dtype, enforce_eager=enforce_eager, **llm_kwargs)
