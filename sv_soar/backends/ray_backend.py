@@ -117,7 +117,8 @@ class RayGroundedScorer(GroundedScorer):
         actors, address, cpus, gpus = self._ray_settings
         self.model_name = str(model)
         count = actors or 1
-        self._started_ray = init_ray(address, num_cpus=None if address is not None else count * cpus)
+        # a local cluster gets the CPUs its actors ask for; with no actor count (one a GPU), all of them
+        self._started_ray = init_ray(address, num_cpus=count * cpus if address is None and actors else None)
         if gpus is None:
             cluster_gpus = int(ray.cluster_resources().get("GPU", 0))
             gpus = 1 if cluster_gpus else 0
