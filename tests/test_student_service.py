@@ -225,6 +225,10 @@ def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     proc = subprocess.run([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
                            "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "bearer token is required" in proc.stderr
+    bad = subprocess.run([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
+                          "--student", '{"stepz": 1}'], cwd=REPO, env={**env, "SV_SOAR_STUDENTS_TOKEN": "t"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--student:" in bad.stderr and "stepz" in bad.stderr
 
 
 def test_cli_serves_on_loopback_with_a_token(tiny_model_dir, tmp_path):

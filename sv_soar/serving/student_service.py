@@ -593,7 +593,11 @@ def run(args: argparse.Namespace) -> int:
         log.warning("binding %s: reachable beyond this machine; the token is all that guards it (use TLS in front)",
                     args.host)
     store = args.store or Path(tempfile.mkdtemp(prefix="sv-soar-students-"))
-    config = student_config(args.preset, json.loads(args.student) if args.student else None)
+    try:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        config = student_config(args.preset, json.loads(args.student) if args.student else None)
+    except ValueError as exc:
+        print(f"sv-soar serve-students: --student: {exc}", file=sys.stderr)
+        return 2
     scorer = make_scorer(args.model, args.task, config, backend=args.backend, ray_address=args.ray_address,
                          ray_actors=args.ray_actors, students=args.students, grounding=args.grounding,
                          time_limit_s=args.time_limit, cache_dir=args.cache or store / "reward_cache", progress=False)
