@@ -591,6 +591,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=64, help="(question, student) rows a generate call")
     parser.add_argument("--out", metavar="FILE.json", help="write the scores as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="cpu", help="torch device of the students: cpu (default), cuda")
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                        help="rollouts and evaluation: transformers (default) or vllm (GPU, the vllm extra)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="student runs in this process (default) or spread over Ray actors")
+    parser.add_argument("--ray-address", help="with --backend ray: the cluster (default: start a local one)")
+    parser.add_argument("--ray-actors", type=int, help="with --backend ray: actors (default: one a GPU, else 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -599,13 +606,21 @@ def run(args: argparse.Namespace) -> int:
 
     try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
         inputs = _read_inputs(args)
-        scorer = GroundedScorer(args.model, inputs["task"], inputs["config"], students=args.students,
-                                grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
-                                eval_batch_size=args.eval_batch_size, progress=not args.no_progress)
-    except (OSError, ValueError, ModelError) as exc:
+        from sv_soar.backends import make_scorer
+
+        scorer = make_scorer(args.model, inputs["task"], inputs["config"], backend=args.backend,
+                             ray_address=args.ray_address, ray_actors=args.ray_actors, students=args.students,
+                             grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
+                             eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
+                             device=args.device, engine=args.engine)
+    except (OSError, ValueError, ImportError, ModelError) as exc:
         print(f"sv-soar score: {exc}", file=sys.stderr)
         return 2
-    return _score_and_report(args, scorer, **inputs)
+    try:
+        return _score_and_report(args, scorer, **inputs)
+    finally:
+        if hasattr(scorer, "close"):  # the Ray backend's actors
+            scorer.close()
 
 
 def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:

@@ -77,3 +77,30 @@ def test_config_compute_section(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert f"{path}: compute.backend:" in str(caught.value) and f"{path}: compute.ray_actors:" in str(caught.value)
+
+
+def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
+    """`sv-soar score --backend ray` (a real subprocess, a local Ray cluster): the same R_k as --backend local."""
+    import json
+    import subprocess
+
+    from sv_soar.jsonl import write_jsonl
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from tests.test_grounded import REPO
+
+    rows = generate_e1_flows(10, seed=5)
+    write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])
+    write_jsonl(tmp_path / "x1.jsonl", rows[4:])
+    outputs = {}
+    for backend in ("local", "ray"):
+        out = tmp_path / f"{backend}.json"
+        done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "score", "--dataset", str(tmp_path / "x1.jsonl"),
+                               "--hard-set", str(tmp_path / "hard"), "--model", str(tiny_model_dir), "--preset", "cpu",
+                               "--students", "2", "--q-r", "4", "--no-progress", "--backend", backend,
+                               "--ray-actors", "2", "--out", str(out)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-2000:]
+        [dataset] = json.loads(out.read_text())["datasets"]
+        outputs[backend] = [(s["seed"], s["accuracy"], [e["loss"] for e in s["log"]]) for s in dataset["students"]]
+    assert outputs["ray"] == outputs["local"]
