@@ -6,6 +6,7 @@
     [student]    the student model and its inner-loop RL (sv_soar_student.trainer.StudentTrainConfig)
     [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
     [evaluation] the final evaluation on D_test
+    [compute]    where student runs happen: this process, Ray actors, or a remote student service
 
 Every default is the paper's (arXiv 2601.18778, DESIGN §4) unless its help says otherwise;
 `configs/cpu-demo.toml` scales it down for a 2-core CPU. `load_config(path)` reports every error as
@@ -146,6 +147,19 @@ class EvaluationSection(_Section):
     )
 
 
+class ComputeSection(_Section):
+    backend: Literal["local", "ray"] = Field(
+        "local", description="where student runs happen: local (this process) or ray (one Ray actor a GPU)"
+    )
+    ray_address: str | None = Field(None, description='backend "ray": the cluster ("auto", "ray://host:10001"); '
+                                    "unset: start a local one")
+    ray_actors: int | None = Field(None, ge=1, description='backend "ray": actors (default: one per GPU, else 1)')
+    students_url: str | None = Field(
+        None, description="train students on `sv-soar serve-students` at this URL instead (token: "
+        "$SV_SOAR_STUDENTS_TOKEN)"
+    )
+
+
 class RunConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     data: DataSection
@@ -153,6 +167,7 @@ class RunConfig(_Section):
     student: StudentSection = Field(default_factory=StudentSection)
     soar: SoarSection = Field(default_factory=SoarSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
 
     @property
     def rollouts_per_step(self) -> int:

@@ -275,10 +275,10 @@ class GroundedScorer:
         cache_dir: str | Path | None = None,
         eval_batch_size: int = 64,
         progress: bool = True,
+        device: str = "cpu",
+        engine: Literal["transformers", "vllm"] = "transformers",
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
-        from sv_soar.engines.transformers_engine import TransformersEngine
-        from sv_soar.models import load_model
-
         if students < 1:
             raise ValueError(f"students must be at least 1, got {students}")
         if grounding not in GROUNDINGS:
@@ -294,22 +294,38 @@ class GroundedScorer:
         self.time_limit_s = time_limit_s
         self.eval_batch_size = eval_batch_size
         self.progress = progress
+        self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
-        started = time.perf_counter()
-        if isinstance(model, (str, os.PathLike)):
-            self.model_name = str(model)
-            base, tokenizer = load_model(self.model_name)
-        else:
-            base, tokenizer = model
-            self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
-        self.policy = student_policy(base, config)  # once per scorer: every student is an adapter on it
-        self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
         # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
         self.eval_params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.0, n=1,
                                           stop_at_json_end=True)
         self._baseline_memo: dict[tuple[str, str], float] = {}
+        started = time.perf_counter()
+        self._load(model)
         self.seconds_load = time.perf_counter() - started
+
+    def _load(self, model: str | tuple[Any, Any]) -> None:
+        """Load the base model once and wrap it into the shared student policy and its engine.
+        (The Ray backend, sv_soar.backends.ray_backend, loads it in its actors instead.)"""
+        from sv_soar.engines.transformers_engine import TransformersEngine
+        from sv_soar.models import load_model
+
+        if isinstance(model, (str, os.PathLike)):
+            self.model_name = str(model)
+            base, tokenizer = load_model(self.model_name, device=self.device)
+        else:
+            base, tokenizer = model
+            self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
+        self.policy = student_policy(base, self.config)  # once per scorer: every student is an adapter on it
+        if self.engine_kind == "vllm":  # rollouts and evaluation on vLLM; training stays on `policy` (GPU)
+            from sv_soar.engines.vllm_engine import VLLMEngine
+
+            self.engine = VLLMEngine(self.model_name, tokenizer=tokenizer, policy=self.policy, **self.engine_options)
+        elif self.engine_kind == "transformers":
+            self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
+        else:
+            raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine_kind!r}")
 
     # --- Acc ----------------------------------------------------------------------------------------
 
@@ -421,35 +437,15 @@ class GroundedScorer:
         seconds_baseline = 0.0 if memoised else time.perf_counter() - t0
 
         steps = self.config.steps_for(promoted)
+        runs = [(key, dataset, student_seed(seed, j)) for key, dataset in todo.items() for j in range(self.students)]
+        ran, seconds_eval = self._run_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
         students: dict[str, list[StudentResult]] = {key: [] for key in todo}
-        adapters: dict[tuple[str, int], str] = {}  # (key, j) -> adapter name of a finished student
-        try:
-            with _progress(len(todo) * self.students * steps, "students", self.progress, unit="step") as bar:
-                for k, (key, dataset) in enumerate(todo.items()):
-                    for j in range(self.students):
-                        name = f"grounded-x{k}-s{j}"
-                        result = self._train(name, dataset, baseline, student_seed(seed, j), steps, bar)
-                        students[key].append(result)
-                        if result.failure is None:
-                            adapters[(key, j)] = name
-                        else:
-                            log.warning("dataset %s student %d (seed %d) left out of R_k: %s",
-                                        key[:12], j, result.seed, result.failure)
-            t_eval = time.perf_counter()
-            names = list(adapters.values())
-            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
-            seconds_eval = time.perf_counter() - t_eval
-            for (key, j), name in adapters.items():
-                result = students[key][j]
-                result.accuracy = accuracies[name]
+        for (key, _, _), result in zip(runs, ran, strict=True):
+            if result.accuracy is not None:
                 result.reward = result.accuracy - acc_baseline  # R_{k,j}
-                if keep_adapters:
-                    result.adapter_state = adapter_state_dict(self.policy, name)
-        finally:
-            for name in adapters.values():
-                remove_student_adapter(self.policy, name)
+            students[key].append(result)
 
-        finished_total = max(1, len(adapters))
+        finished_total = max(1, sum(r.failure is None for r in ran))
         scores = {}
         for key, results in students.items():
             finished = [r for r in results if r.failure is None]
@@ -472,6 +468,37 @@ class GroundedScorer:
             self._store(key, scores[key], keep_adapters)
         log.info("scored %d dataset(s) in %.1fs", len(todo), time.perf_counter() - started)
         return scores
+
+    def _run_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row], baseline: Baseline,
+                      *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
+        """Train one student per (key, dataset, seed) run from `baseline`, then measure every finished one on
+        Q_R together (mixed-adapter batches). Returns the results in run order, with `accuracy` (and
+        `adapter_state` with keep_adapters) filled in but not `reward`, and the evaluation's seconds."""
+        results: list[StudentResult] = []
+        adapters: dict[int, str] = {}  # run index -> adapter name of a finished student
+        try:
+            with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
+                for i, (key, dataset, seed) in enumerate(runs):
+                    name = f"grounded-run{i}"
+                    result = self._train(name, dataset, baseline, seed, steps, bar)
+                    results.append(result)
+                    if result.failure is None:
+                        adapters[i] = name
+                    else:
+                        log.warning("dataset %s student (seed %d) left out of R_k: %s", key[:12], seed,
+                                    result.failure)
+            t_eval = time.perf_counter()
+            names = list(adapters.values())
+            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
+            seconds_eval = time.perf_counter() - t_eval
+            for i, name in adapters.items():
+                results[i].accuracy = accuracies[name]
+                if keep_adapters:
+                    results[i].adapter_state = adapter_state_dict(self.policy, name)
+        finally:
+            for name in adapters.values():
+                remove_student_adapter(self.policy, name)
+        return results, seconds_eval
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
                bar: Any) -> StudentResult:
@@ -564,6 +591,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch-size", type=int, default=64, help="(question, student) rows a generate call")
     parser.add_argument("--out", metavar="FILE.json", help="write the scores as JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--device", default="cpu", help="torch device of the students: cpu (default), cuda")
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                        help="rollouts and evaluation: transformers (default) or vllm (GPU, the vllm extra)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="student runs in this process (default) or spread over Ray actors")
+    parser.add_argument("--ray-address", help="with --backend ray: the cluster (default: start a local one)")
+    parser.add_argument("--ray-actors", type=int, help="with --backend ray: actors (default: one a GPU, else 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -572,13 +606,21 @@ def run(args: argparse.Namespace) -> int:
 
     try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
         inputs = _read_inputs(args)
-        scorer = GroundedScorer(args.model, inputs["task"], inputs["config"], students=args.students,
-                                grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
-                                eval_batch_size=args.eval_batch_size, progress=not args.no_progress)
-    except (OSError, ValueError, ModelError) as exc:
+        from sv_soar.backends import make_scorer
+
+        scorer = make_scorer(args.model, inputs["task"], inputs["config"], backend=args.backend,
+                             ray_address=args.ray_address, ray_actors=args.ray_actors, students=args.students,
+                             grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
+                             eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
+                             device=args.device, engine=args.engine)
+    except (OSError, ValueError, ImportError, ModelError) as exc:
         print(f"sv-soar score: {exc}", file=sys.stderr)
         return 2
-    return _score_and_report(args, scorer, **inputs)
+    try:
+        return _score_and_report(args, scorer, **inputs)
+    finally:
+        if hasattr(scorer, "close"):  # the Ray backend's actors
+            scorer.close()
 
 
 def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:

@@ -192,7 +192,7 @@ class Teacher:
 def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bool = True,
           max_steps: int | None = None) -> Run:
     """Run (or resume) the outer loop in `folder` until run.outer_steps are committed."""
-    from sv_soar.grounded import GroundedScorer
+    from sv_soar.backends import make_scorer
     from sv_soar.promotion import PromotionRun, promote
     from sv_soar_teacher.contamination import HardSetIndex
 
@@ -211,10 +211,16 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
         teacher.load(run.folder / TEACHER_DIR / f"step-{start:06d}")
     d_train = run.d_train()
     hard_index = HardSetIndex([*d_train, *run.d_test()])
-    scorer = GroundedScorer(config.student.model, task, config.student_train_config(),
-                            students=config.soar.students, grounding=config.soar.grounding,
-                            time_limit_s=config.soar.time_limit_s, cache_dir=run.folder / "reward_cache",
-                            eval_batch_size=config.soar.eval_batch_size, progress=progress)
+    compute = config.compute
+    if config.run.method == "intrinsic-t" and (compute.backend != "local" or compute.students_url):
+        raise ConfigError("compute: intrinsic-t measures learnability with this process's student model; "
+                          'use backend = "local" and no students_url')
+    scorer = make_scorer(config.student.model, task, config.student_train_config(), backend=compute.backend,
+                         ray_address=compute.ray_address, ray_actors=compute.ray_actors,
+                         students_url=compute.students_url, students=config.soar.students,
+                         grounding=config.soar.grounding, time_limit_s=config.soar.time_limit_s,
+                         cache_dir=run.folder / "reward_cache", eval_batch_size=config.soar.eval_batch_size,
+                         progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
     if config.run.stop_when_unstuck and _unstuck(_read_steps(run.folder)):
         print(f"{folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")

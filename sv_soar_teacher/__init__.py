@@ -20,7 +20,7 @@ from typing import Any, Literal
 import verifiers as vf
 from datasets import Dataset
 
-from sv_soar.grounded import GroundedScorer
+from sv_soar.backends import make_scorer
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
 from sv_soar.tasks import get_task
@@ -55,6 +55,11 @@ def load_environment(
     sub_skill: str | None = None,
     lang: str | None = None,
     hard_set_task: str | None = None,
+    backend: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+    ray_actors: int | None = None,
+    students_url: str | None = None,
+    students_token: str | None = None,
     **kwargs,
 ) -> vf.SingleTurnEnv:
     """The teacher environment: SOAR's teacher prompt, rewarded by grounded student improvement.
@@ -68,9 +73,12 @@ def load_environment(
     run_dir = run_dir or default_run_dir(scoring.name, hard, model, config, g, n, students, q_r, grounding, seed, tau,
                                          window)
     run = PromotionRun.open(run_dir, task=scoring.name, model=model, window=window, tau=tau)
+    # students train here (backend "local"), on Ray actors ("ray"), or on `sv-soar serve-students` at
+    # students_url (an env server with no GPU, DESIGN §5; token: students_token or $SV_SOAR_STUDENTS_TOKEN)
     scorers = ScorerPool(
-        lambda: GroundedScorer(model, scoring, config, students=students, grounding=grounding,
-                               time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
+        lambda: make_scorer(model, scoring, config, backend=backend, ray_address=ray_address, ray_actors=ray_actors,
+                            students_url=students_url, students_token=students_token, students=students,
+                            grounding=grounding, time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
         size=max_concurrent_scorings,
     )
     # E2 options (the seed's controlled difficulty and sub-skills; sv_soar_teacher.e2_problems)

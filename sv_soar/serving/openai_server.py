@@ -93,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # the engine failed: say why, keep serving
             error = ApiError(f"{type(exc).__name__}: {exc}", status=500, type="server_error")
             status, payload = error.status, error.payload()
-        if self.command == "POST" and not self._body_consumed:
+        if self.command in ("POST", "PUT") and not self._body_consumed:
             self.close_connection = True  # its unread body would be parsed as the next request
         self._send_json(status, payload)
 
@@ -132,26 +132,28 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def _json_body(self) -> Any:
+        raw = self._body(self.server.config.max_request_bytes)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(f"request body is not valid JSON: {exc}") from None
+
+    def _body(self, limit: int, flag: str = "--max-request-bytes") -> bytes:
+        """The request body, refused with 411 without a Content-Length and 413 above `limit` bytes."""
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise ApiError("a request body with a Content-Length header is required", status=411)
-        size, limit = int(length), self.server.config.max_request_bytes
+        size = int(length)
         if size > limit:
             if size <= 16 * limit:  # read it away so the client sees the 413, not a reset connection
                 remaining = size
                 while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
                     remaining -= len(chunk)
                 self._body_consumed = True
-            raise ApiError(
-                f"request body is {int(length)} bytes; this server accepts at most {limit} (--max-request-bytes)",
-                status=413,
-            )
+            raise ApiError(f"request body is {size} bytes; this server accepts at most {limit} ({flag})", status=413)
         raw = self.rfile.read(size)
         self._body_consumed = True
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(f"request body is not valid JSON: {exc}") from None
+        return raw
 
     def _send_json(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

@@ -1,0 +1,38 @@
+"""Where SOAR's student runs happen: in this process, on Ray actors, or on a remote student service.
+
+    scorer = make_scorer(model, task, config, backend="ray", ray_address="auto", students=4)
+    scorer.score(datasets, q_r, baseline, seed=step)        # the same call, whichever backend
+
+- "local": `sv_soar.grounded.GroundedScorer`, one model in this process (the default);
+- "ray": `sv_soar.backends.ray_backend.RayGroundedScorer`, student runs spread over Ray actors;
+- `students_url`: `sv_soar.serving.student_service.RemoteScorer`, datasets sent to `sv-soar
+  serve-students` on another machine (DESIGN §5: an environment server with no GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+BACKENDS = ("local", "ray")
+Backend = Literal["local", "ray"]
+
+
+def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local", ray_address: str | None = None,
+                ray_actors: int | None = None, students_url: str | None = None, students_token: str | None = None,
+                **kwargs: Any) -> Any:
+    """A scorer with GroundedScorer's `score` for the chosen backend; kwargs go to the scorer (students,
+    grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
+    if students_url:
+        from sv_soar.serving.student_service import RemoteScorer
+
+        return RemoteScorer(students_url, task, config, token=students_token, model=model,
+                            students=kwargs.get("students", 4), grounding=kwargs.get("grounding", "correctness"))
+    if backend == "local":
+        from sv_soar.grounded import GroundedScorer
+
+        return GroundedScorer(model, task, config, **kwargs)
+    if backend == "ray":
+        from sv_soar.backends.ray_backend import RayGroundedScorer
+
+        return RayGroundedScorer(model, task, config, address=ray_address, actors=ray_actors, **kwargs)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
