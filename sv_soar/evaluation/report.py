@@ -211,7 +211,12 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, integer_x: bool = False) -> Path:
+    if integer_x:  # outer steps
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in fig.axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -262,7 +267,7 @@ def plot_reward(runs: list[RunData], path: Path) -> Path:
         if index == 0:
             ax.legend(fontsize="x-small", loc="best")
     fig.axes[-1].set_xlabel("outer step")
-    return _save(fig, path)
+    return _save(fig, path, integer_x=True)
 
 
 def plot_teacher(runs: list[RunData], path: Path) -> Path:
@@ -281,7 +286,7 @@ def plot_teacher(runs: list[RunData], path: Path) -> Path:
         ax.set_xlabel("outer step")
         ax.grid(True, alpha=0.3)
     valid_ax.legend(fontsize="x-small")
-    return _save(fig, path)
+    return _save(fig, path, integer_x=True)
 
 
 # --- the command ------------------------------------------------------------------------------------
