@@ -308,9 +308,9 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "baseline_accuracy": scores[0].baseline_accuracy,
         "student_accuracies": [s.student_accuracies for s in scores],
         "failed_students": sum(s.n_failed for s in scores),
-        # student RL steps this step actually ran (a cached dataset ran none): compute-matched Hard-only
-        "student_steps": sum(len(s.students) for s in scores if not s.cached)
-        * config.student_train_config().steps_for(promotion_before),
+        # student RL steps behind this step's scores (a cached dataset's were spent when it was first
+        # scored, perhaps before a crash): what a compute-matched Hard-only gets (final.compute_matched_steps)
+        "student_steps": sum(len(s.students) for s in scores) * config.student_train_config().steps_for(promotion_before),
         "cached_datasets": sum(s.cached for s in scores),
         "promoted": decision.promoted,
         "promoted_dataset": decision.record.promoted_dataset,

@@ -46,6 +46,7 @@ from sv_soar_teacher.problems import (
     RejectReason,
     Rejection,
     TeacherProblem,
+    completion_text_rejection,
     extract_json_object,
     find_injection,
 )
@@ -119,13 +120,9 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
 
 def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> tuple[str, str, list[str]] | Rejection:
     """(config as the oracle will scan it, lang, teacher ids) of a completion, or why not."""
-    if not isinstance(text, str):
-        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
-    if len(text) > limits.max_completion_chars:
-        return Rejection(RejectReason.TOO_LONG,
-                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
-    if not text.strip():
-        return Rejection(RejectReason.EMPTY, "completion is empty")
+    rejection = completion_text_rejection(text, limits)
+    if rejection is not None:
+        return rejection
     fields = _fields(text)
     if isinstance(fields, Rejection):
         return fields

@@ -399,6 +399,18 @@ def _check_task(task: str) -> str:
     return task
 
 
+def completion_text_rejection(text: Any, limits: ProblemLimits) -> Rejection | None:
+    """The checks every task's parser starts with: text at all, not over the size limit, not blank."""
+    if not isinstance(text, str):
+        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
+    if len(text) > limits.max_completion_chars:
+        return Rejection(RejectReason.TOO_LONG,
+                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
+    if not text.strip():
+        return Rejection(RejectReason.EMPTY, "completion is empty")
+    return None
+
+
 def parse_teacher_problem(
     text: Any,
     *,
@@ -415,13 +427,9 @@ def parse_teacher_problem(
         from sv_soar_teacher.e2_problems import parse_e2_problem
 
         return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
-    if not isinstance(text, str):
-        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
-    if len(text) > limits.max_completion_chars:
-        return Rejection(RejectReason.TOO_LONG,
-                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
-    if not text.strip():
-        return Rejection(RejectReason.EMPTY, "completion is empty")
+    rejection = completion_text_rejection(text, limits)
+    if rejection is not None:
+        return rejection
 
     obj = extract_json_object(text)
     if isinstance(obj, Rejection):
