@@ -1,8 +1,8 @@
 """Time of one SOAR outer step, split by phase, and how it grows with n (problems a dataset) and r
 (students a dataset). Issue 4's measurement.
 
-    .venv/bin/python benchmarks/outer_step.py                       # configs/cpu-demo.toml, n in 2 4 8, r in 1 2 4
-    .venv/bin/python benchmarks/outer_step.py --n 4 8 --r 2 --json runs/outer_step.json
+    .venv/bin/python benchmarks/outer_step.py                       # configs/cpu-demo.toml, n in 4 8, r in 1 2
+    .venv/bin/python benchmarks/outer_step.py --n 2 4 8 --r 1 2 4 --json runs/outer_step.json
 
 Each variant is one fresh run of configs/cpu-demo.toml (`sv_soar.soar_loop.train`, one outer step,
 its own folder, no reward cache shared) with teacher.n or soar.students replaced; everything else is
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "cpu-demo.toml")
     parser.add_argument("--hard-set", type=Path, default=REPO / "runs" / "demo" / "hardset")
-    parser.add_argument("--n", type=int, nargs="+", default=[2, 4, 8], help="teacher.n values (r fixed at the config's)")
-    parser.add_argument("--r", type=int, nargs="+", default=[1, 2, 4], help="soar.students values (n fixed at the config's)")
+    parser.add_argument("--n", type=int, nargs="+", default=[4, 8], help="teacher.n values (r fixed at the config's)")
+    parser.add_argument("--r", type=int, nargs="+", default=[1, 2], help="soar.students values (n fixed at the config's)")
     parser.add_argument("--json", type=Path, help="write every variant's timings here")
     args = parser.parse_args(argv)
 
@@ -52,25 +52,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no hard set at {args.hard_set}: run `make demo` first, or give --hard-set")
         return 2
     base = load_config(args.config, {"data.hard_set": str(args.hard_set)})
-    variants = [("n", n) for n in args.n] + [("r", r) for r in args.r]
+    # (n, r) pairs: n varied at the config's r, r varied at the config's n; the config's own pair once
+    variants = list(dict.fromkeys([(n, base.soar.students) for n in args.n] + [(base.teacher.n, r) for r in args.r]))
     print(f"{args.config.name}: g={base.teacher.g} n={base.teacher.n} r={base.soar.students} |Q_R|={base.soar.q_r} "
           f"student steps={base.student.steps} | load average {os.getloadavg()}", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="outer-step-") as tmp:
-        for index, (key, value) in enumerate(variants):
+        for n, r in variants:
             config = base.model_copy(deep=True)
-            if key == "n":
-                config.teacher.n = value
-            else:
-                config.soar.students = value
-            timings = one_step(config, Path(tmp) / f"{index}-{key}{value}")
-            results.append({"n": config.teacher.n, "r": config.soar.students, **timings})
-            row = results[-1]
-            print(f"n={row['n']:>2} r={row['r']} | " + " ".join(f"{p} {row[p]:6.1f}s" for p in PHASES)
+            config.teacher.n, config.soar.students = n, r
+            row = {"n": n, "r": r, **one_step(config, Path(tmp) / f"n{n}-r{r}")}
+            results.append(row)
+            print(f"n={n:>2} r={r} | " + " ".join(f"{p} {row[p]:6.1f}s" for p in PHASES)
                   + f" | valid {row['valid']}/{row['drawn']}", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    for key in ("n", "r"):
-        rows = [row for (k, _), row in zip(variants, results) if k == key]
+    by_pair = {(row["n"], row["r"]): row for row in results}
+    for key, fixed, values in (("n", base.soar.students, args.n), ("r", base.teacher.n, args.r)):
+        rows = [by_pair[(v, fixed) if key == "n" else (fixed, v)] for v in values]
         if len(rows) > 1:
             first = rows[0]
             growth = ", ".join(f"{key}={row[key]}: {row['total'] / first['total']:.2f}x total, "
