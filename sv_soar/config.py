@@ -133,7 +133,9 @@ class SoarSection(_Section):
 class EvaluationSection(_Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="fresh students, one a seed")
     samples: int = Field(32, ge=1, description="samples a D_test problem for pass@k (SOAR: 32)")
-    steps: int | None = Field(None, ge=1, description="student RL steps (default: the compute-matched count)")
+    steps: int | None = Field(
+        None, ge=1, description="final student RL steps (default: compute_matched_to's count, else student.steps)"
+    )
     curriculum: bool = Field(False, description="train on promoted questions in promotion order, then D_train")
     extra_eval: list[Path] = Field(default_factory=list, description="more E1 JSONL sets to report on")
     estimator: Literal["rloo", "grpo", "maxrl"] | None = Field(
