@@ -129,8 +129,11 @@ def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: 
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from None
     if base_dir is not None:
-        config.data.hard_set = _resolve(config.data.hard_set, base_dir)
-        config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
+        try:
+            config.data.hard_set = _resolve(config.data.hard_set, base_dir)
+            config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
+        except (ValueError, OSError) as exc:  # a NUL byte in a path: pathlib raises ValueError on resolve()
+            raise ConfigError(f"{origin}: a path in data.hard_set or evaluation.extra_eval is unusable: {exc}") from None
     return config
 
 
@@ -146,6 +149,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once a nesting level: "a = [[[[..." fits in a small file
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     return parse_config(apply_overrides(values, overrides or {}), origin=str(path), base_dir=path.parent)
 
 

@@ -64,6 +64,8 @@ def read_jsonl(
                     raise ValueError(f"not UTF-8 ({exc.reason})") from None
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+                except RecursionError:  # "[[[[...": json recurses once a level, far below the size limit
+                    raise ValueError("JSON nested too deeply") from None
                 if validate is not None:
                     value = validate(value)
             except (ValueError, TypeError, KeyError) as exc:

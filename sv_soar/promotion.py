@@ -359,6 +359,8 @@ def load_state(path: str | os.PathLike) -> PromotionState:
         raise PromotionStateError(
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is corrupt"
         ) from None
+    except RecursionError:
+        raise PromotionStateError(f"{path}: JSON nested too deeply; the file is corrupt") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise PromotionStateError(

@@ -67,6 +67,8 @@ def open_run(folder: str | Path) -> Run:
         config = parse_config(tomllib.loads(path.read_text(encoding="utf-8")), origin=str(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RunDirError(f"{path}: not valid TOML: nested too deeply") from None
     except ConfigError as exc:
         raise RunDirError(str(exc)) from None
     for name in HARDSET_FILES:

@@ -152,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # "[[[[...": a client error (400), not a server one (500)
+            raise ApiError("request body is not valid JSON: nested too deeply") from None
 
     def _send_json(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
