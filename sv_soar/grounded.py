@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -226,14 +227,40 @@ class DatasetScore:
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> "DatasetScore":
-        students = [
-            StudentResult(seed=int(s["seed"]), accuracy=s["accuracy"], reward=s["reward"], failure=s["failure"],
-                          seconds_train=float(s["seconds_train"]), log=list(s["log"]))
-            for s in entry["students"]
-        ]
-        return cls(reward=entry["reward"], baseline_accuracy=float(entry["baseline_accuracy"]), students=students,
-                   error=entry["error"], cached=bool(entry.get("cached", False)), key=str(entry["key"]),
-                   seconds={k: float(v) for k, v in entry["seconds"].items()})
+        """Read a `to_dict` entry back (a reward-cache file); ValueError/TypeError/KeyError when it is not one,
+        so that a damaged entry is recomputed instead of feeding a string or NaN reward to the outer loop."""
+        students = []
+        for s in entry["students"]:
+            student = StudentResult(seed=_integer(s["seed"], "seed"), accuracy=_finite(s["accuracy"], "accuracy"),
+                                    reward=_finite(s["reward"], "reward"), failure=_text(s["failure"], "failure"),
+                                    seconds_train=float(s["seconds_train"]), log=list(s["log"]))
+            if (student.failure is None) != (student.reward is not None and student.accuracy is not None):
+                raise ValueError("a student must have either a failure or an accuracy and a reward")
+            students.append(student)
+        return cls(reward=_finite(entry["reward"], "reward"),
+                   baseline_accuracy=_finite(entry["baseline_accuracy"], "baseline_accuracy", optional=False),
+                   students=students, error=_text(entry["error"], "error"), cached=bool(entry.get("cached", False)),
+                   key=str(entry["key"]), seconds={k: float(v) for k, v in entry["seconds"].items()})
+
+
+def _finite(value: Any, name: str, *, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} is {value!r}, not an integer")
+    return value
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} is {value!r}, not a string")
+    return value
 
 
 class StudentTimeout(Exception):
@@ -400,7 +427,7 @@ class GroundedScorer:
             return None
         try:
             score = DatasetScore.from_dict(entry)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             log.warning("reward cache: ignoring malformed entry %s (%s); it will be recomputed", key[:12], exc)
             return None
         if keep_adapters:  # the weights are stored only when a caller asked to keep them

@@ -302,8 +302,21 @@ def check_promotion_state(text: str) -> str:
         return "accepted"
 
 
-@fuzz_target("reward-cache-entry", "a reward-cache entry on disk (RewardCache.get, DatasetScore.from_dict)", _state_texts,
-             examples=("{" * 5000, '{"a": ' + "[" * 5000))
+def _cache_texts() -> st.SearchStrategy[str]:
+    student = {"seed": 1, "accuracy": 0.5, "reward": 0.25, "failure": None, "seconds_train": 1.0, "log": []}
+    valid = {"reward": 0.25, "baseline_accuracy": 0.25, "students": [student], "error": None, "cached": False,
+             "key": "k", "seconds": {"train": 1.0}, "n_failed": 0}
+    mutated = st.builds(lambda k, v: json.dumps({**valid, k: v}, allow_nan=True), st.sampled_from(sorted(valid)), JSON_VALUES)
+    mutated_student = st.builds(lambda k, v: json.dumps({**valid, "students": [{**student, k: v}]}, allow_nan=True),
+                                st.sampled_from(sorted(student)), JSON_VALUES)
+    return st.one_of(st.just(json.dumps(valid)), mutated, mutated_student, _state_texts())
+
+
+@fuzz_target("reward-cache-entry", "a reward-cache entry on disk (RewardCache.get, DatasetScore.from_dict)", _cache_texts,
+             examples=("{" * 5000, '{"a": ' + "[" * 5000,
+                       '{"reward": null, "baseline_accuracy": 0, "students": [{"seed": 1, "accuracy": null, "reward": null, '
+                       '"failure": "x", "seconds_train": 1' + "0" * 400 + ', "log": []}], "error": "x", "key": "k", '
+                       '"seconds": {}}'))  # a float() overflow
 def check_reward_cache_entry(text: str) -> str:
     from sv_soar.reward_cache import CACHE_VERSION, RewardCache
 
@@ -319,8 +332,32 @@ def check_reward_cache_entry(text: str) -> str:
         except (ValueError, RecursionError):
             pass
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        entry = cache.get(key)  # unreadable: None (logged), recomputed by the scorer
-        return "rejected:unreadable" if entry is None else "accepted"
+        if cache.get(key) is None:  # unreadable: None (logged), recomputed by the scorer
+            return "rejected:unreadable"
+        # the scorer's own read of an entry (GroundedScorer._cached needs only .cache): a malformed body is
+        # logged and recomputed, a readable one becomes a DatasetScore
+        from types import SimpleNamespace
+
+        from sv_soar.grounded import DatasetScore, GroundedScorer
+
+        score = GroundedScorer._cached(SimpleNamespace(cache=cache), key, False)
+        if score is None:
+            return "rejected:malformed"
+        assert isinstance(score, DatasetScore) and score.cached
+
+        def number(value: Any, optional: bool = True) -> bool:
+            if value is None:
+                return optional
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        # what the outer loop computes with: R_k, R_kj, accuracies, failures (promotion refuses NaN)
+        assert number(score.reward) and number(score.baseline_accuracy, optional=False), score
+        assert score.error is None or isinstance(score.error, str)
+        for s in score.students:
+            assert number(s.reward) and number(s.accuracy) and isinstance(s.seed, int), s
+            assert s.failure is None or isinstance(s.failure, str)
+            assert (s.failure is None) == (s.reward is not None), s  # a student either finished or failed
+        return "accepted"
 
 
 # --------------------------------------------------------------------------------- the model server's requests
