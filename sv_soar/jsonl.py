@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -121,3 +123,22 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# The names atomic_path (".<name>.<random>.tmp") and Baseline.save (".<folder>.tmp-<random>",
+# ".<folder>.old-<pid>-<ns>") give what they write before the rename that publishes it.
+TEMPORARY_NAME = re.compile(r"^\..+(\.tmp|\.tmp-[^/]+|\.old-\d+-\d+)$")
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and folders that writers killed mid-write left under `folder`.
+
+    Only safe while no other process writes there (`sv_soar.run_dir.exclusive_run`): a live writer's
+    temporary file looks the same.
+    """
+    removed = []
+    for path in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts)):
+        if TEMPORARY_NAME.match(path.name) and (path.is_dir() or path.is_file()):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed.append(path)
+    return removed

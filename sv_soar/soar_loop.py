@@ -38,8 +38,8 @@ import torch
 
 from sv_soar.config import ConfigError, RunConfig, apply_overrides, config_diff, load_config, parse_config
 from sv_soar.generation import SamplingParams
-from sv_soar.jsonl import atomic_path, read_jsonl, write_jsonl
-from sv_soar.run_dir import Run, RunDirError, create_run, open_run
+from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
+from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row, get_task
 from sv_soar_teacher.grounded_rubric import draw_q_r, partition, step_seed
 
@@ -191,19 +191,27 @@ class Teacher:
 def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bool = True,
           max_steps: int | None = None) -> Run:
     """Run (or resume) the outer loop in `folder` until run.outer_steps are committed."""
-    from sv_soar.grounded import GroundedScorer
-    from sv_soar.promotion import PromotionRun, promote
-    from sv_soar_teacher.contamination import HardSetIndex
-
     run = open_run(folder) if resume else create_run(folder, config)
     config = run.config
     if config.run.method == "hard-only":
         print(f"hard-only: no teacher; {folder} is ready for `sv-soar evaluate` (students train on D_train alone)")
         return run
+    with exclusive_run(run.folder):
+        return _outer_loop(run, config, progress=progress, max_steps=max_steps)
+
+
+def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
+    from sv_soar.grounded import GroundedScorer
+    from sv_soar.promotion import PromotionRun, promote
+    from sv_soar_teacher.contamination import HardSetIndex
+
     task = get_task(config.data.task)
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step
+    # what a killed run left: temporary files of cut writes, files of a step killed before its commit
+    remove_temporary_files(run.folder)
+    promotion.remove_orphans()
     _truncate_steps(run.folder, start)
     teacher = Teacher(config)
     if start > 0:
@@ -344,7 +352,7 @@ def _truncate_steps(folder: Path, committed: int) -> None:
     if any(e["step"] >= committed for e in entries):
         write_jsonl(folder / STEPS_FILE, [e for e in entries if e["step"] < committed])
     for checkpoint in (folder / TEACHER_DIR).glob("step-*"):
-        if int(checkpoint.name[5:]) > committed:
+        if int(checkpoint.name[5:]) != committed:  # a later step's (killed before its commit) or an earlier one's
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 
