@@ -90,6 +90,8 @@ class SoarSection(_Section):
     )
     floor: float = Field(-1.0, le=0, description="teacher reward of an invalid rollout / an all-failed dataset")
     time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
+    retries: int = Field(1, ge=0, description="extra tries for a student run that ran out of memory (then counted)")
+    retry_backoff_s: float = Field(5.0, ge=0, description="wait before the first retry; doubles with each retry")
     eval_batch_size: int = Field(64, ge=1, description="sequences a greedy evaluation batch")
 
 

@@ -220,7 +220,8 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
     hard_index = HardSetIndex([*d_train, *run.d_test()])
     scorer = GroundedScorer(config.student.model, task, config.student_train_config(),
                             students=config.soar.students, grounding=config.soar.grounding,
-                            time_limit_s=config.soar.time_limit_s, cache_dir=run.folder / "reward_cache",
+                            time_limit_s=config.soar.time_limit_s, retries=config.soar.retries,
+                            retry_backoff_s=config.soar.retry_backoff_s, cache_dir=run.folder / "reward_cache",
                             eval_batch_size=config.soar.eval_batch_size, progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
     for step in range(start, end):
@@ -287,6 +288,10 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "baseline_accuracy": scores[0].baseline_accuracy,
         "student_accuracies": [s.student_accuracies for s in scores],
         "failed_students": sum(s.n_failed for s in scores),
+        # why, in the step log itself (never a silent floor): "X_k student j: <cause>", and OOM retries
+        "student_failures": [f"X_{k + 1} student {j}: {student.failure}" for k, s in enumerate(scores)
+                             for j, student in enumerate(s.students) if student.failure is not None],
+        "student_retries": sum(student.attempts - 1 for s in scores for student in s.students),
         "cached_datasets": sum(s.cached for s in scores),
         "promoted": decision.promoted,
         "promoted_dataset": decision.record.promoted_dataset,

@@ -43,6 +43,11 @@ def build_models(folder: Path) -> tuple[Path, Path]:
     return model, teacher
 
 
+def shared_models(tmp_path_factory) -> tuple[Path, Path]:
+    """build_models once a test session, in a folder every test module finds (the teacher takes a minute)."""
+    return build_models(tmp_path_factory.getbasetemp() / "tiny-run-models")
+
+
 def write_config(folder: Path, model: Path, teacher: Path, *, outer_steps: int) -> Path:
     """A hard set and a config TOML for a tiny run of `outer_steps` steps, every step promoting."""
     from sv_soar.jsonl import write_jsonl

@@ -139,6 +139,38 @@ def test_a_hung_step_is_interrupted_past_the_limit_and_counted(scorer, faults, c
     assert s.engine.loaded_adapters() == ["sv-soar-base"]
 
 
+@pytest.mark.slow
+def test_the_outer_loop_shows_failed_students_in_its_step_log_and_teacher_reward(tmp_path_factory, tmp_path,
+                                                                                monkeypatch, capsys):
+    """`sv-soar train` with every student out of memory (raised where the trainer starts: a real OOM cannot
+    be caused safely here): the step is logged with its causes and retries, the teacher gets the floor."""
+    from sv_soar.config import load_config
+    from sv_soar.jsonl import read_jsonl
+    from sv_soar.promotion import load_state
+    from sv_soar.soar_loop import train
+    from tests.killed_runs import shared_models, write_config
+
+    model, teacher = shared_models(tmp_path_factory)
+    config = load_config(write_config(tmp_path, model, teacher, outer_steps=1),
+                         {"soar.retry_backoff_s": 0.01, "soar.floor": -0.5})
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("cannot allocate 2147483648 bytes")
+
+    monkeypatch.setattr(grounded, "train_student", out_of_memory)
+    train(config, tmp_path / "run", progress=False)
+    [entry] = read_jsonl(tmp_path / "run" / "steps.jsonl")
+    assert entry["R_k"] == [None, None] and entry["R_hat"] is None  # no number stands in for a failed dataset
+    assert entry["teacher_rewards"] == [-0.5, -0.5]  # the configured floor, not a silent 0
+    assert entry["failed_students"] == 4 and entry["student_retries"] == 4  # 2 datasets x 2 students, 1 retry each
+    assert len(entry["student_failures"]) == 4
+    assert all("MemoryError: cannot allocate" in f for f in entry["student_failures"])
+    assert entry["promoted"] is False
+    [record] = load_state(tmp_path / "run" / "state.json").history
+    assert record.reward_hat is None and record.dataset_rewards == [None, None]  # not counted toward promotion
+    assert "R_k fail fail" in capsys.readouterr().out  # and the printed step line says so
+
+
 def test_hard_deadline_never_fires_after_its_block():
     # blocks that end just as their deadline passes: the exception is raised inside the block or not at all
     for _ in range(50):

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.killed_runs import REPO, build_models, killed_run, leftovers, run_state, train, write_config
+from tests.killed_runs import REPO, killed_run, leftovers, run_state, shared_models, train, write_config
 
 pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("SV_SOAR_KILLS", "3"))
@@ -24,7 +24,7 @@ OUTER_STEPS = 4
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kill-resume")
-    model, teacher = build_models(folder)
+    model, teacher = shared_models(tmp_path_factory)
     config = write_config(folder, model, teacher, outer_steps=OUTER_STEPS)
     seconds = train(config, folder / "uninterrupted")
     return {"folder": folder, "config": config, "seconds": seconds, "state": run_state(folder / "uninterrupted")}
