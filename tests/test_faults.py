@@ -7,6 +7,8 @@ test_grounded's KIND (a student learns to answer digits); a row's answer names t
     "oom-once"  MemoryError on the first call for that row in this test, then fine (a co-tenant freed memory)
     "oom"       MemoryError every time
     "hang"      a verifier stuck polling something that never comes (a short sleep in a loop, forever)
+    "slow"      a verifier that takes slow_s a call (a step runs past the time limit, then returns)
+    "boom"      a verifier that raises (KeyError);  "nan": a NaN reward (the student diverges)
 
 Already covered in test_grounded.py: a verifier that raises (KeyError), a NaN reward (divergence), a
 run past its time limit between steps. Never a silent zero: a failed student has reward None and its
@@ -28,7 +30,7 @@ from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from tests.test_grounded import hard_items, is_kind, kind_config
 
-FAULTS = {"oom-once", "oom", "hang"}
+FAULTS = {"oom-once", "oom", "hang", "slow", "boom", "nan"}
 
 
 class Faults:
@@ -46,12 +48,23 @@ class Faults:
             if answer == "hang":
                 while True:  # polling a service that never answers
                     time.sleep(0.01)
+            if answer == "slow":
+                time.sleep(self.slow_s)  # a verifier that is slow, but returns
+            if answer == "boom":
+                raise KeyError("oracle has no entry for this row")  # a verifier bug
             return is_kind(text, {**row, "answer": "digits"})
         return is_kind(text, row)
 
+    slow_s = 0.15
+
+    def score(self, text: str, row: dict) -> dict[str, float]:
+        if row["answer"] == "nan":  # a verifier bug as it happens: a mean over no findings
+            return {"reward": float("nan")}
+        return {"reward": float(self.success(text, row))}
+
     def task(self) -> Task:
-        return Task("kind-faults", "Answer with one word.",
-                    lambda text, row: {"reward": float(self.success(text, row))}, self.success,
+        return Task("kind-faults", "Answer with one word.", self.score,
+                    lambda text, row: row["answer"] != "nan" and self.success(text, row),
                     lambda row: "all", lambda row: row)
 
 
