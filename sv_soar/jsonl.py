@@ -130,14 +130,18 @@ def _umask() -> int:
 TEMPORARY_NAME = re.compile(r"^\..+(\.tmp|\.tmp-[^/]+|\.old-\d+-\d+)$")
 
 
-def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files and folders that writers killed mid-write left under `folder`.
+def remove_temporary_files(folder: str | os.PathLike, *, skip: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporary files and folders that writers killed mid-write left under `folder`, except
+    under its subfolders named in `skip`.
 
     Only safe while no other process writes there (`sv_soar.run_dir.exclusive_run`): a live writer's
     temporary file looks the same.
     """
+    folder, skip = Path(folder), set(skip)
     removed = []
-    for path in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts)):
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        if path.relative_to(folder).parts[0] in skip:
+            continue
         if TEMPORARY_NAME.match(path.name) and (path.is_dir() or path.is_file()):
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             removed.append(path)

@@ -210,7 +210,7 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step
     # what a killed run left: temporary files of cut writes, files of a step killed before its commit
-    remove_temporary_files(run.folder)
+    remove_temporary_files(run.folder, skip=["evaluation"])  # `sv-soar evaluate` may be writing there
     promotion.remove_orphans()
     _truncate_steps(run.folder, start)
     teacher = Teacher(config)
