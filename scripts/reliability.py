@@ -28,6 +28,10 @@ PENDING = [
     "answering garbage / a Ray actor that dies as faults in benchmarks/faults.py; 32 groups against one "
     "service in benchmarks/load.py (`build_rubric(remote=...)`); its auth, size limit and default bind in "
     "tests/test_security.py (SERVICES).",
+    "Known limits: a step stuck inside a single C call (a deadlocked collective, a socket read without a "
+    "timeout) is not interrupted in-process (the hard deadline acts between Python bytecodes); a process-level "
+    "watchdog (the Ray backend's actor timeout) must handle it. An out-of-memory error while evaluating the "
+    "students on Q_R is not retried: it fails the scoring call, and `sv-soar train` redoes the step on resume.",
 ]
 
 
