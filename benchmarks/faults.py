@@ -2,10 +2,10 @@
 
     python benchmarks/faults.py --trials 10          # then: python scripts/reliability.py
 
-Each trial scores one call of seven datasets on the tiny real model (students=2 each): the same hard
+Each trial scores seven datasets on the tiny real model (students=2 each): the same hard
 questions with a healthy verifier, and with a verifier that runs out of memory once, every time, hangs,
 is slow (past the time limit), raises, or returns NaN (tests/test_faults.py's Faults). Every student
-result is classified; a faulted student must end retried-and-passed (the one-off OOM) or as an explicit
+result is classified (hang and slow run in a second scorer with a 1 s time limit and a 6 s hang grace); a faulted student must end retried-and-passed (the one-off OOM) or as an explicit
 failure with its cause and no reward, never as a number standing in for a failed run.
 """
 
@@ -59,9 +59,15 @@ def main() -> int:
     faults = Faults()
     with tempfile.TemporaryDirectory() as folder:
         model = build_tiny_llama(Path(folder) / "model")
-        scorer = GroundedScorer(load_model(str(model)), faults.task(), kind_config(steps=2, batch_prompts=2),
-                                students=2, time_limit_s=2.0, hang_grace_s=3.0, retries=1, retry_backoff_s=0.05,
-                                progress=False)
+        config = kind_config(steps=2, batch_prompts=2)
+        scorer = GroundedScorer(load_model(str(model)), faults.task(), config, students=2, retries=1,
+                                retry_backoff_s=0.05, progress=False)
+        # the time-limited faults get their own scorer, so that a loaded machine never times out the others;
+        # the slow verifier (16 calls a step x 0.1 s) passes the 1 s limit in step 1 and returns long before
+        # the hard deadline (limit + 6 s); the hung one never returns
+        timed = GroundedScorer(load_model(str(model)), faults.task(), config, students=2, time_limit_s=1.0,
+                               hang_grace_s=6.0, progress=False)
+        faults.slow_s = 0.1
         q_r = hard_items(scorer, n=4)
         outcomes = {name: Counter() for name in SCENARIOS}
         unexpected, datasets_without_r_k, equal_to_healthy = [], Counter(), 0
@@ -70,7 +76,13 @@ def main() -> int:
             faults.calls["oom-once"] = 0  # one out-of-memory a trial: student 0 of the oom-once dataset
             datasets = [[{**row, "answer": "digits" if name == "healthy" else name} for row in q_r[:2]]
                         for name in SCENARIOS]
-            scores = scorer.score(datasets, q_r, Baseline("base"), seed=trial)
+            timed_names = ("hang", "slow")
+            scores = scorer.score([d for d, n in zip(datasets, SCENARIOS) if n not in timed_names], q_r,
+                                  Baseline("base"), seed=trial)
+            scores += timed.score([d for d, n in zip(datasets, SCENARIOS) if n in timed_names], q_r,
+                                  Baseline("base"), seed=trial)
+            order = [n for n in SCENARIOS if n not in timed_names] + list(timed_names)
+            scores = [scores[order.index(name)] for name in SCENARIOS]
             for name, score in zip(SCENARIOS, scores):
                 for j, student in enumerate(score.students):
                     outcome = classify(student)
@@ -85,7 +97,7 @@ def main() -> int:
             equal_to_healthy += [e["loss"] for e in once.log] == [e["loss"] for e in healthy.log] and \
                 once.reward == healthy.reward
             print(f"trial {trial}: {[score.reward for score in scores]}", flush=True)
-        assert scorer.engine.loaded_adapters() == ["sv-soar-base"]
+        assert scorer.engine.loaded_adapters() == timed.engine.loaded_adapters() == ["sv-soar-base"]
     result = {"command": "python " + " ".join(sys.argv), "trials": args.trials, "students_per_dataset": 2,
               "outcomes": {name: dict(counter) for name, counter in outcomes.items()}, "expected": EXPECTED,
               "datasets_without_r_k": dict(datasets_without_r_k), "retried_equal_to_undisturbed": equal_to_healthy,

@@ -62,9 +62,10 @@ def fuzz_section(result: dict | None) -> list[str]:
 def faults_section(result: dict | None) -> list[str]:
     if result is None:
         return ["Not run (`python benchmarks/faults.py`).", ""]
-    lines = [f"`{result['command']}`: {result['trials']} trials, each one scoring call of seven datasets "
+    lines = [f"`{result['command']}`: {result['trials']} trials, each scoring seven datasets "
              f"(students={result['students_per_dataset']} each) on the tiny model; the fault is in the verifier "
-             "the real trainer calls. Outcome per student run:", "",
+             "the real trainer calls; hang and slow run under a 1 s time limit with a 6 s hang grace. "
+             "Outcome per student run:", "",
              "| fault injected | student runs | outcome | expected | datasets left without R_k (explicit error) |",
              "|---|---:|---|---|---:|"]
     for name, outcomes in result["outcomes"].items():
@@ -82,9 +83,11 @@ def kill_section(result: dict | None) -> list[str]:
     if result is None:
         return ["Not run (`python benchmarks/kill_resume.py`).", ""]
     lines = [f"`{result['command']}`: an uninterrupted run of {result['outer_steps']} steps "
-             f"({result['uninterrupted_seconds']} s, {result['promotions']} promotions) against runs SIGKILLed at "
-             "uniform random moments of that duration, resumed after each kill.", "",
-             "| killed run | kills landed | of them mid-run | step log | state.json | promoted questions | "
+             f"({result['uninterrupted_seconds']} s: start-up {result.get('startup_seconds', '?')} s, "
+             f"{result.get('step_seconds', '?')} s a step; {result['promotions']} promotions) against runs "
+             "SIGKILLed, a third in start-up (first 3 s) and the rest at a random moment of the 1.5 steps after "
+             "the attempt's first commit, resumed after each kill, until every step was committed.", "",
+             "| killed run | kills landed (of attempts) | of them inside the outer loop | step log | state.json | promoted questions | "
              "files and weights | no temporary file | wall time |", "|---:|---:|---:|---|---|---|---|---|---:|"]
     for i, run in enumerate(result["runs"]):
         checks = run["checks"]

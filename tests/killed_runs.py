@@ -138,20 +138,37 @@ class KilledRun:
     seconds: float = 0.0
 
 
-def killed_run(config: Path, out: Path, *, kills: int, horizon_s: float, seed: int) -> KilledRun:
-    """Start (then resume) `sv-soar train`, SIGKILL it at a uniform random moment in [0, horizon_s) each
-    time, `kills` times; then resume it to the end."""
+def timing(out: Path, seconds: float) -> tuple[float, float]:
+    """(start-up seconds, seconds a step) of a finished run that took `seconds` in all."""
+    from sv_soar.jsonl import read_jsonl
+
+    steps = [entry["seconds"]["total"] for entry in read_jsonl(out / "steps.jsonl")]
+    step_s = sum(steps) / len(steps)
+    return max(seconds - sum(steps), 0.0), step_s
+
+
+def killed_run(config: Path, out: Path, *, kills: int, step_s: float, total_steps: int, seed: int) -> KilledRun:
+    """Start (then resume) `sv-soar train` and SIGKILL it, up to `kills` times while steps remain; then
+    resume it to the end. Each attempt is killed either in start-up (a third of them: a random moment in
+    its first 3 s) or in the middle of the outer loop: once it has committed a step (state.json is polled),
+    at a random moment of the next 1.5 steps (`step_s` from an uninterrupted run), so kills land in
+    steps, in reward-cache writes, promotions, checkpoints and commits alike, one step of progress each."""
     rng = random.Random(seed)
     result = KilledRun()
     started = time.perf_counter()
-    for _ in range(kills):
+    while len(result.kills) < kills and committed_steps(out) < total_steps:
         resume = (out / "config.toml").is_file()
         before = committed_steps(out)
-        delay = rng.uniform(0.0, horizon_s)
+        in_startup = rng.random() < 1 / 3
+        extra = rng.uniform(0.0, 3.0 if in_startup else 1.5 * step_s)
         process = subprocess.Popen(train_command(config, out, resume), env=_env(), cwd=REPO,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t0 = time.perf_counter()
         try:
-            process.wait(timeout=delay)
+            if not in_startup:
+                while committed_steps(out) == before and process.poll() is None:
+                    time.sleep(0.02)
+            process.wait(timeout=extra)
             code = None  # it finished (or failed) before the kill
             stderr = process.stderr.read().decode(errors="replace")
             assert process.returncode == 0, f"sv-soar train failed before its kill:\n{stderr[-3000:]}"
@@ -160,7 +177,7 @@ def killed_run(config: Path, out: Path, *, kills: int, horizon_s: float, seed: i
             code = process.wait()
         finally:
             process.stderr.close()
-        result.kills.append(Kill(round(delay, 2), before, committed_steps(out), code))
+        result.kills.append(Kill(round(time.perf_counter() - t0, 2), before, committed_steps(out), code))
     train(config, out, resume=(out / "config.toml").is_file())
     result.seconds = time.perf_counter() - started
     return result

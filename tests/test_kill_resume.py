@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.killed_runs import REPO, killed_run, leftovers, run_state, shared_models, train, write_config
+from tests.killed_runs import REPO, killed_run, leftovers, run_state, shared_models, timing, train, write_config
 
 pytestmark = pytest.mark.slow
 KILLS = int(os.environ.get("SV_SOAR_KILLS", "3"))
@@ -32,7 +32,8 @@ def setup(tmp_path_factory):
 
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(setup):
     out = setup["folder"] / "killed"
-    result = killed_run(setup["config"], out, kills=KILLS, horizon_s=setup["seconds"], seed=7)
+    _, step_s = timing(setup["folder"] / "uninterrupted", setup["seconds"])
+    result = killed_run(setup["config"], out, kills=KILLS, step_s=step_s, total_steps=OUTER_STEPS, seed=7)
     assert any(kill.exit_code == -9 for kill in result.kills), result.kills  # at least one kill landed
     state = run_state(out)
     assert state["state"]["step"] == OUTER_STEPS and state["state"]["promotions"] >= 2  # something to lose
