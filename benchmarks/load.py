@@ -25,7 +25,7 @@ def main() -> int:
     parser.add_argument("--pool", type=int, default=2, help="max_concurrent_scorings")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    logging.disable(logging.WARNING)
+    logging.basicConfig(level=logging.ERROR)
     import torch
 
     from tests.concurrent_scoring import score_concurrently, summary
@@ -37,7 +37,8 @@ def main() -> int:
         result = score_concurrently(Path(folder), model, groups=args.groups, pool=args.pool)
     out = summary(result)
     out["passed"] = (out["completed"] == args.groups and out["distinct_steps"] == args.groups
-                     and out["trained_twice"] == 0 and out["max_concurrent_scorings"] <= args.pool)
+                     and out["scoring_errors"] == 0 and out["trainings"] == args.groups * 2 * 2
+                     and out["trained_twice"] == 0 and 1 <= out["max_concurrent_scorings"] <= args.pool)
     out["command"] = "python " + " ".join(sys.argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

@@ -45,6 +45,7 @@ class LoadResult:
     trainings: int
     trained_twice: int
     max_concurrent_scorings: int
+    scoring_errors: list[str]
     rss_mb: list[float] = field(default_factory=list)  # sampled every 0.2 s
 
     @property
@@ -132,7 +133,9 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
     return LoadResult(groups=groups, pool=pool, seconds=round(seconds, 1), completed=len(rewards),
                       rewards_per_group=sorted({len(r) for r in rewards}), steps=sorted(steps),
                       trainings=sum(trained.values()), trained_twice=sum(c - 1 for c in per_dataset.values() if c > 1),
-                      max_concurrent_scorings=peak[0], rss_mb=[round(x, 1) for x in rss])
+                      max_concurrent_scorings=peak[0],
+                      scoring_errors=[r.error for r in rubric.run.state.history if r.error],
+                      rss_mb=[round(x, 1) for x in rss])
 
 
 def summary(result: LoadResult) -> dict[str, Any]:
@@ -140,5 +143,6 @@ def summary(result: LoadResult) -> dict[str, Any]:
             "rewards_per_group": result.rewards_per_group, "distinct_steps": len(set(result.steps)),
             "trainings": result.trainings, "trained_twice": result.trained_twice,
             "max_concurrent_scorings": result.max_concurrent_scorings,
+            "scoring_errors": len(result.scoring_errors), "first_scoring_error": (result.scoring_errors or [None])[0],
             "rss_mb_peak": max(result.rss_mb, default=0.0),
             "rss_growth_after_warmup_mb": round(result.rss_growth_after_warmup_mb, 1)}
