@@ -109,10 +109,11 @@ def load_section(result: dict | None) -> list[str]:
         return ["Not run (`python benchmarks/load.py`).", ""]
     return [f"`{result['command']}`: {result['groups']} teacher groups (g·n = 4 rollouts each) submitted at once "
             f"to the teacher rubric with max_concurrent_scorings = {result['pool']}, in-process on the tiny model.",
-            "", "| groups | completed | distinct outer steps | student trainings | trained twice | "
+            "", "| groups | completed | scoring errors | distinct outer steps | student trainings | trained twice | "
             "most scorings at once | peak RSS | RSS growth, 2nd half over 1st | wall time |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {result['groups']} | {result['completed']} | {result['distinct_steps']} | {result['trainings']} | "
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {result['groups']} | {result['completed']} | {result.get('scoring_errors', '?')} | "
+            f"{result['distinct_steps']} | {result['trainings']} | "
             f"{result['trained_twice']} | {result['max_concurrent_scorings']} | {result['rss_mb_peak']:.0f} MiB | "
             f"{result['rss_growth_after_warmup_mb']:+.0f} MiB | {result['seconds']} s |", "",
             f"{'PASS' if result['passed'] else 'FAIL'}.", ""]
