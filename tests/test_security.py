@@ -2,13 +2,14 @@
 key), and a service refuses unauthenticated, oversize and malformed requests while it keeps serving.
 
 The services: `sv-soar serve-model` (the OpenAI-compatible API) now; the remote student service
-(`sv-soar serve-students`) joins SERVICES when it lands, and every check below then covers it too.
+(`sv-soar serve-students`) is one more entry in SERVICES when it lands; every check below then covers it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import http.client
 import importlib
 import json
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -114,8 +117,18 @@ def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key(tiny_model_di
 # ------------------------------------------------------------------------------------ a running service
 
 
-@pytest.fixture(scope="module")
-def service(tiny_model_dir):
+@dataclass
+class Service:
+    """A running service under test: where it listens and what a good authenticated request is."""
+
+    port: int
+    routes: list[tuple[str, str, bytes | None]]  # (method, path, good body) that need the key
+    good: tuple[str, str, bytes]  # one request that must succeed with the key
+    health: str = "/health"  # answers without a key (liveness only)
+
+
+@contextlib.contextmanager
+def serve_model(tiny_model_dir) -> Iterator[Service]:
     """`sv-soar serve-model`'s server in this process, on the tiny real model, with a key and a 16 KiB limit."""
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.serving.batching import DynamicBatcher
@@ -124,19 +137,33 @@ def service(tiny_model_dir):
 
     batcher = DynamicBatcher(TransformersEngine(str(tiny_model_dir)), max_batch_size=4)
     server = ModelServer(("127.0.0.1", 0), ServerConfig(ServedModels("tiny"), api_key=API_KEY,
-                                                        max_request_bytes=16 * 1024, default_max_tokens=4), batcher)
+                                                        max_request_bytes=MAX_BYTES, default_max_tokens=4), batcher)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server
+        yield Service(server.port, [("POST", "/v1/chat/completions", GOOD), ("GET", "/v1/models", None),
+                                    ("GET", "/stats", None)], ("POST", "/v1/chat/completions", GOOD))
     finally:
         server.shutdown()
         server.server_close()
         batcher.stop()
 
 
-def request(server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+# Every network service, started with API_KEY and a MAX_BYTES request limit. The student service
+# (`sv-soar serve-students`) is one more entry here when it lands.
+MAX_BYTES = 16 * 1024
+GOOD = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+SERVICES = {"serve-model": serve_model}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVICES))
+def service(request, tiny_model_dir):
+    with SERVICES[request.param](tiny_model_dir) as running:
+        yield running
+
+
+def request(service: Service, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -146,36 +173,35 @@ def request(server, method: str, path: str, body: bytes | None = None, headers: 
 
 
 AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-GOOD = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
 
 
 def test_unauthenticated_requests_are_refused(service):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
                     {"Authorization": f"Bearer {API_KEY} "}, {"Authorization": f"bearer {API_KEY}"}):
-        for method, path, body in (("POST", "/v1/chat/completions", GOOD), ("GET", "/v1/models", None),
-                                   ("GET", "/stats", None)):
+        for method, path, body in service.routes:
             status, reply = request(service, method, path, body, headers)
             assert status == 401 and reply["error"]["code"] == "invalid_api_key", (headers, path)
-    assert request(service, "POST", "/v1/chat/completions", GOOD, AUTH)[0] == 200
-    assert request(service, "GET", "/health")[0] == 200  # liveness only: no model, no data
+    assert request(service, *service.good, AUTH)[0] == 200
+    assert request(service, "GET", service.health)[0] == 200  # liveness only: no model, no data
 
 
 def test_oversize_and_malformed_requests_are_refused_and_the_service_keeps_serving(service):
-    too_big = b'{"model": "tiny", "pad": "' + b"x" * (17 * 1024) + b'"}'
+    method, path, _ = service.good
+    too_big = b'{"model": "tiny", "pad": "' + b"x" * (MAX_BYTES + 1024) + b'"}'
     cases = [
         (too_big, 413), (b"[" * 10_000, 400), (b"\xff\xfe{", 400), (b"", 400), (b"null", 400),
         (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 10**9}).encode(), 400),
         (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}).encode(), 400),
     ]
     for body, status in cases:
-        got, reply = request(service, "POST", "/v1/chat/completions", body, AUTH)
+        got, reply = request(service, method, path, body, AUTH)
         assert got == status and reply["error"]["message"], (body[:40], got, reply)
     # a Content-Length far past the limit is refused from the header alone, without reading the body
     with socket.create_connection(("127.0.0.1", service.port), timeout=30) as raw:
-        raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode()
+        raw.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".encode() + API_KEY.encode()
                     + b"\r\nContent-Length: 10000000000\r\n\r\n")
         assert raw.recv(4096).startswith(b"HTTP/1.1 413")
-    assert request(service, "POST", "/v1/chat/completions", GOOD, AUTH)[0] == 200
+    assert request(service, *service.good, AUTH)[0] == 200
 
 
 def test_raw_garbage_on_the_socket_never_stops_the_service(service):
@@ -196,4 +222,4 @@ def test_raw_garbage_on_the_socket_never_stops_the_service(service):
             except (ConnectionResetError, TimeoutError):
                 pass
     assert request(service, "GET", "/health")[0] == 200
-    assert request(service, "POST", "/v1/chat/completions", GOOD, AUTH)[0] == 200
+    assert request(service, *service.good, AUTH)[0] == 200
