@@ -127,6 +127,8 @@ class SoarSection(_Section):
     )
     floor: float = Field(-1.0, le=0, description="teacher reward of an invalid rollout / an all-failed dataset")
     time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
+    retries: int = Field(1, ge=0, description="extra tries for a student run that ran out of memory (then counted)")
+    retry_backoff_s: float = Field(5.0, ge=0, description="wait before the first retry; doubles with each retry")
     eval_batch_size: int = Field(64, ge=1, description="sequences a greedy evaluation batch")
 
 
@@ -213,10 +215,14 @@ def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: 
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from None
     if base_dir is not None:
-        config.data.hard_set = _resolve(config.data.hard_set, base_dir)
-        config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
-        if config.evaluation.compute_matched_to is not None:
-            config.evaluation.compute_matched_to = _resolve(config.evaluation.compute_matched_to, base_dir)
+        try:
+            config.data.hard_set = _resolve(config.data.hard_set, base_dir)
+            config.evaluation.extra_eval = [_resolve(path, base_dir) for path in config.evaluation.extra_eval]
+            if config.evaluation.compute_matched_to is not None:
+                config.evaluation.compute_matched_to = _resolve(config.evaluation.compute_matched_to, base_dir)
+        except (ValueError, OSError) as exc:  # a NUL byte in a path: pathlib raises ValueError on resolve()
+            raise ConfigError(f"{origin}: a path in data.hard_set, evaluation.extra_eval or "
+                              f"evaluation.compute_matched_to is unusable: {exc}") from None
     return config
 
 
@@ -232,7 +238,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    overrides = {key: _from_cwd(value) if key in PATH_KEYS else value for key, value in (overrides or {}).items()}
+    except RecursionError:  # tomllib recurses once a nesting level: "a = [[[[..." fits in a small file
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    try:
+        overrides = {key: _from_cwd(value) if key in PATH_KEYS else value for key, value in (overrides or {}).items()}
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--set: a path is unusable: {exc}") from None
     return parse_config(apply_overrides(values, overrides), origin=str(path), base_dir=path.parent)
 
 

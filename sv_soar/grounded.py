@@ -18,7 +18,13 @@ SV-Bench rubric (grounding="full"). What makes it cheap enough to run every oute
 
 A student run that raises, diverges (StudentTrainingError) or runs past `time_limit_s` is left out of
 R_k and counted with its cause; a dataset whose students all failed gets R_k = None and an error, and
-the other datasets of the call are still scored.
+the other datasets of the call are still scored. Faults, and what each ends in:
+- out of memory (MemoryError, CUDA OOM): may pass once memory is freed, so the run is retried
+  `retries` times with exponential backoff (`retry_backoff_s`, doubling), from the same seed, so a
+  retry that passes is the student an undisturbed run trains; `StudentResult.attempts` counts tries;
+- past the time limit: stopped after the step that went over (checked between steps); a step still
+  running `hang_grace_s` after the limit is hung, and is interrupted in-process (`_hard_deadline`);
+- anything else (a verifier bug, divergence): deterministic for a seed, so never retried.
 
     scorer = GroundedScorer("smollm2-135m-instruct", "e1", StudentTrainConfig.cpu_small(), students=4)
     scores = scorer.score([x_1, x_2, x_3, x_4], q_r, Baseline("base"), seed=step)
@@ -30,16 +36,20 @@ the other datasets of the call are still scored.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +193,7 @@ class StudentResult:
     seconds_train: float
     log: list[dict]  # the trainer's per-step log (up to the failing step)
     adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # only with keep_adapters
+    attempts: int = 1  # tries it took: more than 1 after an out-of-memory retry
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "adapter_state"}
@@ -226,18 +237,53 @@ class DatasetScore:
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> "DatasetScore":
-        students = [
-            StudentResult(seed=int(s["seed"]), accuracy=s["accuracy"], reward=s["reward"], failure=s["failure"],
-                          seconds_train=float(s["seconds_train"]), log=list(s["log"]))
-            for s in entry["students"]
-        ]
-        return cls(reward=entry["reward"], baseline_accuracy=float(entry["baseline_accuracy"]), students=students,
-                   error=entry["error"], cached=bool(entry.get("cached", False)), key=str(entry["key"]),
-                   seconds={k: float(v) for k, v in entry["seconds"].items()})
+        """Read a `to_dict` entry back (a reward-cache file); ValueError/TypeError/KeyError when it is not one,
+        so that a damaged entry is recomputed instead of feeding a string or NaN reward to the outer loop."""
+        students = []
+        for s in entry["students"]:
+            student = StudentResult(seed=_integer(s["seed"], "seed"), accuracy=_finite(s["accuracy"], "accuracy"),
+                                    reward=_finite(s["reward"], "reward"), failure=_text(s["failure"], "failure"),
+                                    seconds_train=float(s["seconds_train"]), log=list(s["log"]),
+                                    attempts=_integer(s.get("attempts", 1), "attempts"))
+            if (student.failure is None) != (student.reward is not None and student.accuracy is not None):
+                raise ValueError("a student must have either a failure or an accuracy and a reward")
+            students.append(student)
+        return cls(reward=_finite(entry["reward"], "reward"),
+                   baseline_accuracy=_finite(entry["baseline_accuracy"], "baseline_accuracy", optional=False),
+                   students=students, error=_text(entry["error"], "error"), cached=bool(entry.get("cached", False)),
+                   key=str(entry["key"]), seconds={k: float(v) for k, v in entry["seconds"].items()})
+
+
+def _finite(value: Any, name: str, *, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} is {value!r}, not an integer")
+    return value
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} is {value!r}, not a string")
+    return value
 
 
 class StudentTimeout(Exception):
     """A student run went past the scorer's time_limit_s (checked after each step)."""
+
+
+class _StudentHung(StudentTimeout):
+    """Raised inside a step still running hang_grace_s past the time limit (by `_hard_deadline`)."""
+
+
+# Out of memory may pass on a retry once memory is freed (another student's tensors, a co-tenant's job).
+RETRYABLE = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def student_seed(seed: int, j: int) -> int:
@@ -272,6 +318,9 @@ class GroundedScorer:
         students: int = 4,
         grounding: Grounding = "correctness",
         time_limit_s: float | None = None,
+        hang_grace_s: float = 60.0,
+        retries: int = 1,
+        retry_backoff_s: float = 5.0,
         cache_dir: str | Path | None = None,
         eval_batch_size: int = 64,
         progress: bool = True,
@@ -287,11 +336,17 @@ class GroundedScorer:
             raise ValueError(f"eval_batch_size must be at least 1, got {eval_batch_size}")
         if time_limit_s is not None and not time_limit_s >= 0:
             raise ValueError(f"time_limit_s must be >= 0 or None, got {time_limit_s}")
+        if not hang_grace_s >= 0 or retries < 0 or not retry_backoff_s >= 0:
+            raise ValueError(f"hang_grace_s and retry_backoff_s must be >= 0 and retries >= 0, got "
+                             f"{hang_grace_s}, {retry_backoff_s}, {retries}")
         self.task = get_task(task) if isinstance(task, str) else task
         self.config = config
         self.students = students  # r (SOAR: 4)
         self.grounding = grounding
         self.time_limit_s = time_limit_s
+        self.hang_grace_s = hang_grace_s  # a step running this long past time_limit_s is hung: interrupted
+        self.retries = retries  # extra tries for a run that ran out of memory
+        self.retry_backoff_s = retry_backoff_s  # wait before the first retry; doubles each retry
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
@@ -416,7 +471,7 @@ class GroundedScorer:
             return None
         try:
             score = DatasetScore.from_dict(entry)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             log.warning("reward cache: ignoring malformed entry %s (%s); it will be recomputed", key[:12], exc)
             return None
         if keep_adapters:  # the weights are stored only when a caller asked to keep them
@@ -502,6 +557,22 @@ class GroundedScorer:
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
                bar: Any) -> StudentResult:
+        """Train one student, retrying a run that ran out of memory (see the module docstring)."""
+        attempt = 1
+        while True:
+            result = self._train_once(name, dataset, baseline, seed, steps, bar)
+            result.attempts = attempt
+            if result.failure is None or not result.failure.startswith(_RETRYABLE_NAMES) or attempt > self.retries:
+                return result
+            wait = self.retry_backoff_s * 2 ** (attempt - 1)
+            log.warning("student %s (seed %d) attempt %d failed: %s; retrying in %.1fs", name, seed, attempt,
+                        result.failure, wait)
+            _free_memory()
+            time.sleep(wait)
+            attempt += 1
+
+    def _train_once(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
+                    bar: Any) -> StudentResult:
         """Train one student; any Exception leaves it out with its cause (the adapter is removed)."""
         history: list[dict] = []
         started = time.perf_counter()
@@ -512,19 +583,24 @@ class GroundedScorer:
             bar.update(1)
             bar.set_postfix(reward=f"{entry['mean_reward']:+.3f}", refresh=False)
             elapsed = time.perf_counter() - started
-            # Cooperative: checked between steps, so a single hung step (a stuck generate or backward)
-            # is NOT interrupted in-process; a watchdog outside the process must handle that case.
+            # Cooperative: checked between steps; a step that hangs is interrupted by _hard_deadline.
             if limit is not None and elapsed > limit:
                 raise StudentTimeout(f"exceeded the {limit:g}s time limit after step {entry['step']}/{steps} "
                                      f"({elapsed:.1f}s)")
 
         try:
-            train_student(self.policy, self.engine, self.task, dataset, self.config, adapter_name=name,
-                          init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
+            with _hard_deadline(None if limit is None else limit + self.hang_grace_s):
+                train_student(self.policy, self.engine, self.task, dataset, self.config, adapter_name=name,
+                              init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
         except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (DESIGN §4 faults)
             remove_student_adapter(self.policy, name)
             bar.update(steps - len(history))
-            return StudentResult(seed=seed, accuracy=None, reward=None, failure=f"{type(exc).__name__}: {exc}",
+            failure = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, _StudentHung):
+                failure = (f"StudentTimeout: hung in step {len(history) + 1}/{steps}: still running "
+                           f"{time.perf_counter() - started:.1f}s after its start, {self.hang_grace_s:g}s past the "
+                           f"{limit:g}s time limit; interrupted")
+            return StudentResult(seed=seed, accuracy=None, reward=None, failure=failure,
                                  seconds_train=time.perf_counter() - started, log=history)
         return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
                              seconds_train=time.perf_counter() - started, log=history)
@@ -551,6 +627,53 @@ def _copy(score: DatasetScore) -> DatasetScore:
     students = [StudentResult(**{**vars(s), "log": list(s.log)}) for s in score.students]
     return DatasetScore(score.reward, score.baseline_accuracy, students, score.error, score.cached, score.key,
                         dict(score.seconds))
+
+
+_RETRYABLE_NAMES = tuple(f"{cls.__name__}:" for cls in RETRYABLE)
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _hard_deadline(seconds: float | None) -> Iterator[None]:
+    """Raise _StudentHung in this thread if the block still runs after `seconds`.
+
+    A watchdog thread delivers it with PyThreadState_SetAsyncExc, which any thread may use (a signal
+    alarm works in the main thread only, and the teacher environment scores in worker threads). Python
+    raises it at the next bytecode the thread runs: a training step returns to Python between torch ops,
+    so a step stuck in a loop, a sleep-retry or a slow verifier is stopped; a single C call that never
+    returns (a deadlocked collective) is not, and needs a process-level watchdog (a Ray actor's timeout).
+    """
+    if seconds is None:
+        yield
+        return
+    target = ctypes.c_ulong(threading.get_ident())
+    lock, done, fired = threading.Lock(), threading.Event(), threading.Event()
+
+    def watch() -> None:
+        if done.wait(seconds):
+            return
+        with lock:
+            if not done.is_set():
+                fired.set()
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_StudentHung))
+
+    watchdog = threading.Thread(target=watch, name="student-hard-deadline", daemon=True)
+    watchdog.start()
+    try:
+        yield
+    finally:
+        with lock:
+            done.set()
+            if fired.is_set():  # fired but maybe not yet raised: clear it so it cannot land after the block
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
+        watchdog.join()
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str) -> Any:

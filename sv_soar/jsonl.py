@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +66,8 @@ def read_jsonl(
                     raise ValueError(f"not UTF-8 ({exc.reason})") from None
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+                except RecursionError:  # "[[[[...": json recurses once a level, far below the size limit
+                    raise ValueError("JSON nested too deeply") from None
                 if validate is not None:
                     value = validate(value)
             except (ValueError, TypeError, KeyError) as exc:
@@ -119,3 +123,26 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# The names atomic_path (".<name>.<random>.tmp") and Baseline.save (".<folder>.tmp-<random>",
+# ".<folder>.old-<pid>-<ns>") give what they write before the rename that publishes it.
+TEMPORARY_NAME = re.compile(r"^\..+(\.tmp|\.tmp-[^/]+|\.old-\d+-\d+)$")
+
+
+def remove_temporary_files(folder: str | os.PathLike, *, skip: Iterable[str] = ()) -> list[Path]:
+    """Delete the temporary files and folders that writers killed mid-write left under `folder`, except
+    under its subfolders named in `skip`.
+
+    Only safe while no other process writes there (`sv_soar.run_dir.exclusive_run`): a live writer's
+    temporary file looks the same.
+    """
+    folder, skip = Path(folder), set(skip)
+    removed = []
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        if path.relative_to(folder).parts[0] in skip:
+            continue
+        if TEMPORARY_NAME.match(path.name) and (path.is_dir() or path.is_file()):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed.append(path)
+    return removed

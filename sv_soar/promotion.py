@@ -328,6 +328,23 @@ class PromotionRun:
             if old_folder and old_folder != new.baseline.folder:
                 shutil.rmtree(self.run_dir / old_folder, ignore_errors=True)
 
+    def remove_orphans(self) -> list[Path]:
+        """Delete baseline folders and promoted files that state.json does not name: a previous baseline
+        whose removal a kill cut short, or a promotion written by a step killed before its commit.
+        Only while no other process shares the run directory (`sv-soar train` holds it exclusively)."""
+        keep_baseline = self.state.baseline.folder
+        keep_promoted = set(self.state.promoted_datasets)
+        removed = []
+        for path in sorted((self.run_dir / BASELINE_DIR).glob("[!.]*")):
+            if path.is_dir() and f"{BASELINE_DIR}/{path.name}" != keep_baseline:
+                shutil.rmtree(path)
+                removed.append(path)
+        for path in sorted((self.run_dir / PROMOTED_DIR).glob("[!.]*.jsonl")):
+            if f"{PROMOTED_DIR}/{path.name}" not in keep_promoted:
+                path.unlink()
+                removed.append(path)
+        return removed
+
     def _check_files(self) -> None:
         ref = self.state.baseline
         if ref.folder is not None and not (self.run_dir / ref.folder).is_dir():
@@ -359,6 +376,8 @@ def load_state(path: str | os.PathLike) -> PromotionState:
         raise PromotionStateError(
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is corrupt"
         ) from None
+    except RecursionError:
+        raise PromotionStateError(f"{path}: JSON nested too deeply; the file is corrupt") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise PromotionStateError(

@@ -95,7 +95,7 @@ class RewardCache:
             entry = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(entry, dict) or entry.get("key") != key or entry.get("version") != CACHE_VERSION:
                 raise ValueError("not an entry for this key and cache version")
-        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
             log.warning("reward cache: ignoring unreadable entry %s (%s); it will be recomputed", path, exc)
             return None
         return entry

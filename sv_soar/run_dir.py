@@ -6,14 +6,18 @@
     steps.jsonl        one line per completed outer step
     teacher/           teacher adapter checkpoints
     evaluation/        final.json and the final students (sv_soar.evaluation.final)
+    train.lock         held by the one `sv-soar train` working in the folder (`exclusive_run`)
 
 Every file is written atomically (sv_soar.jsonl.atomic_path).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from sv_soar.tasks import Row, get_task
 from sv_soar.tasks.sources import load_rows
 
 CONFIG_FILE = "config.toml"
+TRAIN_LOCK = "train.lock"
 HARDSET_DIR = "hardset"
 HARDSET_FILES = ("d_train.jsonl", "d_test.jsonl")
 
@@ -67,6 +72,8 @@ def open_run(folder: str | Path) -> Run:
         config = parse_config(tomllib.loads(path.read_text(encoding="utf-8")), origin=str(path))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RunDirError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RunDirError(f"{path}: not valid TOML: nested too deeply") from None
     except ConfigError as exc:
         raise RunDirError(str(exc)) from None
     for name in HARDSET_FILES:
@@ -108,3 +115,21 @@ def _hardset_file(source: Path, name: str) -> Path:
             f"data.hard_set = {str(source)!r}: no {name} there; run `sv-soar hardset --out {source}` first"
         )
     return path
+
+
+@contextlib.contextmanager
+def exclusive_run(folder: str | Path) -> Iterator[None]:
+    """Hold the run folder for one `sv-soar train`: a second one is refused instead of interleaving its
+    writes, and what a killed one left behind may be cleaned up. The lock (flock) dies with its process,
+    so a SIGKILLed run never leaves it held."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / TRAIN_LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{folder}: another `sv-soar train` is running in this folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

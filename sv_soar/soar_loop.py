@@ -39,8 +39,8 @@ import torch
 
 from sv_soar.config import ConfigError, RunConfig, apply_overrides, config_diff, load_config, parse_config
 from sv_soar.generation import SamplingParams
-from sv_soar.jsonl import atomic_path, read_jsonl, write_jsonl
-from sv_soar.run_dir import Run, RunDirError, create_run, open_run
+from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
+from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row
 from sv_soar_teacher.grounded_rubric import draw_q_r, partition, step_seed
 
@@ -192,19 +192,27 @@ class Teacher:
 def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bool = True,
           max_steps: int | None = None) -> Run:
     """Run (or resume) the outer loop in `folder` until run.outer_steps are committed."""
-    from sv_soar.backends import make_scorer
-    from sv_soar.promotion import PromotionRun, promote
-    from sv_soar_teacher.contamination import HardSetIndex
-
     run = open_run(folder) if resume else create_run(folder, config)
     config = run.config
     if config.run.method == "hard-only":
         print(f"hard-only: no teacher; {folder} is ready for `sv-soar evaluate` (students train on D_train alone)")
         return run
+    with exclusive_run(run.folder):
+        return _outer_loop(run, config, progress=progress, max_steps=max_steps)
+
+
+def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
+    from sv_soar.backends import make_scorer
+    from sv_soar.promotion import PromotionRun, promote
+    from sv_soar_teacher.contamination import HardSetIndex
+
     task = config.scoring_task()
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step
+    # what a killed run left: temporary files of cut writes, files of a step killed before its commit
+    remove_temporary_files(run.folder, skip=["evaluation"])  # `sv-soar evaluate` may be writing there
+    promotion.remove_orphans()
     _truncate_steps(run.folder, start)
     teacher = Teacher(config)
     if start > 0:
@@ -219,11 +227,12 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
                          ray_address=compute.ray_address, ray_actors=compute.ray_actors,
                          students_url=compute.students_url, students=config.soar.students,
                          grounding=config.soar.grounding, time_limit_s=config.soar.time_limit_s,
+                         retries=config.soar.retries, retry_backoff_s=config.soar.retry_backoff_s,
                          cache_dir=run.folder / "reward_cache", eval_batch_size=config.soar.eval_batch_size,
                          progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
     if config.run.stop_when_unstuck and _unstuck(_read_steps(run.folder)):
-        print(f"{folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
+        print(f"{run.folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
         return run
     for step in range(start, end):
         entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
@@ -311,6 +320,10 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         # student RL steps behind this step's scores (a cached dataset's were spent when it was first
         # scored, perhaps before a crash): what a compute-matched Hard-only gets (final.compute_matched_steps)
         "student_steps": sum(len(s.students) for s in scores) * config.student_train_config().steps_for(promotion_before),
+        # why, in the step log itself (never a silent floor): "X_k student j: <cause>", and OOM retries
+        "student_failures": [f"X_{k + 1} student {j}: {student.failure}" for k, s in enumerate(scores)
+                             for j, student in enumerate(s.students) if student.failure is not None],
+        "student_retries": sum(student.attempts - 1 for s in scores for student in s.students),
         "cached_datasets": sum(s.cached for s in scores),
         "promoted": decision.promoted,
         "promoted_dataset": decision.record.promoted_dataset,
@@ -376,7 +389,7 @@ def _truncate_steps(folder: Path, committed: int) -> None:
     if any(e["step"] >= committed for e in entries):
         write_jsonl(folder / STEPS_FILE, [e for e in entries if e["step"] < committed])
     for checkpoint in (folder / TEACHER_DIR).glob("step-*"):
-        if int(checkpoint.name[5:]) > committed:
+        if int(checkpoint.name[5:]) != committed:  # a later step's (killed before its commit) or an earlier one's
             shutil.rmtree(checkpoint, ignore_errors=True)
 
 

@@ -202,6 +202,7 @@ class ScorerPool:
         if size < 1:
             raise ValueError(f"max_concurrent_scorings must be at least 1, got {size}")
         self._build, self.size = build, size
+        self._build_lock = threading.Lock()
         self._free: queue.Queue[int] = queue.Queue()
         for slot in range(size):
             self._free.put(slot)
@@ -213,8 +214,14 @@ class ScorerPool:
         slot = self._free.get()
         try:
             def scorer() -> GroundedScorer:
-                if slot not in self._scorers:
-                    self._scorers[slot] = self._build()
+                # Every slot's scorer is built at the first use of any, one after another, before any scoring:
+                # transformers' from_pretrained patches torch process-wide while it loads (new parameters go to
+                # the meta device), so two loads at once failed ("Cannot copy out of meta tensor"), and a load
+                # beside a scoring thread could catch the LoRA weights that thread was creating.
+                with self._build_lock:
+                    for s in range(self.size):
+                        if s not in self._scorers:
+                            self._scorers[s] = self._build()
                 return self._scorers[slot]
 
             yield scorer

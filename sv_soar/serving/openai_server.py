@@ -37,6 +37,7 @@ from sv_soar.serving.openai_protocol import ApiError, ServedModels, chat_complet
 logger = logging.getLogger("sv_soar.serve_model")
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"  # DESIGN §6: the default model, shipped with no download
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # "[[[[...": a client error (400), not a server one (500)
+            raise ApiError("request body is not valid JSON: nested too deeply") from None
 
     def _body(self, limit: int, flag: str = "--max-request-bytes") -> bytes:
         """The request body, refused with 411 without a Content-Length and 413 above `limit` bytes."""
@@ -239,8 +242,9 @@ def run(args: argparse.Namespace) -> int:
     adapter_names = [name for name, _ in args.adapter]
     if served_name in adapter_names or len(set(adapter_names)) != len(adapter_names):
         raise SystemExit("sv-soar serve-model: adapter names must be unique and differ from the served model name")
-    if args.host not in ("127.0.0.1", "localhost", "::1") and args.api_key is None:
-        logger.warning("binding %s without --api-key: anyone who can reach it can use the model", args.host)
+    if args.host not in LOOPBACK and args.api_key is None:  # loopback unless configured, and then with a key
+        raise SystemExit(f"sv-soar serve-model: refusing to bind {args.host} without --api-key: anyone who can "
+                         "reach it could use the model; give --api-key KEY (or bind 127.0.0.1)")
 
     engine = load_engine(args.model, args.device)
     for name, path in args.adapter:

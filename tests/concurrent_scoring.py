@@ -1,0 +1,148 @@
+"""Many teacher groups scored at once through the teacher environment's rubric, with bounded concurrency.
+
+Shared by tests/test_load.py (a few groups) and benchmarks/load.py (32). Each group is one outer step
+(DESIGN §5): its g·n teacher completions are validated, split into g datasets and scored by r students
+each, in-process through `GroundedTeacherRubric.grounded_reward` on the tiny real model, with a pool of
+`max_concurrent_scorings` scorers. Measured: every group completes with one reward per rollout, each
+group gets its own step, no (dataset, student) is trained twice, at most pool-size scorings run at
+once, and resident memory after the warm-up stays flat.
+
+The student service (`sv-soar serve-students`) is the other scorer behind the same rubric: once it
+lands, `build_rubric(..., remote=URL)` scores through it and the same checks apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def teacher_completion(group: int, i: int) -> list[dict]:
+    """A valid E1 teacher problem, different for every (group, i), as a chat completion."""
+    question = (f"Device unknown-device observed tcp {1024 + 97 * group + i}→{[23, 80, 443, 2323][i % 4]}, "
+                f"duration {0.5 + group + i / 10}, bytes {100 + 7 * i}, flags [S]. "
+                "Decide: Malicious or Benign (you may Abstain if unsure).")
+    problem = {"question": question, "answer": "Malicious" if i % 2 else "Benign"}
+    return [{"role": "assistant", "content": json.dumps(problem)}]
+
+
+@dataclass
+class LoadResult:
+    groups: int
+    pool: int
+    seconds: float
+    completed: int
+    rewards_per_group: list[int]
+    steps: list[int]
+    trainings: int
+    trained_twice: int
+    max_concurrent_scorings: int
+    scoring_errors: list[str]
+    rss_mb: list[float] = field(default_factory=list)  # sampled every 0.2 s
+
+    @property
+    def rss_growth_after_warmup_mb(self) -> float:
+        """Peak RSS in the second half of the run minus peak RSS in the first half."""
+        half = len(self.rss_mb) // 2
+        if half == 0:
+            return 0.0
+        return max(self.rss_mb[half:]) - max(self.rss_mb[:half])
+
+
+def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2, students: int = 2):
+    from sv_soar.grounded import GroundedScorer
+    from sv_soar.models import load_model
+    from sv_soar.promotion import PromotionRun
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar_student.trainer import StudentTrainConfig
+    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric, HardSet, ScorerPool
+
+    rows = generate_e1_flows(8, seed=3)
+    hard_set = HardSet(d_train=rows, index=HardSetIndex(rows), source=folder / "d_train.jsonl", guarded=len(rows))
+    config = StudentTrainConfig(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8,
+                                lora_rank=2, lora_alpha=4, lora_target_modules=["q_proj"])
+    run = PromotionRun.open(folder / "run", task="e1", model=str(model))
+    scorers = ScorerPool(lambda: GroundedScorer(load_model(str(model)), get_task("e1"), config, students=students,
+                                                cache_dir=folder / "run" / "reward_cache", progress=False), size=pool)
+    return GroundedTeacherRubric(task="e1", hard_set=hard_set, run=run, scorers=scorers, config=config, g=g, n=n,
+                                 q_r=4, floor=-1.0, seed=0)
+
+
+def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: int = 2, n: int = 2) -> LoadResult:
+    import sv_soar.grounded as grounded
+
+    rubric = build_rubric(folder, model, pool=pool, g=g, n=n)
+    trained: Counter[tuple[int, int, str]] = Counter()
+    active, peak = [0], [0]
+    lock = threading.Lock()
+    real_train, real_score = grounded.train_student, grounded.GroundedScorer.score
+
+    def counting_train(policy, engine, task, rows, config, *, seed, **kwargs):
+        key = json.dumps([row["question"] for row in rows])  # one (dataset, student seed) = one training
+        with lock:
+            trained[(hash(key), seed, kwargs.get("adapter_name", ""))] += 1
+        return real_train(policy, engine, task, rows, config, seed=seed, **kwargs)
+
+    def counting_score(self, *args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            return real_score(self, *args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    process, rss, done = psutil.Process(), [], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            rss.append(process.memory_info().rss / 2**20)
+
+    async def all_groups() -> list[list[float]]:
+        calls = []
+        for group in range(groups):
+            completions = [teacher_completion(group, i) for i in range(g * n)]
+            calls.append(rubric.grounded_reward(completions=completions, states=[{} for _ in completions]))
+        return await asyncio.gather(*calls)
+
+    grounded.train_student, grounded.GroundedScorer.score = counting_train, counting_score
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    try:
+        rewards = asyncio.run(all_groups())
+    finally:
+        grounded.train_student, grounded.GroundedScorer.score = real_train, real_score
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - started
+    steps = [record.step for record in rubric.run.state.history]
+    # the same (dataset, student seed) under two adapter names would also be a second training
+    per_dataset = Counter((key, seed) for key, seed, _ in trained.elements())
+    return LoadResult(groups=groups, pool=pool, seconds=round(seconds, 1), completed=len(rewards),
+                      rewards_per_group=sorted({len(r) for r in rewards}), steps=sorted(steps),
+                      trainings=sum(trained.values()), trained_twice=sum(c - 1 for c in per_dataset.values() if c > 1),
+                      max_concurrent_scorings=peak[0],
+                      scoring_errors=[r.error for r in rubric.run.state.history if r.error],
+                      rss_mb=[round(x, 1) for x in rss])
+
+
+def summary(result: LoadResult) -> dict[str, Any]:
+    return {"groups": result.groups, "pool": result.pool, "seconds": result.seconds, "completed": result.completed,
+            "rewards_per_group": result.rewards_per_group, "distinct_steps": len(set(result.steps)),
+            "trainings": result.trainings, "trained_twice": result.trained_twice,
+            "max_concurrent_scorings": result.max_concurrent_scorings,
+            "scoring_errors": len(result.scoring_errors), "first_scoring_error": (result.scoring_errors or [None])[0],
+            "rss_mb_peak": max(result.rss_mb, default=0.0),
+            "rss_growth_after_warmup_mb": round(result.rss_growth_after_warmup_mb, 1)}

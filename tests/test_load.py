@@ -1,0 +1,30 @@
+"""Load: teacher groups scored concurrently through the teacher rubric with a bounded scorer pool
+(tests/concurrent_scoring.py). A few groups here; benchmarks/load.py runs 32 for RELIABILITY.md."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.concurrent_scoring import score_concurrently
+
+GROUPS = int(os.environ.get("SV_SOAR_LOAD_GROUPS", "6"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_concurrent_groups_all_complete_none_trained_twice_within_the_pool(tmp_path, tiny_model_dir):
+    result = score_concurrently(tmp_path, tiny_model_dir, groups=GROUPS, pool=2)
+    assert result.completed == GROUPS and result.rewards_per_group == [4]  # g·n = 4 rewards a group
+    assert result.scoring_errors == []  # every group really scored (a failed one would get the floor)
+    assert result.steps == list(range(GROUPS))  # each group its own outer step, none lost or repeated
+    assert result.trainings == GROUPS * 2 * 2 and result.trained_twice == 0  # g datasets × r students each
+    assert result.max_concurrent_scorings <= 2  # the pool bounds concurrency
