@@ -22,8 +22,31 @@ def test_both_tasks_have_a_config():
     assert [p.name for p in CONFIGS] == ["teacher-e1.toml", "teacher-e2.toml"]
 
 
+@pytest.fixture
+def hard_set_of(request, hard_set, tmp_path_factory):  # noqa: F811
+    """The hard set for a config's task: E1 built-in rows, or E2 rows of the mini set (skips without it)."""
+
+    def make(task: str) -> Path:
+        if task == "e1":
+            return hard_set
+        import numpy as np
+
+        from sv_soar.evaluation.hardset import mine_hard_set
+        from sv_soar.tasks.sources import load_rows
+
+        mini = request.getfixturevalue("svbench_mini")
+        spec = get_task(task)
+        rows = load_rows(task, "jsonl", path=str(mini / f"{task}.jsonl"))[:8]
+        out = tmp_path_factory.mktemp(f"hard-{task}")
+        mine_hard_set(spec, rows, np.zeros((len(rows), 2), dtype=bool), out, model="tiny", source="jsonl",
+                      temperature=1.0)
+        return out
+
+    return make
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_is_one_outer_step_a_group_and_loads_the_env(path, hard_set, tmp_path):  # noqa: F811
+def test_config_is_one_outer_step_a_group_and_loads_the_env(path, hard_set_of, tmp_path):
     config = tomllib.loads(path.read_text(encoding="utf-8"))
     for key in ("model", "max_steps", "batch_size", "rollouts_per_example", "learning_rate", "lora_alpha"):
         assert key in config, f"{path.name}: {key} missing"
@@ -40,7 +63,8 @@ def test_config_is_one_outer_step_a_group_and_loads_the_env(path, hard_set, tmp_
         get_task(args["task"])
     except ValueError:
         pytest.skip(f"{path.name}: task {args['task']!r} is not in this build of sv-soar yet")
-    local = {**args, "hard_set": str(hard_set), "run_dir": str(tmp_path / "run")}
+    local = {**args, "hard_set": str(hard_set_of(args.get("hard_set_task") or args["task"])),
+             "run_dir": str(tmp_path / "run")}
     env_object = sv_soar_teacher.load_environment(**local)
     (rubric,) = [r for r in env_object.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
     assert (rubric.g, rubric.n, rubric.q_r) == (args["g"], args["n"], args["q_r"])
