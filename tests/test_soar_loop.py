@@ -165,7 +165,8 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     assert hard_report["steps"] == 9 and hard_report["promoted_questions"] == 0
     assert len(hard_report["seeds"][0]["train_log"]) == 9
     soar_report = json.loads((soar_dir / "evaluation" / "final.json").read_text())
-    assert soar_report["steps"] == 1 and soar_report["promoted_questions"] == 4
+    promoted = sum(len(dataset) for dataset in open_run(soar_dir).promoted_datasets())
+    assert promoted > 0 and soar_report["steps"] == 1 and soar_report["promoted_questions"] == promoted
 
     markdown = write_report([soar_dir, hard_dir], tmp_path / "report", command="sv-soar report ...").read_text()
     for png in ("pass_at_k.png", "reward.png", "teacher.png"):
