@@ -214,15 +214,19 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
     remove_temporary_files(run.folder, skip=["evaluation"])  # `sv-soar evaluate` may be writing there
     promotion.remove_orphans()
     _truncate_steps(run.folder, start)
+    # decided before any model is loaded
+    if config.run.stop_when_unstuck and _unstuck(_read_steps(run.folder)):
+        print(f"{run.folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
+        return run
+    compute = config.compute
+    if config.run.method == "intrinsic-t" and (compute.backend != "local" or compute.students_url):
+        raise ConfigError("compute: intrinsic-t measures learnability with this process's student model; "
+                          'use backend = "local" and no students_url')
     teacher = Teacher(config)
     if start > 0:
         teacher.load(run.folder / TEACHER_DIR / f"step-{start:06d}")
     d_train = run.d_train()
     hard_index = HardSetIndex([*d_train, *run.d_test()])
-    compute = config.compute
-    if config.run.method == "intrinsic-t" and (compute.backend != "local" or compute.students_url):
-        raise ConfigError("compute: intrinsic-t measures learnability with this process's student model; "
-                          'use backend = "local" and no students_url')
     scorer = make_scorer(config.student.model, task, config.student_train_config(), backend=compute.backend,
                          ray_address=compute.ray_address, ray_actors=compute.ray_actors,
                          students_url=compute.students_url, students=config.soar.students,
@@ -231,9 +235,6 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
                          cache_dir=run.folder / "reward_cache", eval_batch_size=config.soar.eval_batch_size,
                          progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
-    if config.run.stop_when_unstuck and _unstuck(_read_steps(run.folder)):
-        print(f"{run.folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
-        return run
     for step in range(start, end):
         entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
         print(format_step(entry, config.run.outer_steps), flush=True)

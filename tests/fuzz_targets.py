@@ -60,6 +60,22 @@ def _reason(message: Any, where: str = "") -> str:
     return text
 
 
+def _check_file_reader(text: str, name: str, read: Callable[[Path], Any], error: type[Exception], result: type,
+                       rejected: str) -> str:
+    """A reader of one file: `text` written to `name` is read back into `result`, or refused by `error`
+    naming the file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        try:
+            value = read(path)
+        except error as exc:
+            _reason(exc, where=str(path))
+            return f"rejected:{rejected}"
+        assert isinstance(value, result)
+        return "accepted"
+
+
 # --------------------------------------------------------------------------------- building blocks
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
@@ -206,16 +222,7 @@ def _config_texts() -> st.SearchStrategy[str]:
 def check_config(text: str) -> str:
     from sv_soar.config import ConfigError, RunConfig, load_config
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "fuzz.toml"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            config = load_config(path)
-        except ConfigError as exc:
-            _reason(exc, where=str(path))
-            return "rejected:config_error"
-        assert isinstance(config, RunConfig)
-        return "accepted"
+    return _check_file_reader(text, "fuzz.toml", load_config, ConfigError, RunConfig, "config_error")
 
 
 def _override_items() -> st.SearchStrategy[list[str]]:
@@ -293,16 +300,7 @@ def _state_texts() -> st.SearchStrategy[str]:
 def check_promotion_state(text: str) -> str:
     from sv_soar.promotion import PromotionState, PromotionStateError, load_state
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "state.json"
-        path.write_text(text, encoding="utf-8", errors="surrogatepass")
-        try:
-            state = load_state(path)
-        except PromotionStateError as exc:
-            _reason(exc, where=str(path))
-            return "rejected:state_error"
-        assert isinstance(state, PromotionState)
-        return "accepted"
+    return _check_file_reader(text, "state.json", load_state, PromotionStateError, PromotionState, "state_error")
 
 
 def _cache_texts() -> st.SearchStrategy[str]:

@@ -28,14 +28,7 @@ PROMPTS = [
 GREEDY = SamplingParams(max_new_tokens=24)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to share between threads, and on a busy 2-core machine
-    OpenMP's spin-waiting makes 2 threads many times slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture()

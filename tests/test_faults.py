@@ -22,7 +22,6 @@ import logging
 import time
 
 import pytest
-import torch
 
 import sv_soar.grounded as grounded
 from sv_soar.grounded import Baseline, GroundedScorer
@@ -68,12 +67,7 @@ class Faults:
                     lambda row: "all", lambda row: row)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

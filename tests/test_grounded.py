@@ -61,14 +61,7 @@ def kind_config(**overrides) -> StudentTrainConfig:
     return StudentTrainConfig(**values)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are microseconds long; 2 intra-op threads on a loaded 2-core machine make
-    every step many times slower (see test_student_trainer.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -6,19 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from tests.concurrent_scoring import score_concurrently
 
 GROUPS = int(os.environ.get("SV_SOAR_LOAD_GROUPS", "6"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_concurrent_groups_all_complete_none_trained_twice_within_the_pool(tmp_path, tiny_model_dir):

@@ -15,12 +15,7 @@ from sv_soar.models import load_model
 from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the actors run 1 thread each too (num_cpus_per_actor=1): same float sums
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_ray_actors_give_the_local_backends_rewards(tiny_model_dir, tmp_path):

@@ -6,7 +6,6 @@ socket) so that the toy task KIND of tests/test_grounded.py can be served; one t
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -34,12 +33,7 @@ TOKEN = "sv-soar-test-token"
 LIMITS = ServiceLimits(max_request_bytes=64 * 1024, max_baseline_bytes=4 << 20, max_queue=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Running:
@@ -235,7 +229,6 @@ def test_cli_serves_on_loopback_with_a_token(tiny_model_dir, tmp_path):
     """The real `sv-soar serve-students` subprocess: ready line, loopback, the token, its settings."""
     import os
     import signal
-    import time
 
     (tmp_path / "token").write_text(TOKEN + "\n")
     port_file = tmp_path / "port"

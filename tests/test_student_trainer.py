@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from sv_soar.engines.transformers_engine import TransformersEngine
-from sv_soar.generation import Completion, SamplingParams
+from sv_soar.generation import SamplingParams
 from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from sv_soar.tasks.e1 import E1_TASK
@@ -67,14 +67,7 @@ def toy_config(**overrides) -> StudentTrainConfig:
     return StudentTrainConfig(**values)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model's ops are microseconds long: with 2 intra-op threads on a loaded 2-core machine,
-    OpenMP barrier waits made a step 20-40x slower (measured 0.4 s vs 8-17 s for 10 steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -179,10 +179,8 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
 
 
 def _base_cell(base: dict[str, Any], name: str) -> str:
-    if name.startswith("pass@"):
-        value = base["pass_at_k"].get(name[5:], base["pass_at_k"].get(int(name[5:])) if name[5:].isdigit() else None)
-    else:
-        value = base.get(name)
+    # final.json is JSON: pass_at_k's keys are strings ("1", "4", ...)
+    value = base["pass_at_k"].get(name[5:]) if name.startswith("pass@") else base.get(name)
     return "—" if value is None else f"{value:.3f}"
 
 
@@ -233,7 +231,7 @@ def plot_pass_at_k(summaries: list[MethodSummary], base: dict[str, Any] | None, 
         ax.fill_between(ks, [v["low"] for v in values], [v["high"] for v in values], color=line.get_color(), alpha=0.15)
     if base is not None:
         ks = sorted(int(k) for k in base["pass_at_k"])
-        ax.plot(ks, [base["pass_at_k"].get(str(k), base["pass_at_k"].get(k)) for k in ks], linestyle="--",
+        ax.plot(ks, [base["pass_at_k"][str(k)] for k in ks], linestyle="--",
                 color="grey", marker=".", label="base (untrained)")
     ax.set_xscale("log", base=2)
     ticks = sorted({k for s in summaries for k in PASS_KS if f"pass@{k}" in s.metrics})
