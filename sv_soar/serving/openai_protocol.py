@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sv_soar.generation import ChatPrompt, Completion, SamplingParams
+from sv_soar.serving.tool_calls import (Tool, ToolFormatError, assistant_text, parse_tools, read_tool_calls,
+                                        tool_response_text, tools_system_text)
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class ApiError(Exception):
@@ -59,8 +61,9 @@ class ServedModels:
 class ChatRequest:
     model: str  # as the client named it; echoed in the reply
     adapter: str | None
-    prompt: ChatPrompt
+    prompt: ChatPrompt  # tools and tool messages already rendered as text (sv_soar.serving.tool_calls)
     params: SamplingParams
+    tools: tuple[Tool, ...] = ()  # offered to the model: its reply's <tool_call> blocks naming them are calls
 
 
 def parse_chat_request(
@@ -72,14 +75,16 @@ def parse_chat_request(
     for name in ("stream", "logprobs"):  # not implemented: refuse rather than silently ignore
         if body.get(name):
             raise ApiError(f"'{name}' is not supported by sv-soar serve-model", name)
-    if body.get("tools"):
-        raise ApiError("'tools' are not supported by sv-soar serve-model", "tools")
 
     model = body.get("model")
     if not isinstance(model, str):
         raise ApiError("'model' is required and must be a string", "model")
     adapter = models.adapter_for(model)
-    prompt = _messages(body.get("messages"))
+    try:
+        tools = parse_tools(body.get("tools"), body.get("tool_choice"))
+        prompt = _messages(body.get("messages"), tools)
+    except ToolFormatError as exc:
+        raise ApiError(str(exc), exc.param) from None
 
     max_tokens = _integer(body, "max_tokens", None, minimum=1)
     max_completion_tokens = _integer(body, "max_completion_tokens", None, minimum=1)
@@ -93,13 +98,16 @@ def parse_chat_request(
         seed=_integer(body, "seed", None, minimum=0, maximum=2**63 - 1),
         stop=_stop(body.get("stop")),
     )
-    return ChatRequest(model=model, adapter=adapter, prompt=prompt, params=params)
+    return ChatRequest(model=model, adapter=adapter, prompt=prompt, params=params, tools=tools)
 
 
-def _messages(value: Any) -> ChatPrompt:
+def _messages(value: Any, tools: tuple[Tool, ...] = ()) -> ChatPrompt:
+    """The chat as system/user/assistant text; tools, tool calls and tool results rendered as the model
+    reads them (sv_soar.serving.tool_calls)."""
     if not isinstance(value, list) or not value:
         raise ApiError("'messages' is required and must be a non-empty list of {role, content} objects", "messages")
-    prompt = []
+    prompt: ChatPrompt = []
+    tool_results: list[str] = []  # consecutive tool messages: one user turn
     for i, message in enumerate(value):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -109,7 +117,25 @@ def _messages(value: Any) -> ChatPrompt:
             role = "system"
         if role not in ROLES:
             raise ApiError(f"'{where}.role' must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
-        prompt.append({"role": role, "content": _text(message.get("content"), f"{where}.content")})
+        if role == "tool":
+            tool_results.append(_text(message.get("content"), f"{where}.content"))
+            continue
+        if tool_results:
+            prompt.append({"role": "user", "content": tool_response_text(tool_results)})
+            tool_results = []
+        if role == "assistant" and message.get("tool_calls"):
+            content = message.get("content")
+            text = "" if content is None else _text(content, f"{where}.content")
+            prompt.append({"role": "assistant", "content": assistant_text(text, message["tool_calls"], where)})
+        else:
+            prompt.append({"role": role, "content": _text(message.get("content"), f"{where}.content")})
+    if tool_results:
+        prompt.append({"role": "user", "content": tool_response_text(tool_results)})
+    if tools:  # Qwen2.5's template: the tool signatures close the system message (or make one)
+        if prompt[0]["role"] == "system":
+            prompt[0] = {"role": "system", "content": prompt[0]["content"] + "\n\n" + tools_system_text(tools)}
+        else:
+            prompt.insert(0, {"role": "system", "content": tools_system_text(tools)})
     return prompt
 
 
@@ -159,7 +185,7 @@ def _stop(value: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def chat_completion(model: str, completions: list[Completion]) -> dict[str, Any]:
+def chat_completion(model: str, completions: list[Completion], tools: tuple[Tool, ...] = ()) -> dict[str, Any]:
     """OpenAI's chat.completion object for the n completions of one prompt."""
     prompt_tokens = len(completions[0].prompt_token_ids) if completions else 0
     completion_tokens = sum(len(c.token_ids) for c in completions)
@@ -168,18 +194,20 @@ def chat_completion(model: str, completions: list[Completion]) -> dict[str, Any]
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": c.text},
-                "finish_reason": c.finish_reason,
-                "logprobs": None,
-            }
-            for i, c in enumerate(completions)
-        ],
+        "choices": [_choice(i, c, tools) for i, c in enumerate(completions)],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def _choice(index: int, completion: Completion, tools: tuple[Tool, ...]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text}
+    finish_reason = completion.finish_reason
+    if tools:
+        content, calls = read_tool_calls(completion.text, tools)
+        if calls:
+            message, finish_reason = {"role": "assistant", "content": content, "tool_calls": calls}, "tool_calls"
+    return {"index": index, "message": message, "finish_reason": finish_reason, "logprobs": None}

@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json_body(), config.models, default_max_tokens=config.default_max_tokens, max_n=config.max_n
         )
         completions = self.server.batcher.submit(request.prompt, request.params, request.adapter)
-        return chat_completion(request.model, completions)
+        return chat_completion(request.model, completions, request.tools)
 
     def _check_api_key(self) -> None:
         key = self.server.config.api_key
