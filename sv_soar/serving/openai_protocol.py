@@ -3,7 +3,9 @@
 Parsing is strict where a silent default would mislead (a wrong type, an unknown model, `stream` or
 `logprobs` that this server cannot honour): the request is refused with OpenAI's error shape,
 {"error": {"message", "type", "param", "code"}}, naming the field. Fields it does not know are
-ignored, as OpenAI-compatible servers do, so clients that send extras keep working.
+ignored, as OpenAI-compatible servers do, so clients that send extras keep working. Function
+calling (`tools`, `tool` messages, `tool_calls` in the reply) is rendered as chat text by
+`sv_soar.serving.tool_calls`, so the engines see plain system/user/assistant turns.
 """
 
 from __future__ import annotations
