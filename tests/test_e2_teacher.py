@@ -205,3 +205,38 @@ def test_teacher_environment_for_e2_and_for_experiment_e(e2_hard_set, tiny_model
     assert "violations" in rubric_e.hard_set.d_train[0]["info"]
     with rubric_e.scorers.slot() as scorer:
         assert scorer().task.name == "e1+e2"  # E1 problems trained with E1's rubric, E2's for Q_R
+
+
+def test_train_evaluate_report_run_on_e2(e2_hard_set, tiny_model_dir, tmp_path):
+    """`sv-soar train`, `evaluate` and `report` with data.task = "e2", on tiny models. The tiny teacher
+    writes no valid config (random tokens), so the step logs its rejections and why it could not score;
+    the final students train on D_train's E2 rows and are measured on D_test with E2's rubric."""
+    from sv_soar.config import parse_config
+    from sv_soar.evaluation.final import final_evaluation
+    from sv_soar.evaluation.report import write_report
+    from sv_soar.jsonl import read_jsonl
+    from sv_soar.run_dir import open_run
+    from sv_soar.soar_loop import train
+
+    config = parse_config({
+        "run": {"outer_steps": 1, "seed": 0},
+        "data": {"task": "e2", "hard_set": str(e2_hard_set)},
+        "teacher": {"model": str(tiny_model_dir), "g": 2, "n": 2, "max_new_tokens": 16, "max_sampling_rounds": 1,
+                    "lora_rank": 2, "lora_alpha": 4, "warmup_steps": 0},
+        "student": {"model": str(tiny_model_dir), "steps": 1, "batch_prompts": 2, "group_size": 2,
+                    "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"]},
+        "soar": {"students": 1, "q_r": 2, "window": 1},
+    })
+    run = tmp_path / "c"
+    train(config, run, progress=False)
+    (step,) = read_jsonl(run / "steps.jsonl")
+    assert step["valid"] == 0 and sum(step["rejected"].values()) == step["drawn"] == 4
+    assert "0 valid problems" in step["error"]
+    final_evaluation(open_run(run), seeds=[0], samples=2, steps=None, curriculum=False, progress=False)
+    report = json.loads((run / "evaluation" / "final.json").read_text())
+    d_test = read_jsonl(e2_hard_set / "d_test.jsonl")
+    seed = report["seeds"][0]
+    assert seed["train_rows"] == report["d_train"] > 0 and seed["sets"]["d_test"]["problems"] == len(d_test)
+    assert seed["sets"]["d_test"]["pass_at_k"]["1"] == 0.0  # random tokens never solve an E2 row
+    markdown = write_report([run], tmp_path / "report", command="sv-soar report ...").read_text()
+    assert "| soar |" in markdown
