@@ -1,4 +1,5 @@
-"""Fault injection in the grounded scorer: each fault ends in a retry or an explicit, counted failure.
+"""Fault injection in student runs and in the remote student service: each fault ends in a retry or an
+explicit, counted failure.
 
 Faults are injected where they happen in a real run: inside the verifier the student trainer calls on
 every rollout (a task's score function), on the tiny real model and the real trainer. The toy task is
@@ -9,34 +10,58 @@ test_grounded's KIND (a student learns to answer digits); a row's answer names t
     "hang"      a verifier stuck polling something that never comes (a short sleep in a loop, forever)
     "slow"      a verifier that takes slow_s a call (a step runs past the time limit, then returns)
     "boom"      a verifier that raises (KeyError);  "nan": a NaN reward (the student diverges)
+    "exit"      the process dies where it stands (a native abort, the OOM killer), every time; "exit-once"
+                only the first time (a marker file in `exit_marks`). Only inside a Ray actor
+                (tests/test_ray_backend.py): here it would end the test process.
 
 Already covered in test_grounded.py: a verifier that raises (KeyError), a NaN reward (divergence), a
 run past its time limit between steps. Never a silent zero: a failed student has reward None and its
 cause; a dataset with no finished student has R_k None and an error, which the outer loop turns into
 the configured floor reward and a counted, logged failure.
+
+The remote student service (`sv-soar serve-students`, RemoteScorer its client): nothing listening; a
+service whose HTTP front goes down while a job runs and comes back (ServiceWithOutage); a server that
+answers garbage (GARBAGE, a stdlib http.server). The client retries what may pass and ends everything
+else in a StudentServiceError naming the URL, which the teacher rubric turns into the floor reward and a
+visible error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import http.server
+import json
 import logging
+import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sv_soar.grounded as grounded
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.tasks import Task
+from sv_soar.serving.student_service import RemoteScorer, StudentServer, StudentService, StudentServiceError
+from sv_soar.tasks import Task, get_task
 from tests.test_grounded import hard_items, is_kind, kind_config
+from tests.test_teacher_env import STUDENT, VALID, group_states, hard_set, load  # noqa: F401 (fixture)
 
-FAULTS = {"oom-once", "oom", "hang", "slow", "boom", "nan"}
+FAULTS = {"oom-once", "oom", "hang", "slow", "boom", "nan", "exit-once", "exit"}
+TOKEN = "sv-soar-faults-token"
 
 
 class Faults:
     """The verifier of the fault rows; counts calls so a test can tell a retry from a skip."""
 
-    def __init__(self) -> None:
+    def __init__(self, exit_marks: Path | None = None) -> None:
         self.calls = {name: 0 for name in FAULTS}
+        self.exit_marks = exit_marks  # the folder of "exit-once"'s marker, shared by the actor processes
+        self.driver_pid = os.getpid()
 
     def success(self, text: str, row: dict) -> bool:
         answer = row["answer"]
@@ -51,10 +76,20 @@ class Faults:
                 time.sleep(self.slow_s)  # a verifier that is slow, but returns
             if answer == "boom":
                 raise KeyError("oracle has no entry for this row")  # a verifier bug
+            if answer in ("exit", "exit-once"):
+                self.exit(answer)
             return is_kind(text, {**row, "answer": "digits"})
         return is_kind(text, row)
 
     slow_s = 0.15
+
+    def exit(self, answer: str) -> None:
+        if os.getpid() == self.driver_pid:
+            raise RuntimeError("the exit faults run inside Ray actors only: here they would end this process")
+        mark = self.exit_marks / "exited-once"
+        if answer == "exit" or not mark.exists():
+            mark.touch()
+            os._exit(1)
 
     def score(self, text: str, row: dict) -> dict[str, float]:
         if row["answer"] == "nan":  # a verifier bug as it happens: a mean over no findings
@@ -193,3 +228,169 @@ def test_hard_deadline_never_fires_after_its_block():
         with grounded._hard_deadline(0.01):
             while True:
                 time.sleep(0.001)
+
+
+# ------------------------------------------------------------------------------- the remote student service
+
+
+def service_info(task: Task, config: Any, students: int, model: str | None = None) -> dict[str, Any]:
+    """What `GET /v1/info` of a student service with these settings answers (what RemoteScorer checks)."""
+    info = {"task": task.name, "students": students, "grounding": "correctness", "config": config.model_dump()}
+    return info | ({"model": model} if model else {})
+
+
+# What a broken service, a proxy's error page or a stranger on the port answers, by route ("info": GET /v1/info,
+# "submit": POST /v1/jobs, "job": GET /v1/jobs/ID; "*": every route; routes not named answer as a service
+# would), and the words of the StudentServiceError the client must end in.
+GARBAGE: dict[str, tuple[dict[str, tuple[int, bytes]], str]] = {
+    "not-json": ({"*": (200, b"<html><body>It works!</body></html>")}, "not a JSON object"),
+    "info-a-list": ({"info": (200, b"[]")}, "GET /v1/info: HTTP 200, but the answer is not a JSON object"),
+    "submit-a-string": ({"submit": (200, b'"queued"')}, "POST /v1/jobs: HTTP 200, but the answer is not a JSON"),
+    "unknown-status": ({"job": (200, b'{"status": "paused"}')}, "unknown job status 'paused'"),
+    "done-without-result": ({"job": (200, b'{"status": "done"}')}, "is not a list of 1 dataset score(s): None"),
+    "done-malformed-result": ({"job": (200, json.dumps({"status": "done", "result": [
+        {"reward": "high", "baseline_accuracy": 0.5, "students": [{"seed": 0}], "error": None, "key": "k",
+         "seconds": {}}]}).encode())}, "its result is malformed: KeyError"),
+    "job-always-lost": ({"job": (404, b'{"error": {"message": "no job"}}')}, "was lost 2 times"),
+    "error-a-string": ({"*": (400, b'{"error": "no"}')}, 'HTTP 400: {"error": "no"}'),
+    "http-500": ({"*": (500, b"Internal Server Error")}, "HTTP 500: Internal Server Error"),
+}
+
+
+@contextlib.contextmanager
+def garbage_service(kind: str, info: dict[str, Any]) -> Iterator[str]:
+    """A stdlib HTTP server on loopback answering GARBAGE[kind] (a fake: the real service never does);
+    yields its URL."""
+    garbage = GARBAGE[kind][0]
+    answers = {"info": (200, json.dumps(info).encode()), "submit": (202, b'{"status": "queued"}'),
+               "job": (200, b'{"status": "running"}')}
+    answers = {route: garbage.get(route, garbage.get("*", answer)) for route, answer in answers.items()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            route = "info" if self.path == "/v1/info" else "submit" if self.command == "POST" else "job"
+            status, body = answers[route]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def nothing_listening() -> str:
+    """The URL of a loopback port nobody listens on (a service that is down)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class ServiceWithOutage:
+    """`sv-soar serve-students` in this process whose HTTP front goes down as each job starts and comes back
+    on the same port `down_s` later (a network partition, a restarted proxy); the job runs on. This object is
+    the service's scorer: it passes the job to `scorer` after the outage."""
+
+    def __init__(self, scorer: GroundedScorer, store: Path, down_s: float) -> None:
+        self.scorer, self.down_s, self.outages = scorer, down_s, 0
+        self.service = StudentService(self, store)
+        self.server = self._serve(0)
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+    def __getattr__(self, name: str) -> Any:  # task, model_name, students, grounding, config: the scorer's
+        return getattr(self.scorer, name)
+
+    def score(self, *args: Any, **kwargs: Any) -> Any:
+        port = self.server.port
+        self.server.shutdown()
+        self.server.server_close()
+        time.sleep(self.down_s)
+        self.server = self._serve(port)
+        self.outages += 1
+        return self.scorer.score(*args, **kwargs)
+
+    def _serve(self, port: int) -> StudentServer:
+        server = StudentServer(("127.0.0.1", port), self.service, TOKEN)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.service.close()
+
+
+def remote(url: str, task: Task, config: Any, students: int = 1, **kwargs: Any) -> RemoteScorer:
+    kwargs = {"poll_s": 0.02, "timeout_s": 60, "retries": 1, "retry_backoff_s": 0.01} | kwargs
+    return RemoteScorer(url, task, config, token=TOKEN, students=students, **kwargs)
+
+
+ROWS = [{"question": "Item 1: write the count.", "answer": "digits"}]
+
+
+def test_a_service_that_is_down_is_retried_with_backoff_then_an_explicit_error(faults, caplog):
+    url = nothing_listening()
+    client = remote(url, faults.task(), kind_config(), retries=3, retry_backoff_s=0.05)
+    started = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="sv_soar.serve_students"), \
+            pytest.raises(StudentServiceError) as caught:
+        client.score([ROWS], ROWS, Baseline("base"), seed=0)
+    assert time.perf_counter() - started >= 0.05 + 0.1 + 0.2  # backoff doubles: 0.05 s, 0.1 s, 0.2 s
+    assert str(caught.value).startswith(f"{url}: GET /v1/info: ConnectError") and "tried 4 times" in str(caught.value)
+    assert client.retried == 3 and caplog.text.count("retrying in") == 3
+
+
+def test_a_service_down_mid_job_is_retried_and_the_job_trains_once(scorer, tmp_path):
+    s = scorer()
+    q_r = hard_items(s, n=4)
+    [undisturbed] = s.score([q_r[:2]], q_r, Baseline("base"), seed=0)
+    flaky = ServiceWithOutage(s, tmp_path / "store", down_s=0.5)
+    try:
+        client = remote(flaky.url, s.task, s.config, retries=8, retry_backoff_s=0.05)
+        [score] = client.score([q_r[:2]], q_r, Baseline("base"), seed=0)
+    finally:
+        flaky.close()
+    assert flaky.outages == 1 and client.retried >= 1  # the polls met the outage and were retried
+    assert strip(score) == strip(undisturbed) and flaky.service.trained_jobs == 1  # trained once, same R_k
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_a_service_answering_garbage_ends_in_an_explicit_error(kind, faults):
+    config = kind_config()
+    with garbage_service(kind, service_info(faults.task(), config, students=1)) as url:
+        client = remote(url, faults.task(), config)
+        with pytest.raises(StudentServiceError) as caught:
+            client.score([ROWS], ROWS, Baseline("base"), seed=0)
+    message = str(caught.value)
+    assert message.startswith(url) and GARBAGE[kind][1] in message, message
+
+
+def test_the_teacher_gets_the_floor_and_a_visible_error_from_a_garbage_service(hard_set, tmp_path, caplog):  # noqa: F811
+    """The teacher rubric with students_url on a service that says "done" with no result: every rollout gets the
+    floor (not 0), the metric scoring_error is 1, the error is logged and kept in the step's record."""
+    from sv_soar_teacher import student_config
+
+    model = str(tmp_path / "model")  # the rubric never loads it: the students train on the service
+    info = service_info(get_task("e1"), student_config("cpu", STUDENT), 2, model)
+    with garbage_service("done-without-result", info) as url:
+        env = load(hard_set, model, tmp_path / "run", students_url=url, students_token=TOKEN, floor=-0.5)
+        states = group_states(VALID + ["not a problem"] * 6)
+        with caplog.at_level(logging.ERROR, logger="sv_soar_teacher"):
+            asyncio.run(env.rubric.score_group(states))
+    assert [s["reward"] for s in states] == [-0.5] * 10
+    assert all(s["metrics"]["scoring_error"] == 1.0 for s in states)
+    assert f"StudentServiceError: {url}: job" in caplog.text and "not a list of 2 dataset score(s)" in caplog.text
+    (record,) = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    assert record["reward_hat"] is None and "not a list of 2 dataset score(s)" in record["error"]

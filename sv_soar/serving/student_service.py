@@ -55,6 +55,9 @@ TOKEN_ENV = "SV_SOAR_STUDENTS_TOKEN"
 JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 BASELINE_ID = re.compile(r"base|[0-9a-f]{16}")  # Baseline.id: "base" or 16 hex digits of a content hash
 JOB_FIELDS = {"job_id", "task", "datasets", "q_r", "baseline", "seed", "promoted", "keep_adapters"}
+JOB_STATUSES = ("queued", "running", "done", "failed")
+# answers the client retries: the service is busy (503), or a proxy in front of it found it down (502, 504)
+RETRIED_STATUSES = {502, 503, 504}
 
 
 # ------------------------------------------------------------------------------------------- the service
@@ -265,7 +268,7 @@ class StudentService:
             raise ApiError(f"the body must be a JSON object, got {type(body).__name__}")
         unknown = sorted(set(body) - JOB_FIELDS)
         if unknown:
-            raise ApiError(f"unknown field {unknown[0]!r}; a job has {sorted(JOB_FIELDS)}", unknown[0])
+            raise ApiError(f"unknown field {_shown(unknown[0])}; a job has {sorted(JOB_FIELDS)}", unknown[0][:60])
         for name in ("job_id", "task", "datasets", "q_r", "baseline", "seed"):
             if name not in body:
                 raise ApiError(f"{name!r} is required", name)
@@ -273,7 +276,7 @@ class StudentService:
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
             raise ApiError("'job_id' must be 1-128 characters of A-Z a-z 0-9 . _ -", "job_id")
         if body["task"] != self.task.name:
-            raise ApiError(f"'task' is {body['task']!r}, but this service trains {self.task.name!r} students", "task")
+            raise ApiError(f"'task' is {_shown(body['task'])}, but this service trains {self.task.name!r} students", "task")
         seed = body["seed"]
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
             raise ApiError("'seed' must be a non-negative integer", "seed")
@@ -306,6 +309,12 @@ class StudentService:
             except ValueError as exc:
                 raise ApiError(f"{where}[{i}]: {exc}", f"{where}[{i}]") from None
         return rows
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A refused value as its refusal quotes it: repr, cut to `limit` characters (a body may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _digest(request: dict[str, Any]) -> str:
@@ -382,7 +391,8 @@ class _StudentHandler(_Handler):
 
 
 class StudentServiceError(RuntimeError):
-    """The service refused a request or failed a job; the message is the service's own."""
+    """The service refused a request, failed a job, could not be reached, or answered something that is not
+    a student service's answer; the message names the URL and what was wrong."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -400,7 +410,12 @@ class RemoteAdapterState(Mapping):
             from safetensors.torch import load
 
             job_id, k, j = self._where
-            self._state = load(self._client._request("GET", f"/v1/jobs/{job_id}/adapters/{k}/{j}", raw=True))
+            raw = self._client._request("GET", f"/v1/jobs/{job_id}/adapters/{k}/{j}", raw=True)
+            try:
+                self._state = load(raw)
+            except Exception as exc:  # safetensors raises its own error types for a damaged file
+                raise StudentServiceError(f"{self._client.url}: the weights of student {j} of dataset {k} of job "
+                                          f"{job_id} are not a safetensors file: {exc}") from None
         return self._state
 
     def __getitem__(self, key: str) -> Any:
@@ -419,11 +434,17 @@ class RemoteScorer:
     The job id is a hash of the whole request, so a call retried after a lost connection, or re-run by a
     restarted trainer, finds the job the service already has and never trains its students twice.
     `model`, `students`, `grounding` and `config` must match the service's (checked on first use).
+
+    Faults: a connection error or a 502/503/504 is retried `retries` times, waiting retry_backoff_s, then twice
+    that, and so on (30 s at most); a job the service lost (404: restarted without its store) is submitted
+    again. Anything else that is not a student service's answer (not JSON, the wrong shape, an unknown job
+    status, a malformed result) raises StudentServiceError naming the URL and what was wrong, which the
+    teacher rubric turns into the floor reward and a counted, logged error (never a silent zero).
     """
 
     def __init__(self, url: str, task: Any, config: Any, *, token: str | None = None, model: str | None = None,
                  students: int = 4, grounding: str = "correctness", poll_s: float = 1.0,
-                 timeout_s: float | None = None, retries: int = 5) -> None:
+                 timeout_s: float | None = None, retries: int = 5, retry_backoff_s: float = 0.5) -> None:
         from sv_soar.tasks import get_task
 
         token = token or os.environ.get(TOKEN_ENV)
@@ -432,13 +453,13 @@ class RemoteScorer:
         self.url, self._token = url.rstrip("/"), token
         self.task = get_task(task) if isinstance(task, str) else task
         self.config, self.model_name, self.students, self.grounding = config, model, students, grounding
-        self.poll_s, self.timeout_s, self.retries = poll_s, timeout_s, retries
+        self.poll_s, self.timeout_s, self.retries, self.retry_backoff_s = poll_s, timeout_s, retries, retry_backoff_s
+        self.retried = 0  # requests sent again after a connection error or a 502/503/504 (benchmarks/faults.py)
         self._checked = False
         self.seconds_load = 0.0
 
     def score(self, datasets: Sequence[Sequence[dict]], q_r: Sequence[dict], baseline: Any, *, seed: int,
               promoted: bool = False, keep_adapters: bool = False) -> list[Any]:
-        from sv_soar.grounded import DatasetScore
         from sv_soar.reward_cache import problem_content
 
         self._check_service()
@@ -451,7 +472,7 @@ class RemoteScorer:
         request["job_id"] = job_id
         self._submit(request, baseline)
         view = self._wait(request, baseline)
-        scores = [DatasetScore.from_dict(entry) for entry in view["result"]]
+        scores = self._result(view, job_id, len(datasets))
         if keep_adapters:
             for k, score in enumerate(scores):
                 for j, student in enumerate(score.students):
@@ -471,22 +492,43 @@ class RemoteScorer:
     def _wait(self, request: dict[str, Any], baseline: Any) -> dict[str, Any]:
         job_id = request["job_id"]
         started = time.monotonic()
+        lost = 0
         while True:
             try:
                 view = self._request("GET", f"/v1/jobs/{job_id}")
             except StudentServiceError as exc:
                 if exc.status != 404:
                     raise
+                lost += 1
+                if lost > self.retries:  # a restart loses a job once; a service that never keeps it is broken
+                    raise StudentServiceError(f"{self.url}: job {job_id} was lost {lost} times right after it was "
+                                              f"submitted: {exc}", status=404) from None
                 log.warning("%s lost job %s (restarted?); submitting it again", self.url, job_id)
                 self._submit(request, baseline)  # the same id: a job it finished before is answered, not re-run
                 continue
-            if view["status"] == "done":
+            status = view.get("status")
+            if status == "done":
                 return view
-            if view["status"] == "failed":
-                raise StudentServiceError(f"{self.url}: job {job_id} failed: {view.get('error')}")
+            if status == "failed":
+                raise StudentServiceError(f"{self.url}: job {job_id} failed: {str(view.get('error'))[:2000]}")
+            if status not in JOB_STATUSES:
+                raise StudentServiceError(f"{self.url}: GET /v1/jobs/{job_id}: unknown job status {str(status)[:100]!r} "
+                                          f"(a student service answers one of {', '.join(JOB_STATUSES)})")
             if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
-                raise TimeoutError(f"{self.url}: job {job_id} not done after {self.timeout_s:g}s ({view['status']})")
+                raise TimeoutError(f"{self.url}: job {job_id} not done after {self.timeout_s:g}s ({status})")
             time.sleep(self.poll_s)
+
+    def _result(self, view: dict[str, Any], job_id: str, count: int) -> list[Any]:
+        """A done job's R_k, one DatasetScore a dataset (DatasetScore.from_dict validates every field)."""
+        from sv_soar.grounded import DatasetScore
+
+        result, where = view.get("result"), f"{self.url}: job {job_id} is done, but its result"
+        if not isinstance(result, list) or len(result) != count:
+            raise StudentServiceError(f"{where} is not a list of {count} dataset score(s): {str(result)[:200]}")
+        try:
+            return [DatasetScore.from_dict(entry) for entry in result]
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise StudentServiceError(f"{where} is malformed: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def _check_service(self) -> None:
         if self._checked:
@@ -510,31 +552,50 @@ class RemoteScorer:
 
     def _request(self, method: str, path: str, body: Any = None, *, raw_body: bytes | None = None,
                  raw: bool = False) -> Any:
-        """One request, retried with backoff on connection errors and 503 (the same job id: idempotent)."""
+        """One request, retried with backoff on connection errors and RETRIED_STATUSES (the same job id:
+        idempotent); the answer's JSON object (its bytes with `raw`), else StudentServiceError."""
         import httpx
 
         headers = {"Authorization": f"Bearer {self._token}"}
         content = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
         if body is not None:
             headers["Content-Type"] = "application/json"
+        where = f"{self.url}: {method} {path}"
         for attempt in range(self.retries + 1):
             try:
                 response = httpx.request(method, self.url + path, content=content, headers=headers, timeout=300)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise StudentServiceError(f"{self.url}: {method} {path}: {type(exc).__name__}: {exc}") from exc
+                    raise StudentServiceError(f"{where}: {type(exc).__name__}: {exc} (tried {attempt + 1} "
+                                              "times)") from exc
+                why = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code != 503 or attempt == self.retries:
+                if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
                     break
-            time.sleep(min(30.0, 0.5 * 2**attempt))
+                why = f"HTTP {response.status_code}"
+            wait = min(30.0, self.retry_backoff_s * 2**attempt)
+            log.warning("%s: %s; retrying in %.2fs (%d of %d)", where, why, wait, attempt + 1, self.retries)
+            self.retried += 1
+            time.sleep(wait)
         if response.status_code >= 400:
             try:
                 error = response.json()["error"]
             except (ValueError, KeyError, TypeError):
+                error = None
+            if not isinstance(error, dict):  # not the service's {"error": {...}}: a proxy's page, a stranger
                 error = {"message": response.text[:500]}
-            raise StudentServiceError(f"{self.url}: {method} {path}: HTTP {response.status_code}: {error.get('message')}",
+            raise StudentServiceError(f"{where}: HTTP {response.status_code}: {str(error.get('message'))[:500]}",
                                       status=response.status_code, code=error.get("code"))
-        return response.content if raw else response.json()
+        if raw:
+            return response.content
+        try:
+            answer = response.json()
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            answer = None
+        if not isinstance(answer, dict):
+            raise StudentServiceError(f"{where}: HTTP {response.status_code}, but the answer is not a JSON object: "
+                                      f"{response.text[:200]!r}", status=response.status_code)
+        return answer
 
 
 def _wire(row: dict) -> dict:
