@@ -99,3 +99,35 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
         [dataset] = json.loads(out.read_text())["datasets"]
         outputs[backend] = [(s["seed"], s["accuracy"], [e["loss"] for e in s["log"]]) for s in dataset["students"]]
     assert outputs["ray"] == outputs["local"]
+
+
+def test_a_dead_actor_is_restarted_and_its_runs_retried_once(tiny_model_dir, tmp_path, caplog):
+    """Student runs that end their actor's process (os._exit inside the verifier: a native abort, the OOM
+    killer): a part whose actor dies once is run again on a restarted actor and equals an undisturbed run;
+    a part whose actor dies every time fails as "ActorDied" students while the other dataset is scored."""
+    import logging
+
+    from tests.test_faults import Faults, fault_rows, strip
+
+    faults = Faults(exit_marks=tmp_path)
+    config = kind_config(steps=2, batch_prompts=2)
+    local = GroundedScorer(load_model(str(tiny_model_dir)), faults.task(), config, students=2, progress=False)
+    q_r = hard_items(local, n=4)
+    [undisturbed] = local.score([q_r[:2]], q_r, Baseline("base"), seed=0)
+    with make_scorer(str(tiny_model_dir), faults.task(), config, backend="ray", ray_actors=2, students=2,
+                     progress=False) as remote:
+        pids = {w["pid"] for w in remote.workers}
+        with caplog.at_level(logging.WARNING, logger="sv_soar.backends.ray_backend"):
+            # two actors, two datasets of two students: actor 0 runs "exit-once", actor 1 "exit"
+            once, always = remote.score([fault_rows(q_r, "exit-once"), fault_rows(q_r, "exit")], q_r,
+                                        Baseline("base"), seed=0)
+        assert once.n_failed == 0 and [s.attempts for s in once.students] == [2, 2]
+        assert strip(once) == strip(undisturbed) and once.reward == undisturbed.reward
+        assert always.reward is None and "all 2 students failed" in always.error
+        for student in always.students:
+            assert student.failure.startswith("ActorDied: actor 1 died twice") and student.reward is None
+        assert caplog.text.count("running them once more") == 2 and caplog.text.count("died running") == 3
+        # every dead actor was replaced: the scorer goes on scoring
+        assert not pids & {w["pid"] for w in remote.workers}
+        [fine] = remote.score([q_r[:2]], q_r, Baseline("base"), seed=0)
+        assert strip(fine) == strip(undisturbed)

@@ -14,6 +14,10 @@ Everything else (cache keys, R_k, failure accounting, the reward cache) is Groun
 so the two backends give the same R_k: a student's run depends only on (dataset, seed_j, baseline), and
 a greedy evaluation row does not depend on which rows share its batch (tests/test_engine.py).
 
+An actor whose process dies (a native abort, the OOM killer, a lost node) is restarted and its part of
+the runs is run once more; if it dies again, those students fail with "ActorDied: ..." (no reward, like
+any failed student), so the other datasets of the call are still scored.
+
 Ray keeps its own footprint small: no dashboard, no usage stats, worker logs not streamed to the driver,
 and a local cluster gets only the CPUs its actors ask for (its workers are not niced: they do the work).
 
@@ -124,39 +128,74 @@ class RayGroundedScorer(GroundedScorer):
             gpus = 1 if cluster_gpus else 0
             count = actors or max(1, cluster_gpus)
         worker = ray.remote(StudentWorker).options(num_cpus=cpus, num_gpus=gpus)
-        self.actors = [
-            worker.remote(self.model_name, self.task, self.config, grounding=self.grounding,
-                          time_limit_s=self.time_limit_s, eval_batch_size=self.eval_batch_size,
-                          device="cuda" if gpus else "cpu", engine=self.engine_kind,
-                          engine_options=self.engine_options, threads=None if gpus else max(1, int(cpus)))
-            for _ in range(count)
-        ]
+        options = dict(grounding=self.grounding, time_limit_s=self.time_limit_s, eval_batch_size=self.eval_batch_size,
+                       device="cuda" if gpus else "cpu", engine=self.engine_kind, engine_options=self.engine_options,
+                       threads=None if gpus else max(1, int(cpus)))
+        self._new_actor = lambda: worker.remote(self.model_name, self.task, self.config, **options)
+        self.actors = [self._new_actor() for _ in range(count)]
         self.workers = ray.get([actor.ready.remote() for actor in self.actors])  # a load error surfaces here
         log.info("ray backend: %d actor(s) ready: %s", len(self.actors), self.workers)
+
+    def _restart(self, dead: Sequence[int]) -> None:
+        """Replace the actors at these indices with fresh ones (each loads the model) and wait until they are ready."""
+        ray = require_ray()
+        for a in dead:
+            ray.kill(self.actors[a])  # already gone, or hung: either way no longer ours
+            self.actors[a] = self._new_actor()
+        for a, ready in zip(dead, ray.get([self.actors[a].ready.remote() for a in dead])):
+            self.workers[a] = ready
 
     def _evaluate_baseline(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
         if not q_r:
             raise ValueError("Q_R is empty: nothing to measure accuracy on")
-        return require_ray().get(self.actors[0].baseline_accuracy.remote(baseline, list(q_r)))
+        ray = require_ray()
+        try:
+            return ray.get(self.actors[0].baseline_accuracy.remote(baseline, list(q_r)))
+        except ray.exceptions.RayActorError as exc:
+            log.warning("ray backend: actor 0 died (%s); restarted, measuring the baseline once more", _why(exc))
+            self._restart([0])
+            return ray.get(self.actors[0].baseline_accuracy.remote(baseline, list(q_r)))
 
     def _run_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row], baseline: Baseline,
                       *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
         """Cut the runs into one contiguous part per actor, run the parts concurrently, and put the results
-        back in run order. Seconds of evaluation: summed over actors."""
+        back in run order. A part whose actor died is run once more on a restarted actor (its students count
+        two attempts); if that one dies too, its students fail with "ActorDied". Seconds of evaluation: summed
+        over actors."""
         from sv_soar_teacher.grounded_rubric import partition
 
         ray = require_ray()
         baseline_ref, q_r_ref = ray.put(baseline), ray.put(list(q_r))  # sent once, read by every actor
         # the teacher rubric's partition rule: contiguous parts whose sizes differ by at most one
-        parts = partition(range(len(runs)), len(self.actors), len(runs))
-        refs = [actor.run_students.remote([(runs[i][0], list(runs[i][1]), runs[i][2]) for i in part], q_r_ref,
-                                          baseline_ref, steps, keep_adapters)
-                for actor, part in zip(self.actors, parts)]
-        results: list[StudentResult] = []
+        parts = dict(enumerate(partition(range(len(runs)), len(self.actors), len(runs))))
+        results: list[StudentResult | None] = [None] * len(runs)
         seconds_eval = 0.0
-        for part_results, part_seconds in ray.get(refs):
-            results.extend(part_results)
-            seconds_eval += part_seconds
+        for attempt in (1, 2):
+            refs = {a: self.actors[a].run_students.remote([(runs[i][0], list(runs[i][1]), runs[i][2]) for i in part],
+                                                          q_r_ref, baseline_ref, steps, keep_adapters)
+                    for a, part in parts.items()}
+            died = {}
+            for a, ref in refs.items():
+                try:
+                    part_results, part_seconds = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the actor's process is gone; a Python error is not this
+                    died[a] = _why(exc)
+                    continue
+                for i, result in zip(parts[a], part_results):
+                    result.attempts += attempt - 1
+                    results[i] = result
+                seconds_eval += part_seconds
+            for a, why in died.items():
+                log.warning("ray backend: actor %d (pid %s) died running %d student run(s) (%s); restarting it%s", a,
+                            self.workers[a]["pid"], len(parts[a]), why, ", running them once more" if attempt == 1 else "")
+            if not died:
+                break
+            self._restart(list(died))  # the next call finds live actors as well
+            parts = {a: parts[a] for a in died}
+        for a, why in died.items():  # died on both attempts: those students failed, the others stand
+            for i in parts[a]:
+                results[i] = StudentResult(seed=runs[i][2], accuracy=None, reward=None, seconds_train=0.0, log=[],
+                                           failure=f"ActorDied: actor {a} died twice running it: {why}", attempts=2)
         return results, seconds_eval
 
     def close(self) -> None:
@@ -176,3 +215,8 @@ class RayGroundedScorer(GroundedScorer):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _why(exc: Exception) -> str:
+    """The first line of Ray's (many-line) actor-death message."""
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
