@@ -86,10 +86,12 @@ class Faults:
     def exit(self, answer: str) -> None:
         if os.getpid() == self.driver_pid:
             raise RuntimeError("the exit faults run inside Ray actors only: here they would end this process")
-        mark = self.exit_marks / "exited-once"
-        if answer == "exit" or not mark.exists():
+        if answer == "exit-once":
+            mark = self.exit_marks / "exited-once"
+            if mark.exists():
+                return
             mark.touch()
-            os._exit(1)
+        os._exit(1)
 
     def score(self, text: str, row: dict) -> dict[str, float]:
         if row["answer"] == "nan":  # a verifier bug as it happens: a mean over no findings
