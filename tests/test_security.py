@@ -1,8 +1,8 @@
 """Security: no shell anywhere in the source, services on loopback unless configured (and then with a
 key), and a service refuses unauthenticated, oversize and malformed requests while it keeps serving.
 
-The services: `sv-soar serve-model` (the OpenAI-compatible API) now; the remote student service
-(`sv-soar serve-students`) is one more entry in SERVICES when it lands; every check below then covers it.
+The services (SERVICES): `sv-soar serve-model` (the OpenAI-compatible API) and `sv-soar serve-students`
+(the remote student service); every check of a running service runs on each.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import http.client
 import importlib
 import json
 import socket
+import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,7 +106,7 @@ def test_no_source_binds_beyond_loopback_by_default():
         for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
             if "--host" in action.option_strings:
                 hosts[name] = action.default
-    assert "serve-model" in hosts and all(host in LOOPBACK for host in hosts.values()), hosts
+    assert {"serve-model", "serve-students"} <= set(hosts) and all(host in LOOPBACK for host in hosts.values()), hosts
 
 
 def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key(tiny_model_dir):
@@ -112,6 +114,21 @@ def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key(tiny_model_di
                            "--host", "0.0.0.0", "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "refusing to bind 0.0.0.0 without --api-key" in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_serve_students_refuses_to_start_without_a_token_and_warns_beyond_loopback(tiny_model_dir):
+    """The student service trains on whatever a caller sends: no token, no service, on any address."""
+    env = {k: v for k, v in os.environ.items() if k != "SV_SOAR_STUDENTS_TOKEN"}
+    command = [sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir), "--port", "0"]
+    done = subprocess.run(command + ["--host", "0.0.0.0"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "bearer token is required" in done.stderr and "listening" not in done.stdout
+    # with a token it warns before it loads or binds anything; a bad --student then stops it right there, so
+    # this test never opens a port beyond loopback
+    done = subprocess.run(command + ["--host", "0.0.0.0", "--student", '{"stepz": 1}'], cwd=REPO,
+                          env={**env, "SV_SOAR_STUDENTS_TOKEN": API_KEY}, capture_output=True, text=True, timeout=120)
+    assert "binding 0.0.0.0: reachable beyond this machine; the token is all that guards it" in done.stderr
+    assert done.returncode == 2 and "listening" not in done.stdout
 
 
 # ------------------------------------------------------------------------------------ a running service
@@ -123,7 +140,9 @@ class Service:
 
     port: int
     routes: list[tuple[str, str, bytes | None]]  # (method, path, good body) that need the key
-    good: tuple[str, str, bytes]  # one request that must succeed with the key
+    good: tuple[str, str, bytes | None]  # one request that must succeed with the key
+    post: tuple[str, str]  # where request bodies go (method, path): the oversize and malformed ones too
+    invalid: list[bytes]  # well-formed JSON with a field out of range (400)
     health: str = "/health"  # answers without a key (liveness only)
 
 
@@ -140,20 +159,53 @@ def serve_model(tiny_model_dir) -> Iterator[Service]:
                                                         max_request_bytes=MAX_BYTES, default_max_tokens=4), batcher)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    invalid = [json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], **field}).encode()
+               for field in ({"n": 10**9}, {"max_tokens": -1})]
     try:
         yield Service(server.port, [("POST", "/v1/chat/completions", GOOD), ("GET", "/v1/models", None),
-                                    ("GET", "/stats", None)], ("POST", "/v1/chat/completions", GOOD))
+                                    ("GET", "/stats", None)], ("POST", "/v1/chat/completions", GOOD),
+                      ("POST", "/v1/chat/completions"), invalid)
     finally:
         server.shutdown()
         server.server_close()
         batcher.stop()
 
 
-# Every network service, started with API_KEY and a MAX_BYTES request limit. The student service
-# (`sv-soar serve-students`) is one more entry here when it lands.
+@contextlib.contextmanager
+def serve_students(tiny_model_dir) -> Iterator[Service]:
+    """`sv-soar serve-students`' server in this process, on the tiny real model, with a token and a 16 KiB job
+    limit. Its good request is GET /v1/info: a good job would train students in the background, so the
+    bodies posted to /v1/jobs here all fail validation (or the token) before anything trains."""
+    from sv_soar.grounded import GroundedScorer
+    from sv_soar.serving.student_service import ServiceLimits, StudentServer, StudentService
+    from sv_soar_teacher import student_config
+
+    scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", {"steps": 1}), students=1, progress=False)
+    with tempfile.TemporaryDirectory() as store:
+        service = StudentService(scorer, store, ServiceLimits(max_request_bytes=MAX_BYTES))
+        server = StudentServer(("127.0.0.1", 0), service, API_KEY)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        invalid = [json.dumps({**JOB, **field}).encode() for field in ({"seed": -1}, {"datasets": []},
+                                                                        {"job_id": "../../etc"}, {"task": "e2"})]
+        try:
+            yield Service(server.port, [("POST", "/v1/jobs", json.dumps(JOB).encode()), ("GET", "/v1/info", None),
+                                        ("GET", "/v1/jobs/job-1", None), ("GET", "/v1/jobs/job-1/adapters/0/0", None),
+                                        ("PUT", "/v1/baselines/0123456789abcdef", b"\0" * 64)],
+                          ("GET", "/v1/info", None), ("POST", "/v1/jobs"), invalid)
+        finally:
+            server.shutdown()
+            server.server_close()
+            service.close()
+
+
+# Every network service, started with API_KEY and a MAX_BYTES request limit.
 MAX_BYTES = 16 * 1024
 GOOD = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
-SERVICES = {"serve-model": serve_model}
+ROW = {"question": "Device cam-1 observed tcp 1024→23, duration 0.5, bytes 100, flags [S]. Decide: Malicious or "
+                   "Benign (you may Abstain if unsure).", "answer": "Malicious"}
+JOB = {"job_id": "job-1", "task": "e1", "datasets": [[ROW]], "q_r": [ROW], "baseline": "base", "seed": 0}
+SERVICES = {"serve-model": serve_model, "serve-students": serve_students}
 
 
 @pytest.fixture(scope="module", params=sorted(SERVICES))
@@ -186,13 +238,10 @@ def test_unauthenticated_requests_are_refused(service):
 
 
 def test_oversize_and_malformed_requests_are_refused_and_the_service_keeps_serving(service):
-    method, path, _ = service.good
+    method, path = service.post
     too_big = b'{"model": "tiny", "pad": "' + b"x" * (MAX_BYTES + 1024) + b'"}'
-    cases = [
-        (too_big, 413), (b"[" * 10_000, 400), (b"\xff\xfe{", 400), (b"", 400), (b"null", 400),
-        (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 10**9}).encode(), 400),
-        (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}).encode(), 400),
-    ]
+    cases = [(too_big, 413), (b"[" * 10_000, 400), (b"\xff\xfe{", 400), (b"", 400), (b"null", 400)]
+    cases += [(body, 400) for body in service.invalid]
     for body, status in cases:
         got, reply = request(service, method, path, body, AUTH)
         assert got == status and reply["error"]["message"], (body[:40], got, reply)
