@@ -7,17 +7,21 @@ each, in-process through `GroundedTeacherRubric.grounded_reward` on the tiny rea
 group gets its own step, no (dataset, student) is trained twice, at most pool-size scorings run at
 once, and resident memory after the warm-up stays flat.
 
-The student service (`sv-soar serve-students`) is the other scorer behind the same rubric: once it
-lands, `build_rubric(..., remote=URL)` scores through it and the same checks apply.
+With `remote=True` the students train on one student service instead (`sv-soar serve-students`: its real
+HTTP server on loopback with a token, in this process so its trainings are counted the same way), and the
+rubric's pool holds RemoteScorers (`build_rubric(..., remote=URL)`). The same checks apply; the service
+runs one job at a time, and the pool bounds the requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +48,12 @@ class LoadResult:
     steps: list[int]
     trainings: int
     trained_twice: int
-    max_concurrent_scorings: int
+    max_concurrent_scorings: int  # scorings training students at once (on the service, when remote)
     scoring_errors: list[str]
     rss_mb: list[float] = field(default_factory=list)  # sampled every 0.2 s
+    remote: bool = False
+    max_requests_in_flight: int | None = None  # remote: RemoteScorer.score calls at once (the rubric's pool)
+    service_jobs: int | None = None  # remote: jobs that reached the service's scorer
 
     @property
     def rss_growth_after_warmup_mb(self) -> float:
@@ -57,51 +64,110 @@ class LoadResult:
         return max(self.rss_mb[half:]) - max(self.rss_mb[:half])
 
 
-def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2, students: int = 2):
+TOKEN = "sv-soar-load-token"
+
+
+def student_config():
+    from sv_soar_student.trainer import StudentTrainConfig
+
+    return StudentTrainConfig(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8,
+                              lora_rank=2, lora_alpha=4, lora_target_modules=["q_proj"])
+
+
+def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2, students: int = 2,
+                 remote: str | None = None):
+    """The teacher rubric on the tiny model, its students trained in-process by a pool of GroundedScorers,
+    or by the student service at `remote` (a URL) through a pool of RemoteScorers."""
     from sv_soar.grounded import GroundedScorer
     from sv_soar.models import load_model
     from sv_soar.promotion import PromotionRun
+    from sv_soar.serving.student_service import RemoteScorer
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_student.trainer import StudentTrainConfig
     from sv_soar_teacher.contamination import HardSetIndex
     from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric, HardSet, ScorerPool
 
     rows = generate_e1_flows(8, seed=3)
     hard_set = HardSet(d_train=rows, index=HardSetIndex(rows), source=folder / "d_train.jsonl", guarded=len(rows))
-    config = StudentTrainConfig(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8,
-                                lora_rank=2, lora_alpha=4, lora_target_modules=["q_proj"])
+    config = student_config()
     run = PromotionRun.open(folder / "run", task="e1", model=str(model))
-    scorers = ScorerPool(lambda: GroundedScorer(load_model(str(model)), get_task("e1"), config, students=students,
-                                                cache_dir=folder / "run" / "reward_cache", progress=False), size=pool)
-    return GroundedTeacherRubric(task="e1", hard_set=hard_set, run=run, scorers=scorers, config=config, g=g, n=n,
-                                 q_r=4, floor=-1.0, seed=0)
+
+    def build() -> GroundedScorer | RemoteScorer:
+        if remote:
+            return RemoteScorer(remote, "e1", config, token=TOKEN, model=str(model), students=students, poll_s=0.05)
+        return GroundedScorer(load_model(str(model)), get_task("e1"), config, students=students,
+                              cache_dir=folder / "run" / "reward_cache", progress=False)
+
+    return GroundedTeacherRubric(task="e1", hard_set=hard_set, run=run, scorers=ScorerPool(build, size=pool),
+                                 config=config, g=g, n=n, q_r=4, floor=-1.0, seed=0)
 
 
-def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: int = 2, n: int = 2) -> LoadResult:
+@contextlib.contextmanager
+def student_service(folder: Path, model: Path, *, students: int = 2) -> Iterator[tuple[str, Any]]:
+    """`sv-soar serve-students` in this process: its HTTP server on loopback with TOKEN, one GroundedScorer on
+    the tiny model. Yields (URL, the StudentService)."""
+    from sv_soar.grounded import GroundedScorer
+    from sv_soar.serving.student_service import StudentServer, StudentService
+
+    scorer = GroundedScorer(str(model), "e1", student_config(), students=students,
+                            cache_dir=folder / "service" / "reward_cache", progress=False)
+    service = StudentService(scorer, folder / "service")
+    server = StudentServer(("127.0.0.1", 0), service, TOKEN)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}", service
+    finally:
+        server.shutdown()
+        server.server_close()
+        service.close()
+
+
+class Concurrency:
+    """How many calls of the wrapped functions run at once, at most."""
+
+    def __init__(self) -> None:
+        self.active = self.peak = 0
+        self._lock = threading.Lock()
+
+    def counting(self, function: Callable) -> Callable:
+        def counted(*args, **kwargs):
+            with self._lock:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.active -= 1
+
+        return counted
+
+
+def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: int = 2, n: int = 2,
+                       remote: bool = False) -> LoadResult:
+    with contextlib.ExitStack() as stack:
+        url, service = stack.enter_context(student_service(folder, model)) if remote else (None, None)
+        rubric = build_rubric(folder, model, pool=pool, g=g, n=n, remote=url)
+        result = _score_groups(rubric, groups=groups, pool=pool, g=g, n=n)
+    if remote:
+        result.remote, result.service_jobs = True, service.trained_jobs
+    return result
+
+
+def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResult:
     import sv_soar.grounded as grounded
+    from sv_soar.serving.student_service import RemoteScorer
 
-    rubric = build_rubric(folder, model, pool=pool, g=g, n=n)
     trained: Counter[tuple[int, int, str]] = Counter()
-    active, peak = [0], [0]
     lock = threading.Lock()
-    real_train, real_score = grounded.train_student, grounded.GroundedScorer.score
+    scorings, requests = Concurrency(), Concurrency()
+    real_train, real_score, real_request = grounded.train_student, grounded.GroundedScorer.score, RemoteScorer.score
 
     def counting_train(policy, engine, task, rows, config, *, seed, **kwargs):
         key = json.dumps([row["question"] for row in rows])  # one (dataset, student seed) = one training
         with lock:
             trained[(hash(key), seed, kwargs.get("adapter_name", ""))] += 1
         return real_train(policy, engine, task, rows, config, seed=seed, **kwargs)
-
-    def counting_score(self, *args, **kwargs):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        try:
-            return real_score(self, *args, **kwargs)
-        finally:
-            with lock:
-                active[0] -= 1
 
     process, rss, done = psutil.Process(), [], threading.Event()
 
@@ -116,14 +182,15 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
             calls.append(rubric.grounded_reward(completions=completions, states=[{} for _ in completions]))
         return await asyncio.gather(*calls)
 
-    grounded.train_student, grounded.GroundedScorer.score = counting_train, counting_score
+    grounded.train_student, grounded.GroundedScorer.score = counting_train, scorings.counting(real_score)
+    RemoteScorer.score = requests.counting(real_request)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     started = time.perf_counter()
     try:
         rewards = asyncio.run(all_groups())
     finally:
-        grounded.train_student, grounded.GroundedScorer.score = real_train, real_score
+        grounded.train_student, grounded.GroundedScorer.score, RemoteScorer.score = real_train, real_score, real_request
         done.set()
         sampler.join()
     seconds = time.perf_counter() - started
@@ -133,16 +200,18 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
     return LoadResult(groups=groups, pool=pool, seconds=round(seconds, 1), completed=len(rewards),
                       rewards_per_group=sorted({len(r) for r in rewards}), steps=sorted(steps),
                       trainings=sum(trained.values()), trained_twice=sum(c - 1 for c in per_dataset.values() if c > 1),
-                      max_concurrent_scorings=peak[0],
+                      max_concurrent_scorings=scorings.peak,
                       scoring_errors=[r.error for r in rubric.run.state.history if r.error],
-                      rss_mb=[round(x, 1) for x in rss])
+                      rss_mb=[round(x, 1) for x in rss], max_requests_in_flight=requests.peak or None)
 
 
 def summary(result: LoadResult) -> dict[str, Any]:
-    return {"groups": result.groups, "pool": result.pool, "seconds": result.seconds, "completed": result.completed,
+    return {"remote": result.remote, "groups": result.groups, "pool": result.pool, "seconds": result.seconds,
+            "completed": result.completed,
             "rewards_per_group": result.rewards_per_group, "distinct_steps": len(set(result.steps)),
             "trainings": result.trainings, "trained_twice": result.trained_twice,
             "max_concurrent_scorings": result.max_concurrent_scorings,
+            "max_requests_in_flight": result.max_requests_in_flight, "service_jobs": result.service_jobs,
             "scoring_errors": len(result.scoring_errors), "first_scoring_error": (result.scoring_errors or [None])[0],
             "rss_mb_peak": max(result.rss_mb, default=0.0),
             "rss_growth_after_warmup_mb": round(result.rss_growth_after_warmup_mb, 1)}
