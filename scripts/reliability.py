@@ -4,6 +4,7 @@
     python benchmarks/faults.py --trials 10
     python benchmarks/kill_resume.py --kills 30 --outer-steps 8
     python benchmarks/load.py --groups 32 --pool 2
+    python benchmarks/load.py --groups 32 --pool 2 --remote
     python scripts/reliability.py
 
 Every number in RELIABILITY.md comes from those files, with the command that produced it; a result
@@ -24,10 +25,8 @@ OUT = REPO / "RELIABILITY.md"
 PENDING = [
     "E2 teacher output and E2 student output (violations JSON, unified-diff patches): one `@fuzz_target` each "
     "in tests/fuzz_targets.py when the E2 task lands.",
-    "The student service (`sv-soar serve-students`): its request bodies as a fuzz target; service down / "
-    "answering garbage / a Ray actor that dies as faults in benchmarks/faults.py; 32 groups against one "
-    "service in benchmarks/load.py (`build_rubric(remote=...)`); its auth, size limit and default bind in "
-    "tests/test_security.py (SERVICES).",
+    "The student service's request bodies (`sv-soar serve-students`, POST /v1/jobs) as a fuzz target in "
+    "tests/fuzz_targets.py.",
     "Known limits: a step stuck inside a single C call (a deadlocked collective, a socket read without a "
     "timeout) is not interrupted in-process (the hard deadline acts between Python bytecodes); a process-level "
     "watchdog (the Ray backend's actor timeout) must handle it. An out-of-memory error while evaluating the "
@@ -62,20 +61,32 @@ def fuzz_section(result: dict | None) -> list[str]:
 def faults_section(result: dict | None) -> list[str]:
     if result is None:
         return ["Not run (`python benchmarks/faults.py`).", ""]
-    lines = [f"`{result['command']}`: {result['trials']} trials, each scoring seven datasets "
-             f"(students={result['students_per_dataset']} each) on the tiny model; the fault is in the verifier "
-             "the real trainer calls; hang and slow run under a 1 s time limit with a 6 s hang grace. "
-             "Outcome per student run:", "",
+    groups = {
+        "student": "in the verifier the real trainer calls (healthy to nan; hang and slow under a 1 s time limit "
+                   "with a 6 s hang grace)",
+        "service": "in the remote student service, through its client RemoteScorer: nothing listening "
+                   "(service-down), its HTTP front down for 0.5 s while the job runs (service-outage), a server "
+                   f"answering garbage (service-garbage: {', '.join(result.get('garbage_kinds', []))})",
+        "ray": "in a Ray actor: a student run that ends the actor's process, once (actor-dies-once) or every "
+               "time (actor-dies), on 2 CPU actors",
+    }
+    lines = [f"`{result['command']}`: {result['trials']} trials, each scoring one dataset a fault "
+             f"(students={result['students_per_dataset']} each) on the tiny model. Faults "
+             + "; ".join(groups[g] for g in result.get("groups", ["student"]))
+             + ". Outcome per student run (a scoring call that raised counts each student it asked for under its "
+             "exception, which must name the service's URL):", "",
              "| fault injected | student runs | outcome | expected | datasets left without R_k (explicit error) |",
              "|---|---:|---|---|---:|"]
     for name, outcomes in result["outcomes"].items():
         text = ", ".join(f"{k} {v}" for k, v in outcomes.items())
         lines.append(f"| {name} | {sum(outcomes.values())} | {text} | {result['expected'][name]} | "
                      f"{result['datasets_without_r_k'].get(name, 0)} |")
+    equal = [f"{name} {result[key]} of {result['trials']}" for name, key in
+             (("oom-once", "retried_equal_to_undisturbed"), ("actor-dies-once", "actor_retried_equal_to_undisturbed"))
+             if result.get(key) is not None]
     lines += ["", f"Retried students equal to an undisturbed run of the same seed (losses and reward): "
-              f"{result['retried_equal_to_undisturbed']} of {result['trials']}. Unexpected outcomes: "
-              f"{len(result['unexpected'])}. Wall time {result['seconds']} s. "
-              f"{'PASS' if result['passed'] else 'FAIL'}.", ""]
+              f"{', '.join(equal) or 'not measured'}. Unexpected outcomes: {len(result['unexpected'])}. "
+              f"Wall time {result['seconds']} s. {'PASS' if result['passed'] else 'FAIL'}.", ""]
     return lines
 
 
@@ -104,19 +115,33 @@ def kill_section(result: dict | None) -> list[str]:
     return lines
 
 
-def load_section(result: dict | None) -> list[str]:
-    if result is None:
-        return ["Not run (`python benchmarks/load.py`).", ""]
-    return [f"`{result['command']}`: {result['groups']} teacher groups (g·n = 4 rollouts each) submitted at once "
-            f"to the teacher rubric with max_concurrent_scorings = {result['pool']}, in-process on the tiny model.",
-            "", "| groups | completed | scoring errors | distinct outer steps | student trainings | trained twice | "
-            "most scorings at once | peak RSS | RSS growth, 2nd half over 1st | wall time |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {result['groups']} | {result['completed']} | {result.get('scoring_errors', '?')} | "
-            f"{result['distinct_steps']} | {result['trainings']} | "
-            f"{result['trained_twice']} | {result['max_concurrent_scorings']} | {result['rss_mb_peak']:.0f} MiB | "
-            f"{result['rss_growth_after_warmup_mb']:+.0f} MiB | {result['seconds']} s |", "",
-            f"{'PASS' if result['passed'] else 'FAIL'}.", ""]
+def load_section(local: dict | None, remote: dict | None) -> list[str]:
+    if local is None and remote is None:
+        return ["Not run (`python benchmarks/load.py`, `python benchmarks/load.py --remote`).", ""]
+    where = {"in-process": "students trained in this process by a pool of scorers",
+             "one student service": "students trained by one `sv-soar serve-students` on loopback (a token, one "
+                                    "job at a time), the rubric's pool holding its clients"}
+    runs = {"in-process": local, "one student service": remote}
+    lines = ["Teacher groups (g·n = 4 rollouts each) submitted at once to the teacher rubric, its "
+             "max_concurrent_scorings the pool below, on the tiny model: "
+             + "; ".join(f"{where[name]} (`{result['command']}`)" for name, result in runs.items() if result) + ".",
+             "", "| students trained | groups | pool | completed | scoring errors | distinct outer steps | student "
+             "trainings | trained twice | most scorings at once | peak RSS | RSS growth, 2nd half over 1st | "
+             "wall time |", "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for name, result in runs.items():
+        if result is None:
+            command = "python benchmarks/load.py" + (" --remote" if name != "in-process" else "")
+            lines.append(f"| {name} | not run (`{command}`) |")
+            continue
+        at_once = str(result["max_concurrent_scorings"])
+        if result.get("remote"):
+            at_once += f" on the service ({result['max_requests_in_flight']} requests in flight)"
+        lines.append(f"| {name} | {result['groups']} | {result['pool']} | {result['completed']} | "
+                     f"{result.get('scoring_errors', '?')} | {result['distinct_steps']} | {result['trainings']} | "
+                     f"{result['trained_twice']} | {at_once} | {result['rss_mb_peak']:.0f} MiB | "
+                     f"{result['rss_growth_after_warmup_mb']:+.0f} MiB | {result['seconds']} s |")
+    verdicts = [f"{name}: {'PASS' if result['passed'] else 'FAIL'}" for name, result in runs.items() if result]
+    return lines + ["", "; ".join(verdicts) + ".", ""]
 
 
 def security_section() -> list[str]:
@@ -126,13 +151,16 @@ def security_section() -> list[str]:
             "`weights_only=True` | AST scan of every .py file in the package folders, environments, benchmarks, "
             "scripts and tests |",
             "| nothing binds beyond loopback by default | no wildcard address constant in the source; every "
-            "command's `--host` defaults to loopback; `serve-model --host 0.0.0.0` without `--api-key` refuses "
-            "to start |",
-            "| unauthenticated requests refused | missing, wrong, unprefixed and trailing-space keys get 401 on "
-            "every /v1 route and /stats (/health answers liveness only) |",
-            "| oversize and malformed requests refused, service keeps serving | 413 on a body over the limit "
-            "and on a 10 GB Content-Length (from the header alone); 400 on deep nesting, bad UTF-8, empty, "
-            "null, out-of-range fields; 34 raw garbage payloads on the socket; a good request answers after each |",
+            "command's `--host` defaults to loopback (`serve-model` and `serve-students` among them); "
+            "`serve-model --host 0.0.0.0` without `--api-key` refuses to start; `serve-students` refuses to start "
+            "without a token on any address, and warns when bound beyond loopback |",
+            "| unauthenticated requests refused | on both services (`serve-model`, `serve-students`): missing, "
+            "wrong, unprefixed and trailing-space keys get 401 on every /v1 route (chat completions, models; "
+            "jobs, job status, adapters, baselines, info) and /stats (/health answers liveness only) |",
+            "| oversize and malformed requests refused, service keeps serving | on both services: 413 on a body "
+            "over the limit and on a 10 GB Content-Length (from the header alone); 400 on deep nesting, bad "
+            "UTF-8, empty, null, out-of-range fields; 34 raw garbage payloads on the socket; a good request "
+            "answers after each |",
             ""]
 
 
@@ -149,7 +177,7 @@ def main() -> int:
     lines += ["## Kill and resume", ""]
     lines += kill_section(load("kill_resume"))
     lines += ["## Load", ""]
-    lines += load_section(load("load"))
+    lines += load_section(load("load"), load("load-remote"))
     lines += ["## Security", ""]
     lines += security_section()
     lines += ["## Not covered yet", ""] + [f"- {item}" for item in PENDING] + [""]

@@ -13,8 +13,8 @@ import contextlib
 import http.client
 import importlib
 import json
-import socket
 import os
+import socket
 import subprocess
 import sys
 import tempfile
