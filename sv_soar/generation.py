@@ -63,6 +63,11 @@ class GenerationEngine(Protocol):
         """Number of tokens of the templated prompt."""
         ...
 
+    @property
+    def context_window(self) -> int | None:
+        """Most tokens (prompt + completion) the model attends over; None when unknown."""
+        ...
+
 
 @dataclass
 class GenerationStats:

@@ -450,3 +450,24 @@ def test_hardset_cli_end_to_end_with_the_tiny_model(tiny_model_dir, tmp_path):
     report = (out / "cold_start_report.md").read_text()
     assert str(tiny_model_dir) in report and "--samples 4" in report
     assert (out / "cold_start.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_problems_longer_than_the_context_window_are_left_out_and_named(tiny_model_dir):
+    """A prompt the model cannot read whole (the E2 mini set has a ~20k-token config against SmolLM2's
+    8k window) is not sampled: it would cost time quadratic in its length and mean nothing."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.evaluation.hardset import _fitting_rows, row_hash
+    from sv_soar.tasks.e1 import E1_TASK
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+
+    engine = TransformersEngine(str(tiny_model_dir))
+    assert engine.context_window == 1024  # tests/tiny_llama.py's max_position_embeddings
+    rows = generate_e1_flows(3, seed=1)
+    long = {**rows[1], "question": rows[1]["question"] + " flags [S, A]" * 400}
+    kept, unreadable = _fitting_rows(engine, E1_TASK, [rows[0], long, rows[2]], max_new_tokens=24)
+    assert kept == [rows[0], rows[2]]
+    (named,) = unreadable
+    assert named.startswith(row_hash(long)) and int(named.split("(")[1].split()[0]) > 1000
+    # the answer's tokens count against the window too
+    fits = engine.count_tokens(E1_TASK.prompt(rows[0]))
+    assert _fitting_rows(engine, E1_TASK, rows[:1], max_new_tokens=1024 - fits + 1)[0] == []

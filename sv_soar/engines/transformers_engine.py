@@ -213,6 +213,11 @@ class TransformersEngine:
 
     # --- GenerationEngine ----------------------------------------------------------------------------
 
+    @property
+    def context_window(self) -> int | None:
+        """Tokens the model was trained to attend over (prompt + completion); None when unknown."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def count_tokens(self, prompt: ChatPrompt) -> int:
         return len(self._prompt_ids(prompt))
 

@@ -66,6 +66,7 @@ class VLLMEngine:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         path = resolve_model(str(model), verify=True)  # the embedded model's converted folder, a local folder or a hub id
         self.model_name = model_name or str(model)
+        self.max_model_len = max_model_len
         # max_loras = 16: SOAR's g·r students are evaluated in one generate call, one LoRA each (DESIGN §4)
         self.llm = vllm.LLM(model=str(path), enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -81,6 +82,14 @@ class VLLMEngine:
                                              dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
     # --- GenerationEngine ----------------------------------------------------------------------------
+
+    @property
+    def context_window(self) -> int | None:
+        """max_model_len: vLLM refuses a longer prompt + completion."""
+        if self.max_model_len is not None:
+            return self.max_model_len
+        config = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)  # the model's own length
+        return getattr(config, "max_model_len", None)
 
     def count_tokens(self, prompt: ChatPrompt) -> int:
         return len(self._prompt_ids(prompt))

@@ -533,6 +533,15 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
     if not rows:
         raise ValueError("no problems to sample")
     engine = _load_engine(args.model)
+    notes = []
+    rows, unreadable = _fitting_rows(engine, task, rows, args.max_new_tokens)
+    if unreadable:
+        notes.append(f"{len(unreadable)} problems longer than the model's context window ({engine.context_window} "
+                     f"tokens, less {args.max_new_tokens} for the answer) were not sampled and are not in the hard "
+                     f"set: {', '.join(unreadable)}")
+        print(f"sv-soar hardset: {notes[-1]}", file=sys.stderr)
+    if not rows:
+        raise ValueError("no problem fits the model's context window")
     start = time.perf_counter()
     successes = sample_successes(
         engine,
@@ -546,7 +555,6 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
-    notes = []
     stats = getattr(engine, "stats", None)
     if stats is not None and getattr(stats, "generated_tokens", 0):
         notes.append(
@@ -564,6 +572,25 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
             "notes": notes,
         },
     )
+
+
+def _fitting_rows(engine: Any, task: Task, rows: list[Row], max_new_tokens: int) -> tuple[list[Row], list[str]]:
+    """The rows whose prompt and answer fit the model's context window, and the others' ids.
+
+    A longer prompt cannot be read whole: SV-Bench's vLLM server refuses it, and the transformers engine
+    would attend past the positions the model knows (a 64 KB config in the E2 mini set is ~20k tokens
+    against SmolLM2's 8k), at a cost quadratic in its length."""
+    window = getattr(engine, "context_window", None)
+    if not window:
+        return rows, []
+    fitting, unreadable = [], []
+    for row in rows:
+        tokens = engine.count_tokens(task.prompt(row))
+        if tokens + max_new_tokens <= window:
+            fitting.append(row)
+        else:
+            unreadable.append(f"{row_hash(row)} ({tokens} tokens)")
+    return fitting, unreadable
 
 
 def _load_rows(task: Task, source: str, args: argparse.Namespace) -> list[Row]:
