@@ -536,7 +536,7 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
     notes = []
     rows, unreadable = _fitting_rows(engine, task, rows, args.max_new_tokens)
     if unreadable:
-        notes.append(f"{len(unreadable)} problems longer than the model's context window ({engine.context_window} "
+        notes.append(f"{len(unreadable)} problem{'s' if len(unreadable) > 1 else ''} longer than the model's context window ({engine.context_window} "
                      f"tokens, less {args.max_new_tokens} for the answer) were not sampled and are not in the hard "
                      f"set: {', '.join(unreadable)}")
         print(f"sv-soar hardset: {notes[-1]}", file=sys.stderr)
