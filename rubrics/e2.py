@@ -91,7 +91,7 @@ def parse_e2_output(text: str) -> E2Output | None:
         if not isinstance(item, dict):
             return None
         vid, severity = item.get("id"), item.get("severity")
-        if not isinstance(vid, str) or severity not in SEV_WEIGHT:
+        if not isinstance(vid, str) or not isinstance(severity, str) or severity not in SEV_WEIGHT:  # [] is unhashable
             return None
         violations.setdefault(vid.strip(), severity)
     return E2Output(violations, patch, float(confidence))

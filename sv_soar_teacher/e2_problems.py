@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rubrics.e2 import scored_tools, weighted_prf
-from sv_soar.oracle import PRIMARY_TOOL, OracleCache, detect_lang
+from sv_soar.oracle import PRIMARY_TOOL, TOOLS, OracleCache, detect_lang
 from sv_soar.oracle.safe_yaml import YamlLimits
 from sv_soar_teacher.contamination import HardSetIndex, question_hash
 from sv_soar_teacher.problems import (
@@ -107,6 +108,8 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
         if not isinstance(ids, list) or not all(isinstance(i, (str, dict)) for i in ids):
             return Rejection(RejectReason.SCHEMA, "violations must be a list of ids")
         ids = [i if isinstance(i, str) else str(i.get("id", "")) for i in ids]
+        if not all(_is_utf8(i) for i in ids):  # the row keeps them (meta.teacher_violations), written as UTF-8
+            return Rejection(RejectReason.SCHEMA, "violations hold a lone surrogate (an escape such as \\ud800)")
         lang = None if lang is None else ("tf" if str(lang).lower() in ("tf", "terraform") else "k8s")
         return config, lang, [i.strip() for i in ids if i.strip()]
     fence = _FENCE.search(text)
@@ -116,6 +119,15 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
     if isinstance(obj, Rejection) and obj.reason == RejectReason.SCHEMA:
         return obj
     return Rejection(RejectReason.NOT_JSON, "no JSON object with a config and no fenced config block")
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a lone surrogate (a JSON escape such as "\\ud800"): no UTF-8 file takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> tuple[str, str, list[str]] | Rejection:
@@ -175,8 +187,13 @@ def parse_e2_problem(
     sub_skill: str = "detect",
     difficulty: str | None = None,
     oracle: OracleCache | None = None,
+    tools: Iterable[str] = TOOLS,
 ) -> E2TeacherProblem | Rejection:
-    """Validate and relabel one E2 teacher completion. Never raises on any `text`."""
+    """Validate and relabel one E2 teacher completion. Never raises on any `text`.
+
+    `tools` are the oracle tools whose findings label the row (default all). Leaving semgrep out skips
+    its subprocess (~2 s a config): the fuzz target relabels thousands of configs that way, and a
+    Terraform config is then neither labelled nor checked as HCL."""
     limits, e2_limits, oracle = limits or ProblemLimits(), e2_limits or E2ProblemLimits(), oracle or _ORACLE
     if sub_skill not in SUB_SKILLS:
         raise ValueError(f"sub_skill must be one of {SUB_SKILLS}, got {sub_skill!r}")
@@ -187,7 +204,7 @@ def parse_e2_problem(
     marker = find_injection(_comments(config))
     if marker is not None:
         return Rejection(RejectReason.INJECTION, f"a config comment carries {marker}")
-    report = oracle.scan(config, lang)
+    report = oracle.scan(config, lang, tools)
     if report.rejected:
         reason = RejectReason.CONFIG_TOO_LARGE if "limit" in report.rejected or "expands" in report.rejected \
             or "deeper" in report.rejected else RejectReason.NOT_CONFIG

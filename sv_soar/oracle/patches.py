@@ -299,6 +299,10 @@ def apply_patch(original: str, patch: str, lang: str, limits: YamlLimits = DEFAU
         raise PatchRejected("empty patch")
     if len(patch) > MAX_PATCH_CHARS:
         raise PatchRejected(f"patch is {len(patch)} characters, over {MAX_PATCH_CHARS}")
+    try:  # a JSON escape such as "\ud800" decodes to a lone surrogate, which no file can hold
+        patch.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PatchRejected(f"patch is not UTF-8 text: a lone surrogate at character {exc.start}") from None
     fmt = patch_format(patch)
     try:
         if fmt == "json-patch":

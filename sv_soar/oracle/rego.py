@@ -5,6 +5,7 @@ ids, so they score exactly like the binary's."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from importlib import resources
 from typing import Any
@@ -53,15 +54,37 @@ def evaluate(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
     """The policy's violation records for `objects` (one file's worth)."""
     if not objects:
         return []
-    # YAML gives dates and the like; JSON (what Rego reads) gets them as strings
-    payload = json.loads(json.dumps({"objects": objects}, default=str))
+    payload = {"objects": _rego_value(objects)}
     rego = _interpreter()
     rego.set_input(payload)
     output = rego.query(QUERY)
     if not output.ok():
         raise RuntimeError(f"rego evaluation failed: {str(output)[:300]}")
     records = json.loads(str(output))["expressions"][0]  # the Output prints as JSON
-    return sorted(records, key=lambda r: (r["rule"], r["object"], r["container"]))
+    # a container's name may be any YAML value (5, {k: v}): sorted as text, as two types do not compare
+    return sorted(records, key=lambda r: (r["rule"], r["object"], str(r["container"])))
+
+
+def _rego_value(value: Any) -> Any:
+    """A YAML value as the policy reads it: JSON types only (dates and the like, and non-finite floats,
+    as strings; keys as strings), and every string JSON-escaped. rego-cpp prints the strings of its
+    result unescaped and regopy parses that print as JSON, so an object or container named with a quote,
+    a backslash or a control character made the oracle raise JSONDecodeError; escaped going in, the print
+    decodes back to the original. The policy's constants hold no such characters: its checks are unchanged."""
+    if isinstance(value, dict):
+        return {_rego_value(k if isinstance(k, str) else _key_text(k)): _rego_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rego_value(v) for v in value]
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return json.dumps(value if isinstance(value, str) else str(value), ensure_ascii=False)[1:-1]
+
+
+def _key_text(key: Any) -> str:
+    """A mapping key that is not a string, as json.dumps names it (1 -> "1", True -> "true"); a date as str()."""
+    return json.dumps(key) if key is None or isinstance(key, (bool, int, float)) else str(key)
 
 
 def findings_of(records: list[dict[str, str]]) -> list[Finding]:

@@ -44,7 +44,10 @@ DEFAULT_LIMITS = YamlLimits()
 def check_size(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> None:
     if not isinstance(text, str):
         raise ConfigRejected(f"config is {type(text).__name__}, not text")
-    size = len(text.encode("utf-8", errors="replace"))
+    try:  # a JSON escape such as "\ud800" decodes to a lone surrogate: no file, scanner or tokenizer takes it
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ConfigRejected(f"config is not UTF-8 text: a lone surrogate at character {exc.start}") from None
     if size > limits.max_bytes:
         raise ConfigRejected(f"config is {size} bytes, over the {limits.max_bytes}-byte limit")
 

@@ -38,7 +38,9 @@ pod_template(obj) := {"metadata": object.get(obj, "metadata", {}), "spec": objec
 
 pod_spec(obj) := object.get(pod_template(obj), "spec", {})
 
-name(obj) := sprintf("%s/%s", [obj.kind, object.get(obj, ["metadata", "name"], "")])
+# concat, not sprintf("%s/%s", ...): rego-cpp (regopy 1.5) formats the "" that object.get defaults to as
+# two quote characters there (Pod/""), which broke the JSON of the result for an object without a name
+name(obj) := concat("/", [obj.kind, sprintf("%v", [object.get(obj, ["metadata", "name"], "")])])
 
 as_list(x) := x if is_array(x)
 
