@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -322,3 +323,13 @@ def test_scan_many_equals_one_scan_each():
     for (text, lang), report in zip(items, batched):
         alone = scan_config(text, lang)
         assert (report.ids(), report.rejected) == (alone.ids(), alone.rejected)
+
+
+def test_torch_can_load_after_the_rego_engine_ran():
+    """regopy loaded before torch aborted the process (double free) on the first torch import after a
+    Rego evaluation, as happens when the teacher's configs are relabelled before students train."""
+    code = ("from sv_soar.oracle import scan_config\nfrom tests.test_e2_oracle import POD\n"
+            "assert scan_config(POD).ids()\nimport safetensors.torch, torch\nprint(torch.zeros(2).sum().item())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "0.0", done.stderr[-2000:]

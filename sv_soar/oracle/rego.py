@@ -42,6 +42,10 @@ def k8s_objects(documents: list[Any]) -> list[dict[str, Any]]:
 def _interpreter():
     rego = getattr(_local, "interpreter", None)
     if rego is None:
+        # torch first: torch loaded into a process after regopy aborts it ("double free or corruption",
+        # regopy 1.x wheels on Linux); loaded before, both work. Training and scoring import torch later
+        # in the same process, so the order cannot be left to the caller. torch is a core dependency.
+        import torch  # noqa: F401
         from regopy import Interpreter
 
         rego = Interpreter()
