@@ -333,3 +333,9 @@ def test_torch_can_load_after_the_rego_engine_ran():
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "0.0", done.stderr[-2000:]
+
+
+def test_a_missing_service_account_is_named_in_the_message():
+    pod = POD.replace("spec:\n", "spec:\n  serviceAccountName: ghost\n", 1)
+    (finding,) = [f for f in scan_config(pod, "k8s").findings if f.rule_id == "non-existent-service-account"]
+    assert finding.msg == 'serviceAccount "ghost" not found'  # regopy's sprintf has no %q: it printed "%q"

@@ -180,6 +180,8 @@ def test_oversize_bodies_are_refused(served):
     ({"baseline": "0123456789abcdef"}, "baseline"),
     ({"keep_adapters": "yes"}, "keep_adapters"),
     ({"job_id": "a/b"}, "job_id"),
+    ({"job_id": ".."}, "job_id"),  # a job's folder under the store: ".." would be the store's parent
+    ({"job_id": "."}, "job_id"),
     ({"students": 9}, "students"),
 ])
 def test_bad_fields_are_named(served, fields, param):

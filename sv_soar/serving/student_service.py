@@ -52,7 +52,7 @@ from sv_soar.serving.openai_server import ModelServer, _byte_size, _Handler, _in
 log = logging.getLogger("sv_soar.serve_students")
 
 TOKEN_ENV = "SV_SOAR_STUDENTS_TOKEN"
-JOB_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+JOB_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")  # a folder name under the store: never . or ..
 BASELINE_ID = re.compile(r"base|[0-9a-f]{16}")  # Baseline.id: "base" or 16 hex digits of a content hash
 JOB_FIELDS = {"job_id", "task", "datasets", "q_r", "baseline", "seed", "promoted", "keep_adapters"}
 JOB_STATUSES = ("queued", "running", "done", "failed")
@@ -274,7 +274,7 @@ class StudentService:
                 raise ApiError(f"{name!r} is required", name)
         job_id = body["job_id"]
         if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
-            raise ApiError("'job_id' must be 1-128 characters of A-Z a-z 0-9 . _ -", "job_id")
+            raise ApiError("'job_id' must be 1-128 characters of A-Z a-z 0-9 . _ -, and not . or ..", "job_id")
         if body["task"] != self.task.name:
             raise ApiError(f"'task' is {_shown(body['task'])}, but this service trains {self.task.name!r} students", "task")
         seed = body["seed"]

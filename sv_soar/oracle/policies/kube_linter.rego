@@ -247,7 +247,7 @@ account(spec) := a if {
 	a != ""
 }
 
-violations contains {"rule": "non-existent-service-account", "object": name(obj), "container": "", "msg": sprintf("serviceAccount %q not found", [a])} if {
+violations contains {"rule": "non-existent-service-account", "object": name(obj), "container": "", "msg": concat("", ["serviceAccount \"", a, "\" not found"])} if {
 	some [obj, spec] in pod_objects
 	a := account(spec)
 	a != "default"
