@@ -34,4 +34,4 @@ def test_parser_never_crashes_and_every_rejection_says_why(name):
 
 def test_every_parser_of_untrusted_text_has_a_target():
     assert {"teacher-e1", "student-e1", "teacher-e2", "student-e2", "config", "config-overrides", "jsonl",
-            "promotion-state", "reward-cache-entry", "chat-request", "student-service-request"} <= set(TARGETS)
+            "promotion-state", "reward-cache-entry", "chat-request", "tool-calls", "student-service-request"} <= set(TARGETS)
