@@ -228,6 +228,9 @@ MALFORMED = [
     ("seed negative", {**GOOD, "seed": -1}, 400, "seed"),
     ("stream", {**GOOD, "stream": True}, 400, "stream"),
     ("body too large", {**GOOD, "padding": "x" * MAX_REQUEST_BYTES}, 413, None),
+    # the tiny model's window is 1024 tokens (prompt + completion), refused in vLLM's words
+    ("prompt over the context window", {**GOOD, "messages": [{"role": "user", "content": "flags " * 1100}]}, 400, "messages"),
+    ("completion over the context window", {**GOOD, "max_tokens": 1024}, 400, "messages"),
 ]
 
 
@@ -242,6 +245,8 @@ def test_malformed_request_is_refused_naming_the_field(server, what, body, statu
         assert error["param"] == param
         if param:
             assert param in error["message"]
+        if "context window" in what:
+            assert error["code"] == "context_length_exceeded" and "maximum context length is 1024" in error["message"]
         # still serving, on the same connection where the server kept it open
         assert client.post("/v1/chat/completions", json=GOOD).status_code == 200
     assert server.proc.poll() is None

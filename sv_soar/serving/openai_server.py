@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.serving.batching import DynamicBatcher
-from sv_soar.serving.openai_protocol import ApiError, ServedModels, chat_completion, parse_chat_request
+from sv_soar.serving.openai_protocol import ApiError, ChatRequest, ServedModels, chat_completion, parse_chat_request
 
 logger = logging.getLogger("sv_soar.serve_model")
 
@@ -118,8 +118,24 @@ class _Handler(BaseHTTPRequestHandler):
         request = parse_chat_request(
             self._json_body(), config.models, default_max_tokens=config.default_max_tokens, max_n=config.max_n
         )
+        self._check_context_length(request)
         completions = self.server.batcher.submit(request.prompt, request.params, request.adapter)
         return chat_completion(request.model, completions, request.tools)
+
+    def _check_context_length(self, request: ChatRequest) -> None:
+        """Refuse a prompt the model cannot read whole, as vLLM does and in its words (verifiers reads them
+        as an overlong prompt): generating anyway would attend past the positions the model knows, at a
+        cost quadratic in the length, and hold up every request batched with it."""
+        engine = self.server.batcher.engine
+        window = getattr(engine, "context_window", None)
+        if not window:
+            return
+        prompt_tokens, max_tokens = engine.count_tokens(request.prompt), request.params.max_new_tokens
+        if prompt_tokens + max_tokens > window:
+            raise ApiError(f"This model's maximum context length is {window} tokens. However, you requested "
+                           f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                           "completion). Please reduce the length of the messages or completion.", "messages",
+                           code="context_length_exceeded")
 
     def _check_api_key(self) -> None:
         key = self.server.config.api_key
