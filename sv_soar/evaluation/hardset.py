@@ -456,7 +456,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None, help="use n problems (sampled with --seed); default all")
     parser.add_argument("--seed", type=int, default=0, help="seed of the problem subset, sampling and the split")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 1.0)")
-    parser.add_argument("--max-new-tokens", type=int, default=96, help="tokens a completion at most")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="tokens a completion at most (default: the task's answer length, e1 96, e2 384)")
     parser.add_argument("--batch-size", type=int, default=64, help="sequences an engine call generates at most")
     parser.add_argument("--skip-bad", action="store_true", help="skip bad data rows (listed) instead of stopping")
     parser.add_argument(
@@ -475,6 +476,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
+    if args.max_new_tokens is None:
+        args.max_new_tokens = task.answer_tokens
     for name in ("samples", "n", "batch_size", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -31,6 +31,8 @@ class Task:
     calibration_point: Callable[[str, Row], tuple[float | None, bool, bool] | None] | None = None
     # what a dataset record carries as `answer` (E1: the label; E2: the row as JSON, for its rubric)
     answer_of: Callable[[Row], str] | None = None
+    # tokens a complete answer needs, the default where a command samples answers (`sv-soar hardset`)
+    answer_tokens: int = 96
 
     def answer(self, row: Row) -> str:
         return self.answer_of(row) if self.answer_of is not None else row["answer"]

@@ -92,4 +92,5 @@ E2_TASK = Task(
     breakdown=breakdown,
     validate_row=validate_row,
     answer_of=answer,
+    answer_tokens=384,  # ids of ~25 tokens each and maybe a patch (configs/experiment-C-soar-e2.toml)
 )

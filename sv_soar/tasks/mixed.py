@@ -52,6 +52,7 @@ def mixed_task(*parts: Task) -> MixedTask:
         breakdown=lambda row: f"{route(row).name}:{route(row).breakdown(row)}",
         validate_row=validate_row,
         calibration_point=calibration_point,
+        answer_tokens=max(p.answer_tokens for p in parts),
         parts=tuple(parts),
     )
     holder["task"] = task
