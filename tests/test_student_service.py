@@ -112,6 +112,23 @@ def test_a_restarted_service_answers_finished_jobs_from_its_store(served, local)
         restarted.stop()
 
 
+def test_the_job_table_stays_bounded_and_older_jobs_are_answered_from_the_store(served, local, tmp_path):
+    from dataclasses import replace
+
+    q_r = hard_items(local, n=6)
+    running = Running(served.service.scorer, tmp_path / "store", replace(LIMITS, max_finished_in_memory=1))
+    try:
+        remote = remote_scorer(running)
+        [first] = remote.score([q_r[:3]], q_r, Baseline("base"), seed=21)
+        remote.score([q_r[:2]], q_r, Baseline("base"), seed=22)
+        assert len(running.service._jobs) == 1 and running.service.trained_jobs == 2
+        assert all(job.request == {} for job in running.service._jobs.values())  # a done job's rows are let go
+        [again] = remote.score([q_r[:3]], q_r, Baseline("base"), seed=21)  # dropped from memory: read from the store
+        assert comparable(again) == comparable(first) and running.service.trained_jobs == 2
+    finally:
+        running.stop()
+
+
 def test_a_failed_job_runs_again_when_retried(served, local, monkeypatch):
     q_r = hard_items(local, n=6)
     real_score = served.service.scorer.score

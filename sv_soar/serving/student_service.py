@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -70,6 +71,7 @@ class ServiceLimits:
     max_queue: int = 64  # jobs waiting (not counting the running one)
     max_datasets: int = 64
     max_rows: int = 4096  # rows of one dataset, and of Q_R
+    max_finished_in_memory: int = 256  # finished jobs answered from memory; older ones from the store
 
 
 @dataclass
@@ -107,6 +109,7 @@ class StudentService:
         (self.store / "baselines").mkdir(parents=True, exist_ok=True)
         self._jobs: dict[str, Job] = {}
         self._order: list[str] = []  # queued job ids, for positions
+        self._finished: deque[str] = deque()  # done jobs held in memory, oldest first (a days-long run has thousands)
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._baselines: dict[str, Any] = {}
@@ -220,7 +223,15 @@ class StudentService:
             log.warning("ignoring unreadable %s (%s)", path, exc)
             return None
         self._jobs[job_id] = job
+        self._remember_done(job_id)
         return job
+
+    def _remember_done(self, job_id: str) -> None:
+        """Keep the newest done jobs in memory; an older one is dropped and read back from the store
+        (result.json) when asked for, so the job table stays bounded however long the service runs."""
+        self._finished.append(job_id)
+        while len(self._finished) > self.limits.max_finished_in_memory:
+            self._jobs.pop(self._finished.popleft(), None)
 
     def _work(self) -> None:
         while (job_id := self._queue.get()) is not None:
@@ -238,6 +249,9 @@ class StudentService:
             with self._lock:
                 job.status, job.result, job.error = status, result, error
                 job.seconds = time.perf_counter() - started  # running time, queue wait not included
+                if status == "done":  # a failed job keeps its request: a retry runs it again
+                    job.request = {}
+                    self._remember_done(job_id)
 
     def _run(self, job: Job) -> list[dict[str, Any]]:
         from safetensors.torch import save_file
