@@ -29,6 +29,9 @@ PENDING = [
     "timeout) is not interrupted in-process (the hard deadline acts between Python bytecodes); a process-level "
     "watchdog (the Ray backend's actor timeout) must handle it. An out-of-memory error while evaluating the "
     "students on Q_R is not retried: it fails the scoring call, and `sv-soar train` redoes the step on resume.",
+    "A student service that keeps answering \"running\" is waited on for ever unless the client's `timeout_s` is "
+    "set (off by default: a real step's students can take hours), and one that accepts connections but never "
+    "replies costs the 300 s request timeout on each of the client's tries.",
 ]
 
 
