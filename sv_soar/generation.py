@@ -69,6 +69,17 @@ class GenerationEngine(Protocol):
         ...
 
 
+def tokens_over_context(engine: GenerationEngine, prompt: ChatPrompt, max_new_tokens: int) -> int | None:
+    """The prompt's token count when it and `max_new_tokens` do not fit the engine's context window, else
+    None (also when the window is unknown). Such a prompt cannot be read whole: vLLM refuses it, and the
+    transformers engine would attend past the positions the model knows, at a cost quadratic in its length."""
+    window = getattr(engine, "context_window", None)
+    if not window:
+        return None
+    tokens = engine.count_tokens(prompt)
+    return tokens if tokens + max_new_tokens > window else None
+
+
 @dataclass
 class GenerationStats:
     """Throughput counters an engine keeps so that loops can print what they cost."""

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rubrics.e2 import scored_tools, weighted_prf
 from sv_soar.oracle import PRIMARY_TOOL, TOOLS, OracleCache, detect_lang
-from sv_soar.oracle.safe_yaml import YamlLimits
+from sv_soar.oracle.safe_yaml import YamlLimits, not_utf8
 from sv_soar_teacher.contamination import HardSetIndex, question_hash
 from sv_soar_teacher.problems import (
     ProblemLimits,
@@ -108,7 +108,7 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
         if not isinstance(ids, list) or not all(isinstance(i, (str, dict)) for i in ids):
             return Rejection(RejectReason.SCHEMA, "violations must be a list of ids")
         ids = [i if isinstance(i, str) else str(i.get("id", "")) for i in ids]
-        if not all(_is_utf8(i) for i in ids):  # the row keeps them (meta.teacher_violations), written as UTF-8
+        if any(not_utf8(i) for i in ids):  # the row keeps them (meta.teacher_violations), written as UTF-8
             return Rejection(RejectReason.SCHEMA, "violations hold a lone surrogate (an escape such as \\ud800)")
         lang = None if lang is None else ("tf" if str(lang).lower() in ("tf", "terraform") else "k8s")
         return config, lang, [i.strip() for i in ids if i.strip()]
@@ -119,15 +119,6 @@ def _fields(text: str) -> tuple[str, str | None, list[str]] | Rejection:
     if isinstance(obj, Rejection) and obj.reason == RejectReason.SCHEMA:
         return obj
     return Rejection(RejectReason.NOT_JSON, "no JSON object with a config and no fenced config block")
-
-
-def _is_utf8(text: str) -> bool:
-    """False for a lone surrogate (a JSON escape such as "\\ud800"): no UTF-8 file takes it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _candidate(text: Any, limits: ProblemLimits, e2_limits: E2ProblemLimits) -> tuple[str, str, list[str]] | Rejection:

@@ -107,19 +107,12 @@ def student_service(folder: Path, model: Path, *, students: int = 2) -> Iterator
     """`sv-soar serve-students` in this process: its HTTP server on loopback with TOKEN, one GroundedScorer on
     the tiny model. Yields (URL, the StudentService)."""
     from sv_soar.grounded import GroundedScorer
-    from sv_soar.serving.student_service import StudentServer, StudentService
+    from tests.running_student_service import RunningStudentService
 
     scorer = GroundedScorer(str(model), "e1", student_config(), students=students,
                             cache_dir=folder / "service" / "reward_cache", progress=False)
-    service = StudentService(scorer, folder / "service")
-    server = StudentServer(("127.0.0.1", 0), service, TOKEN)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", service
-    finally:
-        server.shutdown()
-        server.server_close()
-        service.close()
+    with RunningStudentService(scorer, folder / "service", token=TOKEN) as running:
+        yield running.url, running.service
 
 
 class Concurrency:

@@ -177,26 +177,19 @@ def serve_students(tiny_model_dir) -> Iterator[Service]:
     limit. Its good request is GET /v1/info: a good job would train students in the background, so the
     bodies posted to /v1/jobs here all fail validation (or the token) before anything trains."""
     from sv_soar.grounded import GroundedScorer
-    from sv_soar.serving.student_service import ServiceLimits, StudentServer, StudentService
+    from sv_soar.serving.student_service import ServiceLimits
     from sv_soar_teacher import student_config
+    from tests.running_student_service import RunningStudentService
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", {"steps": 1}), students=1, progress=False)
-    with tempfile.TemporaryDirectory() as store:
-        service = StudentService(scorer, store, ServiceLimits(max_request_bytes=MAX_BYTES))
-        server = StudentServer(("127.0.0.1", 0), service, API_KEY)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        invalid = [json.dumps({**JOB, **field}).encode() for field in ({"seed": -1}, {"datasets": []},
-                                                                        {"job_id": "../../etc"}, {"task": "e2"})]
-        try:
-            yield Service(server.port, [("POST", "/v1/jobs", json.dumps(JOB).encode()), ("GET", "/v1/info", None),
-                                        ("GET", "/v1/jobs/job-1", None), ("GET", "/v1/jobs/job-1/adapters/0/0", None),
-                                        ("PUT", "/v1/baselines/0123456789abcdef", b"\0" * 64)],
-                          ("GET", "/v1/info", None), ("POST", "/v1/jobs"), invalid)
-        finally:
-            server.shutdown()
-            server.server_close()
-            service.close()
+    invalid = [json.dumps({**JOB, **field}).encode() for field in ({"seed": -1}, {"datasets": []},
+                                                                    {"job_id": "../../etc"}, {"task": "e2"})]
+    with tempfile.TemporaryDirectory() as store, \
+            RunningStudentService(scorer, store, ServiceLimits(max_request_bytes=MAX_BYTES), token=API_KEY) as running:
+        yield Service(running.port, [("POST", "/v1/jobs", json.dumps(JOB).encode()), ("GET", "/v1/info", None),
+                                     ("GET", "/v1/jobs/job-1", None), ("GET", "/v1/jobs/job-1/adapters/0/0", None),
+                                     ("PUT", "/v1/baselines/0123456789abcdef", b"\0" * 64)],
+                      ("GET", "/v1/info", None), ("POST", "/v1/jobs"), invalid)
 
 
 # Every network service, started with API_KEY and a MAX_BYTES request limit.

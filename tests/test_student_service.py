@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
@@ -22,9 +21,9 @@ from sv_soar.serving.student_service import (
     RemoteScorer,
     ServiceLimits,
     StudentServer,
-    StudentService,
     StudentServiceError,
 )
+from tests.running_student_service import RunningStudentService
 from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
 from tests.test_teacher_env import STUDENT, VALID, hard_set, load, teacher_rubric  # noqa: F401 (fixture)
 
@@ -36,28 +35,15 @@ LIMITS = ServiceLimits(max_request_bytes=64 * 1024, max_baseline_bytes=4 << 20, 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-class Running:
-    def __init__(self, scorer, store: Path, limits: ServiceLimits = LIMITS) -> None:
-        self.service = StudentService(scorer, store, limits)
-        self.server = StudentServer(("127.0.0.1", 0), self.service, TOKEN)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.port}"
-
-    def client(self, token: str | None = TOKEN) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"} if token else {},
-                            timeout=60)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.service.close()
+def serve(scorer, store: Path, limits: ServiceLimits = LIMITS) -> RunningStudentService:
+    """The student service in this process, with TOKEN and the LIMITS of these tests."""
+    return RunningStudentService(scorer, store, limits, token=TOKEN)
 
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
     scorer = GroundedScorer(str(tiny_model_dir), KIND, kind_config(steps=3), students=2, progress=False)
-    running = Running(scorer, tmp_path_factory.mktemp("store"))
+    running = serve(scorer, tmp_path_factory.mktemp("store"))
     yield running
     running.stop()
 
@@ -104,7 +90,7 @@ def test_a_restarted_service_answers_finished_jobs_from_its_store(served, local)
     q_r = hard_items(local, n=6)
     remote = remote_scorer(served)
     [first] = remote.score([q_r[:4]], q_r, Baseline("base"), seed=9)
-    restarted = Running(served.service.scorer, served.service.store)  # a new process on the same --store
+    restarted = serve(served.service.scorer, served.service.store)  # a new process on the same --store
     try:
         [again] = remote_scorer(restarted).score([q_r[:4]], q_r, Baseline("base"), seed=9)
         assert comparable(again) == comparable(first) and restarted.service.trained_jobs == 0
@@ -116,7 +102,7 @@ def test_the_job_table_stays_bounded_and_older_jobs_are_answered_from_the_store(
     from dataclasses import replace
 
     q_r = hard_items(local, n=6)
-    running = Running(served.service.scorer, tmp_path / "store", replace(LIMITS, max_finished_in_memory=1))
+    running = serve(served.service.scorer, tmp_path / "store", replace(LIMITS, max_finished_in_memory=1))
     try:
         remote = remote_scorer(running)
         [first] = remote.score([q_r[:3]], q_r, Baseline("base"), seed=21)
@@ -166,7 +152,7 @@ def test_job_ids_are_idempotent_and_conflicts_named(served):
 
 
 def test_token_is_required(served):
-    with served.client(token=None) as client:
+    with served.client(token="") as client:
         assert client.get("/health").status_code == 200  # liveness only
         assert client.get("/v1/info").status_code == 401
         assert client.post("/v1/jobs", json=job()).status_code == 401
@@ -218,7 +204,7 @@ def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir,
     from sv_soar_teacher import student_config
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", STUDENT), students=2, progress=False)
-    running = Running(scorer, tmp_path / "store")
+    running = serve(scorer, tmp_path / "store")
     try:
         remote_env = load(hard_set, tiny_model_dir, tmp_path / "remote-run", students_url=running.url,
                           students_token=TOKEN)

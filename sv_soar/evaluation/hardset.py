@@ -578,18 +578,14 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
 
 
 def _fitting_rows(engine: Any, task: Task, rows: list[Row], max_new_tokens: int) -> tuple[list[Row], list[str]]:
-    """The rows whose prompt and answer fit the model's context window, and the others' ids.
+    """The rows whose prompt and answer fit the model's context window, and the others' ids (a 64 KB config
+    in the E2 mini set is ~20k tokens against SmolLM2's 8k: sv_soar.generation.tokens_over_context)."""
+    from sv_soar.generation import tokens_over_context
 
-    A longer prompt cannot be read whole: SV-Bench's vLLM server refuses it, and the transformers engine
-    would attend past the positions the model knows (a 64 KB config in the E2 mini set is ~20k tokens
-    against SmolLM2's 8k), at a cost quadratic in its length."""
-    window = getattr(engine, "context_window", None)
-    if not window:
-        return rows, []
     fitting, unreadable = [], []
     for row in rows:
-        tokens = engine.count_tokens(task.prompt(row))
-        if tokens + max_new_tokens <= window:
+        tokens = tokens_over_context(engine, task.prompt(row), max_new_tokens)
+        if tokens is None:
             fitting.append(row)
         else:
             unreadable.append(f"{row_hash(row)} ({tokens} tokens)")

@@ -25,7 +25,8 @@ import yaml
 
 from sv_soar.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
 from sv_soar.oracle.rego import k8s_objects
-from sv_soar.oracle.safe_yaml import DEFAULT_LIMITS, ConfigRejected, YamlLimits, check_size, load_yaml_documents
+from sv_soar.oracle.safe_yaml import (DEFAULT_LIMITS, ConfigRejected, YamlLimits, check_size, load_yaml_documents,
+                                      not_utf8)
 
 MAX_PATCH_CHARS = 64 * 1024
 PATCH_TIMEOUT_S = 10.0
@@ -299,10 +300,8 @@ def apply_patch(original: str, patch: str, lang: str, limits: YamlLimits = DEFAU
         raise PatchRejected("empty patch")
     if len(patch) > MAX_PATCH_CHARS:
         raise PatchRejected(f"patch is {len(patch)} characters, over {MAX_PATCH_CHARS}")
-    try:  # a JSON escape such as "\ud800" decodes to a lone surrogate, which no file can hold
-        patch.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise PatchRejected(f"patch is not UTF-8 text: a lone surrogate at character {exc.start}") from None
+    if why := not_utf8(patch):
+        raise PatchRejected(f"patch is not UTF-8 text: {why}")
     fmt = patch_format(patch)
     try:
         if fmt == "json-patch":

@@ -41,13 +41,23 @@ class YamlLimits:
 DEFAULT_LIMITS = YamlLimits()
 
 
+def not_utf8(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8, or None. A JSON escape such as "\\ud800" decodes to a lone
+    surrogate, which no file, scanner or tokenizer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate at character {exc.start}"
+    return None
+
+
 def check_size(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> None:
     if not isinstance(text, str):
         raise ConfigRejected(f"config is {type(text).__name__}, not text")
-    try:  # a JSON escape such as "\ud800" decodes to a lone surrogate: no file, scanner or tokenizer takes it
+    try:
         size = len(text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise ConfigRejected(f"config is not UTF-8 text: a lone surrogate at character {exc.start}") from None
+    except UnicodeEncodeError:
+        raise ConfigRejected(f"config is not UTF-8 text: {not_utf8(text)}") from None
     if size > limits.max_bytes:
         raise ConfigRejected(f"config is {size} bytes, over the {limits.max_bytes}-byte limit")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from sv_soar.generation import GenerationEngine, SamplingParams
+from sv_soar.generation import GenerationEngine, SamplingParams, tokens_over_context
 from sv_soar.serving.batching import DynamicBatcher
 from sv_soar.serving.openai_protocol import ApiError, ChatRequest, ServedModels, chat_completion, parse_chat_request
 
@@ -124,17 +124,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _check_context_length(self, request: ChatRequest) -> None:
         """Refuse a prompt the model cannot read whole, as vLLM does and in its words (verifiers reads them
-        as an overlong prompt): generating anyway would attend past the positions the model knows, at a
-        cost quadratic in the length, and hold up every request batched with it."""
-        engine = self.server.batcher.engine
-        window = getattr(engine, "context_window", None)
-        if not window:
-            return
-        prompt_tokens, max_tokens = engine.count_tokens(request.prompt), request.params.max_new_tokens
-        if prompt_tokens + max_tokens > window:
-            raise ApiError(f"This model's maximum context length is {window} tokens. However, you requested "
-                           f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                           "completion). Please reduce the length of the messages or completion.", "messages",
+        as an overlong prompt); generating anyway would also hold up every request batched with it."""
+        engine, max_tokens = self.server.batcher.engine, request.params.max_new_tokens
+        prompt_tokens = tokens_over_context(engine, request.prompt, max_tokens)
+        if prompt_tokens is not None:
+            raise ApiError(f"This model's maximum context length is {engine.context_window} tokens. However, you "
+                           f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
+                           "in the completion). Please reduce the length of the messages or completion.", "messages",
                            code="context_length_exceeded")
 
     def _check_api_key(self) -> None:
