@@ -226,7 +226,9 @@ MALFORMED = [
     ("stop not text", {**GOOD, "stop": 5}, 400, "stop"),
     ("stop with an empty string", {**GOOD, "stop": ["", "x"]}, 400, "stop"),
     ("seed negative", {**GOOD, "seed": -1}, 400, "seed"),
-    ("stream", {**GOOD, "stream": True}, 400, "stream"),
+    ("stream not a boolean", {**GOOD, "stream": "yes"}, 400, "stream"),
+    ("stream_options without stream", {**GOOD, "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ("logprobs", {**GOOD, "logprobs": True}, 400, "logprobs"),
     ("body too large", {**GOOD, "padding": "x" * MAX_REQUEST_BYTES}, 413, None),
     # the tiny model's window is 1024 tokens (prompt + completion), refused in vLLM's words
     ("prompt over the context window", {**GOOD, "messages": [{"role": "user", "content": "flags " * 1100}]}, 400, "messages"),
