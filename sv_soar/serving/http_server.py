@@ -168,6 +168,7 @@ def install_error_handlers(app: Any) -> None:
     """Every refusal in OpenAI's error shape: ApiError as itself, an unknown route as 404 (405 for a known
     path with another method), anything unexpected as a 500 naming the exception, and the service goes on."""
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
@@ -179,6 +180,10 @@ def install_error_handlers(app: Any) -> None:
         status = exc.status_code if exc.status_code in (404, 405) else 400
         return error_response(ApiError(f"no route {request.method} {request.url.path or '/'}", status=status,
                                        type="not_found_error" if status in (404, 405) else "invalid_request_error"))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # hung up while sending its body: nobody reads this; not our error
 
     @app.exception_handler(Exception)
     async def _server_error(request: Request, exc: Exception) -> Response:
