@@ -162,7 +162,8 @@ async def one_round(server: Server, kind: str, clients: int, run: str, args: arg
             tasks = [job_client(client, i, run, deadline) for i in range(clients)]
         results = await asyncio.gather(*tasks)
         seconds = time.perf_counter() - started
-    outcomes = {name: sum(r["outcome"] == name for r in results) for name in ("answered", "refused", "dropped", "unanswered")}
+    outcomes = {name: sum(r["outcome"] == name for r in results)
+                for name in ("answered", "refused", "dropped", "unanswered")}
     latencies = sorted(r["seconds"] for r in results if r["outcome"] == "answered")
     tokens = sum(r.get("tokens", 0) for r in results)
     refused_statuses: dict[str, int] = {}
@@ -204,7 +205,10 @@ def main() -> int:
         folder = Path(tmp)
         model = build_tiny_llama(folder / "model")
         for kind in args.servers:
-            start, extra = (serve_model, args.model_args) if kind == "serve-model" else (serve_students, args.students_args)
+            if kind == "serve-model":
+                start, extra = serve_model, args.model_args
+            else:
+                start, extra = serve_students, args.students_args
             server = start(model, folder, extra.split())
             try:
                 rounds[kind] = []

@@ -614,7 +614,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest job body, e.g. 16MiB (larger: HTTP 413)")
     parser.add_argument("--max-baseline-bytes", type=_byte_size, default=ServiceLimits.max_baseline_bytes,
                         help="largest baseline upload, e.g. 2GiB")
-    parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue, help="jobs waiting at most (503 beyond)")
+    parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue,
+                        help="jobs waiting at most (beyond: 503 with Retry-After)")
 
 
 def run(args: argparse.Namespace) -> int:
