@@ -199,6 +199,7 @@ def main() -> int:
 
     from tests.tiny_llama import build_tiny_llama
 
+    load_before = os.getloadavg()[0]  # the machine is shared: its load says how far the timings can be trusted
     rounds: dict[str, list[dict[str, Any]]] = {}
     peak: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,7 +224,8 @@ def main() -> int:
     out = {"label": args.label, "rounds": rounds, "peak_rss_mb": peak, "max_tokens": args.max_tokens,
            "round_timeout_s": args.round_timeout, "dropped": dropped, "passed": dropped == 0,
            "python": platform.python_version(), "cpus": os.cpu_count(),
-           "command": "python benchmarks/serving_load.py " + " ".join(sys.argv[1:])}
+           "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+           "command": " ".join(["python benchmarks/serving_load.py", *sys.argv[1:]])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}: {dropped} dropped")
