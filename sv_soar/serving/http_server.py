@@ -177,9 +177,10 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(HTTPException)
     async def _no_route(request: Request, exc: HTTPException) -> Response:
-        status = exc.status_code if exc.status_code in (404, 405) else 400
-        return error_response(ApiError(f"no route {request.method} {request.url.path or '/'}", status=status,
-                                       type="not_found_error" if status in (404, 405) else "invalid_request_error"))
+        if exc.status_code not in (404, 405):
+            return error_response(ApiError(str(exc.detail), status=exc.status_code))
+        return error_response(ApiError(f"no route {request.method} {request.url.path or '/'}", status=exc.status_code,
+                                       type="not_found_error"))
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -207,6 +208,8 @@ async def unless_disconnected(request: Request, work: Awaitable[Any]) -> tuple[b
         done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if work in done:
             return True, work.result()
+        # the caller withdraws the work; if it was already running, its outcome is read here, unlogged
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())
         return False, None
     finally:
         watcher.cancel()
