@@ -79,7 +79,7 @@ def test_a_client_that_hangs_up_withdraws_its_waiting_request(busy_server):
                    headers={"Authorization": f"Bearer {API_KEY}"}).status_code))
     stays.start()
     with pytest.raises(httpx.ReadTimeout):  # gives up inside the 2 s batch window, while its request waits
-        httpx.post(f"{busy_server.url}/v1/chat/completions", json=body, timeout=0.5,
+        httpx.post(f"{busy_server.url}/v1/chat/completions", json=body, timeout=httpx.Timeout(30, read=0.5),
                    headers={"Authorization": f"Bearer {API_KEY}"})
     stays.join()
     after = busy_server.stats()
