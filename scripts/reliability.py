@@ -5,6 +5,7 @@
     python benchmarks/kill_resume.py --kills 30 --outer-steps 8
     python benchmarks/load.py --groups 32 --pool 2
     python benchmarks/load.py --groups 32 --pool 2 --remote
+    python benchmarks/serving_load.py
     python scripts/reliability.py
 
 Every number in RELIABILITY.md comes from those files, with the command that produced it; a result
@@ -145,6 +146,42 @@ def load_section(local: dict | None, remote: dict | None) -> list[str]:
     return lines + ["", "; ".join(verdicts) + ".", ""]
 
 
+def serving_section(before: dict | None, after: dict | None) -> list[str]:
+    if after is None:
+        return ["Not run (`python benchmarks/serving_load.py`).", ""]
+    lines = [f"`{after['command']}`: each round opens one connection a client on loopback and sends every "
+             "request at once; serve-model clients ask one greedy chat completion "
+             f"({after['max_tokens']} tokens) each, serve-students clients submit one job each and poll it until "
+             "done (the same rows, so the service's reward cache answers all jobs but the first: the HTTP front and "
+             "the job queue are measured, not the trainer). Both are real `sv-soar` subprocesses over the tiny test "
+             f"model with their default queues, on {after['cpus']} CPU cores"
+             + (f" (load average {after['load_average_1m'][0]:g} at the start, {after['load_average_1m'][1]:g} at "
+                "the end: the machine is shared, so latencies and tokens/s are upper and lower bounds)"
+                if after.get("load_average_1m") else "") + ". Refused = an HTTP status the server "
+             "chose (503 with Retry-After when its queue is full); dropped = a connection reset or closed without "
+             "an answer."
+             + (f" Before: the same benchmark against the ThreadingHTTPServer the services ran on until the move to "
+                f"uvicorn (`{before['command']}`)." if before else ""), "",
+             "| server | clients | before: answered / refused / dropped | answered | refused (status) | dropped | "
+             "p50 / p99 latency | tokens/s | server peak RSS |", "|---|---:|---|---:|---|---:|---|---:|---:|"]
+    for server, rounds in after["rounds"].items():
+        earlier = {r["clients"]: r for r in (before or {}).get("rounds", {}).get(server, [])}
+        for r in rounds:
+            b = earlier.get(r["clients"])
+            was = f"{b['answered']} / {b['refused']} / **{b['dropped']}**" if b else "not run"
+            statuses = ", ".join(f"{n} x {code}" for code, n in r["refused_statuses"].items())
+            latency = f"{r['p50_s']:.2f} / {r['p99_s']:.2f} s" if r["p50_s"] is not None else "-"
+            tokens = f"{r['tokens_per_s']:.0f}" if r["tokens_per_s"] is not None else "-"
+            lines.append(f"| {server} | {r['clients']} | {was} | {r['answered']} | {r['refused']}"
+                         f"{f' ({statuses})' if statuses else ''} | {r['dropped']} | {latency} | {tokens} | "
+                         f"{r['peak_rss_mb']:.0f} MiB |")
+    total = sum(r["clients"] for rounds in after["rounds"].values() for r in rounds)
+    lines += ["", f"{after['dropped']} of {total} clients dropped"
+              + (f" (before: {before['dropped']})" if before else "") + f". {'PASS' if after['passed'] else 'FAIL'}. "
+              "tests/test_serving_load.py keeps it so with 64 clients and a queue of 8 on each service.", ""]
+    return lines
+
+
 def security_section() -> list[str]:
     return ["Checked by `tests/test_security.py` on every `make test` (no benchmark: these are yes/no facts):", "",
             "| check | how |", "|---|---|",
@@ -156,8 +193,8 @@ def security_section() -> list[str]:
             "`serve-model --host 0.0.0.0` without `--api-key` refuses to start; `serve-students` refuses to start "
             "without a token on any address, and warns when bound beyond loopback |",
             "| unauthenticated requests refused | on both services (`serve-model`, `serve-students`): missing, "
-            "wrong, unprefixed and trailing-space keys get 401 on every /v1 route (chat completions, models; "
-            "jobs, job status, adapters, baselines, info) and /stats (/health answers liveness only) |",
+            "wrong, unprefixed, double-space and extended keys get 401 on every /v1 route (chat completions, models; "
+            "jobs, job status, adapters, baselines, info), /stats and /metrics (/health answers liveness only) |",
             "| oversize and malformed requests refused, service keeps serving | on both services: 413 on a body "
             "over the limit and on a 10 GB Content-Length (from the header alone); 400 on deep nesting, bad "
             "UTF-8, empty, null, out-of-range fields; 34 raw garbage payloads on the socket; a good request "
@@ -170,7 +207,8 @@ def main() -> int:
              "What was tried against sv-soar, how many times, and the outcome. Written by "
              "`python scripts/reliability.py` from the results of the benchmark scripts it names "
              "(benchmarks/results/*.json); do not edit by hand. `make test` runs the same checks with small "
-             "budgets: tests/test_fuzz.py, test_faults.py, test_kill_resume.py, test_load.py, test_security.py.",
+             "budgets: tests/test_fuzz.py, test_faults.py, test_kill_resume.py, test_load.py, test_serving_load.py, "
+             "test_security.py.",
              "", "## Fuzzing the parsers of untrusted text", ""]
     lines += fuzz_section(load("fuzz"))
     lines += ["## Fault injection in student runs", ""]
@@ -179,6 +217,8 @@ def main() -> int:
     lines += kill_section(load("kill_resume"))
     lines += ["## Load", ""]
     lines += load_section(load("load"), load("load-remote"))
+    lines += ["## Serving under load", ""]
+    lines += serving_section(load("serving-load-before"), load("serving-load"))
     lines += ["## Security", ""]
     lines += security_section()
     lines += ["## Not covered yet", ""] + [f"- {item}" for item in PENDING] + [""]

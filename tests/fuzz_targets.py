@@ -396,7 +396,9 @@ def _chat_bodies() -> st.SearchStrategy[Any]:
         optional={**{name: JSON_VALUES | st.integers(-3, 20) | st.floats(-1, 3)
                      for name in ("max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop",
                                   "stream", "logprobs")},
-                  "tools": _tool_specs(), "tool_choice": st.sampled_from(["auto", "none", "required"]) | JSON_VALUES},
+                  "tools": _tool_specs(), "tool_choice": st.sampled_from(["auto", "none", "required"]) | JSON_VALUES,
+                  "stream_options": st.fixed_dictionaries({}, optional={"include_usage": st.booleans() | JSON_VALUES})
+                  | JSON_VALUES},
     )
     # a valid chat with tools and tool turns, one part at a time broken, so the tool code is reached
     tooled = st.builds(lambda tools, choice, calls, result: {
@@ -422,6 +424,7 @@ def check_chat_request(body: Any) -> str:
     assert isinstance(request, ChatRequest)
     params = request.params
     assert params.max_new_tokens >= 1 and 1 <= params.n <= 8 and 0 <= params.temperature <= 2
+    assert request.stream is (body.get("stream") is True) and (request.stream or not request.include_usage)
     # what the engine gets: plain system/user/assistant text turns, tools and tool results rendered in them
     assert all(m["role"] in ("system", "user", "assistant") and isinstance(m["content"], str) for m in request.prompt)
     return "accepted:tools" if request.tools else "accepted"

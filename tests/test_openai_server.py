@@ -226,7 +226,9 @@ MALFORMED = [
     ("stop not text", {**GOOD, "stop": 5}, 400, "stop"),
     ("stop with an empty string", {**GOOD, "stop": ["", "x"]}, 400, "stop"),
     ("seed negative", {**GOOD, "seed": -1}, 400, "seed"),
-    ("stream", {**GOOD, "stream": True}, 400, "stream"),
+    ("stream not a boolean", {**GOOD, "stream": "yes"}, 400, "stream"),
+    ("stream_options without stream", {**GOOD, "stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ("logprobs", {**GOOD, "logprobs": True}, 400, "logprobs"),
     ("body too large", {**GOOD, "padding": "x" * MAX_REQUEST_BYTES}, 413, None),
     # the tiny model's window is 1024 tokens (prompt + completion), refused in vLLM's words
     ("prompt over the context window", {**GOOD, "messages": [{"role": "user", "content": "flags " * 1100}]}, 400, "messages"),
@@ -387,3 +389,44 @@ def test_vf_eval_scores_rollouts_through_the_server(server, tmp_path):
             value = row.get(name, row.get("metrics", {}).get(name))
             assert isinstance(value, (int, float)), f"{name} missing from {sorted(row)}"
     assert server.stats()["requests"] - before["requests"] == 4  # every rollout went through the server
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+def test_openai_client_streams_the_same_completion_as_chunks(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY)
+    plain = client.chat.completions.create(model=SERVED, messages=e1_prompt(4), max_tokens=12, temperature=0)
+    stream = client.chat.completions.create(model=SERVED, messages=e1_prompt(4), max_tokens=12, temperature=0,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+    assert all(c.model == SERVED for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    with_choices = [c for c in chunks if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in with_choices) == plain.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in with_choices if c.choices[0].finish_reason] == \
+        [plain.choices[0].finish_reason]
+    usage = chunks[-1].usage  # include_usage: a last chunk with no choices carries it
+    assert chunks[-1].choices == [] and usage.completion_tokens == plain.usage.completion_tokens
+    assert usage.prompt_tokens == plain.usage.prompt_tokens
+
+
+def test_stream_is_server_sent_events_ending_with_done(server):
+    body = {"model": SERVED, "messages": e1_prompt(5), "max_tokens": 6, "temperature": 1.0, "n": 2, "seed": 3,
+            "stream": True}
+    with server.client() as client, client.stream("POST", "/v1/chat/completions", json=body) as reply:
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in reply.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events) and events[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in events[:-1]]
+    assert all("usage" not in c for c in chunks)  # only with stream_options.include_usage
+    finished = {c["choices"][0]["index"]: c["choices"][0]["finish_reason"] for c in chunks
+                if c["choices"][0]["finish_reason"]}
+    assert sorted(finished) == [0, 1] and set(finished.values()) <= {"stop", "length"}
+    # a refused streaming request is a plain JSON error, before any event
+    with server.client() as client:
+        refused = client.post("/v1/chat/completions", json={**body, "model": "gpt-4o"})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"

@@ -163,7 +163,8 @@ def serve_model(tiny_model_dir) -> Iterator[Service]:
                for field in ({"n": 10**9}, {"max_tokens": -1})]
     try:
         yield Service(server.port, [("POST", "/v1/chat/completions", GOOD), ("GET", "/v1/models", None),
-                                    ("GET", "/stats", None)], ("POST", "/v1/chat/completions", GOOD),
+                                    ("GET", "/stats", None), ("GET", "/metrics", None)],
+                      ("POST", "/v1/chat/completions", GOOD),
                       ("POST", "/v1/chat/completions"), invalid)
     finally:
         server.shutdown()
@@ -188,7 +189,8 @@ def serve_students(tiny_model_dir) -> Iterator[Service]:
             RunningStudentService(scorer, store, ServiceLimits(max_request_bytes=MAX_BYTES), token=API_KEY) as running:
         yield Service(running.port, [("POST", "/v1/jobs", json.dumps(JOB).encode()), ("GET", "/v1/info", None),
                                      ("GET", "/v1/jobs/job-1", None), ("GET", "/v1/jobs/job-1/adapters/0/0", None),
-                                     ("PUT", "/v1/baselines/0123456789abcdef", b"\0" * 64)],
+                                     ("PUT", "/v1/baselines/0123456789abcdef", b"\0" * 64), ("GET", "/stats", None),
+                                     ("GET", "/metrics", None)],
                       ("GET", "/v1/info", None), ("POST", "/v1/jobs"), invalid)
 
 
@@ -221,8 +223,11 @@ AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"
 
 
 def test_unauthenticated_requests_are_refused(service):
+    # (a trailing space is not part of a header's value in HTTP, RFC 9110 §5.5, and uvicorn's parser drops it
+    # as every server does: "Bearer KEY " is the key; a space inside the value, or a key with more, is not)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY},
-                    {"Authorization": f"Bearer {API_KEY} "}, {"Authorization": f"bearer {API_KEY}"}):
+                    {"Authorization": f"Bearer  {API_KEY}"}, {"Authorization": f"Bearer {API_KEY}x"},
+                    {"Authorization": f"bearer {API_KEY}"}):
         for method, path, body in service.routes:
             status, reply = request(service, method, path, body, headers)
             assert status == 401 and reply["error"]["code"] == "invalid_api_key", (headers, path)

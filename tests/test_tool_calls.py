@@ -169,6 +169,21 @@ def test_the_openai_client_receives_tool_calls_and_sends_tool_results_back():
     assert engine.prompts[-1][-2]["content"].startswith("Scanning first.\n<tool_call>")  # its own call, as it wrote it
 
 
+def test_a_streamed_reply_carries_its_tool_calls_as_indexed_deltas():
+    from openai import OpenAI
+
+    with served(ToolUsingEngine()) as url:
+        client = OpenAI(base_url=url, api_key="EMPTY")
+        chunks = list(client.chat.completions.create(model="tool-user", tools=[SCAN], stream=True,
+                                                     messages=[{"role": "user", "content": "Audit this pod."}]))
+    deltas = [c.choices[0].delta for c in chunks]
+    assert "".join(d.content or "" for d in deltas) == "Scanning first."
+    (call,) = [call for d in deltas for call in d.tool_calls or []]
+    assert call.index == 0 and call.id and call.type == "function"
+    assert call.function.name == "run_kubelinter" and json.loads(call.function.arguments) == {}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["tool_calls"]
+
+
 def test_the_tiny_real_model_is_served_with_tools_in_its_prompt(tiny_model_dir):
     from openai import OpenAI
 

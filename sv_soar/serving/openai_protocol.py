@@ -1,11 +1,15 @@
 """The OpenAI chat-completions protocol, as far as sv-soar serve-model speaks it.
 
-Parsing is strict where a silent default would mislead (a wrong type, an unknown model, `stream` or
-`logprobs` that this server cannot honour): the request is refused with OpenAI's error shape,
+Parsing is strict where a silent default would mislead (a wrong type, an unknown model, `logprobs`
+that this server cannot honour): the request is refused with OpenAI's error shape,
 {"error": {"message", "type", "param", "code"}}, naming the field. Fields it does not know are
 ignored, as OpenAI-compatible servers do, so clients that send extras keep working. Function
 calling (`tools`, `tool` messages, `tool_calls` in the reply) is rendered as chat text by
 `sv_soar.serving.tool_calls`, so the engines see plain system/user/assistant turns.
+
+`stream: true` is answered as server-sent events of chat.completion.chunk objects, ending with
+`data: [DONE]` (`chat_completion_chunks`). The engine generates a batch whole, so a choice's text arrives
+as one delta when its batch is done, after the role delta sent at once.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class ChatRequest:
     prompt: ChatPrompt  # tools and tool messages already rendered as text (sv_soar.serving.tool_calls)
     params: SamplingParams
     tools: tuple[Tool, ...] = ()  # offered to the model: its reply's <tool_call> blocks naming them are calls
+    stream: bool = False  # answer as server-sent events (chat.completion.chunk objects)
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
 
 
 def parse_chat_request(
@@ -74,9 +80,12 @@ def parse_chat_request(
     """Validate a /v1/chat/completions body; raise ApiError naming the first bad field."""
     if not isinstance(body, dict):
         raise ApiError("request body must be a JSON object")
-    for name in ("stream", "logprobs"):  # not implemented: refuse rather than silently ignore
-        if body.get(name):
-            raise ApiError(f"'{name}' is not supported by sv-soar serve-model", name)
+    if body.get("logprobs"):  # not implemented: refuse rather than silently ignore
+        raise ApiError("'logprobs' is not supported by sv-soar serve-model", "logprobs")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(f"'stream' must be true or false; got {_shown(stream)}", "stream")
+    include_usage = _stream_options(body.get("stream_options"), bool(stream))
 
     model = body.get("model")
     if not isinstance(model, str):
@@ -100,7 +109,27 @@ def parse_chat_request(
         seed=_integer(body, "seed", None, minimum=0, maximum=2**63 - 1),
         stop=_stop(body.get("stop")),
     )
-    return ChatRequest(model=model, adapter=adapter, prompt=prompt, params=params, tools=tools)
+    return ChatRequest(model=model, adapter=adapter, prompt=prompt, params=params, tools=tools,
+                       stream=bool(stream), include_usage=include_usage)
+
+
+def _stream_options(value: Any, stream: bool) -> bool:
+    """stream_options.include_usage (OpenAI refuses stream_options without stream, and so does this)."""
+    if value is None:
+        return False
+    if not stream:
+        raise ApiError("'stream_options' is only allowed when 'stream' is true", "stream_options")
+    if not isinstance(value, dict):
+        raise ApiError("'stream_options' must be an object such as {\"include_usage\": true}", "stream_options")
+    include_usage = value.get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise ApiError("'stream_options.include_usage' must be true or false", "stream_options.include_usage")
+    return include_usage
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _messages(value: Any, tools: tuple[Tool, ...] = ()) -> ChatPrompt:
@@ -189,20 +218,56 @@ def _stop(value: Any) -> tuple[str, ...]:
 
 def chat_completion(model: str, completions: list[Completion], tools: tuple[Tool, ...] = ()) -> dict[str, Any]:
     """OpenAI's chat.completion object for the n completions of one prompt."""
-    prompt_tokens = len(completions[0].prompt_token_ids) if completions else 0
-    completion_tokens = sum(len(c.token_ids) for c in completions)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [_choice(i, c, tools) for i, c in enumerate(completions)],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": _usage(completions),
     }
+
+
+def _usage(completions: list[Completion]) -> dict[str, int]:
+    prompt_tokens = len(completions[0].prompt_token_ids) if completions else 0
+    completion_tokens = sum(len(c.token_ids) for c in completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class ChunkStream:
+    """The chat.completion.chunk objects of one streamed request, all with the same id: `roles()` at once,
+    `completed(completions)` when the batch is done (content, finish reasons, usage)."""
+
+    def __init__(self, request: ChatRequest) -> None:
+        self.request = request
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
+        chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                 "model": self.request.model, "choices": choices}
+        if self.request.include_usage:  # OpenAI: null on every chunk but the last, which has no choices
+            chunk["usage"] = usage
+        return chunk
+
+    def roles(self) -> list[dict[str, Any]]:
+        return [self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None}]) for i in range(self.request.params.n)]
+
+    def completed(self, completions: list[Completion]) -> list[dict[str, Any]]:
+        chunks = []
+        for i, completion in enumerate(completions):
+            choice = _choice(i, completion, self.request.tools)
+            delta = {k: v for k, v in choice["message"].items() if k != "role"}
+            if "tool_calls" in delta:  # in a delta each call carries its position
+                delta["tool_calls"] = [{"index": k, **call} for k, call in enumerate(delta["tool_calls"])]
+            if delta.get("content") or delta.get("tool_calls"):
+                chunks.append(self._chunk([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
+            chunks.append(self._chunk([{"index": i, "delta": {}, "logprobs": None,
+                                        "finish_reason": choice["finish_reason"]}]))
+        if self.request.include_usage:
+            chunks.append(self._chunk([], _usage(completions)))
+        return chunks
 
 
 def _choice(index: int, completion: Completion, tools: tuple[Tool, ...]) -> dict[str, Any]:

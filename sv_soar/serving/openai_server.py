@@ -4,40 +4,45 @@ vf-eval, verifiers environments and hosted trainers reach models through the Ope
 project's own engine (and its LoRA adapters, one `model` name each) lets them score the embedded model
 or a trained student without vLLM.
 
-Endpoints: POST /v1/chat/completions, GET /v1/models, GET /health, GET /stats (batching counters).
-HTTP threads parse the request (`openai_protocol`), hand it to the `DynamicBatcher` that owns the
-engine, wait for their batch, and reply.
-
-The stack is the standard library's ThreadingHTTPServer: no dependency beyond the engine, one thread
-per connection, and HTTP/1.1 keep-alive so that clients reuse their connections.
+Endpoints: POST /v1/chat/completions (`stream: true` as server-sent events), GET /v1/models, GET /health,
+GET /stats (batching and queue counters), GET /metrics (the same, in Prometheus' text format).
+A request is parsed (`openai_protocol`), handed to the `DynamicBatcher` that owns the engine, and answered
+when its batch has run. The stack is FastAPI on uvicorn (`http_server`); at most --max-queue requests wait
+for the engine, and the next is refused with 503 and Retry-After; a client that hangs up while its request
+waits withdraws it.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
+import asyncio
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import sys
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sv_soar.generation import GenerationEngine, SamplingParams, tokens_over_context
-from sv_soar.serving.batching import DynamicBatcher
-from sv_soar.serving.openai_protocol import ApiError, ChatRequest, ServedModels, chat_completion, parse_chat_request
+from sv_soar.serving.batching import DynamicBatcher, QueueFull
+from sv_soar.serving.http_server import (LOOPBACK, HttpServer, InFlight, busy, check_api_key, install_error_handlers,
+                                         json_body, prometheus_text, read_body, unless_disconnected)
+from sv_soar.serving.openai_protocol import (ApiError, ChatRequest, ChunkStream, ServedModels, chat_completion,
+                                             parse_chat_request)
 
 logger = logging.getLogger("sv_soar.serve_model")
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"  # DESIGN §6: the default model, shipped with no download
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_QUEUE = 256  # requests waiting for the engine: 16 batches of the default 16, ~10x vf-eval's 32 in flight
 
 
 @dataclass(frozen=True)
@@ -49,139 +54,125 @@ class ServerConfig:
     max_n: int = 16
 
 
-class ModelServer(ThreadingHTTPServer):
-    daemon_threads = True  # a client waiting on a long generation must not block shutdown
+class ModelServer(HttpServer):
+    """serve-model's HTTP front over a batcher, bound at construction (`port`), served by serve_forever()."""
 
     def __init__(self, address: tuple[str, int], config: ServerConfig, batcher: DynamicBatcher):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.config, self.batcher, self.started = config, batcher, int(time.time())
-        super().__init__(address, _Handler)
+        self.app = InFlight(_app(self))
+        super().__init__(self.app, address)
 
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def handle_error(self, request, client_address) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: not our error
-            logger.debug("client %s disconnected", client_address)
-        else:
-            super().handle_error(request, client_address)
+    def stats(self) -> dict[str, Any]:
+        return {**self.batcher.stats(), "http_in_flight": self.app.count, "http_requests": self.app.total}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the openai client reuses its connections
-    disable_nagle_algorithm = True  # headers and body go out as two writes; don't hold the second for an ACK
-    server: ModelServer
+def _app(server: ModelServer) -> Any:
+    app = FastAPI(title="sv-soar serve-model", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    config, batcher = server.config, server.batcher
 
-    def do_GET(self) -> None:
-        self._dispatch({"/health": self._health, "/v1/models": self._models, "/stats": self._stats})
-
-    def do_POST(self) -> None:
-        self._dispatch({"/v1/chat/completions": self._chat_completions})
-
-    def _dispatch(self, routes: dict[str, Callable[[], dict]]) -> None:
-        path = urlsplit(self.path).path.rstrip("/")
-        self._body_consumed = False
-        try:
-            if path not in routes:
-                raise ApiError(f"no route {self.command} {path or '/'}", status=404, type="not_found_error")
-            if path != "/health":
-                self._check_api_key()
-            status, payload = 200, routes[path]()
-        except ApiError as exc:
-            status, payload = exc.status, exc.payload()
-        except Exception as exc:  # the engine failed: say why, keep serving
-            error = ApiError(f"{type(exc).__name__}: {exc}", status=500, type="server_error")
-            status, payload = error.status, error.payload()
-        if self.command in ("POST", "PUT") and not self._body_consumed:
-            self.close_connection = True  # its unread body would be parsed as the next request
-        self._send_json(status, payload)
-
-    def _health(self) -> dict:
+    @app.get("/health")
+    async def health() -> dict:
         return {"status": "ok"}
 
-    def _models(self) -> dict:
-        models = self.server.config.models
-        entries = [{"id": models.base, "object": "model", "created": self.server.started, "owned_by": "sv-soar", "parent": None}]
-        entries += [
-            {"id": name, "object": "model", "created": self.server.started, "owned_by": "sv-soar", "parent": models.base}
-            for name in models.adapters
-        ]
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        check_api_key(request, config.api_key)
+        served = config.models
+        entries = [{"id": served.base, "object": "model", "created": server.started, "owned_by": "sv-soar",
+                    "parent": None}]
+        entries += [{"id": name, "object": "model", "created": server.started, "owned_by": "sv-soar",
+                     "parent": served.base} for name in served.adapters]
         return {"object": "list", "data": entries}
 
-    def _stats(self) -> dict:
-        return self.server.batcher.stats()
+    @app.get("/stats")
+    async def stats(request: Request) -> dict:
+        check_api_key(request, config.api_key)
+        return server.stats()
 
-    def _chat_completions(self) -> dict:
-        config = self.server.config
-        request = parse_chat_request(
-            self._json_body(), config.models, default_max_tokens=config.default_max_tokens, max_n=config.max_n
-        )
-        self._check_context_length(request)
-        completions = self.server.batcher.submit(request.prompt, request.params, request.adapter)
-        return chat_completion(request.model, completions, request.tools)
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        check_api_key(request, config.api_key)
+        s = server.stats()
+        return prometheus_text([
+            ("sv_soar_requests_waiting", "gauge", "requests waiting for the engine", s["queued"]),
+            ("sv_soar_max_queue", "gauge", "requests allowed to wait (--max-queue; -1: unbounded)",
+             -1 if s["max_queue"] is None else s["max_queue"]),
+            ("sv_soar_sequences_running", "gauge", "sequences in the engine call under way", s["running"]),
+            ("sv_soar_http_requests_in_flight", "gauge", "HTTP requests being answered", s["http_in_flight"]),
+            ("sv_soar_requests_total", "counter", "requests the engine ran", s["requests"]),
+            ("sv_soar_requests_failed_total", "counter", "requests the engine failed on", s["failed_requests"]),
+            ("sv_soar_requests_refused_busy_total", "counter", "requests refused with 503: queue full",
+             s["refused_busy"]),
+            ("sv_soar_requests_cancelled_total", "counter", "requests withdrawn by a client that hung up",
+             s["cancelled"]),
+            ("sv_soar_engine_calls_total", "counter", "batched generate calls", s["engine_calls"]),
+            ("sv_soar_generated_tokens_total", "counter", "completion tokens generated", s["generated_tokens"]),
+            ("sv_soar_engine_seconds_total", "counter", "seconds spent in generate calls", s["engine_seconds"]),
+        ])
 
-    def _check_context_length(self, request: ChatRequest) -> None:
-        """Refuse a prompt the model cannot read whole, as vLLM does and in its words (verifiers reads them
-        as an overlong prompt); generating anyway would also hold up every request batched with it."""
-        engine, max_tokens = self.server.batcher.engine, request.params.max_new_tokens
-        prompt_tokens = tokens_over_context(engine, request.prompt, max_tokens)
-        if prompt_tokens is not None:
-            raise ApiError(f"This model's maximum context length is {engine.context_window} tokens. However, you "
-                           f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
-                           "in the completion). Please reduce the length of the messages or completion.", "messages",
-                           code="context_length_exceeded")
-
-    def _check_api_key(self) -> None:
-        key = self.server.config.api_key
-        if key is None:
-            return
-        sent = self.headers.get("Authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {key}".encode()):
-            raise ApiError(
-                "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                status=401, code="invalid_api_key",
-            )
-
-    def _json_body(self) -> Any:
-        raw = self._body(self.server.config.max_request_bytes)
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        check_api_key(request, config.api_key)
+        body = json_body(await read_body(request, config.max_request_bytes, "--max-request-bytes"))
+        chat = parse_chat_request(body, config.models, default_max_tokens=config.default_max_tokens,
+                                  max_n=config.max_n)
+        _check_context_length(batcher.engine, chat)
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(f"request body is not valid JSON: {exc}") from None
-        except RecursionError:  # "[[[[...": a client error (400), not a server one (500)
-            raise ApiError("request body is not valid JSON: nested too deeply") from None
+            future = batcher.enqueue(chat.prompt, chat.params, chat.adapter)
+        except QueueFull as exc:
+            return busy(f"the server is busy: {exc}; retry later", batcher.retry_after_s())
+        if chat.stream:
+            return StreamingResponse(_events(request, batcher, future, chat), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            answered, completions = await unless_disconnected(request, asyncio.wrap_future(future))
+        except Exception as exc:  # the engine failed: say why, keep serving
+            raise ApiError(f"{type(exc).__name__}: {exc}", status=500, type="server_error") from None
+        finally:
+            batcher.cancel(future)  # withdraws it only if it still waits: its client hung up
+        if not answered:
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+        return JSONResponse(chat_completion(chat.model, completions, chat.tools))
 
-    def _body(self, limit: int, flag: str = "--max-request-bytes") -> bytes:
-        """The request body, refused with 411 without a Content-Length and 413 above `limit` bytes."""
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise ApiError("a request body with a Content-Length header is required", status=411)
-        size = int(length)
-        if size > limit:
-            if size <= 16 * limit:  # read it away so the client sees the 413, not a reset connection
-                remaining = size
-                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
-                    remaining -= len(chunk)
-                self._body_consumed = True
-            raise ApiError(f"request body is {size} bytes; this server accepts at most {limit} ({flag})", status=413)
-        raw = self.rfile.read(size)
-        self._body_consumed = True
-        return raw
+    return app
 
-    def _send_json(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
+async def _events(request: Request, batcher: DynamicBatcher, future: Future, chat: ChatRequest) -> AsyncIterator[bytes]:
+    """A streamed answer: the role deltas at once, the rest when the batch is done, then [DONE]. An engine
+    error after the 200 went out is sent as an {"error": ...} event, as vLLM does (the openai client raises it)."""
+    stream = ChunkStream(chat)
+    try:
+        for chunk in stream.roles():
+            yield _event(chunk)
+        try:
+            answered, completions = await unless_disconnected(request, asyncio.wrap_future(future))
+        except Exception as exc:  # noqa: BLE001 - sent to the client, the server goes on
+            yield _event(ApiError(f"{type(exc).__name__}: {exc}", status=500, type="server_error").payload())
+            answered, completions = True, None
+        if not answered:
+            return
+        for chunk in stream.completed(completions) if completions is not None else ():
+            yield _event(chunk)
+        yield b"data: [DONE]\n\n"
+    finally:
+        batcher.cancel(future)
+
+
+def _event(payload: dict) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _check_context_length(engine: GenerationEngine, request: ChatRequest) -> None:
+    """Refuse a prompt the model cannot read whole, as vLLM does and in its words (verifiers reads them
+    as an overlong prompt); generating anyway would also hold up every request batched with it."""
+    max_tokens = request.params.max_new_tokens
+    prompt_tokens = tokens_over_context(engine, request.prompt, max_tokens)
+    if prompt_tokens is not None:
+        raise ApiError(f"This model's maximum context length is {engine.context_window} tokens. However, you "
+                       f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
+                       "in the completion). Please reduce the length of the messages or completion.", "messages",
+                       code="context_length_exceeded")
 
 
 def _byte_size(text: str) -> int:
@@ -222,6 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body accepted, e.g. 1MiB (larger: HTTP 413)")
     parser.add_argument("--default-max-tokens", type=int, default=SamplingParams().max_new_tokens,
                         help="max_tokens for requests that send none")
+    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
+                        help="requests waiting for the engine at most; beyond, HTTP 503 with Retry-After "
+                             "(default %(default)s)")
 
 
 def load_engine(model: str, device: str = "auto") -> GenerationEngine:
@@ -247,8 +241,8 @@ def _interrupt(signum, frame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    if args.max_batch_size < 1 or args.batch_window_ms < 0 or args.default_max_tokens < 1:
-        raise SystemExit("sv-soar serve-model: --max-batch-size and --default-max-tokens must be >= 1, "
+    if args.max_batch_size < 1 or args.batch_window_ms < 0 or args.default_max_tokens < 1 or args.max_queue < 1:
+        raise SystemExit("sv-soar serve-model: --max-batch-size, --default-max-tokens and --max-queue must be >= 1, "
                          "--batch-window-ms >= 0")
     served_name = args.served_model_name or args.model
     adapter_names = [name for name, _ in args.adapter]
@@ -261,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine(args.model, args.device)
     for name, path in args.adapter:
         engine.load_adapter(name, path)
-    batcher = DynamicBatcher(engine, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000)
+    batcher = DynamicBatcher(engine, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000,
+                             max_queue=args.max_queue)
     config = ServerConfig(
         models=ServedModels(served_name, tuple(adapter_names)),
         api_key=args.api_key,

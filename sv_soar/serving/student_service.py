@@ -12,11 +12,15 @@ of every X_k and answers R_k. The client has GroundedScorer's `score`, so the ru
     GET  /v1/jobs/ID/adapters/K/J the weights of student J of dataset K (safetensors), keep_adapters only
     PUT  /v1/baselines/ID         a promoted baseline's LoRA weights (safetensors); ID is Baseline.id
     GET  /v1/info                 model, task, r, grounding, the student config, the queue
+    GET  /stats, /metrics         queue depth, jobs by status, HTTP requests in flight (JSON; Prometheus text)
     GET  /health                  no token needed
 
 Safety: a bearer token is required on every /v1 route (the service refuses to start without one),
 it binds 127.0.0.1 unless told otherwise, request bodies are size-limited (jobs and baselines
-separately), the queue is bounded (503 when full), and every refused request names the field at fault.
+separately), the queue is bounded (503 with Retry-After when full), and every refused request names the field
+at fault. The HTTP front is FastAPI on uvicorn (`sv_soar.serving.http_server`). A job outlives the connection
+that submitted it (clients poll, and retry a lost connection with the same job id), so a client hanging up
+does not withdraw its job.
 Jobs run one at a time, in arrival order, on the one model. Finished jobs are kept in `--store`
 (result.json and the kept adapters), so a restarted service still answers a job id it ran before.
 
@@ -42,13 +46,11 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.serving.openai_protocol import ApiError
-from sv_soar.serving.openai_server import ModelServer, _byte_size, _Handler, _interrupt, _write_port_file
 
 log = logging.getLogger("sv_soar.serve_students")
 
@@ -114,6 +116,8 @@ class StudentService:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._baselines: dict[str, Any] = {}
         self.trained_jobs = 0  # jobs that reached the scorer (tests check a retry adds none)
+        self.refused_busy = 0  # submissions refused with 503: the queue was full
+        self._job_seconds: deque[float] = deque(maxlen=16)  # running time of the last jobs, for Retry-After
         self._worker = threading.Thread(target=self._work, name="sv-soar-students", daemon=True)
         self._worker.start()
 
@@ -144,6 +148,7 @@ class StudentService:
                 self._queue.put(job_id)
                 return 202, job.view(self._position(job_id))
             if len(self._order) >= self.limits.max_queue:
+                self.refused_busy += 1
                 raise ApiError(f"the job queue is full ({self.limits.max_queue} waiting); retry later",
                                status=503, type="server_busy")
             job = self._jobs[job_id] = Job(job_id, digest, request)
@@ -185,6 +190,17 @@ class StudentService:
         with self._lock:
             self._baselines = {baseline_id: baseline}  # the newest only: a step uses one
         return {"baseline": baseline_id, "stored": True}
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            counts = {s: sum(j.status == s for j in self._jobs.values()) for s in JOB_STATUSES}
+            return {"queued": len(self._order), "max_queue": self.limits.max_queue, "jobs": counts,
+                    "running": counts["running"], "refused_busy": self.refused_busy, "trained_jobs": self.trained_jobs}
+
+    def retry_after_s(self) -> float:
+        """When a queue slot is likely free: the mean running time of the last jobs (10 s before any ran)."""
+        with self._lock:
+            return sum(self._job_seconds) / len(self._job_seconds) if self._job_seconds else 10.0
 
     def close(self) -> None:
         self._queue.put(None)
@@ -249,6 +265,7 @@ class StudentService:
             with self._lock:
                 job.status, job.result, job.error = status, result, error
                 job.seconds = time.perf_counter() - started  # running time, queue wait not included
+                self._job_seconds.append(job.seconds)
                 if status == "done":  # a failed job keeps its request: a retry runs it again
                     job.request = {}
                     self._remember_done(job_id)
@@ -338,67 +355,14 @@ def _digest(request: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------- HTTP
 
 
-@dataclass(frozen=True)
-class _HttpConfig:
-    api_key: str  # never None: this service always requires its token
-    max_request_bytes: int
+def __getattr__(name: str) -> Any:
+    """StudentServer lives in sv_soar.serving.student_server (FastAPI, uvicorn): imported when asked for, so
+    RemoteScorer, the client a teacher environment runs, needs neither."""
+    if name == "StudentServer":
+        from sv_soar.serving.student_server import StudentServer
 
-
-class StudentServer(ModelServer):
-    """ThreadingHTTPServer around a StudentService (the keep-alive, error and shutdown handling of
-    `sv-soar serve-model`'s server)."""
-
-    def __init__(self, address: tuple[str, int], service: StudentService, token: str) -> None:
-        if not token:
-            raise ValueError(f"a bearer token is required (--token-file or ${TOKEN_ENV})")
-        if ":" in address[0]:
-            self.address_family = __import__("socket").AF_INET6
-        self.service = service
-        self.config = _HttpConfig(api_key=token, max_request_bytes=service.limits.max_request_bytes)
-        ThreadingHTTPServer.__init__(self, address, _StudentHandler)
-
-
-class _StudentHandler(_Handler):
-    server: StudentServer
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/")
-        service = self.server.service
-        if match := re.fullmatch(r"/v1/jobs/([^/]+)/adapters/(\d+)/(\d+)", path):
-            job_id, k, j = match.group(1), int(match.group(2)), int(match.group(3))
-            self._dispatch({path: lambda: service.adapter(job_id, k, j)})
-        elif match := re.fullmatch(r"/v1/jobs/([^/]+)", path):
-            self._dispatch({path: lambda: service.status(match.group(1))})
-        else:
-            self._dispatch({"/health": self._health, "/v1/info": service.info})
-
-    def do_POST(self) -> None:
-        def submit() -> dict[str, Any]:
-            status, view = self.server.service.submit(self._json_body())
-            self._status = status
-            return view
-
-        self._dispatch({"/v1/jobs": submit})
-
-    def do_PUT(self) -> None:
-        path = self.path.split("?", 1)[0].rstrip("/")
-        match = re.fullmatch(r"/v1/baselines/([^/]+)", path)
-        limit = self.server.service.limits.max_baseline_bytes
-        routes = {path: lambda: self.server.service.put_baseline(match.group(1), self._body(limit, "--max-baseline-bytes"))}
-        self._dispatch(routes if match else {})
-
-    def _send_json(self, status: int, payload: Any) -> None:
-        if status == 200 and getattr(self, "_status", None):  # POST /v1/jobs: 202 for a new job
-            status = self._status
-        self._status = None
-        if isinstance(payload, bytes):  # an adapter download
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-            return
-        super()._send_json(status, payload)
+        return StudentServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------- the client
@@ -622,6 +586,7 @@ def _wire(row: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sv_soar.backends import BACKENDS
+    from sv_soar.serving.openai_server import _byte_size
     from sv_soar.grounded import GROUNDINGS, PRESETS
     from sv_soar.models import DEFAULT_MODEL
 
@@ -649,12 +614,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest job body, e.g. 16MiB (larger: HTTP 413)")
     parser.add_argument("--max-baseline-bytes", type=_byte_size, default=ServiceLimits.max_baseline_bytes,
                         help="largest baseline upload, e.g. 2GiB")
-    parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue, help="jobs waiting at most (503 beyond)")
+    parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue,
+                        help="jobs waiting at most (beyond: 503 with Retry-After)")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     from sv_soar.backends import make_scorer
+    from sv_soar.serving.http_server import LOOPBACK
+    from sv_soar.serving.openai_server import _interrupt, _write_port_file
+    from sv_soar.serving.student_server import StudentServer
     from sv_soar_teacher import student_config
 
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "")
@@ -664,7 +633,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_queue < 1 or args.students < 1:
         print("sv-soar serve-students: --max-queue and --students must be at least 1", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in LOOPBACK:
         log.warning("binding %s: reachable beyond this machine; the token is all that guards it (use TLS in front)",
                     args.host)
     store = args.store or Path(tempfile.mkdtemp(prefix="sv-soar-students-"))
