@@ -232,14 +232,18 @@ def prompt_user_text(prompt: Any) -> str:
 
 
 def apply_unified_diff(original: str, patch: str) -> str | None:
-    """SV-Bench's apply_patch_to_text: GNU `patch FILE` in a temp folder; None when it fails."""
+    """SV-Bench's apply_patch_to_text: GNU `patch FILE` in a temp folder; None when it fails.
+
+    --forward answers "no" to "reversed patch, apply anyway?", the answer `patch` takes in SV-Bench's
+    headless runs, without ever waiting on a terminal.
+    """
     if patch.strip().startswith("[") or shutil.which("patch") is None:
         return None
     with tempfile.TemporaryDirectory(prefix="sv-soar-patch-") as folder:
         path = Path(folder, "file.txt")
         path.write_text(original, encoding="utf-8")
         try:
-            proc = subprocess.run(["patch", "--batch", "--silent", str(path)], input=patch, text=True,
+            proc = subprocess.run(["patch", "--forward", "--silent", str(path)], input=patch, text=True,
                                   capture_output=True, check=False, cwd=folder, timeout=PATCH_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             return None

@@ -182,3 +182,15 @@ def test_svbench_stored_rows_load_and_score(tmp_path):
         stored = json.loads(record["answer"])
         assert "question" not in stored and stored["fixture_type"] in ("k8s", "tf")
         assert record["question"].startswith("File path: configs/")
+
+
+def test_soar_grounding_keeps_the_corrected_scoring():
+    # the same correct "no violations" on a clean config: SV-Bench's env pays 0.05, SOAR's grounding full credit
+    row = {"question": POD, "info": {"violations": [], "patch": None}, "meta": {"lang": "k8s"}}
+    task = get_task("e2")
+    assert task.score(answer([]), row)["reward"] == pytest.approx(1.05) and task.is_success(answer([]), row)
+    assert reward_config_auditing(completion=answer([]), answer=task.answer(row)) == 0.0
+    # and a repeated correct id counts once there
+    two = {**row, "info": {"violations": K8S_INFO["violations"], "patch": None}}
+    assert task.score(answer([BOTH[0], BOTH[0]]), two)["f1"] == pytest.approx(2 / 3)
+    assert reward_config_auditing(completion=answer([BOTH[0], BOTH[0]]), answer=task.answer(two)) == pytest.approx(0.85)

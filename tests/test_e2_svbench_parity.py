@@ -168,3 +168,22 @@ def test_svbench_reads_an_unreadable_oracle_as_clean_and_we_refuse_it():
     assert SVBENCH.reward_config_auditing(completion=valid, answer="not json") == pytest.approx(0.05)
     with pytest.raises(ValueError, match="E2 answer is not JSON"):
         ours.reward_config_auditing(completion=valid, answer="not json")
+
+
+PATCHES = {
+    "pins-the-tag": "--- a/pod.yaml\n+++ b/pod.yaml\n@@ -5,4 +5,4 @@\n spec:\n   containers:\n   - name: web\n"
+                    "-    image: nginx\n+    image: nginx:1.25.3\n",
+    "reversed": "--- a/pod.yaml\n+++ b/pod.yaml\n@@ -5,4 +5,4 @@\n spec:\n   containers:\n   - name: web\n"
+                "-    image: nginx:1.25.3\n+    image: nginx\n",
+    "offset-hunk": "--- a/pod.yaml\n+++ b/pod.yaml\n@@ -1,3 +1,3 @@\n   containers:\n   - name: web\n"
+                   "-    image: nginx\n+    image: nginx:2\n",
+    "no-headers": "@@ -8,1 +8,1 @@\n-    image: nginx\n+    image: nginx:3\n",
+    "garbage": "make it secure",
+    "json-patch": '[{"op": "replace", "path": "/spec", "value": {}}]',
+}
+
+
+@pytest.mark.parametrize("name", PATCHES)
+def test_patch_application_equals_svbench(name):
+    applied, text = SVBENCH.try_apply_patch(str(FIXTURE), PATCHES[name])
+    assert ours.apply_unified_diff(POD, PATCHES[name]) == (text if applied else None)
