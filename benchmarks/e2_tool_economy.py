@@ -84,8 +84,9 @@ def main() -> int:
     if not (args.mini / "e2.jsonl").is_file():
         raise SystemExit(f"no e2.jsonl in {args.mini} (--mini or $SVBENCH_MINI)")
 
+    # the corrected scoring: its detection_f1 / format_valid metrics are what this benchmark reports
     env_args = {"task": "e2", "source": "jsonl", "path": str(args.mini), "n": args.rows, "seed": 0,
-                "max_turns": args.max_turns}
+                "max_turns": args.max_turns, "scoring": "corrected"}
     vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent)) or "vf-eval"
     with tempfile.TemporaryDirectory() as folder:
         proc, url = serve(args.model, Path(folder) / "serve-model.log")

@@ -1,4 +1,6 @@
-"""SV-Bench E2 (config audit and remediation): output parser and rubric, as DESIGN §3 states them.
+"""SV-Bench E2 (config audit and remediation), CORRECTED scoring: SOAR's grounding signal and the
+student env's `scoring="corrected"` option. The student env scores as SV-Bench by default
+(rubrics/e2_svbench.py: same functions, weights, metric names and values).
 
 The model answers `{"violations": [{"id": "tool/rule-id", "severity": "low|med|high"}], "patch": str,
 "confidence": float}`; the JSON is found as in E1 (raw, a fenced block, the first balanced {...}).
@@ -217,10 +219,32 @@ class E2Parser(vf.Parser):
         return list(output.violations) if output is not None else None
 
 
-def row_from_answer(answer: Any) -> dict[str, Any]:
-    """The SV-Bench row a dataset record carries in `answer` (a JSON string, as SV-Bench stores it)."""
+def row_from_answer(answer: Any, prompt: Any = None) -> dict[str, Any]:
+    """The row {"question", "info", "meta"} a dataset record's `answer` stands for.
+
+    Reads SV-Bench's own answer (the JSON of a row's `info`: oracle findings under "violations" or
+    "oracle", `fixture_type`, `fixture_path`; the config from "config", the fixture file or the prompt)
+    and the older {"question", "info", "meta"} JSON. An answer without an oracle raises ValueError:
+    it is never read as a clean config.
+    """
+    from rubrics.e2_svbench import answer_object, fixture_type_of, row_config
+
     data = json.loads(answer) if isinstance(answer, str) else dict(answer or {})
-    return data
+    if isinstance(data, dict) and isinstance(data.get("info"), dict) and isinstance(data.get("question"), str):
+        return data
+    obj = answer_object(data)
+    config = row_config(obj, prompt)
+    if config is None:
+        raise ValueError("E2 answer carries no config: no 'config', no readable 'fixture_path', no prompt")
+    if "oracle" in obj:
+        violations = [{"tool": str(v["id"]).split("/", 1)[0], "rule_id": str(v["id"]).split("/", 1)[-1],
+                       "severity": str(v.get("severity", ""))}
+                      for v in obj.get("oracle") or [] if isinstance(v, dict) and v.get("id")]
+    else:
+        violations = [v for v in obj.get("violations") or [] if isinstance(v, dict)]
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return {"question": config, "info": {"violations": violations, "patch": obj.get("patch")},
+            "meta": {**meta, "lang": fixture_type_of(obj, {})}}
 
 
 def make_e2_rubric(parser: E2Parser | None = None, scorer: E2Scorer | None = None) -> vf.Rubric:
@@ -228,18 +252,18 @@ def make_e2_rubric(parser: E2Parser | None = None, scorer: E2Scorer | None = Non
     scorer = scorer or E2Scorer()
     cache: dict[tuple[str, str], dict[str, float]] = {}
 
-    def parts(completion: Any, answer: Any) -> dict[str, float]:
+    def parts(completion: Any, answer: Any, prompt: Any = None) -> dict[str, float]:
         text = completion_text(completion)
         key = (text, answer if isinstance(answer, str) else json.dumps(answer, sort_keys=True))
         if key not in cache:
             if len(cache) > 4096:
                 cache.clear()
-            cache[key] = scorer.components(text, row_from_answer(answer))
+            cache[key] = scorer.components(text, row_from_answer(answer, prompt))
         return cache[key]
 
-    def reward_config_audit(completion: Any, answer: Any, **kwargs: Any) -> float:
+    def reward_config_audit(completion: Any, answer: Any, prompt: Any = None, **kwargs: Any) -> float:
         """clip(F1 + patch delta + format bonus, -1, 2): SV-Bench's E2 reward, defects fixed."""
-        return parts(completion, answer)["reward"]
+        return parts(completion, answer, prompt)["reward"]
 
     def detection_f1(completion: Any, answer: Any, **kwargs: Any) -> float:
         """Severity-weighted F1 of the de-duplicated predicted ids (metric)."""

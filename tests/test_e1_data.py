@@ -136,7 +136,8 @@ def test_every_template_draws_its_own_label():
         ({"question": "  ", "answer": "Benign"}, "non-empty string"),
         ({"question": 3, "answer": "Benign"}, "non-empty string"),
         ({"question": "q"}, "'answer' is missing"),
-        ({"question": "q", "answer": "malicious"}, "expected 'Malicious' or 'Benign'"),
+        ({"question": "q", "answer": "Malware"}, "expected 'Malicious' or 'Benign'"),
+        ({"question": "q", "answer": 2}, "expected 'Malicious' or 'Benign'"),
         ({"question": "q", "answer": "Abstain"}, "expected 'Malicious' or 'Benign'"),
         ({"question": "q", "answer": "Benign", "meta": "x"}, "'meta' must be an object"),
     ],
@@ -144,6 +145,13 @@ def test_every_template_draws_its_own_label():
 def test_validate_row_says_what_is_wrong(row, reason):
     with pytest.raises(ValueError, match=reason):
         E1.validate_row(row)
+
+
+@pytest.mark.parametrize("answer, canonical", [("malicious", "Malicious"), ("BENIGN", "Benign"), (1, "Malicious"),
+                                               (0, "Benign"), (True, "Malicious"), (False, "Benign")])
+def test_validate_row_reads_answers_as_svbench_scores_them(answer, canonical):
+    # SV-Bench's rubric lower-cases both sides and reads a ClassLabel 1 as Malicious, 0 as Benign
+    assert E1.validate_row({"question": "q", "answer": answer})["answer"] == canonical
 
 
 def test_validate_row_normalises():
@@ -197,7 +205,7 @@ def _bad_file(tmp_path):
     lines = [
         json.dumps(good),
         "{not json",
-        json.dumps({**good, "answer": "malicious"}),
+        json.dumps({**good, "answer": "Malware"}),
         "",
         json.dumps({"answer": "Benign"}),
         json.dumps({**good, "answer": "Benign"}),
@@ -221,7 +229,7 @@ def test_skip_bad_counts_and_logs(tmp_path, caplog):
     assert [row["answer"] for row in rows] == ["Malicious", "Benign"]
     assert len(report) == 3
     assert report.skipped[0].startswith(f"{path}:2:")
-    expected = "'answer' is 'malicious': expected 'Malicious' or 'Benign' (case-sensitive)"
+    expected = "'answer' is 'Malware': expected 'Malicious' or 'Benign' (any case), or a ClassLabel 0 / 1"
     assert report.skipped[1] == f"{path}:3: {expected}"
     assert report.skipped[2] == f"{path}:5: 'question' is missing"
     assert "skipped 3 bad row(s)" in caplog.text and f"{path}:2:" in caplog.text

@@ -90,15 +90,15 @@ CASES = [
         "confidence-string",
         '{"label": "Malicious", "confidence": "0.9"}',
         "Malicious",
-        (1.0, 0.0, 0.0, 1.0),  # a string is not a confidence (SV-Bench's float() would take it)
-        1.5,
+        (1.0, 0.0, 0.9, 1.0),  # SV-Bench: float("0.9") counts for calibration, not for format
+        1.5 + 0.2 * 0.9,
     ),
     (
         "confidence-true",
         '{"label": "Malicious", "confidence": true}',
         "Malicious",
-        (1.0, 0.0, 0.0, 1.0),  # bool is not a number (SV-Bench's isinstance(int) would take it)
-        1.5,
+        (1.0, 1.0, 1.0, 1.0),  # SV-Bench: isinstance(True, int) and float(True) == 1.0
+        1.8,
     ),
     (
         "abstain",
@@ -156,7 +156,7 @@ def test_named_reward_functions_agree_on_chat_completions(case_id, text, answer,
 
 def test_parsed_fields():
     out = parse_e1_output('```json\n{"label": "Benign", "confidence": 0, "rationale": "DNS"}\n```')
-    assert out == E1Output(label="Benign", confidence=0.0, rationale="DNS")
+    assert out == E1Output(label="Benign", confidence=0.0, rationale="DNS", numeric_confidence=True)
     assert parse_e1_output('{"label": "Benign", "confidence": 0.4, "rationale": 7}').rationale is None
     assert parse_e1_output('{"label": "Benign", "confidence": NaN}').confidence is None
     assert parse_e1_output('["Benign", 0.9]') is None  # JSON, but not an object
@@ -173,6 +173,8 @@ def test_parser_is_a_verifiers_parser_returning_the_label():
     # completions inside verifiers' State are pydantic messages, not dicts
     assert parser.parse_answer([vf.AssistantMessage(content=text)]) == "Abstain"
     assert parser.parse_answer([{"role": "assistant", "content": "no json"}]) is None
+    # SV-Bench reads the LAST message, whatever its role (get_response_text)
+    assert parser.parse_answer([{"role": "assistant", "content": text}, {"role": "user", "content": "x"}]) is None
     assert parser.get_format_reward_func() is format_reward
 
 
@@ -189,10 +191,12 @@ def test_huge_inputs_are_cut_at_the_cap_and_stay_fast():
     start = time.perf_counter()
     # an answer up front followed by megabytes of rambling still parses ...
     assert parse_e1_output(answer + " and so on" * 200_000).label == "Malicious"
-    # ... one that starts after the first 64 KiB is not read ...
-    assert parse_e1_output("x" * MAX_PARSE_CHARS + answer) is None
+    # ... with the opt-in cap, one that starts after the first 64 KiB is not read ...
+    assert parse_e1_output("x" * MAX_PARSE_CHARS + answer, MAX_PARSE_CHARS) is None
+    assert parse_e1_output("x" * MAX_PARSE_CHARS + answer).label == "Malicious"  # off by default, as SV-Bench
     # ... nor one that opens inside the window but closes after it
-    assert parse_e1_output('{"label": "Malicious", "rationale": "' + "a" * MAX_PARSE_CHARS + '"}') is None
+    long = '{"label": "Malicious", "rationale": "' + "a" * MAX_PARSE_CHARS + '"}'
+    assert parse_e1_output(long, MAX_PARSE_CHARS) is None
     # pathological shapes: endless nesting, an unclosed fence, a flood of quotes
     assert parse_e1_output("{" * 2_000_000) is None
     assert parse_e1_output("```json\n" + "{" * 500_000) is None

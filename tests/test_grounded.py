@@ -326,7 +326,7 @@ def test_cli_scores_datasets_and_reports_bad_input(tiny_model_dir, tmp_path):
     write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:6])
     write_jsonl(tmp_path / "x1.jsonl", rows[6:])
     bad = tmp_path / "x2.jsonl"
-    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "answer": "malicious"}) + "\n")
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({**rows[1], "answer": "Malware"}) + "\n")
     common = ["--hard-set", str(tmp_path / "hard"), "--model", str(tiny_model_dir), "--preset", "cpu",
               "--students", "2", "--q-r", "4", "--no-progress"]
 

@@ -346,7 +346,7 @@ def test_from_results_restores_meta_from_the_data_file(vf_results, tmp_path):
 
 
 def test_from_results_rescored_without_the_metric(vf_results, tmp_path):
-    # results of an environment without SV-Bench's accuracy metric: re-scored with task.is_success
+    # results of an environment without SV-Bench's accuracy metric: re-scored with task.is_success, when asked
     from sv_soar.tasks.e1 import E1_TASK
 
     stripped = tmp_path / "results.jsonl"
@@ -355,7 +355,9 @@ def test_from_results_rescored_without_the_metric(vf_results, tmp_path):
             record.pop("reward_accuracy")
             record["metrics"].pop("reward_accuracy")
             handle.write(json.dumps(record) + "\n")
-    results = load_eval_results([stripped], E1_TASK)
+    with pytest.raises(JsonlError, match="no success metric 'reward_accuracy'.*--rescore"):
+        load_eval_results([stripped], E1_TASK)
+    results = load_eval_results([stripped], E1_TASK, rescore=True)
     assert results.success_from == {"task.is_success"}
     assert {r["question"]: sum(o) for r, o in zip(results.rows, results.outcomes)} == CORRECT_OF_4
 

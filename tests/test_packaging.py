@@ -30,6 +30,9 @@ def test_environment_project_matches_root(env):
     assert project["project"]["name"] == env.replace("_", "-")
     # Same runtime dependencies as the root distribution, so a vf-installed env behaves the same.
     assert project["project"]["dependencies"] == root["project"]["dependencies"]
+    # vf-install gives the same CLI and the same e2 extra as the root distribution
+    assert project["project"]["scripts"] == root["project"]["scripts"] == {"sv-soar": "sv_soar.cli:main"}
+    assert project["project"]["optional-dependencies"]["e2"] == root["project"]["optional-dependencies"]["e2"]
     assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == PACKAGES
     for package in PACKAGES:
         link = REPO / "environments" / env / package
@@ -204,3 +207,16 @@ def test_vf_install_from_environments_folder_into_fresh_venv(env_id, tmp_path):
     assert out[0] == str(copy / "environments" / env / env / "__init__.py"), out[0]
     assert out[1] == ("4" if env == "sv_soar_student" else "3")
     assert out[2] == "SingleTurnEnv"
+
+    # the README's next steps: the `sv-soar` command is there, and the e2 extra installs
+    cli = subprocess.run([str(fresh / "bin" / "sv-soar"), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                         env=_clean_env())
+    assert cli.returncode == 0 and "hardset" in cli.stdout and "serve-model" in cli.stdout, cli.stdout + cli.stderr
+    extra = subprocess.run(
+        ["uv", "pip", "install", "--python", str(fresh_python), "-e", f"environments/{env}[e2]"],
+        capture_output=True, text=True, cwd=copy,
+        env=_clean_env(PATH=f"{fresh / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", UV_OFFLINE="1",
+                       UV_NO_BUILD_ISOLATION="1", UV_CACHE_DIR=str(tmp_path / "uv-cache")),
+    )
+    assert extra.returncode == 0, extra.stdout + extra.stderr
+    assert subprocess.run([str(fresh_python), "-c", "import semgrep"], env=_clean_env(), cwd=tmp_path).returncode == 0

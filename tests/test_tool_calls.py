@@ -11,6 +11,7 @@ tools reaches it (its prompt carries the tool signatures) and is answered.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -207,7 +208,7 @@ def test_vf_eval_runs_the_e2_tool_environment_through_the_server(svbench_mini, t
     engine = ToolUsingEngine()
     with served(engine) as url:
         command += ["sv-soar-student", "-a", json.dumps({"task": "e2", "source": "jsonl", "path": str(svbench_mini),
-                                                         "n": 4, "seed": 3}),
+                                                         "n": 4, "seed": 3, "scoring": "corrected"}),
                     "-m", "tool-user", "-b", url, "-n", "4", "-r", "1", "-s", "-o", str(outputs), "--disable-tui"]
         env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "EMPTY"}
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -225,3 +226,48 @@ def test_vf_eval_runs_the_e2_tool_environment_through_the_server(svbench_mini, t
     assert len(engine.prompts) == 8  # two turns a rollout
     # reporting what kube-linter found is SV-Bench's answer on K8s rows (and "none" on Terraform ones)
     assert all(metric(r, "detection_f1") == 1.0 and r["reward"] == pytest.approx(1.05) for r in rows)
+
+
+class PathsToolEngine(ToolUsingEngine):
+    """A model trained on SV-Bench's env: it calls run_kubelinter(paths=[the prompt's File path])."""
+
+    model_name = "paths-user"
+
+    @staticmethod
+    def _reply(last: str) -> str:
+        if not last.startswith("<tool_response>"):
+            path = re.search(r"^File path: (.*)$", last, re.M).group(1)
+            call = {"name": "run_kubelinter", "arguments": {"paths": [path]}}
+            return f"Scanning first.\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
+        return ToolUsingEngine._reply(last)
+
+
+def test_vf_eval_runs_svbench_tool_calls_with_paths_through_the_server(svbench_mini, tmp_path):
+    vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent))
+    command = [vf_eval] if vf_eval else [sys.executable, "-m", "verifiers.scripts.eval"]
+    outputs = tmp_path / "outputs"
+    engine = PathsToolEngine()
+    with served(engine) as url:
+        command += ["sv-soar-student", "-a", json.dumps({"task": "e2", "source": "jsonl", "path": str(svbench_mini),
+                                                         "n": 4, "seed": 3}),
+                    "-m", "paths-user", "-b", url, "-n", "4", "-r", "1", "-s", "-o", str(outputs), "--disable-tui"]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "EMPTY"}
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    (results,) = outputs.glob("evals/sv-soar-student--paths-user/*/results.jsonl")
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    assert len(rows) == 4
+
+    def metric(row: dict, name: str) -> float:
+        return row.get(name, row.get("metrics", {}).get(name))
+
+    assert [metric(r, "run_kubelinter_calls") for r in rows] == [1, 1, 1, 1]
+    for row in rows:  # the tool read the file at the File path: findings, not an error
+        (tool_msg,) = [m for m in row["completion"] if m["role"] == "tool"]
+        reply = json.loads(tool_msg["content"])
+        assert isinstance(reply, list), reply
+        oracle = {v["rule_id"] for v in json.loads(row["answer"])["violations"] if v["tool"] == "kube-linter"}
+        if oracle:  # SV-Bench's values: F1 1 + 0.05, format 1, the observed evidence F1 1
+            assert metric(row, "reward_config_auditing") == pytest.approx(1.05)
+            assert metric(row, "tool_observation_reward") == pytest.approx(1.0)
+        assert metric(row, "format_reward") == 1.0

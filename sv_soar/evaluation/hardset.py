@@ -7,8 +7,10 @@ SOAR-INVESTIGATION.md's Phase 1 question: what fraction of problems has zero pas
 K = 1, 8, ..., 128, overall and by difficulty group (task.breakdown).
 
 The success matrix comes from sampling a model here (`sample_successes`) or from saved evaluation
-results: vf-eval's `results.jsonl` (verifiers 0.1.x, `vf-eval -s`) or SV-Bench's own
-`scripts/eval_*.py` output, read by `load_eval_results`.
+results: vf-eval's `results.jsonl` (verifiers 0.1.x, `vf-eval -s`), a hosted run's `results.jsonl`
+(columns as JSON strings) or SV-Bench's own `scripts/eval_*.py` output, read by `load_eval_results`.
+Saved results keep each problem's own sample count K (a problem is hard when 0/K of its samples
+succeeded); the zero-pass table and pass@k are reported up to the smallest K.
 
 `sv-soar hardset ... --out DIR` writes DIR/hard_set.jsonl, d_train.jsonl, d_test.jsonl (SV-Bench
 rows, meta["fail_at_k"] added), successes.jsonl, cold_start_report.md and cold_start.png.
@@ -41,9 +43,15 @@ from sv_soar.tasks import Row, Task, get_task
 COLD_START_KS = (1, 8, 16, 32, 64, 128)  # SOAR-INVESTIGATION.md Phase 1 (K = 8..128) plus K = 1
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (DESIGN §4)
 DEFAULT_SAMPLES = 128  # the paper's K for the hard set (DESIGN §4)
-# Saved-results metric that means "solved": SV-Bench E1's accuracy reward (label == answer).
-# Where no such metric is saved, success is recomputed with task.is_success on the completion.
-SUCCESS_METRICS: dict[str, tuple[str, ...]] = {"e1": ("reward_accuracy", "accuracy")}
+# Saved-results metrics that mean "solved", with the value that counts as success, first found wins.
+# E1: SV-Bench's accuracy reward (label == answer). E2: the grounding's F1 >= 0.5 (DESIGN §4) read from
+# our corrected env's detection_f1, else from SV-Bench's reward_config_auditing, which is F1 + 0.05
+# (+ a patch delta, so a good patch with F1 below 0.5 can also pass there). Re-scoring the completions
+# with task.is_success happens only when asked (rescore=True, `--rescore`).
+SUCCESS_METRICS: dict[str, tuple[tuple[str, float], ...]] = {
+    "e1": (("reward_accuracy", 1.0), ("accuracy", 1.0)),
+    "e2": (("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
+}
 
 
 # --------------------------------------------------------------------------------------- numbers
@@ -119,6 +127,16 @@ def group_of(task: Task, row: Row) -> str:
         return "unknown"
 
 
+def _outcome_rows(successes: Any) -> list[np.ndarray]:
+    """One flat bool array a problem, from a 2-D matrix or a ragged list."""
+    if isinstance(successes, np.ndarray):
+        return list(_as_matrix(successes))
+    out = [np.asarray(o, dtype=bool) for o in successes]
+    if any(o.ndim != 1 for o in out):
+        raise ValueError("success matrix must be 2-D (problems x samples) or one flat outcome list a problem")
+    return out
+
+
 def _as_matrix(successes: Any) -> np.ndarray:
     matrix = np.asarray(successes, dtype=bool)
     if matrix.ndim != 2:
@@ -154,17 +172,23 @@ def mine_hard_set(
     seconds: float | None = None,
     notes: Sequence[str] = (),
 ) -> FailAtK:
-    """Mine fail@S from a (problems x S) success matrix and write every output file to out_dir."""
-    successes = _as_matrix(successes)
-    if successes.shape[0] != len(rows):
-        raise ValueError(f"{len(rows)} rows but {successes.shape[0]} rows in the success matrix")
-    if successes.shape[0] == 0 or successes.shape[1] == 0:
-        raise ValueError(f"nothing to mine: success matrix of shape {successes.shape}")
-    samples = successes.shape[1]
+    """Mine fail@S from a (problems x S) success matrix and write every output file to out_dir.
+
+    `successes` may also be ragged (one outcome list a problem, each with its own K, from saved
+    results): a problem is hard when none of its K samples succeeded, and the zero-pass table and
+    pass@k are computed up to the smallest K.
+    """
+    per = _outcome_rows(successes)
+    if len(per) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(per)} rows in the success matrix")
+    if not per or min(len(o) for o in per) == 0:
+        raise ValueError(f"nothing to mine: {len(per)} problems, fewest samples {min((len(o) for o in per), default=0)}")
+    samples = min(len(o) for o in per)
+    successes = np.array([o[:samples] for o in per], dtype=bool)  # the first S of each: the table's columns
     out_dir = Path(out_dir)
     groups = [group_of(task, row) for row in rows]
     zero_pass, sizes = zero_pass_table(successes, groups, cold_start_ks(samples))
-    pass_k = {k: mean_pass_at_k(successes, k) for k in PASS_KS if k <= samples}
+    pass_k = {k: mean_pass_at_k(per, k) for k in PASS_KS if k <= samples}
 
     def annotated(i: int) -> Row:
         row = copy.deepcopy(dict(rows[i]))
@@ -173,14 +197,14 @@ def mine_hard_set(
             **meta,
             "fail_at_k": {
                 "model": model,
-                "samples": samples,
-                "successes": int(successes[i].sum()),
+                "samples": len(per[i]),
+                "successes": int(per[i].sum()),
                 "temperature": temperature,
             },
         }
         return row
 
-    hard = [annotated(i) for i in hard_set_indices(successes)]
+    hard = [annotated(i) for i, outcomes in enumerate(per) if not outcomes.any()]
     d_train, d_test = split_hard_set(hard, seed)
     for name, part in (("d_train", d_train), ("d_test", d_test)):
         for row in part:
@@ -200,10 +224,10 @@ def mine_hard_set(
                     "answer": row.get("answer"),
                     "group": group,
                     "solved": int(outcomes.sum()),
-                    "samples": samples,
+                    "samples": len(outcomes),
                     "successes": [bool(s) for s in outcomes],
                 }
-                for row, group, outcomes in zip(rows, groups, successes)
+                for row, group, outcomes in zip(rows, groups, per)
             ),
         ),
     ]
@@ -249,6 +273,8 @@ def load_eval_results(
     task: Task,
     *,
     success_metric: str | None = None,
+    success_threshold: float | None = None,
+    rescore: bool = False,
     known_rows: Sequence[Row] = (),
 ) -> EvalResults:
     """Read saved evaluation results and group the rollouts by problem.
@@ -256,14 +282,21 @@ def load_eval_results(
     Formats (one JSON object a line; bad lines raise file:line errors through read_jsonl):
     - vf-eval (verifiers 0.1.x `-s`): example_id (older: id), prompt and completion as chat
       messages, answer, info, reward, metrics {name: value} and/or the metric names as top-level keys.
+    - a hosted run's results.jsonl: the same columns with prompt, completion, metrics and info as JSON
+      strings, and a reasoning model's answer in `reasoning_content` where `content` is null.
     - SV-Bench scripts/eval_*.py: index, prompt (the question text), completion (text), answer,
       rewards {name: value}, completion_error on a failed call.
-    A rollout is a success when its correctness metric (`success_metric`, default
-    SUCCESS_METRICS[task]) equals 1; without that metric it is re-scored with task.is_success.
-    Problems are grouped by content (question, answer), so several result files of one model add up.
+    A rollout is a success when its recorded metric (`success_metric`, default SUCCESS_METRICS[task])
+    reaches its threshold (`success_threshold`; default the table's, else 1). A rollout without the
+    metric is an error naming the metrics it has, unless `rescore` (then task.is_success scores it).
+    Problems are grouped by content (question, answer); the question is the user message's text.
     `known_rows` (the SV-Bench data the eval ran on) restores each problem's full row, meta included.
     """
-    metric_names = (success_metric,) if success_metric else SUCCESS_METRICS.get(task.name, ())
+    table = dict(SUCCESS_METRICS.get(task.name, ()))
+    if success_metric:
+        metrics = ((success_metric, success_threshold if success_threshold is not None else table.get(success_metric, 1.0)),)
+    else:
+        metrics = tuple((name, success_threshold if success_threshold is not None else t) for name, t in table.items())
     by_question: dict[str, list[Row]] = {}
     for row in known_rows:
         by_question.setdefault(row["question"], []).append(row)
@@ -273,20 +306,26 @@ def load_eval_results(
     def parse(record: Any) -> tuple[Row, bool] | None:
         if not isinstance(record, dict):
             raise ValueError(f"expected a JSON object (one rollout), got {type(record).__name__}")
+        record = _decoded(record)
         if record.get("error") or record.get("completion_error"):
             return None
         question = _question_of(record)
-        text = _completion_text(record.get("completion"))
         row = _problem_row(record, question, task, by_question)
-        value, name = _metric(record, metric_names)
+        value, name, threshold = _metric(record, metrics)
         if value is None:
+            if not rescore:
+                have = sorted(k for holder in (record.get("metrics"), record.get("rewards"))
+                              if isinstance(holder, dict) for k in holder)
+                wanted = ", ".join(repr(n) for n, _ in metrics) or "(none for this task: pass --success-metric)"
+                raise ValueError(f"no success metric {wanted} in this rollout (it records: {', '.join(have) or 'none'}); "
+                                 "pass --success-metric NAME, or --rescore to score the completions again")
             if "completion" not in record:
                 raise ValueError("no 'completion' and no success metric to score the rollout by")
-            success = bool(task.is_success(text, row))
+            success = bool(task.is_success(_completion_text(record.get("completion")), row))
             result.success_from.add("task.is_success")
         else:
-            success = value >= 1.0 - 1e-9
-            result.success_from.add(name)
+            success = value >= threshold - 1e-9
+            result.success_from.add(name if threshold == 1.0 else f"{name} >= {threshold:g}")
         return row, success
 
     for path in paths:
@@ -298,7 +337,7 @@ def load_eval_results(
             row, success = item
             key = row_hash(row)
             problems.setdefault(key, (row, []))[1].append(success)
-        model, temperature = _run_metadata(Path(path).parent / "metadata.json")
+        model, temperature = _run_metadata(Path(path).parent)
         if model is not None and model not in result.models:
             result.models.append(model)
         if temperature is not None and temperature not in result.temperatures:
@@ -307,6 +346,28 @@ def load_eval_results(
         result.rows.append(row)
         result.outcomes.append(outcomes)
     return result
+
+
+_JSON_COLUMNS = ("prompt", "completion", "metrics", "rewards", "info")
+
+
+def _decoded(record: dict) -> dict:
+    """A hosted run's record with its JSON-string columns (prompt, completion, metrics, info) decoded."""
+    out = dict(record)
+    for key in _JSON_COLUMNS:
+        value = out.get(key)
+        if not isinstance(value, str) or not value.lstrip().startswith(("[", "{")):
+            continue
+        try:
+            decoded = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if key in ("prompt", "completion"):  # only chat messages; a question text may start with "[" too
+            if isinstance(decoded, list) and decoded and all(isinstance(m, dict) and "role" in m for m in decoded):
+                out[key] = decoded
+        elif isinstance(decoded, dict):
+            out[key] = decoded
+    return out
 
 
 def _question_of(record: dict) -> str:
@@ -328,9 +389,10 @@ def _completion_text(completion: Any) -> str:
         return ""
     if isinstance(completion, str):
         return completion
-    if isinstance(completion, list):
+    if isinstance(completion, list):  # a reasoning model's answer is in reasoning_content when content is null
         return "".join(
-            _message_text(m.get("content")) for m in completion if isinstance(m, dict) and m.get("role") == "assistant"
+            _message_text(m.get("content") if m.get("content") is not None else m.get("reasoning_content"))
+            for m in completion if isinstance(m, dict) and m.get("role") == "assistant"
         )
     raise ValueError(f"'completion' is neither text nor chat messages ({type(completion).__name__})")
 
@@ -370,26 +432,32 @@ def _problem_row(record: dict, question: str, task: Task, by_question: dict[str,
     return task.validate_row(row)
 
 
-def _metric(record: dict, names: Sequence[str]) -> tuple[float | None, str]:
-    for name in names:
+def _metric(record: dict, metrics: Sequence[tuple[str, float]]) -> tuple[float | None, str, float]:
+    for name, threshold in metrics:
         for holder in (record.get("metrics"), record.get("rewards"), record):
             if isinstance(holder, dict) and name in holder and holder[name] is not None:
                 value = holder[name]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"metric {name!r} is {value!r}, not a number")
-                return float(value), name
-    return None, ""
+                return float(value), name, threshold
+    return None, "", 1.0
 
 
-def _run_metadata(path: Path) -> tuple[str | None, float | None]:
-    """Model and temperature from a metadata.json beside the results (vf-eval or SV-Bench)."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _run_metadata(folder: Path, levels: int = 3) -> tuple[str | None, float | None]:
+    """Model and temperature from the metadata.json nearest the results (vf-eval, hosted run, SV-Bench):
+    the results' folder, else up to `levels` folders above it."""
+    for candidate in [folder, *list(folder.parents)[:levels]]:
+        try:
+            meta = json.loads((candidate / "metadata.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            break
+    else:
         return None, None
-    if not isinstance(meta, dict):
-        return None, None
-    model = meta.get("model") if isinstance(meta.get("model"), str) else None
+    model = next((meta[k] for k in ("model", "model_name", "model_id") if isinstance(meta.get(k), str)), None)
+    if model is None and isinstance(meta.get("model"), dict):  # {"model": {"name": ...}}
+        model = next((v for k, v in meta["model"].items() if k in ("name", "id") and isinstance(v, str)), None)
     sampling = meta.get("sampling_args") if isinstance(meta.get("sampling_args"), dict) else {}
     temperature = sampling.get("temperature", meta.get("temperature"))
     return model, float(temperature) if isinstance(temperature, (int, float)) else None
@@ -413,7 +481,26 @@ def rectangular(results: EvalResults, samples: int | None) -> tuple[list[Row], n
     return [results.rows[i] for i in keep], matrix, notes
 
 
+def per_problem(results: EvalResults, min_samples: int = 1) -> tuple[list[Row], list[np.ndarray], list[str]]:
+    """Every problem with its own K (its sample count), those under `min_samples` left out; notes say so."""
+    if not results.rows:
+        raise ValueError("the results hold no rollouts")
+    counts = [len(o) for o in results.outcomes]
+    keep = [i for i, c in enumerate(counts) if c >= min_samples]
+    notes = []
+    if len(keep) < len(counts):
+        notes.append(f"{len(counts) - len(keep)} problems have fewer than --min-samples {min_samples} samples "
+                     "and were left out")
+    if not keep:
+        raise ValueError(f"no problem has --min-samples {min_samples} samples (most: {max(counts)})")
+    kept = [counts[i] for i in keep]
+    spread = ", ".join(f"K={k}: {kept.count(k)} problems" for k in sorted(set(kept)))
+    notes.append(f"K per problem (its sample count; hard = 0/K): {spread}")
+    return [results.rows[i] for i in keep], [np.asarray(results.outcomes[i], dtype=bool) for i in keep], notes
+
+
 def _expand(patterns: Sequence[str]) -> list[Path]:
+    """Files named or matched; a folder stands for every results.jsonl under it, at any depth."""
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
@@ -421,10 +508,10 @@ def _expand(patterns: Sequence[str]) -> list[Path]:
             raise FileNotFoundError(f"--from-results {pattern!r}: no file matches")
         for match in matches:
             path = Path(match)
-            if path.is_dir():
-                path = path / "results.jsonl"
-            if path not in paths:
-                paths.append(path)
+            found = sorted(path.rglob("results.jsonl")) if path.is_dir() else [path]
+            if not found:
+                raise FileNotFoundError(f"--from-results {match!r}: no results.jsonl in this folder or below")
+            paths += [p for p in found if p not in paths]
     return paths
 
 
@@ -468,8 +555,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--success-metric",
-        help="metric in the saved results that is 1 on success (default for e1: reward_accuracy)",
+        help="recorded metric that says a rollout succeeded (default e1: reward_accuracy = 1; e2: detection_f1 "
+        ">= 0.5, else SV-Bench's reward_config_auditing >= 0.55)",
     )
+    parser.add_argument("--success-threshold", type=float, default=None,
+                        help="value of --success-metric that counts as success (default: 1, or the e2 values above)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="with --from-results: score rollouts that lack the metric again with the task's rubric")
+    parser.add_argument("--min-samples", type=int, default=1,
+                        help="with --from-results: leave out problems with fewer samples than this (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="output folder")
 
@@ -478,7 +572,7 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.max_new_tokens is None:
         args.max_new_tokens = task.answer_tokens
-    for name in ("samples", "n", "batch_size", "max_new_tokens"):
+    for name in ("samples", "n", "batch_size", "max_new_tokens", "min_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"sv-soar hardset: --{name.replace('_', '-')} must be at least 1, got {value}")
@@ -508,8 +602,12 @@ class _Problems:
 def _problems_from_results(task: Task, source: str, args: argparse.Namespace) -> _Problems:
     paths = _expand(args.from_results)
     known = _load_rows(task, source, args) if (args.source or args.path) else []
-    results = load_eval_results(paths, task, success_metric=args.success_metric, known_rows=known)
-    rows, successes, notes = rectangular(results, args.samples)
+    results = load_eval_results(paths, task, success_metric=args.success_metric,
+                                success_threshold=args.success_threshold, rescore=args.rescore, known_rows=known)
+    if args.samples is not None:  # S samples a problem, as when sampling here
+        rows, successes, notes = rectangular(results, args.samples)
+    else:
+        rows, successes, notes = per_problem(results, args.min_samples)
     if results.skipped_errors:
         notes.append(f"{results.skipped_errors} rollouts with an error were not counted as samples")
     if len(results.models) > 1:
@@ -623,6 +721,8 @@ def _command_line(args: argparse.Namespace) -> str:
         ("--n", args.n),
         ("--samples", args.samples),
         ("--success-metric", args.success_metric),
+        ("--success-threshold", args.success_threshold),
+        ("--min-samples", args.min_samples if args.min_samples != 1 else None),
     ):
         if value is not None:
             parts += [flag, str(value)]
@@ -632,6 +732,8 @@ def _command_line(args: argparse.Namespace) -> str:
         parts += ["--batch-size", str(args.batch_size)]
     if args.skip_bad:
         parts.append("--skip-bad")
+    if args.rescore:
+        parts.append("--rescore")
     parts += ["--out", str(args.out)]
     return shlex.join(parts)
 

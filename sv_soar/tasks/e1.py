@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rubrics.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, e1_components, parse_e1_output
+from rubrics.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
 from sv_soar.tasks import Row, Task
 
 # attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
@@ -24,9 +24,8 @@ def score(text: str, row: Row) -> dict[str, float]:
 
 
 def is_success(text: str, row: Row) -> bool:
-    """The parsed label equals the row's answer."""
-    output = parse_e1_output(text)
-    return output is not None and output.label == row["answer"]
+    """The parsed label equals the row's answer (case-insensitive, as SV-Bench compares)."""
+    return is_correct(parse_e1_output(text), row["answer"])
 
 
 def calibration_point(text: str, row: Row) -> tuple[float | None, bool, bool] | None:
@@ -34,7 +33,7 @@ def calibration_point(text: str, row: Row) -> tuple[float | None, bool, bool] | 
     output = parse_e1_output(text)
     if output is None:
         return None
-    return output.confidence, output.label == row["answer"], output.label == "Abstain"
+    return output.confidence, is_correct(output, row["answer"]), output.label == "Abstain"
 
 
 def breakdown(row: Row) -> str:
@@ -62,10 +61,11 @@ def validate_row(value: Any) -> Row:
         raise ValueError(f"{key!r} must be a non-empty string, got {_describe(question)}")
     if "answer" not in value:
         raise ValueError("'answer' is missing")
-    answer = value["answer"]
-    if answer not in E1_ANSWERS:
+    answer = _canonical_answer(value["answer"])
+    if answer is None:
         raise ValueError(
-            f"'answer' is {_describe(answer)}: expected 'Malicious' or 'Benign' (case-sensitive)"
+            f"'answer' is {_describe(value['answer'])}: expected 'Malicious' or 'Benign' (any case), "
+            "or a ClassLabel 0 / 1"
         )
     meta = value.get("meta")
     if meta is None:
@@ -73,6 +73,16 @@ def validate_row(value: Any) -> Row:
     elif not isinstance(meta, dict):
         raise ValueError(f"'meta' must be an object, got {_describe(meta)}")
     return {"question": question, "answer": answer, "meta": dict(meta)}
+
+
+def _canonical_answer(value: Any) -> str | None:
+    """'Malicious' / 'Benign' for any answer SV-Bench scores as one (its rubric lower-cases both sides
+    and reads a ClassLabel 1 as Malicious, 0 as Benign); None for anything else."""
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return coerce_answer(value)
+    if isinstance(value, str):
+        return {a.lower(): a for a in E1_ANSWERS}.get(value.lower())
+    return None
 
 
 def _describe(value: Any) -> str:

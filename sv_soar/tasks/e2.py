@@ -7,16 +7,21 @@ oracle ids. The breakdown key is the language and how many scored ids the row ha
 several).
 
 A row is SV-Bench's: `{"question": config, "info": {"violations": [...], "patch": null},
-"meta": {"lang": "k8s"|"tf", ...}}`. Datasets hand it to the rubric as `answer`, a JSON string of
-the row itself, as SV-Bench's own E2 environment stores its oracle (`_convert_e2_format`).
+"meta": {"lang": "k8s"|"tf", ...}}`. Datasets hand it to the rubric as `answer`, the JSON of the row's
+`info` as SV-Bench's own E2 environment stores it (`_convert_e2_format`), with `fixture_type` and
+`fixture_path` as SV-Bench's builds write them, plus the config text itself ("config") and "meta",
+which SV-Bench's rubric ignores and ours reads instead of a fixture file that exists only on
+SV-Bench's machines.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
-from rubrics.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, e2_components, row_lang, row_oracle_ids, scored_tools
+from rubrics.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
+from rubrics.e2_svbench import PROMPT_CONFIG
 from sv_soar.tasks import Row, Task
 
 LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
@@ -39,9 +44,26 @@ def breakdown(row: Row) -> str:
     return f"{lang}:{bucket}"
 
 
+def fixture_path(row: Row) -> str:
+    """The relative path a row's config has in the student env's private folder (the `File path:` line)."""
+    lang = row_lang(row)
+    digest = str((row.get("meta") or {}).get("hash") or "") or hashlib.sha256(config_of(row).encode()).hexdigest()[:16]
+    safe = "".join(c for c in digest if c.isalnum() or c in "-_")[:40] or "config"
+    return f"configs/{safe}.{'tf' if lang == 'tf' else 'yaml'}"
+
+
 def answer(row: Row) -> str:
-    """What a dataset record carries as `answer`: the row, as JSON (the rubric re-reads it)."""
-    return json.dumps({"question": row["question"], "info": row["info"], "meta": row.get("meta") or {}})
+    """What a dataset record carries as `answer`: SV-Bench's answer JSON (the row's info, fixture_type,
+    fixture_path) plus the config and meta, so that both rubrics and the tools re-read the row from it."""
+    info = row["info"]
+    return json.dumps({"violations": info["violations"], "patch": info.get("patch"),
+                       "fixture_type": row_lang(row), "fixture_path": fixture_path(row),
+                       "config": config_of(row), "meta": row.get("meta") or {}})
+
+
+def svbench_question(row: Row) -> str:
+    """SV-Bench's E2 prompt (_convert_e2_format): a `File path:` line, then the config in a text block."""
+    return f"File path: {fixture_path(row)}\n\nConfiguration:\n```text\n{config_of(row)}\n```"
 
 
 def validate_row(value: Any) -> Row:
@@ -57,10 +79,19 @@ def validate_row(value: Any) -> Row:
             inner = json.loads(value["answer"])
         except json.JSONDecodeError:
             raise ValueError("'answer' is not the JSON of an E2 row") from None
+        if isinstance(inner, dict) and "info" not in inner:  # SV-Bench's env format: answer = JSON of info
+            from rubrics.e2 import row_from_answer
+
+            inner = row_from_answer(inner, value.get("question"))
+            outer_meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
+            value = {"meta": {**inner["meta"], **outer_meta}}
         value = {**inner, **{k: v for k, v in value.items() if k in ("question", "meta") and v}}
     question = value.get("question", value.get("prompt"))
     if not isinstance(question, str) or not question.strip():
         raise ValueError("'question' must be a non-empty config text")
+    wrapped = PROMPT_CONFIG.fullmatch(question.strip())
+    if wrapped:  # SV-Bench's env prompt around the config: keep the config itself
+        question = wrapped.group("config")
     info = value.get("info")
     if not isinstance(info, dict):
         raise ValueError("'info' must be an object with 'violations'")
@@ -73,7 +104,7 @@ def validate_row(value: Any) -> Row:
     meta = value.get("meta") or {}
     if not isinstance(meta, dict):
         raise ValueError("'meta' must be an object")
-    lang = LANG_ALIASES.get(str(meta.get("lang", "k8s")).lower())
+    lang = LANG_ALIASES.get(str(meta.get("lang") or info.get("fixture_type") or "k8s").lower())
     if lang is None:
         raise ValueError(f"'meta.lang' is {meta.get('lang')!r}: expected 'k8s' or 'tf'")
     clean = [{"tool": v["tool"], "rule_id": v["rule_id"], "severity": str(v.get("severity", "")),
