@@ -1,7 +1,9 @@
 """E2 = SV-Bench, differentially: our default E2 rubric against SV-Bench's own E2 code.
 
-The reference is SV-Bench's sv-env-config-verification source, unchanged, in
-tests/svbench_reference/sv_env_config_verification (MIT; SV-Bench's E2 env is not on PyPI), on top of
+The reference is SV-Bench's sv-env-config-verification source from a checkout of
+github.com/intertwine/security-verifiers (SV-Bench's E2 env is not on PyPI, and its code is not copied
+into this repository): point SVBENCH_E2_SOURCE at its environments/sv-env-config-verification folder
+(checked at commit 27f7c04); without it this test skips. It runs on top of
 its shared code from PyPI (security-verifiers-utils==0.3.1, installed by `make setup`). Hypothesis
 writes completions in the shapes models produce (raw, fenced, prose around, two objects; ids repeated,
 of the other tool, unknown; severities "medium", "HIGH"; confidences "0.9", true, missing; tool
@@ -16,6 +18,7 @@ kube-linter binary or the semgrep registry), and answers with no readable oracle
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +32,9 @@ from rubrics import e2_svbench as ours
 from tests.test_e2_oracle import POD
 
 pytest.importorskip("sv_shared.parsers", reason="make setup installs security-verifiers-utils==0.3.1")
-REFERENCE = Path(__file__).parent / "svbench_reference" / "sv_env_config_verification"
+REFERENCE = Path(os.environ.get("SVBENCH_E2_SOURCE", "/nonexistent"))
+if not (REFERENCE / "sv_env_config_verification.py").is_file():
+    pytest.skip("SVBENCH_E2_SOURCE is not an SV-Bench sv-env-config-verification folder", allow_module_level=True)
 N_COMPLETIONS = 2_500
 _TOP_LEVEL = ("adapters", "mapping", "patching", "reward", "schema", "sv_env_config_verification")
 
