@@ -80,6 +80,11 @@ class StudentTrainConfig(BaseModel):
         "write-up); correctness: 1.0 when task.is_success else 0.0",
     )
     micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward; bounds activation memory")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each layer's activations in the backward pass: about a third more compute for "
+        "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
+    )
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
@@ -246,7 +251,7 @@ def student_adapter(policy, adapter_name: str) -> Iterator[str]:
 
 
 def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, *, shared_prefix: bool = True) -> torch.Tensor:
     """log π(y_t | x, y_<t) of every token of k completions of ONE prompt, shape [k, C], 0 at padding.
 
     The prompt is run once and its KV cache repeated k times, so the k completions cost only their own
@@ -255,7 +260,13 @@ def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Se
     same computation as k separate forwards. Completions are right-padded, which a causal model never
     attends to from a real token, so no attention mask is needed. Logits are divided by the sampling
     temperature: the policy being optimised is the one that sampled.
+
+    shared_prefix=False runs each completion behind its own copy of the prompt, with no KV cache: what
+    gradient checkpointing needs (transformers turns the cache off under it), at the cost of the prompt
+    tokens k times over.
     """
+    if not shared_prefix:
+        return _unshared_group_logprobs(model, prompt_ids, completion_ids, temperature)
     device = next(model.parameters()).device
     k = len(completion_ids)
     width = max(len(ids) for ids in completion_ids)
@@ -273,6 +284,52 @@ def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Se
     logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     mask = torch.tensor([[1.0] * len(ids) + [0.0] * (width - len(ids)) for ids in completion_ids], device=device)
     return logprobs * mask
+
+
+def _unshared_group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
+                             temperature: float) -> torch.Tensor:
+    """group_logprobs without the shared prompt cache: k rows of prompt + completion, right-padded."""
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in completion_ids)
+    prompt = list(prompt_ids)
+    rows = torch.tensor([prompt + list(ids) + [0] * (width - len(ids)) for ids in completion_ids], device=device)
+    # positions P-1 .. P+width-2 predict the completion's tokens: keep the last width+1 logits, drop the final one
+    out = model(input_ids=rows, use_cache=False, logits_to_keep=width + 1)
+    logits = out.logits[:, :-1].float()
+    targets = rows[:, len(prompt):]
+    logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mask = torch.tensor([[1.0] * len(ids) + [0.0] * (width - len(ids)) for ids in completion_ids], device=device)
+    return logprobs * mask
+
+
+@contextlib.contextmanager
+def _activation_checkpointing(policy, enabled: bool) -> Iterator[None]:
+    """transformers' gradient checkpointing on the shared base model for the block, then off again (the
+    rollouts that follow need the KV cache it disables). Non-reentrant: the frozen base's inputs need
+    no requires_grad for the LoRA weights inside a checkpointed layer to get their gradient."""
+    if not enabled:
+        yield
+        return
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    # transformers 5.2x renamed it activation_checkpointing_* (the old names warn); older 5.x have only the old
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable({"use_reentrant": False})
+        disable = base.activation_checkpointing_disable
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        disable = base.gradient_checkpointing_disable
+    try:
+        yield
+    finally:
+        disable()
+
+
+def _policy_logprobs(policy, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
+                     temperature: float, gradient_checkpointing: bool) -> torch.Tensor:
+    """group_logprobs, under gradient checkpointing when asked. Switching it off after the forward is safe:
+    the backward recomputes each layer through the function the forward saved, whatever the flag says then."""
+    with _activation_checkpointing(policy, gradient_checkpointing):
+        return group_logprobs(policy, prompt_ids, completion_ids, temperature, shared_prefix=not gradient_checkpointing)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -330,6 +387,7 @@ def policy_gradient_step(
     max_grad_norm: float,
     micro_batch_size: int,
     where: str = "",
+    gradient_checkpointing: bool = False,
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
@@ -356,12 +414,12 @@ def policy_gradient_step(
     loss_sum, kl_sum = 0.0, 0.0
     for prompt_ids, micro in micro_batches:
         completion_ids = [ids for ids, _ in micro]
-        logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+        logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
         adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
         loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
         if kl_coef > 0:
             with torch.no_grad(), policy.disable_adapter():
-                ref_logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+                ref_logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
             lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
             real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
             kl = kl_k3(logprobs, ref_logprobs) * real
@@ -475,6 +533,7 @@ def train_student(
             max_grad_norm=config.max_grad_norm,
             micro_batch_size=config.micro_batch_size,
             where=f"step {step + 1}",
+            gradient_checkpointing=config.gradient_checkpointing,
         )
         t_end = time.perf_counter()
 
