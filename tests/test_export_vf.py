@@ -113,3 +113,15 @@ def test_evaluate_adapter_scores_a_trained_adapter(tmp_path, tiny_model_dir):
     missing = subprocess.run([sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--adapter",
                               str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "not a peft adapter folder" in missing.stdout
+
+
+def test_the_verifiers_trainer_option_names_what_it_needs(tmp_path):
+    from sv_soar.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as error:
+        parse_config({"data": {"hard_set": str(tmp_path)}, "student": {"trainer": "verifiers"}}, origin="run.toml")
+    message = str(error.value)
+    assert message.startswith("run.toml: student:")
+    assert "verifiers==0.1.9.post3" in message and "deepspeed" in message and "a CUDA GPU" in message
+    assert "sv-soar export-vf" in message
+    assert parse_config({"data": {"hard_set": str(tmp_path)}}).student.trainer == "sv-soar"
