@@ -30,11 +30,12 @@ def test_dry_run_runs_every_phase(tmp_path, tiny_model_dir):
     done, report = run_check(tmp_path, tiny_model_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     phases = report["phases"]
-    assert list(phases) == ["environment", "generation", "student_run", "long_step", "scored_dataset"]
+    assert list(phases) == ["environment", "generation", "student_run", "scored_dataset", "long_step", "generation_more"]
     assert not [name for name, result in phases.items() if "error" in result or "skipped" in result]
     assert report["card"].startswith("cpu (dry run")
-    for name in ("llama-3.2-3b bf16", "llama-3.2-3b fp32", "smollm2-135m bf16", "smollm2-135m fp32"):
-        assert all(phases["generation"][name][str(b)]["tokens_per_s"] > 0 for b in report["work"]["gen_batches"])
+    for phase, name in (("generation", "llama-3.2-3b bf16"), ("generation_more", "llama-3.2-3b fp32"),
+                        ("generation_more", "smollm2-135m bf16"), ("generation_more", "smollm2-135m fp32")):
+        assert all(phases[phase][name][str(b)]["tokens_per_s"] > 0 for b in report["work"]["gen_batches"])
     summary = phases["student_run"]["summary"]
     assert summary["steps"] == report["work"]["run_steps"]
     assert 0 < summary["generation_share"] + summary["forward_backward_share"] <= 1
