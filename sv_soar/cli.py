@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-students": ("sv_soar.serving.student_service", "train and score students for a remote teacher rubric (HTTP, token, loopback)"),
     "score": ("sv_soar.grounded", "score teacher datasets by the grounded improvement of students trained on them"),
     "train": ("sv_soar.soar_loop", "run SOAR's outer loop from a TOML config, or resume a run folder"),
-    "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test"),
+    "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
+    "export-vf": ("sv_soar.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
     "report": ("sv_soar.evaluation.report", "write a markdown report with plots for one run or a comparison of runs"),
     "prepare-model": ("sv_soar.models", "convert/cache a model (the embedded one by default) and print its folder"),
 }

@@ -7,6 +7,7 @@
     [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
     [evaluation] the final evaluation on D_test
     [compute]    where student runs happen: this process, Ray actors, or a remote student service
+    [logging]    optional experiment tracking: W&B (offline works without network) or TensorBoard
 
 Every default is the paper's (arXiv 2601.18778, DESIGN §4) unless its help says otherwise;
 `configs/cpu-demo.toml` scales it down for a 2-core CPU. `load_config(path)` reports every error as
@@ -164,6 +165,18 @@ class ComputeSection(_Section):
     )
 
 
+class LoggingSection(_Section):
+    backend: Literal["none", "wandb", "tensorboard"] = Field(
+        "none", description="send the outer loop's and the student runs' metrics to W&B or TensorBoard "
+        "(sv_soar.tracking; the tracking extra); none: steps.jsonl only"
+    )
+    project: str = Field("sv-soar", description="W&B project")
+    name: str | None = Field(None, description="W&B run name (default: the run folder's name)")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="W&B offline: written under RUN_DIR/wandb, uploaded later by `wandb sync`"
+    )
+
+
 class RunConfig(_Section):
     run: RunSection = Field(default_factory=RunSection)
     data: DataSection
@@ -172,6 +185,7 @@ class RunConfig(_Section):
     soar: SoarSection = Field(default_factory=SoarSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @property
     def rollouts_per_step(self) -> int:

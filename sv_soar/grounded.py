@@ -327,6 +327,7 @@ class GroundedScorer:
         device: str = "cpu",
         engine: Literal["transformers", "vllm"] = "transformers",
         engine_options: dict[str, Any] | None = None,
+        lockstep: bool | None = None,
     ) -> None:
         if students < 1:
             raise ValueError(f"students must be at least 1, got {students}")
@@ -350,6 +351,11 @@ class GroundedScorer:
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
+        # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar_student.lockstep):
+        # by default on CUDA, where a step's decode costs about the same for 4x the rows; on CPU the rows cost
+        # in proportion, and one student after another keeps its memory low.
+        self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers") if lockstep is None \
+            else lockstep
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
         # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
@@ -533,9 +539,11 @@ class GroundedScorer:
         adapters: dict[int, str] = {}  # run index -> adapter name of a finished student
         try:
             with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
+                together = self._train_lockstep(runs, baseline, steps, bar) if self.lockstep and len(runs) > 1 else None
                 for i, (key, dataset, seed) in enumerate(runs):
                     name = f"grounded-run{i}"
-                    result = self._train(name, dataset, baseline, seed, steps, bar)
+                    result = together[i] if together is not None else self._train(name, dataset, baseline, seed,
+                                                                                 steps, bar)
                     results.append(result)
                     if result.failure is None:
                         adapters[i] = name
@@ -554,6 +562,57 @@ class GroundedScorer:
             for name in adapters.values():
                 remove_student_adapter(self.policy, name)
         return results, seconds_eval
+
+    def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
+                        bar: Any) -> list[StudentResult] | None:
+        """Train every run's student together (sv_soar_student.lockstep), adapters named grounded-run{i} as the
+        sequential path names them. A student's time limit applies to its share of the wall time. None when
+        the shared generation failed (out of memory): the caller then trains them one by one, with retries."""
+        from sv_soar_student.lockstep import LockstepStudent, train_students_lockstep
+
+        histories: list[list[dict]] = [[] for _ in runs]
+        spent = [0.0] * len(runs)
+        limit = self.time_limit_s
+
+        def on_step(i: int):
+            def log(entry: dict) -> None:
+                histories[i].append(entry)
+                bar.update(1)
+                spent[i] += entry["seconds_generation"] + entry["seconds_forward_backward"] + entry["seconds_other"]
+                if limit is not None and spent[i] > limit:
+                    raise StudentTimeout(f"exceeded the {limit:g}s time limit after step {entry['step']}/{steps} "
+                                         f"({spent[i]:.1f}s, its share of the lockstep wall time)")
+            return log
+
+        students = [LockstepStudent(f"grounded-run{i}", dataset, seed, baseline.adapter_state, log=on_step(i))
+                    for i, (_, dataset, seed) in enumerate(runs)]
+        started = time.perf_counter()
+        try:
+            deadline = None if limit is None else (limit + self.hang_grace_s) * len(runs)
+            with _hard_deadline(deadline):
+                outcomes = train_students_lockstep(self.policy, self.engine, self.task, students, self.config,
+                                                   steps=steps)
+        except Exception as exc:  # noqa: BLE001 - the shared generation failed: fall back to one at a time
+            for student in students:
+                remove_student_adapter(self.policy, student.adapter_name)
+            _free_memory()
+            log.warning("students in lockstep failed (%s: %s); training them one at a time", type(exc).__name__, exc)
+            bar.reset(total=len(runs) * steps)
+            return None
+        wall = time.perf_counter() - started
+        results = []
+        for i, outcome in enumerate(outcomes):
+            seconds = wall / len(runs)  # each student's share, so a dataset's "train" seconds add up to the wall
+            if isinstance(outcome, BaseException):
+                remove_student_adapter(self.policy, students[i].adapter_name)
+                bar.update(steps - len(histories[i]))
+                results.append(StudentResult(seed=runs[i][2], accuracy=None, reward=None,
+                                             failure=f"{type(outcome).__name__}: {outcome}", seconds_train=seconds,
+                                             log=histories[i]))
+            else:
+                results.append(StudentResult(seed=runs[i][2], accuracy=None, reward=None, failure=None,
+                                             seconds_train=seconds, log=histories[i]))
+        return results
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
                bar: Any) -> StudentResult:

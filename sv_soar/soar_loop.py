@@ -235,12 +235,23 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
                          cache_dir=run.folder / "reward_cache", eval_batch_size=config.soar.eval_batch_size,
                          progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
-    for step in range(start, end):
-        entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
-        print(format_step(entry, config.run.outer_steps), flush=True)
-        if config.run.stop_when_unstuck and _unstuck([entry]):
-            print(f"step {step + 1}: the baseline student solves part of Q_R; stopping (run.stop_when_unstuck)")
-            break
+    from sv_soar.tracking import TrackedScorer, flatten, open_tracker
+
+    tracker = open_tracker(config.logging, run.folder, config.resolved())
+    scorer = TrackedScorer(scorer) if tracker is not None else scorer
+    try:
+        for step in range(start, end):
+            entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
+            print(format_step(entry, config.run.outer_steps), flush=True)
+            if tracker is not None:
+                tracker.log({**flatten(entry, "outer/"), **scorer.last_student_metrics}, step=step + 1)
+                scorer.last_student_metrics = {}
+            if config.run.stop_when_unstuck and _unstuck([entry]):
+                print(f"step {step + 1}: the baseline student solves part of Q_R; stopping (run.stop_when_unstuck)")
+                break
+    finally:
+        if tracker is not None:
+            tracker.close()
     return run
 
 

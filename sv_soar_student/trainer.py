@@ -80,12 +80,29 @@ class StudentTrainConfig(BaseModel):
         "write-up); correctness: 1.0 when task.is_success else 0.0",
     )
     micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward; bounds activation memory")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each layer's activations in the backward pass: about a third more compute for "
+        "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
+    )
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: list(ALL_LINEAR), description="linear layers that get LoRA weights"
     )
+    trainer: Literal["sv-soar", "verifiers"] = Field(
+        "sv-soar",
+        description="sv-soar: this loop (on-policy RLOO/GRPO/MaxRL, k3 KL); verifiers: verifiers 0.1.9.post3's "
+        "RLTrainer, a different objective (mean-centred advantages, no KL, asynchronous off-policy with ratio "
+        "masking) that needs a GPU stack; untested, and refused with what it needs (use `sv-soar export-vf`)",
+    )
+
+    @model_validator(mode="after")
+    def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
+        if self.trainer == "verifiers":
+            raise ValueError(verifiers_trainer_requirements())
+        return self
 
     @model_validator(mode="after")
     def _maxrl_needs_non_negative_rewards(self) -> "StudentTrainConfig":
@@ -129,6 +146,34 @@ class StudentTrainConfig(BaseModel):
             bias="none",
             task_type="CAUSAL_LM",
         )
+
+
+# What verifiers' own trainer needs (verifiers 0.1.9.post3, `pip install 'verifiers[rl]==0.1.9.post3'`): its RL
+# extra's packages, a CUDA GPU for the trainer, and a `vf-vllm` inference server on another. In verifiers 0.1.14
+# the trainer moved to a separate verifiers-rl package that is not on PyPI.
+VERIFIERS_TRAINER_PACKAGES = ("deepspeed", "vllm", "flash_attn", "liger_kernel", "accelerate", "wandb")
+
+
+def verifiers_trainer_requirements() -> str:
+    """Why student.trainer = "verifiers" cannot run here, naming what it needs and what is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = []
+    try:
+        version = importlib.metadata.version("verifiers")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or not version.startswith("0.1.9"):
+        missing.append(f"verifiers==0.1.9.post3 (installed: {version or 'none'}; later versions have no RLTrainer)")
+    missing += [name for name in VERIFIERS_TRAINER_PACKAGES if importlib.util.find_spec(name) is None]
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    return ("student.trainer = 'verifiers' needs verifiers==0.1.9.post3 with its rl extra (RLTrainer: deepspeed, "
+            "vllm, flash-attn, liger-kernel, accelerate, wandb), a CUDA GPU and a `vf-vllm` server; missing here: "
+            f"{', '.join(missing) or 'nothing, but this backend is not wired into the outer loop (untested)'}. "
+            "Train the final student with verifiers instead: `sv-soar export-vf RUN_DIR` writes its training set "
+            "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
 
 
 @dataclass
@@ -246,7 +291,7 @@ def student_adapter(policy, adapter_name: str) -> Iterator[str]:
 
 
 def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
-                   temperature: float) -> torch.Tensor:
+                   temperature: float, *, shared_prefix: bool = True) -> torch.Tensor:
     """log π(y_t | x, y_<t) of every token of k completions of ONE prompt, shape [k, C], 0 at padding.
 
     The prompt is run once and its KV cache repeated k times, so the k completions cost only their own
@@ -255,7 +300,13 @@ def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Se
     same computation as k separate forwards. Completions are right-padded, which a causal model never
     attends to from a real token, so no attention mask is needed. Logits are divided by the sampling
     temperature: the policy being optimised is the one that sampled.
+
+    shared_prefix=False runs each completion behind its own copy of the prompt, with no KV cache: what
+    gradient checkpointing needs (transformers turns the cache off under it), at the cost of the prompt
+    tokens k times over.
     """
+    if not shared_prefix:
+        return _unshared_group_logprobs(model, prompt_ids, completion_ids, temperature)
     device = next(model.parameters()).device
     k = len(completion_ids)
     width = max(len(ids) for ids in completion_ids)
@@ -273,6 +324,52 @@ def group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Se
     logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     mask = torch.tensor([[1.0] * len(ids) + [0.0] * (width - len(ids)) for ids in completion_ids], device=device)
     return logprobs * mask
+
+
+def _unshared_group_logprobs(model, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
+                             temperature: float) -> torch.Tensor:
+    """group_logprobs without the shared prompt cache: k rows of prompt + completion, right-padded."""
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in completion_ids)
+    prompt = list(prompt_ids)
+    rows = torch.tensor([prompt + list(ids) + [0] * (width - len(ids)) for ids in completion_ids], device=device)
+    # positions P-1 .. P+width-2 predict the completion's tokens: keep the last width+1 logits, drop the final one
+    out = model(input_ids=rows, use_cache=False, logits_to_keep=width + 1)
+    logits = out.logits[:, :-1].float()
+    targets = rows[:, len(prompt):]
+    logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mask = torch.tensor([[1.0] * len(ids) + [0.0] * (width - len(ids)) for ids in completion_ids], device=device)
+    return logprobs * mask
+
+
+@contextlib.contextmanager
+def _activation_checkpointing(policy, enabled: bool) -> Iterator[None]:
+    """transformers' gradient checkpointing on the shared base model for the block, then off again (the
+    rollouts that follow need the KV cache it disables). Non-reentrant: the frozen base's inputs need
+    no requires_grad for the LoRA weights inside a checkpointed layer to get their gradient."""
+    if not enabled:
+        yield
+        return
+    base = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    # transformers 5.2x renamed it activation_checkpointing_* (the old names warn); older 5.x have only the old
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable({"use_reentrant": False})
+        disable = base.activation_checkpointing_disable
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        disable = base.gradient_checkpointing_disable
+    try:
+        yield
+    finally:
+        disable()
+
+
+def _policy_logprobs(policy, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
+                     temperature: float, gradient_checkpointing: bool) -> torch.Tensor:
+    """group_logprobs, under gradient checkpointing when asked. Switching it off after the forward is safe:
+    the backward recomputes each layer through the function the forward saved, whatever the flag says then."""
+    with _activation_checkpointing(policy, gradient_checkpointing):
+        return group_logprobs(policy, prompt_ids, completion_ids, temperature, shared_prefix=not gradient_checkpointing)
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -330,6 +427,7 @@ def policy_gradient_step(
     max_grad_norm: float,
     micro_batch_size: int,
     where: str = "",
+    gradient_checkpointing: bool = False,
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
@@ -356,12 +454,12 @@ def policy_gradient_step(
     loss_sum, kl_sum = 0.0, 0.0
     for prompt_ids, micro in micro_batches:
         completion_ids = [ids for ids, _ in micro]
-        logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+        logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
         adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
         loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
         if kl_coef > 0:
             with torch.no_grad(), policy.disable_adapter():
-                ref_logprobs = group_logprobs(policy, prompt_ids, completion_ids, temperature)
+                ref_logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
             lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
             real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
             kl = kl_k3(logprobs, ref_logprobs) * real
@@ -475,6 +573,7 @@ def train_student(
             max_grad_norm=config.max_grad_norm,
             micro_batch_size=config.micro_batch_size,
             where=f"step {step + 1}",
+            gradient_checkpointing=config.gradient_checkpointing,
         )
         t_end = time.perf_counter()
 

@@ -9,7 +9,8 @@ Everything else per token is tensor work: one forward with `logits_to_keep=1`, a
 inverse-CDF draw from the row's pre-drawn uniforms.
 
 Prompts are left-padded (position ids count real tokens only, so a padded row computes what it would
-alone), sorted by length and cut into micro-batches of at most `max_batch_size` rows. LoRA adapters
+alone), sorted by length and cut into micro-batches of at most `max_batch_size` rows: 32 on CPU, and
+on CUDA as many as the free memory holds KV caches for (`auto_batch_size`). LoRA adapters
 come through peft; rows under different adapters share one batch through peft's mixed-adapter
 inference (`adapter_names=`, "__base__" = the bare model) where peft allows it (not for DoRA or merged
 adapters), and are grouped by adapter otherwise.
@@ -36,6 +37,20 @@ from sv_soar.generation import ChatPrompt, Completion, GenerationStats, Sampling
 log = logging.getLogger(__name__)
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+CPU_BATCH_SIZE = 32  # rows a micro-batch on CPU: measured fastest for the 135M model on 2 cores
+AUTO_MEMORY_FRACTION = 0.8  # of the free CUDA memory; the rest covers prefill activations and fragmentation
+AUTO_MAX_BATCH_SIZE = 4096  # beyond this a decode step is compute-bound on any card: no gain, longer tails
+# _next_tokens holds per row ~6 vocabulary-sized buffers: fp32 probs, sorted probs, int64 order, cumsum, mask
+SAMPLER_BYTES_PER_VOCAB_ENTRY = 32
+
+
+def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of KV cache one token takes: keys and values of every layer's KV heads."""
+    layers = config.num_hidden_layers
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * layers * heads * head_dim * torch.finfo(dtype).bits // 8
 
 
 # --- stopping ----------------------------------------------------------------------------------------
@@ -152,6 +167,8 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     finish_reason: str = "length"
     done: bool = False
+    request: int = 0  # which request of a generate_many call the row belongs to
+    seed: int = 0  # that request's base seed
 
 
 # --- the engine --------------------------------------------------------------------------------------
@@ -176,7 +193,7 @@ class TransformersEngine:
         model_name: str | None = None,
         dtype: torch.dtype | None = None,
         device: str = "cpu",
-        max_batch_size: int = 32,
+        max_batch_size: int | None = None,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             from sv_soar.models import load_model
@@ -185,12 +202,12 @@ class TransformersEngine:
             model, tokenizer = load_model(str(model), dtype=dtype, device=device)
         elif tokenizer is None:
             raise TypeError("TransformersEngine(model, tokenizer): a model object needs its tokenizer")
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 (or None: sized to the device), got {max_batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = max_batch_size  # None: CPU_BATCH_SIZE on CPU, auto_batch_size() on CUDA
         self.stats = GenerationStats()
         self._batch_tokens: dict[int, int] = {}
         self._batch_seconds: dict[int, float] = {}
@@ -231,48 +248,68 @@ class TransformersEngine:
         params: SamplingParams,
         adapters: Sequence[str | None] | str | None = None,
     ) -> list[list[Completion]]:
-        _check_params(params)
-        per_prompt = self._adapter_per_prompt(len(prompts), adapters)
-        prompt_ids = [self._prompt_ids(prompt) for prompt in prompts]
+        return self.generate_many([(prompts, params, adapters)])[0]
+
+    def generate_many(
+        self, requests: Sequence[tuple[Sequence[ChatPrompt], SamplingParams, Sequence[str | None] | str | None]]
+    ) -> list[list[list[Completion]]]:
+        """Several `generate` calls decoded together: one result list per (prompts, params, adapters) request.
+
+        The r students of a dataset step in lockstep this way (sv_soar_student.lockstep): each student's
+        request has its own seed and adapter, and a row samples from the stream of ITS request's seed,
+        prompt index and sample index, so a request gets the completions that `generate` alone gives it
+        (up to float rounding of the batched forward). Requests must agree on everything but seed and n.
+        """
+        if not requests:
+            return []
+        params = requests[0][1]
+        for _, other, _ in requests:
+            _check_params(other)
+            if dataclasses.replace(other, seed=params.seed, n=params.n) != params:
+                raise ValueError("generate_many: requests must share their sampling parameters except seed and n, "
+                                 f"got {params} and {other}")
         greedy = params.temperature == 0
-        samples = 1 if greedy else params.n  # greedy samples are identical: decode once, copy
         needs_watch = bool(params.stop) or params.stop_at_json_end
-        rows = [
-            _Row(
-                index,
-                sample,
-                prompt_ids[index],
-                per_prompt[index],
-                _StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
-            )
-            for index in range(len(prompts))
-            for sample in range(samples)
-        ]
-        base_seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+        rows: list[_Row] = []
+        adapter_names: set[str | None] = set()
+        for request, (prompts, request_params, adapters) in enumerate(requests):
+            per_prompt = self._adapter_per_prompt(len(prompts), adapters)
+            adapter_names.update(per_prompt)
+            samples = 1 if greedy else request_params.n  # greedy samples are identical: decode once, copy
+            base_seed = (request_params.seed if request_params.seed is not None
+                         else int.from_bytes(os.urandom(8), "little"))
+            for index, prompt in enumerate(prompts):
+                ids = self._prompt_ids(prompt)
+                rows.extend(
+                    _Row(index, sample, ids, per_prompt[index],
+                         _StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
+                         request=request, seed=base_seed)
+                    for sample in range(samples)
+                )
         # peft: rows under different adapters share a batch where peft allows, else one adapter a batch.
         # One adapter for every row (a student's rollouts): switch it on instead, since peft's per-row
         # adapter_names hooks walk every module on each forward (measured 10-15% of a rollout generate).
         if not self._is_peft():
             mode = "plain"
-        elif len(set(per_prompt)) == 1 or not self._supports_mixed_batches():
+        elif len(adapter_names) == 1 or not self._supports_mixed_batches():
             mode = "grouped"
         else:
             mode = "mixed"
         started = time.perf_counter()
         with _eval_mode(self.model), torch.inference_mode(), self._adapter_layers_enabled():
-            for batch in self._micro_batches(rows, by_adapter=mode == "grouped"):
-                self._decode(batch, params, base_seed, mode)
+            for batch in self._micro_batches(rows, by_adapter=mode == "grouped", max_new_tokens=params.max_new_tokens):
+                self._decode(batch, params, mode)
         self.stats.seconds += time.perf_counter() - started
-        self.stats.prompts += len(prompts)
+        self.stats.prompts += sum(len(prompts) for prompts, _, _ in requests)
 
-        results: list[list[Completion]] = [[] for _ in prompts]
-        for row in rows:  # rows are in (prompt, sample) order
+        results: list[list[list[Completion]]] = [[[] for _ in prompts] for prompts, _, _ in requests]
+        for row in rows:  # rows are in (request, prompt, sample) order
             completion = self._completion(row)
-            results[row.prompt_index].append(completion)
+            into = results[row.request][row.prompt_index]
+            into.append(completion)
             if greedy:  # the n identical samples, as separate objects
-                results[row.prompt_index].extend(
-                    dataclasses.replace(completion, token_ids=list(completion.token_ids)) for _ in range(params.n - 1)
-                )
+                into.extend(dataclasses.replace(completion, token_ids=list(completion.token_ids))
+                            for _ in range(requests[row.request][1].n - 1))
         return results
 
     def load_adapter(self, name: str, path: str) -> None:
@@ -334,7 +371,7 @@ class TransformersEngine:
     def _is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
 
-    def _micro_batches(self, rows: list[_Row], by_adapter: bool) -> Iterator[list[_Row]]:
+    def _micro_batches(self, rows: list[_Row], by_adapter: bool, max_new_tokens: int) -> Iterator[list[_Row]]:
         """Rows sorted by prompt length (longest first, so memory runs out early if at all), in
         batches of at most max_batch_size; with by_adapter, each batch holds one adapter's rows."""
         groups = [rows]
@@ -343,8 +380,28 @@ class TransformersEngine:
             groups = [[row for row in rows if row.adapter == name] for name in names]
         for group in groups:
             ordered = sorted(group, key=lambda row: -len(row.prompt_ids))
-            for start in range(0, len(ordered), self.max_batch_size):
-                yield ordered[start : start + self.max_batch_size]
+            start = 0
+            while start < len(ordered):
+                size = self.max_batch_size or self.auto_batch_size(len(ordered[start].prompt_ids) + max_new_tokens)
+                yield ordered[start : start + size]
+                start += size
+
+    def auto_batch_size(self, tokens_per_row: int) -> int:
+        """Rows a micro-batch when max_batch_size is None: CPU_BATCH_SIZE on CPU; on CUDA, as many rows as
+        AUTO_MEMORY_FRACTION of the free memory holds a KV cache of `tokens_per_row` tokens for, plus the
+        sampler's fp32 vocabulary-sized buffers, capped at AUTO_MAX_BATCH_SIZE. The weights are already
+        loaded, so free memory is what the batch may take."""
+        device = self._device()
+        if device.type != "cuda":
+            return CPU_BATCH_SIZE
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # the allocator's cache
+        per_row = tokens_per_row * kv_cache_bytes_per_token(self.model.config, self._dtype())
+        per_row += SAMPLER_BYTES_PER_VOCAB_ENTRY * int(getattr(self.model.config, "vocab_size", 0) or 0)
+        return max(1, min(AUTO_MAX_BATCH_SIZE, int(AUTO_MEMORY_FRACTION * free) // max(1, per_row)))
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
 
     def _supports_mixed_batches(self) -> bool:
         """Whether peft accepts `adapter_names=` for the loaded adapters: LoRA only, none merged,
@@ -406,7 +463,7 @@ class TransformersEngine:
 
     # --- decoding ------------------------------------------------------------------------------------
 
-    def _decode(self, rows: list[_Row], params: SamplingParams, base_seed: int, mode: str) -> None:
+    def _decode(self, rows: list[_Row], params: SamplingParams, mode: str) -> None:
         """Decode one micro-batch to the end, filling each row's ids and finish_reason.
 
         mode: "plain" (no peft), "mixed" (peft's adapter_names per row) or "grouped" (all rows
@@ -414,11 +471,11 @@ class TransformersEngine:
         device = self._device()
         started = time.perf_counter()
         # The n samples of a prompt share one prefill: its KV cache is copied to each sample's row.
-        first_of: dict[tuple[int, str | None], int] = {}
+        first_of: dict[tuple[int, int, str | None], int] = {}
         prefill_rows: list[_Row] = []
         copy_from: list[int] = []
         for row in rows:
-            key = (row.prompt_index, row.adapter)
+            key = (row.request, row.prompt_index, row.adapter)
             if key not in first_of:
                 first_of[key] = len(prefill_rows)
                 prefill_rows.append(row)
@@ -435,7 +492,7 @@ class TransformersEngine:
         uniforms = None
         if params.temperature > 0:
             uniforms = torch.stack(
-                [_row_uniforms(base_seed, row, params.max_new_tokens) for row in rows]
+                [_row_uniforms(row.seed, row, params.max_new_tokens) for row in rows]
             ).to(device)
 
         mixed = mode == "mixed"

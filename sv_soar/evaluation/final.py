@@ -150,6 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",
                         help="more problem sets to report on (e.g. SV-Bench's out-of-distribution E1 sets)")
     parser.add_argument("--no-base", action="store_true", help="skip scoring the untrained base student")
+    parser.add_argument("--adapter", type=Path, metavar="DIR",
+                        help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
+                        "set) on D_test instead of training fresh students; writes evaluation/adapter-<name>.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -171,6 +174,16 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sv-soar evaluate: {exc}")
         return 2
+    if args.adapter is not None:
+        try:
+            report = adapter_evaluation(run, args.adapter, samples=samples, extra_sets=extra,
+                                        score_base=not args.no_base, progress=not args.no_progress)
+        except (OSError, ValueError) as exc:
+            print(f"sv-soar evaluate: --adapter {args.adapter}: {exc}")
+            return 2
+        print(render_summary(report))
+        print(f"wrote {report['path']}")
+        return 0
     try:
         report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
                                   curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
@@ -247,6 +260,51 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     }
     write_text_atomic(run.folder / "evaluation" / "final.json", json.dumps(report, indent=2, default=str))
     return report
+
+
+def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str, list[Row]] | None = None,
+                       score_base: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Score a LoRA adapter trained elsewhere (vf-train, prime-rl) on D_test the way final students are scored:
+    one "seed" row whose sets hold its metrics (seed = the run's seed; no training). Writes
+    RUN_DIR/evaluation/adapter-<folder name>.json and returns the report, with its path."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.models import load_model
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ValueError("not a peft adapter folder (no adapter_config.json)")
+    config = run.config
+    task = config.scoring_task()
+    train_config = config.final_student_config()
+    task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
+    model, tokenizer = load_model(config.student.model)
+    engine = TransformersEngine(model, tokenizer, model_name=config.student.model,
+                                max_batch_size=config.soar.eval_batch_size)
+    score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress)
+    base = {}
+    if score_base:
+        base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
+                for name, rows in task_rows.items()}
+    engine.load_adapter("evaluated", str(adapter))
+    started = time.perf_counter()
+    sets = {name: score_problem_set(engine, task, rows, samples, adapter="evaluated", seed=config.run.seed, **score)
+            for name, rows in task_rows.items()}
+    result = SeedResult(config.run.seed, 0, 0, 0.0, time.perf_counter() - started, sets)
+    report = {
+        "method": f"adapter {adapter}",
+        "adapter": str(adapter.resolve()),
+        "model": config.student.model,
+        "samples": samples,
+        "steps": 0,
+        "promoted_questions": 0,
+        "d_train": 0,
+        "base": base,
+        "seeds": [asdict(result)],
+        "summary": {name: summarise([result], name) for name in task_rows},
+    }
+    path = run.folder / "evaluation" / f"adapter-{adapter.resolve().name}.json"
+    write_text_atomic(path, json.dumps(report, indent=2, default=str))
+    return {**report, "path": str(path)}
 
 
 def compute_matched_steps(folder: Path) -> int:

