@@ -174,8 +174,41 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def draw_q_r(d_train: Sequence[Row], q_r: int, seed: int) -> list[Row]:
-    """Q_R: q_r questions of D_train without replacement (all of it when smaller), drawn afresh each step."""
-    return random.Random(seed).sample(list(d_train), min(q_r, len(d_train)))
+    """Q_R: q_r questions of D_train without replacement (all of it when smaller), drawn afresh each step,
+    stratified by label when the rows' answers are labels (E1): the labels share Q_R as evenly as D_train
+    allows. A fail@K hard set of a binary task is mostly one class; drawn plainly, Q_R is too, and
+    R_k = ΔAcc then rewards datasets that flip the student's label prior, not ones that teach it."""
+    rows = list(d_train)
+    rng = random.Random(seed)
+    size = min(q_r, len(rows))
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        answer = row.get("answer") if isinstance(row, dict) else None
+        if not isinstance(answer, str):
+            return rng.sample(rows, size)  # not a labelled task (E2's answers are findings): a plain draw
+        by_label.setdefault(answer, []).append(row)
+    for members in by_label.values():
+        rng.shuffle(members)
+    labels = sorted(by_label)
+    taken = {label: 0 for label in labels}
+    while sum(taken.values()) < size:  # round robin over the labels that have rows left
+        for label in labels:
+            if taken[label] < len(by_label[label]) and sum(taken.values()) < size:
+                taken[label] += 1
+    chosen = [row for label in labels for row in by_label[label][:taken[label]]]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def class_balance(rows: Sequence[Row]) -> dict[str, int]:
+    """Rows a label (E1); empty for tasks whose answers are not labels."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        answer = row.get("answer") if isinstance(row, dict) else None
+        if not isinstance(answer, str):
+            return {}
+        counts[answer] = counts.get(answer, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 class TeacherProblemParser(vf.Parser):

@@ -64,6 +64,7 @@ def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
                     "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
                     "lora_target_modules": ["q_proj"]},
         "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
+        "evaluation": {"steps": 1},
     })
 
 

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.final import PASS_KS, bootstrap_interval
+from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, PASS_KS, bootstrap_interval
 from sv_soar.jsonl import atomic_path, read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
 
 PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
 OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
-METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only")
+METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
     by_method: dict[str, list[RunData]] = {}
     for data in runs:
         if data.final is not None:
-            by_method.setdefault(data.method, []).append(data)
+            by_method.setdefault(method_label(data), []).append(data)
     summaries = []
     for method in sorted(by_method, key=_method_rank):
         columns: dict[str, list[float]] = {}
@@ -104,6 +104,81 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
             summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
         summaries.append(summary)
     return summaries
+
+
+def _per_problem(successes: np.ndarray, samples: int, metric: str) -> np.ndarray:
+    """A metric for each problem from its success count c of n samples: the unbiased pass@k
+    1 − C(n−c, k)/C(n, k) (Chen et al. 2021), or escape (c > 0)."""
+    if metric == "escape_rate":
+        return (successes > 0).astype(float)
+    k = int(metric.removeprefix("pass@"))
+    from math import comb
+
+    return np.array([1.0 - comb(samples - c, k) / comb(samples, k) for c in successes.tolist()])
+
+
+def paired_difference(a: dict[int, list[int]], b: dict[int, list[int]], *, samples: int, metric: str,
+                      resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """A − B on `metric`, paired by seed and by problem: {seed: [successes of each D_test problem]} each.
+
+    A method's seeds differ in the teacher, the promoted questions and the final student, so the seed
+    is the unit that repeats the experiment; D_test's problems are a sample of the task. The bootstrap
+    resamples both together (seeds, then problems, the same indices for A and B), so a difference that
+    holds on a few problems only, or in one seed only, gets a wide interval."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("paired_difference: the two methods share no seed")
+    diffs = np.stack([_per_problem(np.asarray(a[s]), samples, metric) - _per_problem(np.asarray(b[s]), samples, metric)
+                      for s in seeds])  # [seeds, problems]
+    rng = np.random.default_rng(seed)
+    seed_index = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    problem_index = rng.integers(0, diffs.shape[1], size=(resamples, diffs.shape[1]))
+    means = np.array([diffs[seed_index[i]][:, problem_index[i]].mean() for i in range(resamples)])
+    alpha = (1.0 - level) / 2
+    return {"mean": float(diffs.mean()), "low": float(np.quantile(means, alpha)),
+            "high": float(np.quantile(means, 1.0 - alpha)), "seeds": len(seeds), "problems": int(diffs.shape[1]),
+            "per_seed": {s: float(d.mean()) for s, d in zip(seeds, diffs)}}
+
+
+def method_label(data: RunData) -> str:
+    """The method, with a compute-matched Hard-only told apart from the plain one."""
+    if data.method == "hard-only" and data.run.config.evaluation.compute_matched_to is not None:
+        return "hard-only-matched"
+    if data.run.config.evaluation.train_on == "pq":
+        return f"{data.method} (PQ only)"
+    return data.method
+
+
+def successes_by_seed(runs: list[RunData], label: str, set_name: str = "d_test") -> tuple[dict[int, list[int]], int]:
+    """{run seed: success counts of each problem} of one method's runs (their first final student each)."""
+    table, samples = {}, 0
+    for data in runs:
+        if data.final is None or method_label(data) != label or not data.final["seeds"]:
+            continue
+        metrics = data.final["seeds"][0]["sets"].get(set_name)
+        if metrics and metrics.get("successes"):
+            table[data.run.config.run.seed] = metrics["successes"]
+            samples = metrics["samples"]
+    return table, samples
+
+
+PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"))
+
+
+def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", "pass@1", "pass@8", "pass@32")
+                ) -> list[dict[str, Any]]:
+    rows = []
+    for left, right in PAIRED:
+        a, samples = successes_by_seed(runs, left)
+        b, _ = successes_by_seed(runs, right)
+        if not (set(a) & set(b)):
+            continue
+        for metric in metrics:
+            if metric.startswith("pass@") and int(metric[5:]) > samples:
+                continue
+            rows.append({"pair": f"{left} − {right}", "metric": metric,
+                         **paired_difference(a, b, samples=samples, metric=metric)})
+    return rows
 
 
 def base_metrics(runs: list[RunData], set_name: str = "d_test") -> dict[str, Any] | None:
