@@ -233,8 +233,40 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         if "pass_at_k" in plots:
             lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
 
+    paired = paired_rows(runs)
+    if paired:
+        lines += ["## Paired differences on D_test", "",
+                  "A − B, paired by seed and by problem; 95 % bootstrap over seeds and problems together "
+                  "(`paired_difference`); one column a seed.", ""]
+        seeds = sorted({s for row in paired for s in row["per_seed"]})
+        lines.append("| pair | metric | mean | 95 % interval | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        lines.append("|---|---|---:|---|" + "---:|" * len(seeds))
+        for row in paired:
+            cells = [f"{row['per_seed'][s]:+.3f}" if s in row["per_seed"] else "—" for s in seeds]
+            lines.append(f"| {row['pair']} | {row['metric']} | {row['mean']:+.3f} | [{row['low']:+.3f}, {row['high']:+.3f}] | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+
+    balance = class_balance_rows(runs)
+    if balance:
+        lines += ["## Class balance", "", "| run | D_train | D_test | Q_R (summed over steps) |", "|---|---|---|---|"]
+        lines += balance + [""]
+
     looped = [data for data in runs if data.steps]
     if looped:
+        lines += ["## Teacher drift", "",
+                  "changed share: the share of a step's first-round rollouts that differ when redrawn with the same "
+                  "seed after the update (0: the update changed nothing the teacher writes); KL: KL(π‖π_init) per "
+                  "token on those redrawn rollouts. Base-T never updates.", "",
+                  "| run | changed share per step | KL after per step |", "|---|---|---|"]
+        for data in looped:
+            updates = [s.get("teacher_update") or {} for s in data.steps]
+            changed = " ".join(f"{u['changed_share']:.2f}" if "changed_share" in u else "—" for u in updates)
+            kl = " ".join(f"{u['kl_after']:.4f}" if "kl_after" in u else "—" for u in updates)
+            lines.append(f"| `{data.name}` | {changed} | {kl} |")
+        lines.append("")
+        if "drift" in plots:
+            lines += [f"![teacher drift]({plots['drift'].name})", ""]
         lines += ["## Outer loop", ""]
         lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | s/step | "
                   + " | ".join(f"{phase} s" for phase in PHASES[:-1]) + " |",
@@ -251,6 +283,27 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
                 lines += [f"![{title}]({plots[key].name})", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def class_balance_rows(runs: list[RunData]) -> list[str]:
+    from sv_soar_teacher.grounded_rubric import class_balance
+
+    def show(counts: dict[str, int]) -> str:
+        return ", ".join(f"{label} {count}" for label, count in counts.items()) or "—"
+
+    rows, seen = [], set()
+    for data in runs:
+        q_r: dict[str, int] = {}
+        for step in data.steps:
+            for label, count in (step.get("q_r_balance") or {}).items():
+                q_r[label] = q_r.get(label, 0) + count
+        key = (str(data.run.config.data.hard_set), data.steps == [])
+        if key in seen and not q_r:
+            continue
+        seen.add(key)
+        rows.append(f"| `{data.name}` | {show(class_balance(data.run.d_train()))} | {show(class_balance(data.run.d_test()))} "
+                    f"| {show(q_r)} |")
+    return rows
 
 
 def _base_cell(base: dict[str, Any], name: str) -> str:
@@ -343,6 +396,26 @@ def plot_reward(runs: list[RunData], path: Path) -> Path:
     return _save(fig, path, integer_x=True)
 
 
+def plot_drift(runs: list[RunData], path: Path) -> Path:
+    """Per step: the share of the teacher's rollouts its update changed (same seed), and KL(π‖π_init)."""
+    looped = [data for data in runs if data.steps]
+    fig = _figure(9.0, 3.4)
+    changed_ax, kl_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for data in looped:
+        steps = [s["step"] + 1 for s in data.steps]
+        updates = [s.get("teacher_update") or {} for s in data.steps]
+        changed_ax.plot(steps, [u.get("changed_share", np.nan) for u in updates], marker=".", label=data.name)
+        kl_ax.plot(steps, [u.get("kl_after", np.nan) for u in updates], marker=".", label=data.name)
+    changed_ax.set_ylim(-0.02, 1.02)
+    changed_ax.set_title("rollouts changed by the update (same seed)", fontsize="medium")
+    kl_ax.set_title("KL(π‖π_init) per token after the update", fontsize="medium")
+    for ax in (changed_ax, kl_ax):
+        ax.set_xlabel("outer step")
+        ax.grid(True, alpha=0.3)
+    changed_ax.legend(fontsize="x-small")
+    return _save(fig, path, integer_x=True)
+
+
 def plot_teacher(runs: list[RunData], path: Path) -> Path:
     looped = [data for data in runs if data.steps]
     fig = _figure(9.0, 3.4)
@@ -376,6 +449,7 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
     if any(data.steps for data in runs):
         plots["reward"] = plot_reward(runs, out / "reward.png")
         plots["teacher"] = plot_teacher(runs, out / "teacher.png")
+        plots["drift"] = plot_drift(runs, out / "drift.png")
     return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
 
 
