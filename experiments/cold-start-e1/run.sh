@@ -43,7 +43,7 @@ lane_a() {
 lane_b() {
   # part 1: Hard-only on the cold set (its evaluation's base row is the independent 32-sample estimate)
   run $OUT/cold/hard-only-s0 hard-only 0 --set data.hard_set=$OUT/cold/hardset --set student.model=$RAW
-  $SV evaluate $OUT/cold/hard-only-s0 --no-progress
+  $SV evaluate $OUT/cold/hard-only-s0 --no-progress --samples 32
   run $OUT/cold/soar-s0 soar 0 --set data.hard_set=$OUT/cold/hardset --set student.model=$RAW --set run.outer_steps=2
   for s in 0 1 2; do
     run $OUT/warm/base-t-s$s base-t $s --set data.hard_set=$OUT/warm/hardset
