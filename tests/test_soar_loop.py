@@ -244,7 +244,7 @@ def test_the_teacher_learns_to_write_the_rewarded_kind_of_problem(tmp_path, tiny
     if method == "soar":
         assert after >= before[rewarded] + 0.2, (before, after)
         assert any(e["teacher_update"]["changed_share"] > 0 for e in entries)  # drift logged, and non-zero
-        assert all(e["teacher_update"]["kl_after"] >= -1e-6 or True for e in entries)
+        assert all({"changed_share", "kl_after"} <= set(e["teacher_update"]) for e in entries)
     else:
         assert after == before[rewarded]
         assert all(e["teacher_update"] == {} for e in entries)
