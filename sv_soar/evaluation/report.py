@@ -1,7 +1,7 @@
 """`sv-soar report RUN_DIR...`: one markdown page and its plots for one run or a comparison of runs.
 
     sv-soar report runs/demo/soar                              # -> runs/demo/soar/report/
-    sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/e1-embedded
+    sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/cold-start-e1
 
 What it reads from each run folder (sv_soar.run_dir): config.toml (method, seed), steps.jsonl (the
 outer loop's per-step log) and evaluation/final.json (`sv-soar evaluate`). What it writes:
