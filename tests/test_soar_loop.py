@@ -172,7 +172,7 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     markdown = write_report([soar_dir, hard_dir], tmp_path / "report", command="sv-soar report ...").read_text()
     for png in ("pass_at_k.png", "reward.png", "teacher.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| soar | 1 | 1 |" in markdown and "| hard-only | 1 | 1 |" in markdown
+    assert "| soar | 1 | 1 |" in markdown and "| hard-only-matched | 1 | 1 |" in markdown  # its own row
     assert "base (untrained)" in markdown and "promotions (step)" in markdown
     assert "| 1, 2 |" in markdown  # both outer steps promoted (tau = -1)
 
