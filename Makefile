@@ -40,7 +40,7 @@ DEMO_MODEL := smollm2-135m-instruct+e1-format
 SV := $(VENV)/bin/sv-soar
 demo: setup
 	$(SV) prepare-model --model $(DEMO_MODEL)
-	$(SV) hardset --task e1 --source builtin --n 64 --model $(DEMO_MODEL) --samples 2 --out $(DEMO_DIR)/hardset
+	$(SV) hardset --task e1 --source builtin --n 64 --model $(DEMO_MODEL) --samples 2 --max-new-tokens 48 --out $(DEMO_DIR)/hardset
 	$(SV) train --config configs/cpu-demo.toml --out $(DEMO_DIR)/soar --set data.hard_set=$(DEMO_DIR)/hardset
 	$(SV) evaluate $(DEMO_DIR)/soar
 	$(SV) report $(DEMO_DIR)/soar

@@ -50,10 +50,10 @@ def naive(model_name, task, dataset, q_r, config, students: int, seed: int) -> d
             train_student(policy, engine, task, dataset, config, adapter_name="student", seed=student_seed(seed, j),
                           log=lambda entry: None)
             t2 = time.perf_counter()
-            accuracy = greedy_accuracy(engine, task, q_r, max_new_tokens=config.max_new_tokens, batch_size=64,
+            accuracy = greedy_accuracy(engine, task, q_r, max_new_tokens=config.tokens_for(task), batch_size=64,
                                        adapter="student")
         t3 = time.perf_counter()
-        baseline = greedy_accuracy(engine, task, q_r, max_new_tokens=config.max_new_tokens, batch_size=64)
+        baseline = greedy_accuracy(engine, task, q_r, max_new_tokens=config.tokens_for(task), batch_size=64)
         t4 = time.perf_counter()
         rewards.append(accuracy - baseline)
         spans = {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2, "baseline_evaluate": t4 - t3}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -76,8 +76,13 @@ class TeacherSection(_Section):
         8, ge=1, description="rejection sampling: draw at most this many times g·n rollouts to find g·n valid ones"
     )
     learning_rate: float = Field(1e-5, gt=0, description="teacher AdamW learning rate (SOAR: 1e-5, cosine)")
-    warmup_steps: int = Field(20, ge=0, description="teacher linear warmup (SOAR: 20)")
+    warmup_steps: int = Field(
+        0, ge=0, description="teacher linear warmup (SOAR: 20 of 200 steps; default 0: a warmup over a run of a "
+        "few steps makes its first update 1/warmup of the learning rate, i.e. none)")
     kl_coef: float = Field(0.001, ge=0, description="β of the KL to the initial teacher (SOAR: 0.001)")
+    measure_drift: bool = Field(
+        True, description="after each update, redraw the step's first sampling round with the same seed and log "
+        "the share of changed rollouts and KL(π‖π_init) (costs one sampling round a step)")
     max_grad_norm: float = Field(1.0, gt=0, description="teacher gradient-norm clip")
     micro_batch_size: int = Field(8, ge=1, description="sequences a teacher forward/backward")
     lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
@@ -126,7 +131,10 @@ class SoarSection(_Section):
     grounding: Literal["correctness", "full"] = Field(
         "correctness", description="Acc on Q_R: correct label (correctness) or the full rubric's mean (full)"
     )
-    floor: float = Field(-1.0, le=0, description="teacher reward of an invalid rollout / an all-failed dataset")
+    floor: Annotated[float, Field(le=0)] | Literal["neutral"] = Field(
+        "neutral", description="teacher reward of a dataset whose students all failed: neutral (left out of the "
+        "teacher's RLOO, advantage 0) or a number <= 0 (e.g. -1.0: the worst R_k, which makes a machine fault "
+        "the strongest signal of the step). Invalid rollouts are resampled, never rewarded")
     time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
     retries: int = Field(1, ge=0, description="extra tries for a student run that ran out of memory (then counted)")
     retry_backoff_s: float = Field(5.0, ge=0, description="wait before the first retry; doubles with each retry")
@@ -136,9 +144,18 @@ class SoarSection(_Section):
 class EvaluationSection(_Section):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, description="fresh students, one a seed")
     samples: int = Field(32, ge=1, description="samples a D_test problem for pass@k (SOAR: 32)")
+    epochs: float = Field(
+        2.0, gt=0, description="the final students' budget in passes over their training set (PQ ∪ D_train, or PQ "
+        "alone): ceil(epochs · rows / student.batch_prompts) RL steps, the same rule for every method. Not the "
+        "inner loop's 10 steps, which see less than one pass and leave every method's final student where "
+        "D_train alone puts it")
     steps: int | None = Field(
-        None, ge=1, description="final student RL steps (default: compute_matched_to's count, else student.steps)"
+        None, ge=1, description="final student RL steps, overriding epochs (default: compute_matched_to's count, "
+        "else from epochs)"
     )
+    train_on: Literal["pq+d_train", "pq"] = Field(
+        "pq+d_train", description="the final students' training set: the promoted questions mixed with D_train "
+        "(SOAR), or the promoted questions alone (what the teacher's problems teach by themselves)")
     curriculum: bool = Field(False, description="train on promoted questions in promotion order, then D_train")
     extra_eval: list[Path] = Field(default_factory=list, description="more E1 JSONL sets to report on")
     estimator: Literal["rloo", "grpo", "maxrl"] | None = Field(

@@ -359,7 +359,7 @@ class GroundedScorer:
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
         # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
-        self.eval_params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0.0, n=1,
+        self.eval_params = SamplingParams(max_new_tokens=config.tokens_for(self.task), temperature=0.0, n=1,
                                           stop_at_json_end=True)
         self._baseline_memo: dict[tuple[str, str], float] = {}
         started = time.perf_counter()

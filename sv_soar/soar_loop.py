@@ -31,7 +31,7 @@ import json
 import logging
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,7 +42,7 @@ from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
 from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row
-from sv_soar_teacher.grounded_rubric import draw_q_r, partition, step_seed
+from sv_soar_teacher.grounded_rubric import class_balance, draw_q_r, partition, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,19 @@ LEARNABILITY_SAMPLES = 8  # samples a problem for the intrinsic (learnability) r
 TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_R and the students
 
 
-def rloo_teacher_advantages(rewards: Sequence[float]) -> list[float]:
-    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, DESIGN §4)."""
-    g = len(rewards)
+def rloo_teacher_advantages(rewards: Sequence[float | None]) -> list[float]:
+    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, DESIGN §4).
+
+    A dataset whose students all failed (R_k None: an error, out of memory, a time limit) says nothing
+    about the teacher's problems, so it is left out: advantage 0, and it is no one's baseline. A floor
+    of −1 in its place would be the strongest signal of the step (typical R_k are ±0.05) and teach the
+    teacher to avoid whatever it wrote when a machine failed."""
+    finished = [r for r in rewards if r is not None]
+    g = len(finished)
     if g < 2:
-        return [0.0] * g
-    total = sum(rewards)
-    return [r - (total - r) / (g - 1) for r in rewards]
+        return [0.0] * len(rewards)
+    total = sum(finished)
+    return [0.0 if r is None else r - (total - r) / (g - 1) for r in rewards]
 
 
 def learnability(successes: Sequence[Sequence[bool]]) -> float:
@@ -80,6 +86,16 @@ class TeacherSample:
     prompt_token_ids: list[int]
     drawn: int
     rejected: dict[str, int]
+    # every rollout of the first sampling round, valid or not, and that round's seed: after the update
+    # the same seed redraws them under the same random numbers, so a changed rollout is the update's doing
+    first_round: list[list[int]] = field(default_factory=list)
+    first_round_seed: int = 0
+
+
+def teacher_prompt_of(config: RunConfig):
+    from sv_soar_teacher.prompts import teacher_prompt
+
+    return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
 
 
 class Teacher:
@@ -145,6 +161,7 @@ class Teacher:
         texts: list[str] = []
         token_ids: list[list[int]] = []
         prompt_ids: list[int] = []
+        first_round: list[list[int]] = []
         for round_ in range(section.max_sampling_rounds):
             params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
                                     n=wanted, seed=step_seed_ + round_, stop_at_json_end=True)
@@ -152,6 +169,8 @@ class Teacher:
             prompt_ids = completions[0].prompt_token_ids
             texts += [c.text for c in completions]
             token_ids += [c.token_ids for c in completions]
+            if round_ == 0:
+                first_round = [list(c.token_ids) for c in completions]
             validation = validate_batch(texts, hard_set_index, task=task_name, options=section.problem_options())
             if len(validation.valid_indices) >= wanted:
                 break
@@ -162,7 +181,45 @@ class Teacher:
             prompt_token_ids=prompt_ids,
             drawn=len(texts),
             rejected={str(reason): count for reason, count in validation.rejected.items()},
+            first_round=first_round,
+            first_round_seed=step_seed_,
         )
+
+    def drift(self, sample: TeacherSample) -> dict[str, float]:
+        """How far the update just taken moved the teacher, measured on its own samples:
+
+        - changed_share: the share of the step's first-round rollouts that come out different when
+          redrawn with the same seed (the same random numbers) after the update. 0 means the update
+          changed nothing the teacher writes, whatever its loss said.
+        - kl_after: KL(π‖π_init) per token, estimated on those redrawn (on-policy) rollouts by the mean
+          log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
+          taken before the step, so at step 0 it is 0 by construction.
+        """
+        from sv_soar_student.trainer import group_logprobs
+
+        section = self.config.teacher
+        if not sample.first_round:
+            return {}
+        params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
+                                n=len(sample.first_round), seed=sample.first_round_seed, stop_at_json_end=True)
+        self.policy.set_adapter(TEACHER_ADAPTER)
+        redrawn = self.engine.generate([teacher_prompt_of(self.config)], params, adapters=TEACHER_ADAPTER)[0]
+        after = [list(c.token_ids) for c in redrawn]
+        changed = sum(a != b for a, b in zip(after, sample.first_round)) / len(after)
+        prompt_ids = redrawn[0].prompt_token_ids
+        log_ratio_sum, tokens = 0.0, 0
+        micro = section.micro_batch_size
+        with torch.no_grad():
+            for start in range(0, len(after), micro):
+                chunk = [ids for ids in after[start:start + micro] if ids]
+                if not chunk:
+                    continue
+                logprobs = group_logprobs(self.policy, prompt_ids, chunk, section.temperature)
+                with self.policy.disable_adapter():
+                    ref = group_logprobs(self.policy, prompt_ids, chunk, section.temperature)
+                log_ratio_sum += float((logprobs - ref).sum())  # padding is 0 in both
+                tokens += sum(len(ids) for ids in chunk)
+        return {"changed_share": changed, "kl_after": log_ratio_sum / max(1, tokens)}
 
     def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
         """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
@@ -300,11 +357,13 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
                           promoted=promotion_before, keep_adapters=True)
     t_scored = time.perf_counter()
     decision = promote(promotion.state, scores, datasets, step=step)
-    rewards = [s.reward if s.reward is not None else config.soar.floor for s in scores]
-    teacher_rewards = rewards
+    # a dataset whose students all failed: None, left out of the teacher's RLOO (soar.floor = "neutral",
+    # the default); a number there is that dataset's reward instead
+    failed = None if config.soar.floor == "neutral" else config.soar.floor
+    teacher_rewards: list[float | None] = [s.reward if s.reward is not None else failed for s in scores]
     if config.run.method == "intrinsic-t":
         teacher_rewards = [_learnability(scorer, dataset, baseline, step_seed(seed, step) + k)
-                           for k, dataset in enumerate(datasets)]
+                           if s.reward is not None else None for k, (dataset, s) in enumerate(zip(datasets, scores))]
     t_intrinsic = time.perf_counter()
     update: dict[str, float] = {}
     if config.run.method in ("soar", "intrinsic-t"):
@@ -317,6 +376,8 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         kept = TeacherSample([sample.rows[i] for i in used], [sample.token_ids[i] for i in used],
                              sample.prompt_token_ids, sample.drawn, sample.rejected)
         update = teacher.update(kept, [per_rollout[i] for i in used], step)
+        if config.teacher.measure_drift:
+            update |= teacher.drift(sample)
     t_updated = time.perf_counter()
     diversity = question_diversity([row["question"] for row in sample.rows])
     entry |= {
@@ -327,6 +388,8 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "teacher_rewards": teacher_rewards,
         "baseline": baseline.name,
         "baseline_accuracy": scores[0].baseline_accuracy,
+        "q_r_balance": class_balance(q_r),
+        "dataset_balance": [class_balance(dataset) for dataset in datasets],
         "student_accuracies": [s.student_accuracies for s in scores],
         "failed_students": sum(s.n_failed for s in scores),
         # student RL steps behind this step's scores (a cached dataset's were spent when it was first
@@ -367,7 +430,7 @@ def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
         add_student_adapter(scorer.policy, adapter, scorer.config, baseline.adapter_state)
     try:
         successes = sample_successes(scorer.engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
-                                     max_new_tokens=scorer.config.max_new_tokens, adapter=adapter, progress=False)
+                                     max_new_tokens=scorer.config.tokens_for(scorer.task), adapter=adapter, progress=False)
     finally:
         if adapter is not None:
             remove_student_adapter(scorer.policy, adapter)

@@ -7,7 +7,7 @@ shared base model (loaded once per process), so a step is:
     rows      -> engine.generate(..., adapters=adapter_name)      G completions per prompt
     texts     -> task.score(text, row)["reward"]                   r_{b,i}
     rewards   -> estimator over each prompt's group                A_{b,i}
-    tokens    -> loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k3_t ] / Σ_{b,i} |y_{b,i}|
+    tokens    -> loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}|   (k2: see kl_penalty)
     loss      -> AdamW step (cosine LR, grad clipping) on the adapter's LoRA weights only
 
 Normalisation: the sum over every sampled token divided by the step's total completion-token count
@@ -68,7 +68,10 @@ class StudentTrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights")
     kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
-    max_new_tokens: int = Field(192, ge=1, description="completion budget; an E1 JSON answer needs < 100")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="completion budget (default: the task's answer length, E1 96, E2 384: the budget "
+        "the hard set is mined with, so that a student is never scored with fewer or more tokens than the "
+        "hard set's failures had; a truncated answer fails like a wrong one)")
     max_grad_norm: float = Field(1.0, gt=0, description="global gradient-norm clip")
     estimator: Literal["rloo", "grpo", "maxrl"] = Field(
         "rloo", description="advantage estimator: rloo (SOAR), grpo (SV-Bench's hosted recipe), maxrl (2602.02710)"
@@ -130,6 +133,10 @@ class StudentTrainConfig(BaseModel):
         )
         values.update(overrides)
         return cls(**values)
+
+    def tokens_for(self, task: Task) -> int:
+        """The completion budget with `task`: max_new_tokens, else the task's answer length."""
+        return self.max_new_tokens if self.max_new_tokens is not None else task.answer_tokens
 
     def steps_for(self, promoted: bool) -> int:
         """SOAR trains students longer once the baseline has been promoted at least once."""
@@ -380,6 +387,19 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - 1 - log_ratio
 
 
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """The per-token KL loss term k2 = ½ (log π − log π_ref)², whose gradient on samples of π is the
+    gradient of the objective's KL(π‖π_ref).
+
+    Why not k3 as the loss: ∇k3 = (1 − π_ref/π) ∇log π, and E_π[(1 − π_ref/π) ∇log π] = −Σ π_ref ∇log π
+    = ∇KL(π_ref‖π), the reverse direction. ∇k2 = (log π − log π_ref) ∇log π, and
+    E_π[(log π − log π_ref) ∇log π] = ∇KL(π‖π_ref) (the score-function gradient; E_π[∇log π] = 0). The
+    samples here are on-policy (one gradient step a batch of rollouts), so no importance weight is
+    needed. k3 stays the logged value: an unbiased, never-negative estimate of KL(π‖π_ref) itself
+    (tests/test_student_trainer.py checks both gradients against the exact KL of a categorical)."""
+    return 0.5 * (logprobs - ref_logprobs) ** 2
+
+
 def learning_rate_at(step: int, peak: float, warmup_steps: int, total_steps: int, schedule: str = "cosine") -> float:
     """Linear warmup, then cosine from the peak to 0 over the remaining steps (step counts from 0).
     The student (SOAR: no warmup) and the teacher (SOAR: warmup 20) both follow it."""
@@ -431,7 +451,7 @@ def policy_gradient_step(
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
-    loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k3_t ] / Σ_{b,i} |y_{b,i}|, the KL taken against the
+    loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}| (k2: `kl_penalty`), the KL taken against the
     model with its adapters disabled (the base model: the frozen student, or the initial teacher).
     The divisor is known before the first forward, so micro-batches (slices of one prompt's group,
     the prompt computed once each: `group_logprobs`) add up to exactly the full-batch gradient.
@@ -462,9 +482,8 @@ def policy_gradient_step(
                 ref_logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
             lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
             real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
-            kl = kl_k3(logprobs, ref_logprobs) * real
-            loss = loss + kl_coef * kl.sum()
-            kl_sum += kl.sum().item()
+            loss = loss + kl_coef * (kl_penalty(logprobs, ref_logprobs) * real).sum()
+            kl_sum += (kl_k3(logprobs.detach(), ref_logprobs) * real).sum().item()
         loss = loss / n_tokens
         if not torch.isfinite(loss):
             raise StudentTrainingError(f"{where}: non-finite loss {loss.item()}")
@@ -535,7 +554,7 @@ def train_student(
         # 1. rollouts: G completions per prompt from the current adapter (on-policy)
         policy.eval()
         sampling = SamplingParams(
-            max_new_tokens=config.max_new_tokens,
+            max_new_tokens=config.tokens_for(task),
             temperature=config.temperature,
             n=config.group_size,
             seed=seed * 100_003 + step,

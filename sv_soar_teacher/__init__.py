@@ -42,7 +42,7 @@ def load_environment(
     students: int = 4,
     q_r: int = 64,
     grounding: Literal["correctness", "full"] = "correctness",
-    floor: float = -1.0,
+    floor: float | str = -1.0,
     run_dir: str | None = None,
     max_concurrent_scorings: int = 1,
     time_limit_s: float | None = None,

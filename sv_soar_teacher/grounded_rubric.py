@@ -24,7 +24,7 @@ keeps the RLOO comparison between datasets; each student still trains its full n
 more than g·n rollouts a prompt) are not scored and get R̂_t, the step's mean reward.
 
 Rewards, and why:
-- `floor` (default −1.0) for an invalid rollout: R_k is a difference of accuracies, so R_k ≥ −1
+- `floor` (default −1.0; or "neutral": R̂_t, so that the rollout carries no advantage) for an invalid rollout: R_k is a difference of accuracies, so R_k ≥ −1
   (−1 with grounding="correctness"); at −1.0 an invalid rollout never outranks a valid one.
 - A dataset whose students all failed (R_k None) gets the floor too, and so does the whole group
   when scoring itself raised (the model failed to load, an engine error): every rollout then has
@@ -174,8 +174,44 @@ def step_seed(seed: int, step: int) -> int:
 
 
 def draw_q_r(d_train: Sequence[Row], q_r: int, seed: int) -> list[Row]:
-    """Q_R: q_r questions of D_train without replacement (all of it when smaller), drawn afresh each step."""
-    return random.Random(seed).sample(list(d_train), min(q_r, len(d_train)))
+    """Q_R: q_r questions of D_train without replacement (all of it when smaller), drawn afresh each step,
+    stratified by label when the rows' answers are labels (E1): the labels share Q_R as evenly as D_train
+    allows. A fail@K hard set of a binary task is mostly one class; drawn plainly, Q_R is too, and
+    R_k = ΔAcc then rewards datasets that flip the student's label prior, not ones that teach it."""
+    rows = list(d_train)
+    rng = random.Random(seed)
+    size = min(q_r, len(rows))
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        answer = row.get("answer") if isinstance(row, dict) else None
+        if not isinstance(answer, str):
+            return rng.sample(rows, size)  # not a labelled task (E2's answers are findings): a plain draw
+        by_label.setdefault(answer, []).append(row)
+    for members in by_label.values():
+        rng.shuffle(members)
+    labels = sorted(by_label)
+    taken = {label: 0 for label in labels}
+    while sum(taken.values()) < size:  # round robin over the labels that have rows left
+        for label in labels:
+            if taken[label] < len(by_label[label]) and sum(taken.values()) < size:
+                taken[label] += 1
+    chosen = [row for label in labels for row in by_label[label][:taken[label]]]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def class_balance(rows: Sequence[Row]) -> dict[str, int]:
+    """Rows a label (E1); empty for tasks whose answers are not labels."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        answer = row.get("answer") if isinstance(row, dict) else None
+        if not isinstance(answer, str):
+            return {}
+        counts[answer] = counts.get(answer, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+NEUTRAL = "neutral"
 
 
 class TeacherProblemParser(vf.Parser):
@@ -259,7 +295,7 @@ class GroundedTeacherRubric(vf.Rubric):
         g: int = 4,
         n: int = 64,
         q_r: int = 64,
-        floor: float = -1.0,
+        floor: float | str = -1.0,
         seed: int = 0,
         limits: ProblemLimits | None = None,
         problem_options: dict[str, Any] | None = None,
@@ -267,12 +303,13 @@ class GroundedTeacherRubric(vf.Rubric):
         for name, value in (("g", g), ("n", n), ("q_r", q_r)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not math.isfinite(floor):
-            raise ValueError(f"floor must be a finite number, got {floor!r}")
+        if floor != NEUTRAL and (isinstance(floor, str) or not math.isfinite(floor)):
+            raise ValueError(f"floor must be a finite number or {NEUTRAL!r}, got {floor!r}")
         self.limits = limits or ProblemLimits()
         super().__init__(parser=TeacherProblemParser(task, self.limits))
         self.task, self.hard_set, self.run, self.scorers, self.config = task, hard_set, run, scorers, config
-        self.g, self.n, self.q_r, self.floor, self.seed = g, n, q_r, float(floor), seed
+        self.g, self.n, self.q_r, self.seed = g, n, q_r, seed
+        self.floor = floor if floor == NEUTRAL else float(floor)
         self.problem_options = dict(problem_options or {})
         self.parser.options = self.problem_options
         self._lock = threading.Lock()  # step indices, the baseline, promotion updates
@@ -347,22 +384,31 @@ class GroundedTeacherRubric(vf.Rubric):
             **question_diversity([p.question for p in batch.problems], seed=step).as_metrics("diversity_"),
         }
         dataset_of = {i: k for k, part in enumerate(parts) for i in part}
+        # floor = "neutral": an invalid rollout, or one of a dataset whose students all failed, gets R̂_t,
+        # the mean R_k of the datasets that were scored: under the trainer's group-mean baseline its
+        # advantage is ~0, as SOAR's own loop discards invalid rollouts and leaves failed datasets out of
+        # its RLOO. A number there is the reward itself (−1: a fault or a parse error becomes the
+        # strongest signal of the step). With nothing scored at all, every rollout gets the same reward.
+        if self.floor == NEUTRAL:
+            floor = r_hat if r_hat is not None else 0.0
+        else:
+            floor = self.floor
         rewards, metrics = [], []
         for i, outcome in enumerate(batch.outcomes):
             row = {name: 0.0 for name in METRIC_NAMES} | group
             row["scoring_error"] = float(error is not None)
             if isinstance(outcome, Rejection):
                 row[f"rejected_{outcome.reason.value}"] = 1.0
-                reward = self.floor
+                reward = floor
             elif i not in dataset_of:  # valid, beyond g·n: not scored
                 row["valid"] = 1.0
-                reward = r_hat if r_hat is not None else self.floor
+                reward = r_hat if r_hat is not None else floor
             else:
                 row["valid"], k = 1.0, dataset_of[i]
                 row["teacher_label_agreement"] = float(getattr(outcome, "teacher_agreement", 0.0))
                 row["dataset"] = float(k + 1)
                 score = scores[k] if scores else None
-                reward = self.floor
+                reward = floor
                 if score is not None:
                     finished = [r for r in score.student_rewards if r is not None]
                     row["students_failed"] = float(score.n_failed)

@@ -64,6 +64,7 @@ def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
                     "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
                     "lora_target_modules": ["q_proj"]},
         "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
+        "evaluation": {"steps": 1},
     })
 
 
@@ -171,7 +172,7 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     markdown = write_report([soar_dir, hard_dir], tmp_path / "report", command="sv-soar report ...").read_text()
     for png in ("pass_at_k.png", "reward.png", "teacher.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| soar | 1 | 1 |" in markdown and "| hard-only | 1 | 1 |" in markdown
+    assert "| soar | 1 | 1 |" in markdown and "| hard-only-matched | 1 | 1 |" in markdown  # its own row
     assert "base (untrained)" in markdown and "promotions (step)" in markdown
     assert "| 1, 2 |" in markdown  # both outer steps promoted (tau = -1)
 
@@ -184,3 +185,71 @@ def test_report_of_a_folder_that_is_not_a_run_says_so(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "report", str(tmp_path / "a"), str(tmp_path / "b")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "--out" in result.stdout
+
+
+# --- a teacher that learns ---------------------------------------------------------------------------
+
+
+class LabelScorer:
+    """Stands in for the students (the one thing not real here): R_k = the share of X_k's problems whose
+    answer is `label` minus one half. A grounded reward needs students that learn, which the tiny model
+    cannot show in a test's time; this reward isolates the teacher's half of SOAR: sampling, RLOO over
+    datasets, the update, and whether the update makes the rewarded kind of problem more likely."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def score(self, datasets, q_r, baseline, *, seed, promoted, keep_adapters):
+        from sv_soar.grounded import DatasetScore, StudentResult
+
+        scores = []
+        for dataset in datasets:
+            share = sum(row["answer"] == self.label for row in dataset) / len(dataset)
+            student = StudentResult(seed=seed, accuracy=share, reward=share - 0.5, failure=None, seconds_train=0.0,
+                                    log=[])
+            scores.append(DatasetScore(reward=share - 0.5, baseline_accuracy=0.5, students=[student], error=None,
+                                       cached=False, key="", seconds={}))
+        return scores
+
+
+def label_share(teacher, hard_index, label: str, seed: int) -> float:
+    """The teacher's probability of writing a valid problem of `label`, from 48 rollouts (a fixed seed)."""
+    sample = teacher.sample("e1", hard_index, seed)
+    return sum(row["answer"] == label for row in sample.rows) / max(1, len(sample.rows))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="measured on a shared CPU: the tiny warm-started teacher writes 2-3 valid problems "
+                   "of 48 rollouts a step, so 6 steps move the rewarded label's share by noise (0.33 -> 0.25); "
+                   "needs a teacher with a higher valid rate (more warm-start examples) before it can pass",
+                   strict=False)
+@pytest.mark.parametrize("method", ["soar", "base-t"])
+def test_the_teacher_learns_to_write_the_rewarded_kind_of_problem(tmp_path, tiny_model_dir, tiny_teacher_dir,
+                                                                  hard_set, monkeypatch, method):
+    """k outer steps of SOAR with a reward for one label raise the teacher's probability of writing that
+    label; Base-T samples the same way and never updates, so its probability stays where it was."""
+    import sv_soar.backends
+    from sv_soar.soar_loop import Teacher
+    from sv_soar_teacher.contamination import HardSetIndex
+
+    config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, method=method, outer_steps=6)
+    config.teacher.g, config.teacher.n, config.soar.tau = 4, 4, 10.0  # 16 problems a step; never promote
+    probe = parse_config(config.resolved() | {"teacher": config.teacher.model_dump() | {"n": 12}})
+    before_teacher = Teacher(probe)
+    index = HardSetIndex([])
+    before = {label: label_share(before_teacher, index, label, seed=99) for label in ("Malicious", "Benign")}
+    rewarded = min(before, key=before.get)  # the kind the untrained teacher writes less often
+    monkeypatch.setattr(sv_soar.backends, "make_scorer", lambda *a, **k: LabelScorer(rewarded))
+    run = train(config, tmp_path / method, progress=False)
+
+    after_teacher = Teacher(probe)
+    after_teacher.load(run.folder / "teacher" / "step-000006")
+    after = label_share(after_teacher, index, rewarded, seed=99)
+    entries = read_jsonl(run.folder / "steps.jsonl")
+    if method == "soar":
+        assert after >= before[rewarded] + 0.2, (before, after)
+        assert any(e["teacher_update"]["changed_share"] > 0 for e in entries)  # drift logged, and non-zero
+        assert all({"changed_share", "kl_after"} <= set(e["teacher_update"]) for e in entries)
+    else:
+        assert after == before[rewarded]
+        assert all(e["teacher_update"] == {} for e in entries)

@@ -321,3 +321,16 @@ def test_vf_eval_sv_soar_teacher_through_serve_model(hard_set, tiny_model_dir, t
     assert state["step"] == 1 and len(state["history"]) == 1  # the group was one outer step, persisted
     metadata = json.loads((results.parent / "metadata.json").read_text())
     assert "valid_fraction" in json.dumps(metadata)  # vf-eval's averages include the teacher metrics
+
+
+def test_neutral_floor_gives_invalid_rollouts_no_advantage(hard_set, tmp_path):
+    """floor = "neutral": an invalid rollout gets R̂_t (here nothing was scored: every rollout 0.0, one value,
+    no gradient), never −1; a floor that is neither a number nor "neutral" is refused by name."""
+    missing_model = tmp_path / "no-such-model"
+    missing_model.mkdir()
+    env = load(hard_set, missing_model, tmp_path / "run", floor="neutral")
+    states = group_states(VALID + ["", "", "", "", "", ""])
+    asyncio.run(env.rubric.score_group(states))
+    assert [s["reward"] for s in states] == [0.0] * 10
+    with pytest.raises(ValueError, match="neutral"):
+        load(hard_set, missing_model, tmp_path / "run2", floor="zero")

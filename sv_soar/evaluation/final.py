@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class ProblemSetMetrics:
     ece: float | None = None  # None for tasks without stated confidences, or when nothing parsed
     abstain_rate: float | None = None
     parsed_rate: float | None = None  # share of samples with a parsable answer
+    # successes out of `samples` for each problem, in the set's order: the report's paired bootstrap
+    # resamples problems (and seeds) from these
+    successes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -100,6 +104,7 @@ def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, 
         samples=samples,
         pass_at_k={k: mean_pass_at_k(successes, k) for k in PASS_KS if k <= samples},
         escape_rate=float(successes.any(axis=1).mean()),
+        successes=[int(count) for count in successes.sum(axis=1)],
     )
     if task.calibration_point is not None:
         points = [task.calibration_point(t, row) for row, drawn in zip(rows, texts) for t in drawn]
@@ -112,11 +117,22 @@ def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, 
     return metrics
 
 
-def training_phases(promoted: Sequence[Sequence[Row]], d_train: Sequence[Row], curriculum: bool) -> list[list[Row]]:
-    """The row sets a fresh student trains on, in order: one mixed set, or PQ in promotion order then D_train."""
+def training_phases(promoted: Sequence[Sequence[Row]], d_train: Sequence[Row], curriculum: bool,
+                    train_on: str = "pq+d_train") -> list[list[Row]]:
+    """The row sets a fresh student trains on, in order: one mixed set, or PQ in promotion order then D_train.
+    With train_on = "pq" D_train is left out (PQ alone; no phases when nothing was promoted)."""
+    tail = [list(d_train)] if train_on == "pq+d_train" else []
     if curriculum:
-        return [list(dataset) for dataset in promoted if dataset] + [list(d_train)]
-    return [[row for dataset in promoted for row in dataset] + list(d_train)]
+        return [list(dataset) for dataset in promoted if dataset] + tail
+    mixed = [row for dataset in promoted for row in dataset] + (tail[0] if tail else [])
+    return [mixed] if mixed else []
+
+
+def final_steps(config, rows: int) -> int:
+    """The final students' RL steps: evaluation.steps, else ceil(epochs · rows / batch_prompts)."""
+    if config.evaluation.steps is not None:
+        return config.evaluation.steps
+    return max(1, math.ceil(config.evaluation.epochs * rows / config.student.batch_prompts))
 
 
 def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[str, float]]:
@@ -208,16 +224,22 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     task = config.scoring_task()
     train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
-    phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum)
+    train_on = config.evaluation.train_on
+    phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum, train_on)
+    if not phases:
+        from sv_soar.run_dir import RunDirError
+
+        raise RunDirError(f"{run.folder}: evaluation.train_on = 'pq' but the run promoted no questions "
+                          f"(method {config.run.method}): there is nothing to train the final students on")
     matched_to = config.evaluation.compute_matched_to
     if steps is None and matched_to is not None:
         steps = compute_matched_steps(matched_to)
-    steps = steps or train_config.steps
+    steps = steps or final_steps(config, sum(map(len, phases)))
     model, tokenizer = load_model(config.student.model)
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
-    score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress)
+    score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress)
 
     base = {}
     if score_base:
@@ -252,6 +274,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
         "samples": samples,
         "steps": steps,
         "curriculum": curriculum,
+        "train_on": train_on,
+        "epochs": config.evaluation.epochs if config.evaluation.steps is None and matched_to is None else None,
         "promoted_questions": sum(len(dataset) for dataset in run.promoted_datasets()),
         "d_train": len(run.d_train()),
         "base": base,
@@ -322,8 +346,9 @@ def compute_matched_steps(folder: Path) -> int:
     if missing:
         raise RunDirError(f"{steps_path}: steps {missing[:3]} carry no student_steps (written by an older sv-soar)")
     inner = sum(e.get("student_steps", 0) for e in entries)
-    final = soar.config.final_student_config().steps if soar.config.evaluation.steps is None else soar.config.evaluation.steps
-    return inner + final
+    phases = training_phases(soar.promoted_datasets(), soar.d_train(), soar.config.evaluation.curriculum,
+                             soar.config.evaluation.train_on)
+    return inner + final_steps(soar.config, sum(map(len, phases)))
 
 
 def render_summary(report: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """`sv-soar report RUN_DIR...`: one markdown page and its plots for one run or a comparison of runs.
 
     sv-soar report runs/demo/soar                              # -> runs/demo/soar/report/
-    sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/e1-embedded
+    sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/cold-start-e1
 
 What it reads from each run folder (sv_soar.run_dir): config.toml (method, seed), steps.jsonl (the
 outer loop's per-step log) and evaluation/final.json (`sv-soar evaluate`). What it writes:
@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.final import PASS_KS, bootstrap_interval
+from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, PASS_KS, bootstrap_interval
 from sv_soar.jsonl import atomic_path, read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
 
 PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
 OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
-METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only")
+METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
     by_method: dict[str, list[RunData]] = {}
     for data in runs:
         if data.final is not None:
-            by_method.setdefault(data.method, []).append(data)
+            by_method.setdefault(method_label(data), []).append(data)
     summaries = []
     for method in sorted(by_method, key=_method_rank):
         columns: dict[str, list[float]] = {}
@@ -104,6 +104,81 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
             summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
         summaries.append(summary)
     return summaries
+
+
+def _per_problem(successes: np.ndarray, samples: int, metric: str) -> np.ndarray:
+    """A metric for each problem from its success count c of n samples: the unbiased pass@k
+    1 − C(n−c, k)/C(n, k) (Chen et al. 2021), or escape (c > 0)."""
+    if metric == "escape_rate":
+        return (successes > 0).astype(float)
+    k = int(metric.removeprefix("pass@"))
+    from math import comb
+
+    return np.array([1.0 - comb(samples - c, k) / comb(samples, k) for c in successes.tolist()])
+
+
+def paired_difference(a: dict[int, list[int]], b: dict[int, list[int]], *, samples: int, metric: str,
+                      resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """A − B on `metric`, paired by seed and by problem: {seed: [successes of each D_test problem]} each.
+
+    A method's seeds differ in the teacher, the promoted questions and the final student, so the seed
+    is the unit that repeats the experiment; D_test's problems are a sample of the task. The bootstrap
+    resamples both together (seeds, then problems, the same indices for A and B), so a difference that
+    holds on a few problems only, or in one seed only, gets a wide interval."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("paired_difference: the two methods share no seed")
+    diffs = np.stack([_per_problem(np.asarray(a[s]), samples, metric) - _per_problem(np.asarray(b[s]), samples, metric)
+                      for s in seeds])  # [seeds, problems]
+    rng = np.random.default_rng(seed)
+    seed_index = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
+    problem_index = rng.integers(0, diffs.shape[1], size=(resamples, diffs.shape[1]))
+    means = np.array([diffs[seed_index[i]][:, problem_index[i]].mean() for i in range(resamples)])
+    alpha = (1.0 - level) / 2
+    return {"mean": float(diffs.mean()), "low": float(np.quantile(means, alpha)),
+            "high": float(np.quantile(means, 1.0 - alpha)), "seeds": len(seeds), "problems": int(diffs.shape[1]),
+            "per_seed": {s: float(d.mean()) for s, d in zip(seeds, diffs)}}
+
+
+def method_label(data: RunData) -> str:
+    """The method, with a compute-matched Hard-only told apart from the plain one."""
+    if data.method == "hard-only" and data.run.config.evaluation.compute_matched_to is not None:
+        return "hard-only-matched"
+    if data.run.config.evaluation.train_on == "pq":
+        return f"{data.method} (PQ only)"
+    return data.method
+
+
+def successes_by_seed(runs: list[RunData], label: str, set_name: str = "d_test") -> tuple[dict[int, list[int]], int]:
+    """{run seed: success counts of each problem} of one method's runs (their first final student each)."""
+    table, samples = {}, 0
+    for data in runs:
+        if data.final is None or method_label(data) != label or not data.final["seeds"]:
+            continue
+        metrics = data.final["seeds"][0]["sets"].get(set_name)
+        if metrics and metrics.get("successes"):
+            table[data.run.config.run.seed] = metrics["successes"]
+            samples = metrics["samples"]
+    return table, samples
+
+
+PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"))
+
+
+def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", "pass@1", "pass@8", "pass@32")
+                ) -> list[dict[str, Any]]:
+    rows = []
+    for left, right in PAIRED:
+        a, samples = successes_by_seed(runs, left)
+        b, _ = successes_by_seed(runs, right)
+        if not (set(a) & set(b)):
+            continue
+        for metric in metrics:
+            if metric.startswith("pass@") and int(metric[5:]) > samples:
+                continue
+            rows.append({"pair": f"{left} − {right}", "metric": metric,
+                         **paired_difference(a, b, samples=samples, metric=metric)})
+    return rows
 
 
 def base_metrics(runs: list[RunData], set_name: str = "d_test") -> dict[str, Any] | None:
@@ -158,8 +233,40 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         if "pass_at_k" in plots:
             lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
 
+    paired = paired_rows(runs)
+    if paired:
+        lines += ["## Paired differences on D_test", "",
+                  "A − B, paired by seed and by problem; 95 % bootstrap over seeds and problems together "
+                  "(`paired_difference`); one column a seed.", ""]
+        seeds = sorted({s for row in paired for s in row["per_seed"]})
+        lines.append("| pair | metric | mean | 95 % interval | " + " | ".join(f"seed {s}" for s in seeds) + " |")
+        lines.append("|---|---|---:|---|" + "---:|" * len(seeds))
+        for row in paired:
+            cells = [f"{row['per_seed'][s]:+.3f}" if s in row["per_seed"] else "—" for s in seeds]
+            lines.append(f"| {row['pair']} | {row['metric']} | {row['mean']:+.3f} | [{row['low']:+.3f}, {row['high']:+.3f}] | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+
+    balance = class_balance_rows(runs)
+    if balance:
+        lines += ["## Class balance", "", "| run | D_train | D_test | Q_R (summed over steps) |", "|---|---|---|---|"]
+        lines += balance + [""]
+
     looped = [data for data in runs if data.steps]
     if looped:
+        lines += ["## Teacher drift", "",
+                  "changed share: the share of a step's first-round rollouts that differ when redrawn with the same "
+                  "seed after the update (0: the update changed nothing the teacher writes); KL: KL(π‖π_init) per "
+                  "token on those redrawn rollouts. Base-T never updates.", "",
+                  "| run | changed share per step | KL after per step |", "|---|---|---|"]
+        for data in looped:
+            updates = [s.get("teacher_update") or {} for s in data.steps]
+            changed = " ".join(f"{u['changed_share']:.2f}" if "changed_share" in u else "—" for u in updates)
+            kl = " ".join(f"{u['kl_after']:.4f}" if "kl_after" in u else "—" for u in updates)
+            lines.append(f"| `{data.name}` | {changed} | {kl} |")
+        lines.append("")
+        if "drift" in plots:
+            lines += [f"![teacher drift]({plots['drift'].name})", ""]
         lines += ["## Outer loop", ""]
         lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | s/step | "
                   + " | ".join(f"{phase} s" for phase in PHASES[:-1]) + " |",
@@ -176,6 +283,27 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
                 lines += [f"![{title}]({plots[key].name})", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def class_balance_rows(runs: list[RunData]) -> list[str]:
+    from sv_soar_teacher.grounded_rubric import class_balance
+
+    def show(counts: dict[str, int]) -> str:
+        return ", ".join(f"{label} {count}" for label, count in counts.items()) or "—"
+
+    rows, seen = [], set()
+    for data in runs:
+        q_r: dict[str, int] = {}
+        for step in data.steps:
+            for label, count in (step.get("q_r_balance") or {}).items():
+                q_r[label] = q_r.get(label, 0) + count
+        key = (str(data.run.config.data.hard_set), data.steps == [])
+        if key in seen and not q_r:
+            continue
+        seen.add(key)
+        rows.append(f"| `{data.name}` | {show(class_balance(data.run.d_train()))} | {show(class_balance(data.run.d_test()))} "
+                    f"| {show(q_r)} |")
+    return rows
 
 
 def _base_cell(base: dict[str, Any], name: str) -> str:
@@ -268,6 +396,26 @@ def plot_reward(runs: list[RunData], path: Path) -> Path:
     return _save(fig, path, integer_x=True)
 
 
+def plot_drift(runs: list[RunData], path: Path) -> Path:
+    """Per step: the share of the teacher's rollouts its update changed (same seed), and KL(π‖π_init)."""
+    looped = [data for data in runs if data.steps]
+    fig = _figure(9.0, 3.4)
+    changed_ax, kl_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for data in looped:
+        steps = [s["step"] + 1 for s in data.steps]
+        updates = [s.get("teacher_update") or {} for s in data.steps]
+        changed_ax.plot(steps, [u.get("changed_share", np.nan) for u in updates], marker=".", label=data.name)
+        kl_ax.plot(steps, [u.get("kl_after", np.nan) for u in updates], marker=".", label=data.name)
+    changed_ax.set_ylim(-0.02, 1.02)
+    changed_ax.set_title("rollouts changed by the update (same seed)", fontsize="medium")
+    kl_ax.set_title("KL(π‖π_init) per token after the update", fontsize="medium")
+    for ax in (changed_ax, kl_ax):
+        ax.set_xlabel("outer step")
+        ax.grid(True, alpha=0.3)
+    changed_ax.legend(fontsize="x-small")
+    return _save(fig, path, integer_x=True)
+
+
 def plot_teacher(runs: list[RunData], path: Path) -> Path:
     looped = [data for data in runs if data.steps]
     fig = _figure(9.0, 3.4)
@@ -301,6 +449,7 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
     if any(data.steps for data in runs):
         plots["reward"] = plot_reward(runs, out / "reward.png")
         plots["teacher"] = plot_teacher(runs, out / "teacher.png")
+        plots["drift"] = plot_drift(runs, out / "drift.png")
     return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
 
 
