@@ -35,11 +35,11 @@ from sv_soar_student.estimators import ESTIMATORS, get_estimator
 from sv_soar_student.trainer import (
     StudentRun,
     StudentTrainConfig,
-    StudentTrainingError,
     _shuffled_batches,
     add_student_adapter,
     adapter_state_dict,
     format_step,
+    group_rewards,
     learning_rate_at,
     policy_gradient_step,
 )
@@ -160,18 +160,7 @@ def _update(policy, state: _State, task: Task, batch: Sequence[Row], groups, con
             estimator, step: int, total_steps: int, seconds_generation: float) -> dict[str, float]:
     """Rewards, advantages and one policy-gradient step of one student: train_student's steps 2 and 3."""
     t0 = time.perf_counter()
-    rewards = torch.zeros(len(batch), config.group_size)
-    successes = 0
-    for b, (row, group) in enumerate(zip(batch, groups)):
-        for i, completion in enumerate(group):
-            success = bool(task.is_success(completion.text, row))
-            successes += success
-            if config.reward == "correctness":
-                rewards[b, i] = float(success)
-            else:
-                rewards[b, i] = task.score(completion.text, row)["reward"]
-    if not torch.isfinite(rewards).all():
-        raise StudentTrainingError(f"step {step + 1}: task {task.name!r} returned a non-finite reward")
+    rewards, successes = group_rewards(task, batch, groups, config, step)
     advantages = estimator(rewards)
 
     activate_student(policy, state.student.adapter_name)

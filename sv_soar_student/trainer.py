@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sv_soar.generation import Completion, GenerationEngine, SamplingParams
+from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
 from sv_soar_student.estimators import ESTIMATORS, get_estimator
 
@@ -511,6 +511,26 @@ def policy_gradient_step(
 # --- the loop ---------------------------------------------------------------------------------------
 
 
+def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrainConfig,
+                  step: int) -> tuple[torch.Tensor, int]:
+    """The (prompts x group) reward matrix of one step and its count of successes: the task's success
+    (0/1) under reward="correctness", else its full rubric's reward. Shared by train_student and the
+    lockstep trainer, so the two paths score rollouts the same way."""
+    rewards = torch.zeros(len(batch), config.group_size)
+    successes = 0
+    for b, (row, group) in enumerate(zip(batch, groups)):
+        for i, completion in enumerate(group):
+            success = bool(task.is_success(completion.text, row))
+            successes += success
+            if config.reward == "correctness":
+                rewards[b, i] = float(success)
+            else:
+                rewards[b, i] = task.score(completion.text, row)["reward"]
+    if not torch.isfinite(rewards).all():
+        raise StudentTrainingError(f"step {step + 1}: task {task.name!r} returned a non-finite reward")
+    return rewards, successes
+
+
 def train_student(
     policy,
     engine: GenerationEngine,
@@ -564,18 +584,7 @@ def train_student(
         t_generated = time.perf_counter()
 
         # 2. rewards and advantages, one group per prompt
-        rewards = torch.zeros(len(batch), config.group_size)
-        successes = 0
-        for b, (row, group) in enumerate(zip(batch, groups)):
-            for i, completion in enumerate(group):
-                success = bool(task.is_success(completion.text, row))
-                successes += success
-                if config.reward == "correctness":
-                    rewards[b, i] = float(success)
-                else:
-                    rewards[b, i] = task.score(completion.text, row)["reward"]
-        if not torch.isfinite(rewards).all():
-            raise StudentTrainingError(f"step {step + 1}: task {task.name!r} returned a non-finite reward")
+        rewards, successes = group_rewards(task, batch, groups, config, step)
         advantages = estimator(rewards)
 
         # 3. one policy-gradient step on the adapter over every sampled token
