@@ -218,12 +218,15 @@ def label_share(teacher, hard_index, label: str, seed: int) -> float:
     return sum(row["answer"] == label for row in sample.rows) / max(1, len(sample.rows))
 
 
+# SOAR's half is a known failure (issue 14, B), strict so that the day it passes the mark must go: the tiny
+# warm-started teacher writes 2-3 valid problems of 48 rollouts a step, so 6 steps move the rewarded
+# label's share by noise (measured 0.33 -> 0.25); it needs a teacher with a higher valid rate first.
+TEACHER_TOO_WEAK = pytest.mark.xfail(reason="the tiny teacher's valid rate is too low for 6 updates to move "
+                                     "the rewarded label's share (issue 14, B)", strict=True)
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured on a shared CPU: the tiny warm-started teacher writes 2-3 valid problems "
-                   "of 48 rollouts a step, so 6 steps move the rewarded label's share by noise (0.33 -> 0.25); "
-                   "needs a teacher with a higher valid rate (more warm-start examples) before it can pass",
-                   strict=False)
-@pytest.mark.parametrize("method", ["soar", "base-t"])
+@pytest.mark.parametrize("method", [pytest.param("soar", marks=TEACHER_TOO_WEAK), "base-t"])
 def test_the_teacher_learns_to_write_the_rewarded_kind_of_problem(tmp_path, tiny_model_dir, tiny_teacher_dir,
                                                                   hard_set, monkeypatch, method):
     """k outer steps of SOAR with a reward for one label raise the teacher's probability of writing that
