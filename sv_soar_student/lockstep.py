@@ -41,7 +41,7 @@ from sv_soar_student.trainer import (
     format_step,
     group_rewards,
     learning_rate_at,
-    policy_gradient_step,
+    student_update,
 )
 
 
@@ -165,20 +165,7 @@ def _update(policy, state: _State, task: Task, batch: Sequence[Row], groups, con
 
     activate_student(policy, state.student.adapter_name)
     lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
-    update = policy_gradient_step(
-        policy,
-        state.params,
-        state.optimizer,
-        [(group[0].prompt_token_ids, [(c.token_ids, advantages[b, i].item()) for i, c in enumerate(group)])
-         for b, group in enumerate(groups)],
-        lr=lr,
-        kl_coef=config.kl_coef,
-        temperature=config.temperature,
-        max_grad_norm=config.max_grad_norm,
-        micro_batch_size=config.micro_batch_size,
-        where=f"step {step + 1}",
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
+    update = student_update(policy, state.params, state.optimizer, groups, advantages, lr, config, step)
     seconds_own = time.perf_counter() - t0
     seconds = seconds_generation + seconds_own
     state.seconds += seconds

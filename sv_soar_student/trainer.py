@@ -531,6 +531,26 @@ def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrain
     return rewards, successes
 
 
+def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, lr: float,
+                   config: StudentTrainConfig, step: int) -> dict[str, float]:
+    """One policy-gradient step of a student over every sampled token of the step's groups, with the run's
+    KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3)."""
+    return policy_gradient_step(
+        policy,
+        params,
+        optimizer,
+        [(group[0].prompt_token_ids, [(c.token_ids, advantages[b, i].item()) for i, c in enumerate(group)])
+         for b, group in enumerate(groups)],
+        lr=lr,
+        kl_coef=config.kl_coef,
+        temperature=config.temperature,
+        max_grad_norm=config.max_grad_norm,
+        micro_batch_size=config.micro_batch_size,
+        where=f"step {step + 1}",
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+
+
 def train_student(
     policy,
     engine: GenerationEngine,
@@ -589,20 +609,7 @@ def train_student(
 
         # 3. one policy-gradient step on the adapter over every sampled token
         lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
-        update = policy_gradient_step(
-            policy,
-            params,
-            optimizer,
-            [(group[0].prompt_token_ids, [(c.token_ids, advantages[b, i].item()) for i, c in enumerate(group)])
-             for b, group in enumerate(groups)],
-            lr=lr,
-            kl_coef=config.kl_coef,
-            temperature=config.temperature,
-            max_grad_norm=config.max_grad_norm,
-            micro_batch_size=config.micro_batch_size,
-            where=f"step {step + 1}",
-            gradient_checkpointing=config.gradient_checkpointing,
-        )
+        update = student_update(policy, params, optimizer, groups, advantages, lr, config, step)
         t_end = time.perf_counter()
 
         gen_tokens = sum(len(c.token_ids) for group in groups for c in group)
