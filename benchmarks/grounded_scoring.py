@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/grounded_scoring.py --q-r 64 --json out.json
 
 Both sides do the same training work (StudentTrainConfig.cpu_small(), the same r student seeds, the
-same dataset X of built-in E1 flows, the same Q_R). They differ in what SOAR's R_k (DESIGN §4) is
+same dataset X of built-in E1 flows, the same Q_R). They differ in what SOAR's R_k (docs/design.md §4) is
 wrapped in:
 - scorer: the model loaded once, the r students evaluated together in mixed-adapter batches, and
   Acc(baseline, Q_R) measured once;

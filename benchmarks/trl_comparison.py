@@ -31,7 +31,7 @@ Equal work, fixed here once and handed to both sides as one spec:
   Rows that stop early are then padded with EOS, which TRL masks after the first EOS (one EOS
   token counted per stopped row, as for a row that ended on EOS);
 - TRL defaults that would add work this trainer does not do are turned off: gradient checkpointing
-  (TRL's default) and bf16 (TRL's default; fp32 on CPU per DESIGN §6). Logging, reporting and saving
+  (TRL's default) and bf16 (TRL's default; fp32 on CPU per docs/design.md §6). Logging, reporting and saving
   are off or minimal; what TRL still does per step (its dataloader, metrics) counts against it.
 
 Timing excludes model loading (reported as "setup"). A step's breakdown, on both sides:

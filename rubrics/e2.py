@@ -27,7 +27,7 @@ Where this module departs from SV-Bench, and why:
 - patch_delta counts the oracle ids that the oracle itself found before the patch and not after,
   so an oracle miss is never paid for; a patch that removes or renames an object, or whose headers
   reach outside its folder, is not applied (sv_soar.oracle.patches).
-- An answer that does not parse scores format -0.25 (DESIGN §3); SV-Bench's env returns 0 there.
+- An answer that does not parse scores format -0.25 (docs/design.md §3); SV-Bench's env returns 0 there.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from sv_soar.oracle.process import ScannerError
 SEV_WEIGHT = {"low": 0.3, "med": 0.6, "high": 1.0}  # SV-Bench reward.py
 FORMAT_BONUS, INVALID_PENALTY = 0.05, -0.25
 REWARD_RANGE = (-1.0, 2.0)
-F1_SUCCESS = 0.5  # grounding="correctness": an E2 answer "solves" a row at F1 >= this (DESIGN §4)
+F1_SUCCESS = 0.5  # grounding="correctness": an E2 answer "solves" a row at F1 >= this (docs/design.md §4)
 TOOL_NAMES = ("kube-linter", "semgrep", "opa")
 
 E2_SYSTEM_PROMPT = (

@@ -1,15 +1,15 @@
-"""The experiment config: one pydantic model per component, read from TOML (STYLE §4, prime-rl).
+"""The experiment config: one pydantic model per component, read from TOML (docs/style.md §4, prime-rl).
 
     [run]        method, seed, outer steps
     [data]       task and the hard set (a `sv-soar hardset` folder)
-    [teacher]    the teacher model, g·n rollouts a step, its RLOO update (DESIGN §4)
+    [teacher]    the teacher model, g·n rollouts a step, its RLOO update (docs/design.md §4)
     [student]    the student model and its inner-loop RL (sv_soar_student.trainer.StudentTrainConfig)
     [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
     [evaluation] the final evaluation on D_test
     [compute]    where student runs happen: this process, Ray actors, or a remote student service
     [logging]    optional experiment tracking: W&B (offline works without network) or TensorBoard
 
-Every default is the paper's (arXiv 2601.18778, DESIGN §4) unless its help says otherwise;
+Every default is the paper's (arXiv 2601.18778, docs/design.md §4) unless its help says otherwise;
 `configs/cpu-demo.toml` scales it down for a 2-core CPU. `load_config(path)` reports every error as
 `file: section.key: reason`, and `config_diff(a, b)` names the keys two configs disagree on (resume
 refuses a different config).
@@ -206,7 +206,7 @@ class RunConfig(_Section):
 
     @property
     def rollouts_per_step(self) -> int:
-        """g·n: one hosted-trainer group is one outer step (DESIGN §5)."""
+        """g·n: one hosted-trainer group is one outer step (docs/design.md §5)."""
         return self.teacher.g * self.teacher.n
 
     def scoring_task(self):

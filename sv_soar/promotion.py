@@ -1,4 +1,4 @@
-"""SOAR's promotion rule (arXiv 2601.18778; DESIGN §4), and the run directory that keeps it.
+"""SOAR's promotion rule (arXiv 2601.18778; docs/design.md §4), and the run directory that keeps it.
 
 Each outer step t scores g teacher datasets X_1..X_g against the current baseline student:
 
@@ -10,10 +10,10 @@ Each outer step t scores g teacher datasets X_1..X_g against the current baselin
         baseline  <- the median-reward student of X_{k*}
         PQ        <- PQ ∪ X_{k*}                 (the promoted questions)
 
-Defaults are the paper's: window = 3 steps, tau = 0.01 (DESIGN §4).
+Defaults are the paper's: window = 3 steps, tau = 0.01 (docs/design.md §4).
 
-Decisions where DESIGN §4 and SOAR-INVESTIGATION.md are silent, and why:
-- The moving-average window restarts after a promotion (DESIGN §4 and SOAR-INVESTIGATION.md do not
+Decisions where docs/design.md §4 and SOAR-INVESTIGATION.md are silent, and why:
+- The moving-average window restarts after a promotion (docs/design.md §4 and SOAR-INVESTIGATION.md do not
   say; the rule is "moving average over the last 3 steps"), and it needs `window` full steps before
   it can promote. Why: R_k is an improvement *over the baseline*; after a promotion the baseline is a
   better student, so earlier R̂ measure improvement over another model. Keeping them in the window
@@ -66,8 +66,8 @@ BASELINE_DIR = "baseline"
 PROMOTED_DIR = "promoted"
 STATE_FORMAT = "sv-soar-promotion"
 
-WINDOW = 3  # SOAR: moving average over the last 3 outer steps (DESIGN §4)
-TAU = 0.01  # SOAR: promote when that average exceeds 0.01 (DESIGN §4)
+WINDOW = 3  # SOAR: moving average over the last 3 outer steps (docs/design.md §4)
+TAU = 0.01  # SOAR: promote when that average exceeds 0.01 (docs/design.md §4)
 
 
 class PromotionStateError(ValueError):

@@ -1,4 +1,4 @@
-"""The reward cache: a teacher dataset scored once is never trained on again (DESIGN §4, §5).
+"""The reward cache: a teacher dataset scored once is never trained on again (docs/design.md §4, §5).
 
 SOAR's grounded reward R_k costs r student runs and an evaluation on Q_R. The same dataset comes back
 whenever a teacher step is resumed, a rubric is re-run by a hosted trainer, or the teacher writes the

@@ -1,4 +1,4 @@
-"""SOAR's outer loop (arXiv 2601.18778, DESIGN §4): `sv-soar train --config FILE.toml`.
+"""SOAR's outer loop (arXiv 2601.18778, docs/design.md §4): `sv-soar train --config FILE.toml`.
 
 One outer step t:
 
@@ -54,7 +54,7 @@ TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_
 
 
 def rloo_teacher_advantages(rewards: Sequence[float | None]) -> list[float]:
-    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, DESIGN §4).
+    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, docs/design.md §4).
 
     A dataset whose students all failed (R_k None: an error, out of memory, a time limit) says nothing
     about the teacher's problems, so it is left out: advantage 0, and it is no one's baseline. A floor

@@ -1,4 +1,4 @@
-"""Inner-loop advantage estimators over one group of completions of the same prompt (DESIGN §4).
+"""Inner-loop advantage estimators over one group of completions of the same prompt (docs/design.md §4).
 
 Each takes rewards of shape [G] (one group) or [B, G] (B prompts, G completions each) and returns
 advantages of the same shape; statistics are taken over the last dimension only, so prompts never

@@ -1,6 +1,6 @@
 """The r students of a dataset in lockstep: one mixed-adapter generate per step, then one update each.
 
-SOAR scores a teacher dataset by training r = 4 students on it (arXiv 2601.18778, DESIGN §4). Trained one
+SOAR scores a teacher dataset by training r = 4 students on it (arXiv 2601.18778, docs/design.md §4). Trained one
 after another, a dataset costs r student runs of wall time. On one device the students are LoRA adapters
 on one shared base model, so their rollouts can share the batch: each step generates the r students'
 8 × 32 completions in ONE `generate_many` call (rows under different adapters, peft's mixed-adapter

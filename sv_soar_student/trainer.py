@@ -1,6 +1,6 @@
 """The student inner loop: a few steps of on-policy RL of one LoRA adapter on one problem set.
 
-SOAR (arXiv 2601.18778, DESIGN §4) trains r students per teacher dataset, each for 10 RLOO steps
+SOAR (arXiv 2601.18778, docs/design.md §4) trains r students per teacher dataset, each for 10 RLOO steps
 (15 after the first promotion) of 8 prompts × 32 completions. Every student is a LoRA adapter on ONE
 shared base model (loaded once per process), so a step is:
 
@@ -54,7 +54,7 @@ class StudentTrainingError(RuntimeError):
 
 
 class StudentTrainConfig(BaseModel):
-    """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, DESIGN §4)."""
+    """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, docs/design.md §4)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

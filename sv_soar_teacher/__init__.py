@@ -1,5 +1,5 @@
 """sv-soar-teacher: the teacher writes one problem per rollout; the rubric trains students on the
-rollouts of the group and returns their grounded improvement on the hard set (SOAR, DESIGN §4-5).
+rollouts of the group and returns their grounded improvement on the hard set (SOAR, docs/design.md §4-5).
 
     sv-soar hardset --model smollm2-135m-instruct --out runs/hard        # D, D_train, D_test
     vf-eval sv-soar-teacher -a '{"hard_set": "runs/hard"}' -r 256 -n 1   # one outer step: g·n = 256
@@ -74,7 +74,7 @@ def load_environment(
                                          window)
     run = PromotionRun.open(run_dir, task=scoring.name, model=model, window=window, tau=tau)
     # students train here (backend "local"), on Ray actors ("ray"), or on `sv-soar serve-students` at
-    # students_url (an env server with no GPU, DESIGN §5; token: students_token or $SV_SOAR_STUDENTS_TOKEN)
+    # students_url (an env server with no GPU, docs/design.md §5; token: students_token or $SV_SOAR_STUDENTS_TOKEN)
     scorers = ScorerPool(
         lambda: make_scorer(model, scoring, config, backend=backend, ray_address=ray_address, ray_actors=ray_actors,
                             students_url=students_url, students_token=students_token, students=students,

@@ -1,7 +1,7 @@
 """Contamination guard: is a teacher question a copy of a hard-set question (or of another one in
 its batch)?
 
-SOAR rewards the teacher by student improvement on D_train (DESIGN §4). A teacher that learned to
+SOAR rewards the teacher by student improvement on D_train (docs/design.md §4). A teacher that learned to
 reproduce hard-set questions would be rewarded for leaking the answers, not for teaching, and its
 problems would inflate the final D_test numbers (SOAR-INVESTIGATION.md, open question 8). So every
 teacher question is checked against the whole hard set before it can be used.

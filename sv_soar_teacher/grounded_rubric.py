@@ -1,4 +1,4 @@
-"""The teacher's rubric: one group of g·n rollouts is one SOAR outer step (DESIGN §5).
+"""The teacher's rubric: one group of g·n rollouts is one SOAR outer step (docs/design.md §5).
 
 A hosted RL trainer normalises rewards inside the group of one prompt, so the teacher environment
 runs rollouts_per_example = g·n and scores the whole group at once with the group reward function
@@ -13,9 +13,9 @@ runs rollouts_per_example = g·n and scores the whole group at once with the gro
     scores     -> promote + commit             promotion state, persisted in the run directory
 
 With every rollout of X_k rewarded R_k, the group-mean baseline of the trainer is RLOO's
-leave-one-out baseline up to a factor g/(g−1) (DESIGN §5).
+leave-one-out baseline up to a factor g/(g−1) (docs/design.md §5).
 
-Partition rule. SOAR resamples invalid rollouts until it has g·n valid ones (DESIGN §4); a hosted
+Partition rule. SOAR resamples invalid rollouts until it has g·n valid ones (docs/design.md §4); a hosted
 trainer cannot resample inside a group, so the valid rollouts of the group are used as they are:
 the first min(V, g·n) valid rollouts, in rollout order, are cut into min(g, V) contiguous datasets
 whose sizes differ by at most one (V = g·n: g datasets of n). Keeping g datasets, even smaller ones,
@@ -123,7 +123,7 @@ def load_hard_set(path: str | Path | None, task: str) -> HardSet:
     """A `sv-soar hardset --out` folder (D_train from d_train.jsonl; the guard covers hard_set.jsonl, or
     d_train + d_test), or a D_train JSONL file (the guard covers that file only)."""
     how = (
-        f"run `sv-soar hardset --task {task} --model <student> --out DIR` (fail@K mining, DESIGN §4) "
+        f"run `sv-soar hardset --task {task} --model <student> --out DIR` (fail@K mining, docs/design.md §4) "
         "and pass hard_set=DIR"
     )
     if path is None:

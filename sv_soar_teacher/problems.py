@@ -2,7 +2,7 @@
 
 A teacher completion is untrusted text from a model being trained by RL against the student: it can
 be empty, endless, malformed, or aimed at the scorer. SOAR discards invalid rollouts and resamples
-(DESIGN §4), and the teacher environment counts them by reason (DESIGN §5), so every failure here is
+(docs/design.md §4), and the teacher environment counts them by reason (docs/design.md §5), so every failure here is
 a `Rejection` with a machine `RejectReason` and never an exception.
 
 The checks run in this order (the first failure is the reason):

@@ -1,10 +1,10 @@
-"""The teacher's prompt: write ONE new stepping-stone problem per rollout (DESIGN §4).
+"""The teacher's prompt: write ONE new stepping-stone problem per rollout (docs/design.md §4).
 
 Choices, and why:
 - No questions from the data. SOAR's teacher prompt carries no seed problems; the paper found that
   showing seed questions collapses the diversity of what the teacher writes. The format is given as
   a made-up template with <placeholders> instead, so the teacher learns the shape, not the content.
-- Short. The default teacher is a 135M model (DESIGN §6) and the paper's a 3B one; every extra
+- Short. The default teacher is a 135M model (docs/design.md §6) and the paper's a 3B one; every extra
   sentence is one more thing a small model copies into its answer instead of following.
 - JSON out, one object, the exact keys `parse_teacher_problem` validates (schemas/e1_problem.schema.json),
   and the SV-Bench label spelling, because a rollout that does not parse is discarded and resampled.

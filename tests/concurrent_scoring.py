@@ -1,7 +1,7 @@
 """Many teacher groups scored at once through the teacher environment's rubric, with bounded concurrency.
 
 Shared by tests/test_load.py (a few groups) and benchmarks/load.py (32). Each group is one outer step
-(DESIGN §5): its g·n teacher completions are validated, split into g datasets and scored by r students
+(docs/design.md §5): its g·n teacher completions are validated, split into g datasets and scored by r students
 each, in-process through `GroundedTeacherRubric.grounded_reward` on the tiny real model, with a pool of
 `max_concurrent_scorings` scorers. Measured: every group completes with one reward per rollout, each
 group gets its own step, no (dataset, student) is trained twice, at most pool-size scorings run at

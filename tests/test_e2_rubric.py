@@ -1,4 +1,4 @@
-"""SV-Bench's E2 reward (DESIGN §3) without its two defects, and patches applied and re-scanned.
+"""SV-Bench's E2 reward (docs/design.md §3) without its two defects, and patches applied and re-scanned.
 
 Values worked out by hand: every id in these rows weighs 0.6 (SV-Bench maps kube-linter's
 "medium" and semgrep's WARNING/INFO to med), so weighted F1 equals plain F1.

@@ -1,5 +1,5 @@
 """configs/hosted/teacher-*.toml: SV-Bench's hosted-RL layout, one group = one SOAR outer step
-(rollouts_per_example = g·n, DESIGN §5), and the real teacher environment loads with their [[env]] args
+(rollouts_per_example = g·n, docs/design.md §5), and the real teacher environment loads with their [[env]] args
 (hard_set and run_dir pointed at this machine; the student service is only contacted when a group is scored)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The environment folders are installable projects whose wheels carry the whole code (DESIGN §2)."""
+"""The environment folders are installable projects whose wheels carry the whole code (docs/design.md §2)."""
 
 from __future__ import annotations
 

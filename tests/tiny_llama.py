@@ -1,4 +1,4 @@
-"""A tiny real Llama for unit tests: built from a config, tokenizer trained locally (DESIGN §6).
+"""A tiny real Llama for unit tests: built from a config, tokenizer trained locally (docs/design.md §6).
 
 No weights are downloaded or shipped. The tokenizer is a byte-level BPE trained by `tokenizers` on a
 small built-in corpus of E1/E2-shaped text, so any string round-trips; the chat template is

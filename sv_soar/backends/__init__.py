@@ -6,7 +6,7 @@
 - "local": `sv_soar.grounded.GroundedScorer`, one model in this process (the default);
 - "ray": `sv_soar.backends.ray_backend.RayGroundedScorer`, student runs spread over Ray actors;
 - `students_url`: `sv_soar.serving.student_service.RemoteScorer`, datasets sent to `sv-soar
-  serve-students` on another machine (DESIGN §5: an environment server with no GPU).
+  serve-students` on another machine (docs/design.md §5: an environment server with no GPU).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ray fan-out of SOAR's student runs: the g·r student runs of an outer step spread over Ray actors.
 
-A paper-scale outer step trains g·r = 16 students (DESIGN §4). `RayGroundedScorer` is a
+A paper-scale outer step trains g·r = 16 students (docs/design.md §4). `RayGroundedScorer` is a
 `GroundedScorer` whose two model-bound phases run in Ray actors, one per GPU (or CPU slot), each
 holding the base model once as its own local GroundedScorer:
 

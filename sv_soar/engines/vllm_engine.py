@@ -3,7 +3,7 @@
 One engine per process, colocated with the student trainer on the same GPU: vLLM takes only
 `gpu_memory_utilization` of the card (default 0.3) and the trainer's torch model the rest. The base
 model is loaded once; each student is a LoRA adapter served as a vLLM `LoRARequest`, so switching
-students never reloads the base model (DESIGN §6).
+students never reloads the base model (docs/design.md §6).
 
 A student being trained lives on the trainer's PeftModel (`policy`), not in a file. When `generate` is
 asked for an adapter that the policy holds, the engine exports its current weights (a few MB for the
@@ -48,7 +48,7 @@ def require_vllm():
     except ImportError as exc:
         raise ImportError(f"engine = \"vllm\" needs vLLM, which is not installed: {VLLM_INSTALL}. "
                           "On a CPU machine use the transformers engine (vLLM on CPU is no faster here, "
-                          "DESIGN §6).") from exc
+                          "docs/design.md §6).") from exc
     return vllm
 
 
@@ -67,7 +67,7 @@ class VLLMEngine:
         path = resolve_model(str(model), verify=True)  # the embedded model's converted folder, a local folder or a hub id
         self.model_name = model_name or str(model)
         self.max_model_len = max_model_len
-        # max_loras = 16: SOAR's g·r students are evaluated in one generate call, one LoRA each (DESIGN §4)
+        # max_loras = 16: SOAR's g·r students are evaluated in one generate call, one LoRA each (docs/design.md §4)
         self.llm = vllm.LLM(model=str(path), enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                             dtype=dtype, enforce_eager=enforce_eager, **llm_kwargs)

@@ -45,7 +45,7 @@ def render_markdown(report: ColdStartReport) -> str:
         "",
         "Fail@K analysis (SOAR-INVESTIGATION.md, Phase 1): the fraction of problems the model solves in",
         "none of its first K samples. The hard set D is fail@S; it is split 50/50 into D_train (SOAR's",
-        "reward questions) and D_test (final evaluation only), DESIGN.md §4.",
+        "reward questions) and D_test (final evaluation only), docs/design.md §4.",
         "",
         "| setting | value |",
         "|---|---|",

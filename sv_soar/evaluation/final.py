@@ -1,4 +1,4 @@
-"""The final evaluation of a run (DESIGN §4): fresh students trained on the promoted questions mixed
+"""The final evaluation of a run (docs/design.md §4): fresh students trained on the promoted questions mixed
 with D_train, scored on the held-out D_test.
 
 For every seed: a new LoRA student starts from the bare base model and runs the inner-loop RL
@@ -34,7 +34,7 @@ from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.tasks import Row, Task
 from sv_soar.tasks.sources import load_rows
 
-PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (DESIGN §4)
+PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
 ECE_BINS = 10
 BOOTSTRAP_RESAMPLES = 2000
 

@@ -1,4 +1,4 @@
-"""Fail@K hard-set mining: the problems the base student never solves (SOAR's D, DESIGN §4).
+"""Fail@K hard-set mining: the problems the base student never solves (SOAR's D, docs/design.md §4).
 
 The paper samples K = 128 completions a problem at temperature 1.0 and keeps the problems solved
 0/K times; that hard set D is split 50/50 at random into D_train (the questions SOAR's teacher reward
@@ -41,10 +41,10 @@ from sv_soar.jsonl import read_jsonl, write_jsonl
 from sv_soar.tasks import Row, Task, get_task
 
 COLD_START_KS = (1, 8, 16, 32, 64, 128)  # SOAR-INVESTIGATION.md Phase 1 (K = 8..128) plus K = 1
-PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (DESIGN §4)
-DEFAULT_SAMPLES = 128  # the paper's K for the hard set (DESIGN §4)
+PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
+DEFAULT_SAMPLES = 128  # the paper's K for the hard set (docs/design.md §4)
 # Saved-results metrics that mean "solved", with the value that counts as success, first found wins.
-# E1: SV-Bench's accuracy reward (label == answer). E2: the grounding's F1 >= 0.5 (DESIGN §4) read from
+# E1: SV-Bench's accuracy reward (label == answer). E2: the grounding's F1 >= 0.5 (docs/design.md §4) read from
 # our corrected env's detection_f1, else from SV-Bench's reward_config_auditing, which is F1 + 0.05
 # (+ a patch delta, so a good patch with F1 below 0.5 can also pass there). Re-scoring the completions
 # with task.is_success happens only when asked (rescore=True, `--rescore`).

@@ -3,9 +3,9 @@
 - `pass_at_k(n, c, k)`: the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language
   Models Trained on Code", eq. 1 and its numerically stable form in Fig. 3):
   pass@k = 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k/i).
-  SOAR reports pass@k, k in {1, 4, 8, 16, 32}, from 32 samples a problem (DESIGN §4).
+  SOAR reports pass@k, k in {1, 4, 8, 16, 32}, from 32 samples a problem (docs/design.md §4).
 - `greedy_accuracy`: SOAR's grounded reward measures Acc(student, Q_R) with greedy decoding, one
-  sample a question (DESIGN §4).
+  sample a question (docs/design.md §4).
 - `sample_successes`: K samples a problem at temperature 1.0 -> a (problems x K) success matrix, the
   input of both pass@k and fail@K hard-set mining (the paper: K = 128).
 """
@@ -95,7 +95,7 @@ def greedy_accuracy(
     adapter: str | None = None,
     progress: bool = False,
 ) -> float:
-    """Acc(model, rows): fraction of rows solved by one greedy completion (SOAR's R_{k,j}, DESIGN §4)."""
+    """Acc(model, rows): fraction of rows solved by one greedy completion (SOAR's R_{k,j}, docs/design.md §4)."""
     if not rows:
         raise ValueError("greedy_accuracy: no rows")
     outcomes = greedy_successes(

@@ -4,7 +4,7 @@
     report.findings                       # [Finding(tool, rule_id, severity, msg, loc), ...]
     report.ids()                          # {"kube-linter/latest-tag": "med", ...}, de-duplicated
 
-Tools, as SV-Bench names them (DESIGN §3):
+Tools, as SV-Bench names them (docs/design.md §3):
     kube-linter  the kube-linter binary when it is on PATH, else the same checks as Rego policies
                  (policies/kube_linter.rego) evaluated in-process by regopy, under kube-linter's ids
     semgrep      semgrep with local rule files (semgrep_rules/): yaml.kubernetes.security.* for K8s,

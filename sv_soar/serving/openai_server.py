@@ -41,7 +41,7 @@ from sv_soar.serving.openai_protocol import (ApiError, ChatRequest, ChunkStream,
 
 logger = logging.getLogger("sv_soar.serve_model")
 
-EMBEDDED_MODEL = "smollm2-135m-instruct"  # DESIGN §6: the default model, shipped with no download
+EMBEDDED_MODEL = "smollm2-135m-instruct"  # docs/design.md §6: the default model, shipped with no download
 MAX_QUEUE = 256  # requests waiting for the engine: 16 batches of the default 16, ~10x vf-eval's 32 in flight
 
 

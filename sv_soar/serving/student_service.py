@@ -1,6 +1,6 @@
 """`sv-soar serve-students`: SOAR's student runs as an HTTP service, and `RemoteScorer`, its client.
 
-A hosted environment server may have no GPU (DESIGN §5): the teacher rubric's `students_url` sends
+A hosted environment server may have no GPU (docs/design.md §5): the teacher rubric's `students_url` sends
 each outer step's datasets here, where a GroundedScorer (local or Ray backend) trains the r students
 of every X_k and answers R_k. The client has GroundedScorer's `score`, so the rubric does not change.
 

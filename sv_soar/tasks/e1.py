@@ -1,6 +1,6 @@
 """E1 as a `Task`: SV-Bench's network-log classification (IoT-23 flows, Malicious / Benign).
 
-Scoring is SV-Bench's E1 rubric (`rubrics.e1`); success is the correct label (DESIGN §4,
+Scoring is SV-Bench's E1 rubric (`rubrics.e1`); success is the correct label (docs/design.md §4,
 grounding="correctness"). The breakdown key of a row is its attack family when the row names one,
 else its Zeek connection state (`meta.scenario`): SV-Bench's IoT-23 rows all carry
 attack_family "NA", so for them the key is the connection state (S0, SF, OTH, ...), while the

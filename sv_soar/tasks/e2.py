@@ -1,6 +1,6 @@
 """E2 as a `Task`: SV-Bench's config audit and remediation (Kubernetes YAML, Terraform HCL).
 
-Scoring is `rubrics.e2` (SV-Bench's reward without its two defects); success (DESIGN §4,
+Scoring is `rubrics.e2` (SV-Bench's reward without its two defects); success (docs/design.md §4,
 grounding="correctness") is a severity-weighted F1 of at least `F1_SUCCESS` against the row's
 oracle ids. The breakdown key is the language and how many scored ids the row has ("k8s:clean",
 "k8s:1-2", "k8s:3-5", "k8s:6+", "tf:..."), the seed's difficulty axis for E2 (one violation, two,
