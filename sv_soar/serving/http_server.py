@@ -61,6 +61,8 @@ class HttpServer:
                  graceful_shutdown_s: float = 5.0) -> None:
         import uvicorn
 
+        self.app = app if isinstance(app, InFlight) else InFlight(app)
+        app = self.app
         host, port = address
         self.socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart reuses its port at once
@@ -79,6 +81,10 @@ class HttpServer:
         self._server = uvicorn.Server(config)
         self._serving = threading.Event()
         self._stopped = threading.Event()
+
+    def http_counts(self) -> dict[str, int]:
+        """HTTP requests being answered now and since the start, for /stats."""
+        return {"http_in_flight": self.app.count, "http_requests": self.app.total}
 
     @property
     def port(self) -> int:

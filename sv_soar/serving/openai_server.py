@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sv_soar.generation import GenerationEngine, SamplingParams, tokens_over_context
 from sv_soar.serving.batching import DynamicBatcher, QueueFull
-from sv_soar.serving.http_server import (LOOPBACK, HttpServer, InFlight, busy, check_api_key, install_error_handlers,
+from sv_soar.serving.http_server import (LOOPBACK, HttpServer, busy, check_api_key, install_error_handlers,
                                          json_body, prometheus_text, read_body, unless_disconnected)
 from sv_soar.serving.openai_protocol import (ApiError, ChatRequest, ChunkStream, ServedModels, chat_completion,
                                              parse_chat_request)
@@ -59,11 +59,10 @@ class ModelServer(HttpServer):
 
     def __init__(self, address: tuple[str, int], config: ServerConfig, batcher: DynamicBatcher):
         self.config, self.batcher, self.started = config, batcher, int(time.time())
-        self.app = InFlight(_app(self))
-        super().__init__(self.app, address)
+        super().__init__(_app(self), address)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.batcher.stats(), "http_in_flight": self.app.count, "http_requests": self.app.total}
+        return {**self.batcher.stats(), **self.http_counts()}
 
 
 def _app(server: ModelServer) -> Any:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from sv_soar.serving.http_server import (HttpServer, InFlight, busy, check_api_key, install_error_handlers, json_body,
+from sv_soar.serving.http_server import (HttpServer, busy, check_api_key, install_error_handlers, json_body,
                                          prometheus_text, read_body)
 from sv_soar.serving.openai_protocol import ApiError
 from sv_soar.serving.student_service import TOKEN_ENV, StudentService
@@ -23,11 +23,10 @@ class StudentServer(HttpServer):
         if not token:
             raise ValueError(f"a bearer token is required (--token-file or ${TOKEN_ENV})")
         self.service, self.token = service, token
-        self.app = InFlight(_app(self))
-        super().__init__(self.app, address)
+        super().__init__(_app(self), address)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.service.stats(), "http_in_flight": self.app.count, "http_requests": self.app.total}
+        return {**self.service.stats(), **self.http_counts()}
 
 
 def _app(server: StudentServer) -> FastAPI:
