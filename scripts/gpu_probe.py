@@ -8,10 +8,11 @@ Random weights rarely emit EOS, so rollouts run to the token limit: times are up
 Phases (each prints its result as soon as it has it; one that fails prints why and the next still runs;
 the JSON report is rewritten after every phase):
   generation       tokens/s of the 3B shape in bf16 at batch 32 / 256 / 1,024, and the batch the engine
-                   picks by itself from free memory;
+                   picks by itself from free memory; at batch 256 also with torch's own SDPA kernel choice
+                   (cuDNN allowed) against the engine's default, and a torch.profiler table of 12 decode steps;
+  scored_dataset   one scored dataset (r = 4 students, 1 step each) in lockstep against one after another;
   student_run      one paper-size student run of the 3B shape: 10 RLOO steps x 8 prompts x 32 completions x
                    192 tokens, per step generation / forward-backward / other seconds and peak memory;
-  scored_dataset   one scored dataset (r = 4 students, 2 steps each) in lockstep against one after another;
   long_step        one paper-size update with 1,024-token completions (8 x 32 sequences), without and with
                    gradient checkpointing: peak memory and seconds (does it fit an 80 GB card?);
   generation_more  the same generation measurement in fp32, and for the 135M shape (bf16, fp32).
@@ -69,11 +70,12 @@ TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, nu
 if TINY:
     WORK = dict(gen_batches=[2, 4], gen_dtypes=["bf16", "fp32"], gen_tokens=4, run_steps=2, run_prompts=2,
                 run_group=2, run_tokens=4, score_students=4, score_steps=1, score_tokens=4, score_rows=2, score_q_r=2,
-                long_prompts=2, long_group=2, long_tokens=8, micro_batch=2)
+                long_prompts=2, long_group=2, long_tokens=8, micro_batch=2, profile_tokens=3)
 else:
     WORK = dict(gen_batches=[32, 256, 1024], gen_dtypes=["bf16", "fp32"], gen_tokens=128, run_steps=10,
                 run_prompts=8, run_group=32, run_tokens=192, score_students=4, score_steps=1, score_tokens=96,
-                score_rows=16, score_q_r=8, long_prompts=8, long_group=32, long_tokens=1024, micro_batch=16)
+                score_rows=16, score_q_r=8, long_prompts=8, long_group=32, long_tokens=1024, micro_batch=16,
+                profile_tokens=12)
 for _key in WORK:  # GPU_CHECK_RUN_STEPS=5 etc. override one size
     if (_value := os.environ.get(f"GPU_CHECK_{_key.upper()}")) is not None:
         WORK[_key] = [int(v) for v in _value.split(",")] if isinstance(WORK[_key], list) and _key != "gen_dtypes" \
@@ -299,11 +301,68 @@ def measure_generation(result: dict, models: list[tuple[str, str]], keep_s: floa
             say(f"  {name} batch {batch:>5}: {tokens / seconds:>9.0f} tok/s ({tokens} tokens, {seconds:.1f}s, "
                 f"peak {peak_gib()} GiB)")
             save()
+            if batch == WORK["gen_batches"][len(WORK["gen_batches"]) // 2] and dtype_name == "bf16" \
+                    and remaining() > keep_s + 30:
+                by_batch[f"{batch}_sdpa_torch_choice"] = time_generation(engine, prompts, n, params, sdpa_backends=None)
+                say(f"  {name} batch {batch:>5}, SDPA kernels of torch's choice (cuDNN allowed): "
+                    f"{json.dumps(by_batch[f'{batch}_sdpa_torch_choice'])}")
+                by_batch[f"{batch}_profile"] = profile_decode(engine, prompts, n)
+                say(f"  {name} batch {batch:>5}, profile of {WORK['profile_tokens']} decode steps: "
+                    f"{json.dumps(by_batch[f'{batch}_profile'])}")
+                save()
         del engine
         if (shape, dtype_name) == ("llama-3.2-3b", "bf16"):
             STATE["model"] = model  # the student phases train on it
         del model
         free_memory()
+
+
+def time_generation(engine, prompts, n: int, params: dict, sdpa_backends) -> dict:
+    """One timed generate (after a short warm-up) with the engine's SDPA kernels set to `sdpa_backends`."""
+    from sv_soar.engines.transformers_engine import _sdpa_backends
+    from sv_soar.generation import SamplingParams
+
+    kept, engine.sdpa_backends = engine.sdpa_backends, _sdpa_backends(sdpa_backends)
+    try:
+        engine.generate(prompts, SamplingParams(n=n, seed=11, max_new_tokens=8, temperature=1.0))
+        synchronize()
+        started = time.perf_counter()
+        out = engine.generate(prompts, SamplingParams(n=n, seed=12, **params))
+        synchronize()
+        seconds = time.perf_counter() - started
+    finally:
+        engine.sdpa_backends = kept
+    tokens = sum(len(c.token_ids) for g in out for c in g)
+    return {"tokens_per_s": round(tokens / seconds), "tokens": tokens, "seconds": round(seconds, 2)}
+
+
+def profile_decode(engine, prompts, n: int) -> dict:
+    """torch.profiler over a short generate: where a decode step's time goes (top ops by self CPU and self
+    device time), to tell per-step overhead (Python, launches, graph builds) from kernel time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from sv_soar.generation import SamplingParams
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.startswith("cuda") else [])
+    steps = WORK["profile_tokens"]
+    synchronize()
+    started = time.perf_counter()
+    with profile(activities=activities) as prof:
+        engine.generate(prompts, SamplingParams(n=n, seed=13, max_new_tokens=steps, temperature=1.0))
+        synchronize()
+    wall = time.perf_counter() - started
+    events = prof.key_averages()
+
+    def device_ms(event) -> float:
+        return getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)) / 1e3
+
+    def top(key) -> list[dict]:
+        return [{"op": e.key[:80], "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 1),
+                 "self_device_ms": round(device_ms(e), 1)} for e in sorted(events, key=key, reverse=True)[:10]]
+
+    return {"decode_steps": steps, "wall_ms_per_step": round(wall * 1e3 / steps, 1),
+            "device_ms_per_step": round(sum(device_ms(e) for e in events) / steps, 1),
+            "top_by_self_cpu": top(lambda e: e.self_cpu_time_total), "top_by_self_device": top(device_ms)}
 
 
 def phase_generation(result: dict) -> None:
@@ -347,12 +406,15 @@ def phase_student_run(result: dict) -> None:
     policy, engine = policy_and_engine()
     config = student_config()
     steps: list[dict] = []
-    reserve = 170 if not TINY else 0  # seconds kept for the scored dataset after this phase
+    # seconds kept after a step: for the scored dataset when it has not run yet, else one more step's worth
+    reserve = 0 if TINY else 40 if "scored_dataset" in REPORT["phases"] else 170
+    result["steps"] = steps  # saved after every step: a run stopped by the script's timeout keeps its steps
 
     def log(entry: dict) -> None:
         entry = {**entry, "peak_gib": peak_gib()}
         steps.append(entry)
         say("  " + format_step(entry, config.steps) + f" | peak {entry['peak_gib']} GiB")
+        save()
         reset_peak()
         if remaining() < reserve and len(steps) < config.steps:
             raise TimeoutError(f"stopped after step {len(steps)}/{config.steps}: the budget is nearly spent")
@@ -468,8 +530,10 @@ def main() -> int:
         say("gpu probe: no tokenizer, nothing else can run")
         return 1
     chosen = [p for p in os.environ.get("GPU_CHECK_PHASES", "").split(",") if p]
-    for name, needs_s, run in (("generation", 40, phase_generation), ("student_run", 120, phase_student_run),
-                               ("scored_dataset", 90, phase_scored_dataset), ("long_step", 45, phase_long_step),
+    # The scored dataset (lockstep against sequential) before the student run: its ratio needs both of its
+    # modes, while a student run stopped by the budget still projects its 10 steps from those it ran.
+    for name, needs_s, run in (("generation", 40, phase_generation), ("scored_dataset", 90, phase_scored_dataset),
+                               ("student_run", 120, phase_student_run), ("long_step", 45, phase_long_step),
                                ("generation_more", 30, phase_generation_more)):
         if chosen and name not in chosen:
             continue

@@ -338,3 +338,17 @@ def test_stats_count_generated_tokens(engine):
     assert engine.stats.prompts == len(PROMPTS)
     assert engine.stats.generated_tokens == sum(len(c[0].token_ids) for c in results)
     assert engine.stats.seconds > 0 and engine.stats.tokens_per_second > 0
+
+
+def test_sdpa_backends_are_checked_by_name_and_leave_cpu_decoding_unchanged(tiny_model_dir):
+    """The SDPA kernels the engine lets decoding use on CUDA (cuDNN's left out by default: docs/gpu.md)
+    are named by SDPBackend member; a wrong name is refused at construction, and on CPU the setting
+    changes nothing."""
+    with pytest.raises(ValueError, match=r"sdpa_backends: \['FLASH'\] is not a list of SDPBackend names"):
+        TransformersEngine(str(tiny_model_dir), sdpa_backends=["FLASH"])
+    default = TransformersEngine(str(tiny_model_dir), max_batch_size=8)
+    torch_choice = TransformersEngine(str(tiny_model_dir), max_batch_size=8, sdpa_backends=None)
+    assert "CUDNN_ATTENTION" not in [b.name for b in default.sdpa_backends] and torch_choice.sdpa_backends is None
+    prompts = [[{"role": "user", "content": text}] for text in ("flow one", "another flow")]
+    params = SamplingParams(n=2, seed=3, max_new_tokens=6, temperature=1.0)
+    assert ids_of(default.generate(prompts, params)) == ids_of(torch_choice.generate(prompts, params))

@@ -30,12 +30,17 @@ def test_dry_run_runs_every_phase(tmp_path, tiny_model_dir):
     done, report = run_check(tmp_path, tiny_model_dir)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     phases = report["phases"]
-    assert list(phases) == ["environment", "generation", "student_run", "scored_dataset", "long_step", "generation_more"]
+    assert list(phases) == ["environment", "generation", "scored_dataset", "student_run", "long_step", "generation_more"]
     assert not [name for name, result in phases.items() if "error" in result or "skipped" in result]
     assert report["card"].startswith("cpu (dry run")
     for phase, name in (("generation", "llama-3.2-3b bf16"), ("generation_more", "llama-3.2-3b fp32"),
                         ("generation_more", "smollm2-135m bf16"), ("generation_more", "smollm2-135m fp32")):
         assert all(phases[phase][name][str(b)]["tokens_per_s"] > 0 for b in report["work"]["gen_batches"])
+    middle = report["work"]["gen_batches"][1]  # the batch of the SDPA A/B and the decode profile (256 on a GPU)
+    generation = phases["generation"]["llama-3.2-3b bf16"]
+    assert generation[f"{middle}_sdpa_torch_choice"]["tokens_per_s"] > 0
+    profile = generation[f"{middle}_profile"]
+    assert profile["decode_steps"] == report["work"]["profile_tokens"] and profile["top_by_self_cpu"]
     summary = phases["student_run"]["summary"]
     assert summary["steps"] == report["work"]["run_steps"]
     assert 0 < summary["generation_share"] + summary["forward_backward_share"] <= 1

@@ -43,6 +43,10 @@ AUTO_MEMORY_FRACTION = 0.8  # of the free CUDA memory; the rest covers prefill a
 AUTO_MAX_BATCH_SIZE = 4096  # beyond this a decode step is compute-bound on any card: no gain, longer tails
 # _next_tokens holds per row ~6 vocabulary-sized buffers: fp32 probs, sorted probs, int64 order, cumsum, mask
 SAMPLER_BYTES_PER_VOCAB_ENTRY = 32
+# SDPA kernels decoding may use on CUDA. Not cuDNN's: torch may prefer it on Hopper, and it builds a new
+# execution graph for every new key length (each decode step has one), hundreds of ms a build
+# (sglang#4650, mlx#2743); the probe's generation phase measures both (docs/gpu.md). None: torch's choice.
+DECODE_SDPA_BACKENDS: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 
 def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -194,6 +198,7 @@ class TransformersEngine:
         dtype: torch.dtype | None = None,
         device: str = "cpu",
         max_batch_size: int | None = None,
+        sdpa_backends: Sequence[str] | None = DECODE_SDPA_BACKENDS,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
             from sv_soar.models import load_model
@@ -208,6 +213,7 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.model_name = model_name or getattr(model.config, "_name_or_path", "") or type(model).__name__
         self.max_batch_size = max_batch_size  # None: CPU_BATCH_SIZE on CPU, auto_batch_size() on CUDA
+        self.sdpa_backends = _sdpa_backends(sdpa_backends)  # CUDA only; None: torch's own choice
         self.stats = GenerationStats()
         self._batch_tokens: dict[int, int] = {}
         self._batch_seconds: dict[int, float] = {}
@@ -498,7 +504,7 @@ class TransformersEngine:
         mixed = mode == "mixed"
         context = self._single_adapter(rows[0].adapter) if mode == "grouped" else contextlib.nullcontext()
         active = list(rows)
-        with context:
+        with context, self._attention_kernels(device):
             extra = {"adapter_names": [row.adapter or BASE_ADAPTER for row in prefill_rows]} if mixed else {}
             out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                              use_cache=True, logits_to_keep=1, **extra)
@@ -549,6 +555,14 @@ class TransformersEngine:
         self._batch_seconds[size] = self._batch_seconds.get(size, 0.0) + seconds
         self.stats.by_batch_size[size] = self._batch_tokens[size] / max(self._batch_seconds[size], 1e-9)
 
+    def _attention_kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The SDPA kernels decoding may use (`sdpa_backends`), on CUDA; nothing changes on CPU."""
+        if device.type != "cuda" or self.sdpa_backends is None:
+            return contextlib.nullcontext()
+        from torch.nn.attention import sdpa_kernel
+
+        return sdpa_kernel(list(self.sdpa_backends))
+
     def _completion(self, row: _Row) -> Completion:
         if row.watcher is not None and row.watcher.cut is not None:
             text = row.watcher.text[: row.watcher.cut]
@@ -572,6 +586,19 @@ def _check_params(params: SamplingParams) -> None:
         raise ValueError(f"top_p must be in (0, 1], got {params.top_p}")
     if params.n < 1:
         raise ValueError(f"n must be >= 1, got {params.n}")
+
+
+def _sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
+    """`torch.nn.attention.SDPBackend` members by name ("EFFICIENT_ATTENTION", ...); a clear error otherwise."""
+    if names is None:
+        return None
+    from torch.nn.attention import SDPBackend
+
+    known = [name for name in SDPBackend.__members__ if name != "ERROR"]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"sdpa_backends: {unknown or 'empty'} is not a list of SDPBackend names {known}")
+    return tuple(getattr(SDPBackend, name) for name in names)
 
 
 def _row_uniforms(base_seed: int, row: _Row, count: int) -> torch.Tensor:
