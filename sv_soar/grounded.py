@@ -10,7 +10,7 @@ questions drawn afresh from D_train (the fail@K hard set's reward half):
 Acc is the mean of task.is_success (grounding="correctness", the paper's binary success) or of the full
 SV-Bench rubric (grounding="full"). What makes it cheap enough to run every outer step:
 - ONE base model per scorer, wrapped once into the shared PeftModel (`student_policy`); every student is
-  a LoRA adapter on it, trained by `sv_soar_student.trainer.train_student`;
+  a LoRA adapter on it, trained by `sv_soar.student.trainer.train_student`;
 - all students of all datasets of a call are evaluated together, in mixed-adapter batches (one prompt
   per (question, student) pair, each row under its own adapter), and the baseline's Acc on a Q_R is
   computed once and memoised;
@@ -59,7 +59,7 @@ import torch
 from sv_soar.generation import SamplingParams
 from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
-from sv_soar_student.trainer import (
+from sv_soar.student.trainer import (
     StudentTrainConfig,
     add_student_adapter,
     adapter_state_dict,
@@ -351,7 +351,7 @@ class GroundedScorer:
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
-        # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar_student.lockstep):
+        # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar.student.lockstep):
         # by default on CUDA, where a step's decode costs about the same for 4x the rows; on CPU the rows cost
         # in proportion, and one student after another keeps its memory low.
         self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers") if lockstep is None \
@@ -565,10 +565,10 @@ class GroundedScorer:
 
     def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
                         bar: Any) -> list[StudentResult] | None:
-        """Train every run's student together (sv_soar_student.lockstep), adapters named grounded-run{i} as the
+        """Train every run's student together (sv_soar.student.lockstep), adapters named grounded-run{i} as the
         sequential path names them. A student's time limit applies to its share of the wall time. None when
         the shared generation failed (out of memory): the caller then trains them one by one, with retries."""
-        from sv_soar_student.lockstep import LockstepStudent, train_students_lockstep
+        from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
 
         histories: list[list[dict]] = [[] for _ in runs]
         spent = [0.0] * len(runs)

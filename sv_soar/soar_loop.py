@@ -42,7 +42,7 @@ from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
 from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row
-from sv_soar_teacher.grounded_rubric import class_balance, draw_q_r, partition, step_seed
+from sv_soar.soar_step import class_balance, draw_q_r, learnability, partition, rloo_teacher_advantages, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +51,6 @@ TEACHER_DIR = "teacher"
 STEPS_FILE = "steps.jsonl"
 LEARNABILITY_SAMPLES = 8  # samples a problem for the intrinsic (learnability) reward
 TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_R and the students
-
-
-def rloo_teacher_advantages(rewards: Sequence[float | None]) -> list[float]:
-    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, docs/design.md §4).
-
-    A dataset whose students all failed (R_k None: an error, out of memory, a time limit) says nothing
-    about the teacher's problems, so it is left out: advantage 0, and it is no one's baseline. A floor
-    of −1 in its place would be the strongest signal of the step (typical R_k are ±0.05) and teach the
-    teacher to avoid whatever it wrote when a machine failed."""
-    finished = [r for r in rewards if r is not None]
-    g = len(finished)
-    if g < 2:
-        return [0.0] * len(rewards)
-    total = sum(finished)
-    return [0.0 if r is None else r - (total - r) / (g - 1) for r in rewards]
-
-
-def learnability(successes: Sequence[Sequence[bool]]) -> float:
-    """The Intrinsic-T reward of a dataset: mean over problems of (0 if s̄ = 0 else 1 − s̄)."""
-    values = []
-    for outcomes in successes:
-        s_bar = sum(outcomes) / len(outcomes)
-        values.append(0.0 if s_bar == 0 else 1.0 - s_bar)
-    return sum(values) / len(values) if values else 0.0
 
 
 @dataclass
@@ -93,7 +69,7 @@ class TeacherSample:
 
 
 def teacher_prompt_of(config: RunConfig):
-    from sv_soar_teacher.prompts import teacher_prompt
+    from sv_soar.teacher.prompts import teacher_prompt
 
     return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
 
@@ -152,8 +128,8 @@ class Teacher:
 
     def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
         """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
-        from sv_soar_teacher.problems import validate_batch
-        from sv_soar_teacher.prompts import teacher_prompt
+        from sv_soar.teacher.problems import validate_batch
+        from sv_soar.teacher.prompts import teacher_prompt
 
         section = self.config.teacher
         wanted = self.config.rollouts_per_step
@@ -195,7 +171,7 @@ class Teacher:
           log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
           taken before the step, so at step 0 it is 0 by construction.
         """
-        from sv_soar_student.trainer import group_logprobs
+        from sv_soar.student.trainer import group_logprobs
 
         section = self.config.teacher
         if not sample.first_round:
@@ -223,7 +199,7 @@ class Teacher:
 
     def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
         """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
-        from sv_soar_student.trainer import learning_rate_at, policy_gradient_step
+        from sv_soar.student.trainer import learning_rate_at, policy_gradient_step
 
         section = self.config.teacher
         lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
@@ -261,7 +237,7 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
     from sv_soar.backends import make_scorer
     from sv_soar.promotion import PromotionRun, promote
-    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar.teacher.contamination import HardSetIndex
 
     task = config.scoring_task()
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
@@ -346,7 +322,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         _commit(run, teacher, promotion, decision, entry, step, config)
         return entry
 
-    from sv_soar_teacher.diversity import question_diversity
+    from sv_soar.teacher.diversity import question_diversity
 
     datasets = [[sample.rows[i] for i in group] for group in groups]
     # the same Q_R and student seeds as the teacher environment's step (sv_soar_teacher.grounded_rubric)
@@ -422,7 +398,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
 def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
     """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
     from sv_soar.evaluation.pass_at_k import sample_successes
-    from sv_soar_student.trainer import add_student_adapter, remove_student_adapter
+    from sv_soar.student.trainer import add_student_adapter, remove_student_adapter
 
     adapter = None
     if baseline.adapter_state is not None:

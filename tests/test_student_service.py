@@ -201,7 +201,7 @@ def test_client_refuses_a_service_with_other_settings(served):
 
 
 def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):  # noqa: F811
-    from sv_soar_teacher import student_config
+    from sv_soar.student.config import student_config
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", STUDENT), students=2, progress=False)
     running = serve(scorer, tmp_path / "store")

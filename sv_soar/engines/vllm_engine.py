@@ -148,7 +148,7 @@ class VLLMEngine:
         raise KeyError(f"adapter(s) [{name!r}] not loaded; loaded: {self.loaded_adapters()}")
 
     def _export(self, name: str) -> Any:
-        from sv_soar_student.trainer import adapter_state_dict
+        from sv_soar.student.trainer import adapter_state_dict
 
         state = adapter_state_dict(self.policy, name)
         digest = hashlib.sha256()

@@ -624,7 +624,7 @@ def run(args: argparse.Namespace) -> int:
     from sv_soar.serving.http_server import LOOPBACK
     from sv_soar.serving.openai_server import _interrupt, _write_port_file
     from sv_soar.serving.student_server import StudentServer
-    from sv_soar_teacher import student_config
+    from sv_soar.student.config import student_config
 
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "")
     if not token:

@@ -40,9 +40,9 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rubrics.e1 import matching_brace
+from sv_soar.scoring.e1 import matching_brace
 from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
-from sv_soar_teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
+from sv_soar.teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
 
 TASKS = ("e1", "e2")
 
@@ -59,7 +59,7 @@ class RejectReason(StrEnum):
     NOT_E1_STYLE = "not_e1_style"
     DUPLICATE_OF_HARD_SET = "duplicate_of_hard_set"
     DUPLICATE_IN_BATCH = "duplicate_in_batch"
-    # E2 (sv_soar_teacher.e2_problems): the config itself
+    # E2 (sv_soar.teacher.e2_problems): the config itself
     NOT_CONFIG = "not_config"
     CONFIG_TOO_LARGE = "config_too_large"
 
@@ -228,7 +228,7 @@ _FIELD_MODELS = {"e1": E1ProblemFields}
 def problem_schema(task: str = "e1") -> dict[str, Any]:
     """The task's problem JSON Schema as shipped (package data, read through importlib.resources)."""
     name = _SCHEMA_FILES[_check_task(task)]
-    text = resources.files("sv_soar_teacher").joinpath("schemas", name).read_text(encoding="utf-8")
+    text = resources.files("sv_soar.teacher").joinpath("schemas", name).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -420,11 +420,11 @@ def parse_teacher_problem(
     options: dict[str, Any] | None = None,
 ) -> TeacherProblem | Rejection:
     """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`.
-    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar_teacher.e2_problems)."""
+    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar.teacher.e2_problems)."""
     task = _check_task(task)
     limits = limits or ProblemLimits()
     if task == "e2":
-        from sv_soar_teacher.e2_problems import parse_e2_problem
+        from sv_soar.teacher.e2_problems import parse_e2_problem
 
         return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
     rejection = completion_text_rejection(text, limits)
@@ -503,7 +503,7 @@ def validate_batch(
     rejected as duplicate_in_batch (the first one is kept)."""
     limits = limits or ProblemLimits()
     if task == "e2":  # relabel the whole batch with one semgrep run a language
-        from sv_soar_teacher.e2_problems import prefetch_oracle
+        from sv_soar.teacher.e2_problems import prefetch_oracle
 
         prefetch_oracle(list(texts), limits)
     seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
