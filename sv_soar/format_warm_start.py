@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -131,19 +130,6 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     policy.eval()
     merged = policy.merge_and_unload()
     return losses, merged
-
-
-def build(base: str, recipe: Recipe, out: Path) -> None:
-    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
-    from sv_soar.models import load_model
-
-    model, tokenizer = load_model(base)
-    losses, merged = warm_start(model, tokenizer, examples(recipe), recipe)
-    print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
-          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
-    merged.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **asdict(recipe), "losses": losses}))
 
 
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
     from sv_soar.grounded import GroundedScorer
     from sv_soar.models import load_model
     from sv_soar.promotion import PromotionRun
-    from sv_soar.serving.student_service import RemoteScorer
+    from sv_soar.backends.remote import RemoteScorer
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
     from sv_soar.teacher.contamination import HardSetIndex
@@ -151,7 +151,7 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
 
 def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResult:
     import sv_soar.grounded as grounded
-    from sv_soar.serving.student_service import RemoteScorer
+    from sv_soar.backends.remote import RemoteScorer
 
     trained: Counter[tuple[int, int, str]] = Counter()
     lock = threading.Lock()

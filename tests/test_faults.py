@@ -46,7 +46,9 @@ import pytest
 import sv_soar.grounded as grounded
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.serving.student_service import RemoteScorer, StudentServer, StudentService, StudentServiceError
+from sv_soar.backends.remote import RemoteScorer, StudentServiceError
+from sv_soar.serving.student_server import StudentServer
+from sv_soar.serving.student_service import StudentService
 from sv_soar.tasks import Task, get_task
 from tests.test_grounded import hard_items, is_kind, kind_config
 from tests.test_teacher_env import STUDENT, VALID, group_states, hard_set, load  # noqa: F401 (fixture)

@@ -38,7 +38,8 @@ def test_learnability_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_teacher_dir(tiny_model_dir, tmp_path_factory):
-    from sv_soar.format_warm_start import Recipe, build
+    from sv_soar.format_warm_start import Recipe
+    from sv_soar.models import build_format_warm_start as build
 
     out = tmp_path_factory.mktemp("tiny-teacher")
     build(str(tiny_model_dir), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4, lora_rank=4), out)

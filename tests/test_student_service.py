@@ -16,13 +16,9 @@ import torch
 
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.serving.student_service import (
-    RemoteAdapterState,
-    RemoteScorer,
-    ServiceLimits,
-    StudentServer,
-    StudentServiceError,
-)
+from sv_soar.backends.remote import RemoteAdapterState, RemoteScorer, StudentServiceError
+from sv_soar.serving.student_server import StudentServer
+from sv_soar.serving.student_service import ServiceLimits
 from tests.running_student_service import RunningStudentService
 from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
 from tests.test_teacher_env import STUDENT, VALID, hard_set, load, teacher_rubric  # noqa: F401 (fixture)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from sv_soar.scoring.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
-from sv_soar.tasks import Row, Task
+from sv_soar.tasks.task import Row, Task
 
 # attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
 _NO_FAMILY = {"", "NA", "-", "None"}

@@ -22,7 +22,7 @@ from typing import Any
 
 from sv_soar.scoring.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
 from sv_soar.scoring.e2_svbench import PROMPT_CONFIG
-from sv_soar.tasks import Row, Task
+from sv_soar.tasks.task import Row, Task
 
 LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
 
