@@ -3,7 +3,7 @@
     [run]        method, seed, outer steps
     [data]       task and the hard set (a `sv-soar hardset` folder)
     [teacher]    the teacher model, g·n rollouts a step, its RLOO update (docs/design.md §4)
-    [student]    the student model and its inner-loop RL (sv_soar.student.trainer.StudentTrainConfig)
+    [student]    the student model and its inner-loop RL (sv_soar.student.config.StudentTrainConfig)
     [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
     [evaluation] the final evaluation on D_test
     [compute]    where student runs happen: this process, Ray actors, or a remote student service

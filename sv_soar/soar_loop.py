@@ -42,7 +42,7 @@ from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
 from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row
-from sv_soar.soar_step import class_balance, draw_q_r, learnability, partition, rloo_teacher_advantages, step_seed
+from sv_soar.soar_step import class_balance, learnability, partition, rloo_teacher_advantages, soar_step, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -325,14 +325,14 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
     from sv_soar.teacher.diversity import question_diversity
 
     datasets = [[sample.rows[i] for i in group] for group in groups]
-    # the same Q_R and student seeds as the teacher environment's step (sv_soar_teacher.grounded_rubric)
-    q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, step))
+    # the same step as the teacher environment's group reward (sv_soar_teacher.grounded_rubric); committed
+    # below, after the teacher checkpoint and the step log
     baseline = promotion.baseline()
     promotion_before = promotion.state.promoted
-    scores = scorer.score(datasets, q_r, baseline, seed=step_seed(seed, step),
-                          promoted=promotion_before, keep_adapters=True)
+    result = soar_step(datasets, d_train, scorer, promotion, q_r=config.soar.q_r, seed=seed, step=step,
+                       baseline=baseline, promoted=promotion_before)
+    q_r, scores, decision = result.q_r, result.scores, result.decision
     t_scored = time.perf_counter()
-    decision = promote(promotion.state, scores, datasets, step=step)
     # a dataset whose students all failed: None, left out of the teacher's RLOO (soar.floor = "neutral",
     # the default); a number there is that dataset's reward instead
     failed = None if config.soar.floor == "neutral" else config.soar.floor

@@ -21,11 +21,20 @@ before, the teacher's RLOO update after) and the verifiers teacher env's group r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from sv_soar.grounded import Baseline, DatasetScore
+from sv_soar.promotion import PromotionDecision, PromotionRun, promote
 from sv_soar.tasks import Row
+
+log = logging.getLogger(__name__)
 
 
 def partition(valid: Sequence[int], g: int, n: int) -> list[list[int]]:
@@ -110,3 +119,82 @@ def learnability(successes: Sequence[Sequence[bool]]) -> float:
         s_bar = sum(outcomes) / len(outcomes)
         values.append(0.0 if s_bar == 0 else 1.0 - s_bar)
     return sum(values) / len(values) if values else 0.0
+
+
+@dataclass
+class StepResult:
+    """What one outer step measured and decided (the decision is committed by `commit` or the caller)."""
+
+    step: int
+    q_r: list[Row]
+    baseline: Baseline
+    scores: list[DatasetScore]  # one per dataset; empty when scoring failed or there was no dataset
+    decision: PromotionDecision
+    error: str | None = None
+
+    @property
+    def R_kj(self) -> list[list[float | None]]:  # noqa: N802 - the paper's name
+        """Student j's grounded improvement on Q_R, for each dataset k (None: the student failed)."""
+        return [score.student_rewards for score in self.scores]
+
+    @property
+    def R_k(self) -> list[float | None]:  # noqa: N802 - the paper's name
+        """mean_j R_kj, the teacher's reward for dataset X_k (None: all its students failed)."""
+        return [score.reward for score in self.scores]
+
+    @property
+    def R_hat(self) -> float | None:  # noqa: N802 - the paper's name
+        """mean_k R_k, the step's reward; its moving average decides promotion."""
+        return self.decision.record.reward_hat
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision.promoted
+
+
+def soar_step(
+    datasets: Sequence[Sequence[Row]],
+    d_train: Sequence[Row],
+    scorer: Any,
+    run: PromotionRun,
+    *,
+    q_r: int,
+    seed: int,
+    step: int,
+    baseline: Baseline,
+    promoted: bool,
+    on_error: Literal["raise", "record"] = "raise",
+    lock: AbstractContextManager = contextlib.nullcontext(),
+    commit: Callable[[PromotionDecision], None] | None = None,
+) -> StepResult:
+    """Score X_1..X_g against `baseline` on a fresh Q_R and apply the promotion rule: one outer step.
+
+    `scorer`: a GroundedScorer (or any backend of sv_soar.backends.make_scorer), or a function that
+    builds one (its failure is reported as loading the student model). `baseline` and `promoted` are the
+    run state read when the step began. `on_error="record"`: a failure while scoring becomes
+    `result.error` and the step is recorded without scores (the teacher env gives its rollouts the
+    floor); "raise" lets it through (`sv-soar train`). The promotion is decided while `lock` and the run
+    directory's lock are held, from the newest state.json (another process may have promoted), and
+    `commit(decision)` runs under the same locks; without it the caller commits the decision.
+    """
+    seed_t = step_seed(seed, step)
+    q_r_rows = draw_q_r(d_train, q_r, seed_t)
+    scores: list[DatasetScore] = []
+    error = None if datasets else "no valid teacher rollout in the group"
+    if datasets:
+        phase = f"loading the student model {run.state.model!r}"
+        try:
+            grounded = scorer if hasattr(scorer, "score") else scorer()
+            phase = f"scoring {len(datasets)} dataset(s)"
+            scores = grounded.score(datasets, q_r_rows, baseline, seed=seed_t, promoted=promoted, keep_adapters=True)
+        except Exception as exc:  # noqa: BLE001 - "record": counted as the step's error, never fatal to a trainer
+            if on_error == "raise":
+                raise
+            error = f"step {step}: {phase} failed: {type(exc).__name__}: {exc}"[:1000]
+            log.exception("sv-soar step: %s", error.splitlines()[0])
+    with lock, run.locked():
+        decision = promote(run.state, scores, datasets if scores else [], step=step, baseline_id=baseline.id,
+                           error=error)
+        if commit is not None:
+            commit(decision)
+    return StepResult(step=step, q_r=q_r_rows, baseline=baseline, scores=scores, decision=decision, error=error)

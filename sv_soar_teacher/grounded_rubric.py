@@ -57,9 +57,9 @@ import verifiers as vf
 from sv_soar.backends.pool import ScorerPool
 from sv_soar.grounded import DatasetScore
 from sv_soar.hard_set import HardSet
-from sv_soar.promotion import PromotionDecision, PromotionRun, promote
+from sv_soar.promotion import PromotionDecision, PromotionRun
 from sv_soar.scoring.e1 import completion_text
-from sv_soar.soar_step import draw_q_r, partition, step_seed
+from sv_soar.soar_step import partition, soar_step
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row
 from sv_soar.teacher.diversity import question_diversity
@@ -205,23 +205,11 @@ class GroundedTeacherRubric(vf.Rubric):
                 step = max(self._next_step, self.run.state.next_step)
                 self._next_step = step + 1
                 baseline, promoted = self.run.baseline(), self.run.state.promoted
-            scores: list[DatasetScore] = []
-            error = None if datasets else "no valid teacher rollout in the group"
-            if datasets:
-                seed = step_seed(self.seed, step)
-                phase = f"loading the student model {self.run.state.model!r}"
-                try:
-                    grounded = scorer()
-                    phase = f"scoring {len(datasets)} dataset(s)"
-                    scores = grounded.score(datasets, draw_q_r(self.hard_set.d_train, self.q_r, seed), baseline,
-                                            seed=seed, promoted=promoted, keep_adapters=True)
-                except Exception as exc:  # noqa: BLE001 - counted and given the floor, never fatal to the trainer
-                    error = f"step {step}: {phase} failed: {type(exc).__name__}: {exc}"[:1000]
-                    log.exception("sv-soar-teacher: %s", error.splitlines()[0])
-            with self._lock, self.run.locked():  # re-reads state.json: another process may have promoted
-                decision = promote(self.run.state, scores, datasets if scores else [], step=step,
-                                   baseline_id=baseline.id, error=error)
-                self.run.commit(decision, config=self.config)
+            # the same step as `sv-soar train`'s (sv_soar.soar_step); a failure gives the group the floor
+            result = soar_step(datasets, self.hard_set.d_train, scorer, self.run, q_r=self.q_r, seed=self.seed,
+                               step=step, baseline=baseline, promoted=promoted, on_error="record", lock=self._lock,
+                               commit=lambda decision: self.run.commit(decision, config=self.config))
+        scores, decision, error = result.scores, result.decision, result.error
         for score in scores:  # the adapters were kept for promotion only
             for student in score.students:
                 student.adapter_state = None

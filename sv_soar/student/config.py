@@ -15,6 +15,36 @@ if TYPE_CHECKING:
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
+# What verifiers' own trainer needs (verifiers 0.1.9.post3, `pip install 'verifiers[rl]==0.1.9.post3'`): its RL
+# extra's packages, a CUDA GPU for the trainer, and a `vf-vllm` inference server on another. In verifiers 0.1.14
+# the trainer moved to a separate verifiers-rl package that is not on PyPI.
+VERIFIERS_TRAINER_PACKAGES = ("deepspeed", "vllm", "flash_attn", "liger_kernel", "accelerate", "wandb")
+
+
+def verifiers_trainer_requirements() -> str:
+    """Why student.trainer = "verifiers" cannot run here, naming what it needs and what is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = []
+    try:
+        version = importlib.metadata.version("verifiers")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or not version.startswith("0.1.9"):
+        missing.append(f"verifiers==0.1.9.post3 (installed: {version or 'none'}; later versions have no RLTrainer)")
+    missing += [name for name in VERIFIERS_TRAINER_PACKAGES if importlib.util.find_spec(name) is None]
+    import torch  # here, not at the top: this module loads without torch
+
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    return ("student.trainer = 'verifiers' needs verifiers==0.1.9.post3 with its rl extra (RLTrainer: deepspeed, "
+            "vllm, flash-attn, liger-kernel, accelerate, wandb), a CUDA GPU and a `vf-vllm` server; missing here: "
+            f"{', '.join(missing) or 'nothing, but this backend is not wired into the outer loop (untested)'}. "
+            "Train the final student with verifiers instead: `sv-soar export-vf RUN_DIR` writes its training set "
+            "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
+
+
 class StudentTrainConfig(BaseModel):
     """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, docs/design.md §4)."""
 
