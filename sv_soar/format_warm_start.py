@@ -91,12 +91,13 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
 
 def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]], recipe: Recipe):
     """Fit a LoRA adapter on the replies (prompt tokens masked) and merge it: (losses, merged model)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from sv_soar.student.adapters import lora_config
+    from sv_soar.student.config import ALL_LINEAR
 
     torch.manual_seed(recipe.seed)
-    lora = LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank, lora_dropout=0.0, bias="none",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      task_type="CAUSAL_LM")
+    lora = lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR)
     policy = get_peft_model(model, lora)
     encoded = []
     for prompt, reply in pairs:

@@ -35,19 +35,13 @@ the other datasets of the call are still scored. Faults, and what each ends in:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import json
 import logging
-import math
 import os
-import shutil
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +50,16 @@ import torch
 from sv_soar.generation import SamplingParams
 from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
+from sv_soar.scores import DatasetScore, StudentResult  # noqa: F401 - re-exported
+from sv_soar.student.adapters import Baseline  # noqa: F401 - re-exported: the scorer's input
+from sv_soar.student.watchdog import (  # noqa: F401 - re-exported
+    RETRYABLE,
+    StudentTimeout,
+    _free_memory,
+    _hard_deadline,
+    _RETRYABLE_NAMES,
+    _StudentHung,
+)
 from sv_soar.student.trainer import (
     StudentTrainConfig,
     add_student_adapter,
@@ -70,217 +74,6 @@ log = logging.getLogger(__name__)
 Grounding = Literal["correctness", "full"]
 GROUNDINGS = ("correctness", "full")
 BASELINE_ADAPTER = "grounded-baseline"  # the baseline's weights while Acc(baseline, Q_R) is measured
-
-
-# --- the baseline student ------------------------------------------------------------------------------
-
-
-@dataclass
-class Baseline:
-    """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
-
-    SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
-    are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
-    """
-
-    name: str
-    adapter_state: dict[str, torch.Tensor] | None = None
-    # peft LoraConfig of the weights, when known (a loaded folder's adapter_config.json); only `save` uses it
-    lora_config: Any = field(default=None, repr=False, compare=False)
-    _id: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)  # (id(state), hash)
-
-    @property
-    def id(self) -> str:
-        """Content hash of the weights ("base" for the bare model): names the baseline in cache keys."""
-        if self.adapter_state is None:
-            return "base"
-        if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
-            digest = hashlib.sha256()
-            for key in sorted(self.adapter_state):
-                tensor = self.adapter_state[key].detach().to("cpu").contiguous()
-                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-            self._id = (id(self.adapter_state), digest.hexdigest()[:16])
-        return self._id[1]
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "Baseline":
-        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`)."""
-        from peft import LoraConfig
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such baseline folder")
-        info: dict[str, Any] = {}
-        if (folder / "baseline.json").is_file():
-            info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
-        name = str(info.get("name") or folder.name)
-        weights = folder / "adapter_model.safetensors"
-        if not weights.is_file():
-            if info.get("id") == "base":
-                return cls(name)
-            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
-        lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
-        return cls(name, load_file(str(weights)), lora_config=lora_config)
-
-    def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
-        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json.
-
-        The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
-        config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
-        lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
-        """
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            if self.adapter_state is not None:
-                lora_config = self.lora_config or (
-                    config.lora_config() if config else _lora_config_of(self.adapter_state))
-                lora_config.save_pretrained(str(tmp))
-                save_file({k: v.contiguous() for k, v in self.adapter_state.items()},
-                          str(tmp / "adapter_model.safetensors"))
-            (tmp / "baseline.json").write_text(json.dumps({"name": self.name, "id": self.id}, indent=1))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
-            old = None
-            if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-                os.rename(folder, old)
-            os.rename(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
-
-
-def _lora_config_of(state: dict[str, torch.Tensor]):
-    from peft import LoraConfig
-
-    ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
-    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
-    if len(ranks) != 1 or not modules:
-        raise ValueError("cannot read a LoRA config off these weights: pass config= to Baseline.save")
-    rank = ranks.pop()
-    return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules, lora_dropout=0.0, bias="none",
-                      task_type="CAUSAL_LM")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- results ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StudentResult:
-    """One student run j on X_k: its Acc on Q_R and R_{k,j}, or why it was left out."""
-
-    seed: int
-    accuracy: float | None  # Acc(student_{k,j}, Q_R); None when the run failed
-    reward: float | None  # R_{k,j} = accuracy − Acc(baseline, Q_R)
-    failure: str | None  # "<ExceptionType>: <message>" when the run was left out of R_k
-    seconds_train: float
-    log: list[dict]  # the trainer's per-step log (up to the failing step)
-    adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # only with keep_adapters
-    attempts: int = 1  # tries it took: more than 1 after an out-of-memory retry
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "adapter_state"}
-
-
-@dataclass
-class DatasetScore:
-    """R_k of one teacher dataset, with the students behind it."""
-
-    reward: float | None  # R_k: mean R_{k,j} over the students that finished; None when all failed
-    baseline_accuracy: float  # Acc(baseline, Q_R)
-    students: list[StudentResult]
-    error: str | None  # set when every student failed, with the causes
-    cached: bool
-    key: str  # the reward-cache key
-    seconds: dict[str, float]  # train / evaluate / baseline_evaluate / total (shares of a call's shared phases)
-
-    @property
-    def student_rewards(self) -> list[float | None]:
-        return [s.reward for s in self.students]
-
-    @property
-    def student_accuracies(self) -> list[float | None]:
-        return [s.accuracy for s in self.students]
-
-    @property
-    def n_failed(self) -> int:
-        return sum(s.failure is not None for s in self.students)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reward": self.reward,
-            "baseline_accuracy": self.baseline_accuracy,
-            "students": [s.to_dict() for s in self.students],
-            "error": self.error,
-            "cached": self.cached,
-            "key": self.key,
-            "seconds": dict(self.seconds),
-            "n_failed": self.n_failed,
-        }
-
-    @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "DatasetScore":
-        """Read a `to_dict` entry back (a reward-cache file); ValueError/TypeError/KeyError when it is not one,
-        so that a damaged entry is recomputed instead of feeding a string or NaN reward to the outer loop."""
-        students = []
-        for s in entry["students"]:
-            student = StudentResult(seed=_integer(s["seed"], "seed"), accuracy=_finite(s["accuracy"], "accuracy"),
-                                    reward=_finite(s["reward"], "reward"), failure=_text(s["failure"], "failure"),
-                                    seconds_train=float(s["seconds_train"]), log=list(s["log"]),
-                                    attempts=_integer(s.get("attempts", 1), "attempts"))
-            if (student.failure is None) != (student.reward is not None and student.accuracy is not None):
-                raise ValueError("a student must have either a failure or an accuracy and a reward")
-            students.append(student)
-        return cls(reward=_finite(entry["reward"], "reward"),
-                   baseline_accuracy=_finite(entry["baseline_accuracy"], "baseline_accuracy", optional=False),
-                   students=students, error=_text(entry["error"], "error"), cached=bool(entry.get("cached", False)),
-                   key=str(entry["key"]), seconds={k: float(v) for k, v in entry["seconds"].items()})
-
-
-def _finite(value: Any, name: str, *, optional: bool = True) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} is {value!r}, not a finite number")
-    return float(value)
-
-
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} is {value!r}, not an integer")
-    return value
-
-
-def _text(value: Any, name: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} is {value!r}, not a string")
-    return value
-
-
-class StudentTimeout(Exception):
-    """A student run went past the scorer's time_limit_s (checked after each step)."""
-
-
-class _StudentHung(StudentTimeout):
-    """Raised inside a step still running hang_grace_s past the time limit (by `_hard_deadline`)."""
-
-
-# Out of memory may pass on a retry once memory is freed (another student's tensors, a co-tenant's job).
-RETRYABLE = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def student_seed(seed: int, j: int) -> int:
@@ -683,53 +476,6 @@ def _copy(score: DatasetScore) -> DatasetScore:
     students = [StudentResult(**{**vars(s), "log": list(s.log)}) for s in score.students]
     return DatasetScore(score.reward, score.baseline_accuracy, students, score.error, score.cached, score.key,
                         dict(score.seconds))
-
-
-_RETRYABLE_NAMES = tuple(f"{cls.__name__}:" for cls in RETRYABLE)
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def _hard_deadline(seconds: float | None) -> Iterator[None]:
-    """Raise _StudentHung in this thread if the block still runs after `seconds`.
-
-    A watchdog thread delivers it with PyThreadState_SetAsyncExc, which any thread may use (a signal
-    alarm works in the main thread only, and the teacher environment scores in worker threads). Python
-    raises it at the next bytecode the thread runs: a training step returns to Python between torch ops,
-    so a step stuck in a loop, a sleep-retry or a slow verifier is stopped; a single C call that never
-    returns (a deadlocked collective) is not, and needs a process-level watchdog (a Ray actor's timeout).
-    """
-    if seconds is None:
-        yield
-        return
-    target = ctypes.c_ulong(threading.get_ident())
-    lock, done, fired = threading.Lock(), threading.Event(), threading.Event()
-
-    def watch() -> None:
-        if done.wait(seconds):
-            return
-        with lock:
-            if not done.is_set():
-                fired.set()
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_StudentHung))
-
-    watchdog = threading.Thread(target=watch, name="student-hard-deadline", daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        with lock:
-            done.set()
-            if fired.is_set():  # fired but maybe not yet raised: clear it so it cannot land after the block
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
-        watchdog.join()
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str) -> Any:

@@ -83,16 +83,16 @@ class Teacher:
     """
 
     def __init__(self, config: RunConfig) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
+
+        from sv_soar.student.adapters import lora_config
 
         from sv_soar.engines.transformers_engine import TransformersEngine
         from sv_soar.models import load_model
 
         section = config.teacher
         model, tokenizer = load_model(section.model)
-        lora = LoraConfig(r=section.lora_rank, lora_alpha=section.lora_alpha,
-                          target_modules=list(section.lora_target_modules), lora_dropout=0.0, bias="none",
-                          task_type="CAUSAL_LM")
+        lora = lora_config(section.lora_rank, section.lora_alpha, section.lora_target_modules)
         torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
         self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
         self.policy.eval()
@@ -107,14 +107,13 @@ class Teacher:
     def save(self, folder: Path) -> None:
         """Checkpoint the adapter and the optimizer (AdamW's moments: resume continues the same run)."""
         from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
+
+        from sv_soar.student.adapters import write_adapter
 
         state = {k: v.detach().cpu().contiguous() for k, v in
                  get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
         folder.mkdir(parents=True, exist_ok=True)
-        self.policy.peft_config[TEACHER_ADAPTER].save_pretrained(str(folder))
-        with atomic_path(folder / "adapter_model.safetensors") as tmp:
-            save_file(state, str(tmp))
+        write_adapter(folder, self.policy.peft_config[TEACHER_ADAPTER], state, atomic=True)
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save(self.optimizer.state_dict(), tmp)
 

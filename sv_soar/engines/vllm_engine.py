@@ -158,12 +158,11 @@ class VLLMEngine:
         version = digest.hexdigest()[:16]
         if name in self._adapters and self._adapters[name][0] == version:
             return self._adapters[name][1]
-        from safetensors.torch import save_file
+        from sv_soar.student.adapters import write_adapter
 
         folder = os.path.join(self._export_root, f"{_safe(name)}-{version}")
         os.makedirs(folder, exist_ok=True)
-        self.policy.peft_config[name].save_pretrained(folder)
-        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "adapter_model.safetensors"))
+        write_adapter(folder, self.policy.peft_config[name], state)
         if name in self._adapters:
             self._drop(name)
         request = self._new_request(name, folder)

@@ -3,6 +3,7 @@ run config loads without torch (sv_soar.config)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -135,16 +136,16 @@ class StudentTrainConfig(BaseModel):
         return self.steps_after_promotion if promoted else self.steps
 
     def lora_config(self):
-        from peft import LoraConfig
+        return lora_config(self.lora_rank, self.lora_alpha, self.lora_target_modules, self.lora_dropout)
 
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+
+def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout: float = 0.0):
+    """The one LoRA config builder: peft's LoraConfig of every adapter this project makes (students, the
+    teacher, the format warm start). peft is imported here, so this module loads without it."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                      bias="none", task_type="CAUSAL_LM")
 
 
 # The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small).

@@ -42,6 +42,15 @@ import torch
 
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
+from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer's adapters on the shared model
+    BASE_POLICY_ADAPTER,
+    adapter_state_dict,
+    add_student_adapter,
+    remove_student_adapter,
+    student_adapter,
+    student_policy,
+    write_adapter,
+)
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
 
@@ -64,101 +73,16 @@ class StudentRun:
 
     def save(self, path: str | Path) -> Path:
         """Write a peft adapter folder (loadable by PeftModel.load_adapter / the engines) plus the log."""
-        from safetensors.torch import save_file
-
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         lora_config = copy.deepcopy(self.lora_config) if self.lora_config else self.config.lora_config()
         lora_config.base_model_name_or_path = self.base_model_name or lora_config.base_model_name_or_path
-        lora_config.save_pretrained(str(folder))
-        save_file({k: v.contiguous() for k, v in self.adapter_state.items()}, str(folder / "adapter_model.safetensors"))
+        write_adapter(folder, lora_config, self.adapter_state)
         (folder / "student_config.json").write_text(self.config.model_dump_json(indent=2))
         with open(folder / "student_log.jsonl", "w") as f:
             for entry in self.log:
                 f.write(json.dumps(entry) + "\n")
         return folder
-
-
-# --- adapters on the shared model ---------------------------------------------------------------
-
-
-# peft cannot hold a PeftModel with no adapter at all (its forward looks the active one up), so the
-# shared policy always keeps this one: peft's default init (lora_B = 0) computes the base model exactly.
-BASE_POLICY_ADAPTER = "sv-soar-base"
-
-
-def student_policy(model, config: StudentTrainConfig):
-    """Wrap the base model ONCE per process into the PeftModel that every student adapter lives on.
-
-    Build the engine from the result (`TransformersEngine(policy, tokenizer)`), so that generation and
-    training see the same adapters. Returns `model` unchanged when it already is a PeftModel.
-    """
-    from peft import PeftModel, get_peft_model
-
-    if isinstance(model, PeftModel):
-        return model
-    policy = get_peft_model(model, config.lora_config(), adapter_name=BASE_POLICY_ADAPTER)
-    for param in policy.parameters():
-        param.requires_grad_(False)
-    policy.eval()
-    return policy
-
-
-def adapter_state_dict(policy, adapter_name: str) -> dict[str, torch.Tensor]:
-    """The adapter's LoRA weights as detached CPU copies, keyed as peft saves them."""
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(policy, adapter_name=adapter_name)
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, init_adapter_state=None) -> list:
-    """Add a LoRA adapter to the shared PeftModel, make it active and the only trainable weights.
-
-    With `init_adapter_state` (e.g. the current baseline student's `adapter_state`) the adapter starts
-    from those weights; otherwise from peft's default init (A random, B zero: the base model's policy).
-    Returns the adapter's parameters, the ones the optimizer may touch.
-    """
-    from peft import set_peft_model_state_dict
-
-    policy.add_adapter(adapter_name, config.lora_config())
-    if init_adapter_state is not None:
-        result = set_peft_model_state_dict(policy, init_adapter_state, adapter_name=adapter_name)
-        missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
-        if missing or result.unexpected_keys:
-            policy.delete_adapter(adapter_name)
-            raise ValueError(
-                f"init_adapter_state does not fit a rank-{config.lora_rank} LoRA on "
-                f"{config.lora_target_modules}: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}"
-            )
-    policy.set_adapter(adapter_name)
-    trainable = []
-    for name, param in policy.named_parameters():
-        mine = "lora_" in name and f".{adapter_name}." in name
-        param.requires_grad_(mine)
-        if mine:
-            trainable.append(param)
-    return trainable
-
-
-def remove_student_adapter(policy, adapter_name: str) -> None:
-    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights)."""
-    if adapter_name not in policy.peft_config:
-        return
-    if adapter_name in policy.active_adapters:  # hand "active" back first, or peft warns and picks one
-        others = [name for name in policy.peft_config if name != adapter_name]
-        if others:
-            policy.set_adapter(BASE_POLICY_ADAPTER if BASE_POLICY_ADAPTER in others else others[0], inference_mode=True)
-    policy.delete_adapter(adapter_name)
-
-
-@contextlib.contextmanager
-def student_adapter(policy, adapter_name: str) -> Iterator[str]:
-    """`with student_adapter(policy, name): run = train_student(..., adapter_name=name)` removes it afterwards."""
-    try:
-        yield adapter_name
-    finally:
-        remove_student_adapter(policy, adapter_name)
 
 
 # --- the objective --------------------------------------------------------------------------------
