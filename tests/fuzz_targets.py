@@ -235,11 +235,11 @@ def _override_items() -> st.SearchStrategy[list[str]]:
     return st.lists(item, max_size=4)
 
 
-@fuzz_target("config-overrides", "`sv-soar train --set KEY=VALUE` overrides (soar_loop._override, apply_overrides)",
+@fuzz_target("config-overrides", "`sv-soar train --set KEY=VALUE` overrides (commands.train._override, apply_overrides)",
              _override_items)
 def check_config_overrides(items: list[str]) -> str:
     from sv_soar.config import ConfigError, apply_overrides, parse_config
-    from sv_soar.soar_loop import _override
+    from sv_soar.commands.train import _override
 
     try:
         overrides = dict(_override(item) for item in items)
