@@ -28,7 +28,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
+# lint-imports: the layering contracts in pyproject.toml ([tool.importlinter]: the core imports no environment)
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 
 test-fast: setup

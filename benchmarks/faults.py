@@ -76,7 +76,7 @@ def scored(score, suffix: str = "") -> Dataset:
 
 def raised(exc: Exception, url: str) -> Dataset:
     """A scoring call that raised: each student it asked for ends in the exception, which must name the URL."""
-    from sv_soar.serving.student_service import StudentServiceError
+    from sv_soar.backends.remote import StudentServiceError
 
     named = isinstance(exc, StudentServiceError) and str(exc).startswith(url)
     outcome = f"failed:{type(exc).__name__}" if named else f"crashed:{type(exc).__name__}"
@@ -154,7 +154,7 @@ class ServiceFaults:
 
     def call(self, url: str, seed: int, **options: Any) -> tuple[Dataset, Any]:
         from sv_soar.grounded import Baseline
-        from sv_soar.serving.student_service import RemoteScorer
+        from sv_soar.backends.remote import RemoteScorer
         from tests.test_faults import TOKEN
 
         setup = self.setup

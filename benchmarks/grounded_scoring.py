@@ -36,7 +36,7 @@ def naive(model_name, task, dataset, q_r, config, students: int, seed: int) -> d
     from sv_soar.evaluation.pass_at_k import greedy_accuracy
     from sv_soar.grounded import student_seed
     from sv_soar.models import load_model
-    from sv_soar_student.trainer import student_adapter, student_policy, train_student
+    from sv_soar.student.trainer import student_adapter, student_policy, train_student
 
     seconds = {"load": 0.0, "train": 0.0, "evaluate": 0.0, "baseline_evaluate": 0.0}
     rewards = []
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from sv_soar.models import resolve_model
     from sv_soar.tasks.e1 import E1_TASK
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_student.trainer import StudentTrainConfig
+    from sv_soar.student.trainer import StudentTrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

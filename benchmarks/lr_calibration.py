@@ -55,7 +55,7 @@ def calibrate_student(model_name: str, rates: list[float], steps: int, batch_pro
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
     from sv_soar.tasks import get_task
-    from sv_soar_student.trainer import StudentTrainConfig, student_adapter, student_policy, train_student
+    from sv_soar.student.trainer import StudentTrainConfig, student_adapter, student_policy, train_student
 
     task = get_task("e1")
     rows = student_rows(rows_n)
@@ -89,7 +89,7 @@ def calibrate_student(model_name: str, rates: list[float], steps: int, batch_pro
 def calibrate_teacher(model_name: str, rates: list[float], g: int, n: int, seed: int) -> list[dict]:
     from sv_soar.config import parse_config
     from sv_soar.soar_loop import Teacher, rloo_teacher_advantages
-    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar.teacher.contamination import HardSetIndex
 
     results = []
     for lr in rates:

@@ -28,7 +28,7 @@ WORK: dict = {}
 
 
 def work_config(**overrides):
-    from sv_soar_student.trainer import StudentTrainConfig
+    from sv_soar.student.trainer import StudentTrainConfig
 
     return StudentTrainConfig.cpu_small(**{**WORK, **overrides})
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from sv_soar.models import load_model
     from sv_soar.tasks.e1 import E1_TASK
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_student.trainer import student_adapter, student_policy, train_student
+    from sv_soar.student.trainer import student_adapter, student_policy, train_student
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -76,7 +76,7 @@ def build_spec(args: argparse.Namespace) -> dict:
     from sv_soar.models import resolve_model
     from sv_soar.tasks.e1 import E1_TASK
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_student.trainer import _shuffled_batches
+    from sv_soar.student.trainer import _shuffled_batches
 
     overrides = {
         key: value
@@ -118,7 +118,7 @@ def run_sv_soar(spec: dict) -> dict:
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
     from sv_soar.tasks.e1 import E1_TASK
-    from sv_soar_student.trainer import StudentTrainConfig, student_adapter, student_policy, train_student
+    from sv_soar.student.trainer import StudentTrainConfig, student_adapter, student_policy, train_student
 
     config = StudentTrainConfig(**spec["config"])
     started = time.perf_counter()

@@ -383,7 +383,7 @@ def bf16_model():
 
 
 def student_config(**overrides):
-    from sv_soar_student.trainer import StudentTrainConfig
+    from sv_soar.student.trainer import StudentTrainConfig
 
     values = dict(steps=WORK["run_steps"], batch_prompts=WORK["run_prompts"], group_size=WORK["run_group"],
                   max_new_tokens=WORK["run_tokens"], micro_batch_size=WORK["micro_batch"])
@@ -393,7 +393,7 @@ def student_config(**overrides):
 
 def policy_and_engine():
     from sv_soar.engines.transformers_engine import TransformersEngine
-    from sv_soar_student.trainer import student_policy
+    from sv_soar.student.trainer import student_policy
 
     if "policy" not in STATE:
         STATE["policy"] = student_policy(bf16_model(), student_config())
@@ -401,7 +401,7 @@ def policy_and_engine():
 
 
 def phase_student_run(result: dict) -> None:
-    from sv_soar_student.trainer import format_step, remove_student_adapter, train_student
+    from sv_soar.student.trainer import format_step, remove_student_adapter, train_student
 
     policy, engine = policy_and_engine()
     config = student_config()
@@ -481,7 +481,7 @@ def phase_scored_dataset(result: dict) -> None:
 
 def phase_long_step(result: dict) -> None:
     """One update of 8 x 32 completions of 1,024 tokens (random tokens: the update does not read them)."""
-    from sv_soar_student.trainer import add_student_adapter, policy_gradient_step, remove_student_adapter
+    from sv_soar.student.trainer import add_student_adapter, policy_gradient_step, remove_student_adapter
 
     policy, engine = policy_and_engine()
     config = student_config()

@@ -14,9 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "hardset": ("sv_soar.evaluation.hardset", "mine the fail@K hard set and write a cold-start report"),
     "serve-model": ("sv_soar.serving.openai_server", "serve a model as an OpenAI-compatible API on loopback"),
-    "serve-students": ("sv_soar.serving.student_service", "train and score students for a remote teacher rubric (HTTP, token, loopback)"),
-    "score": ("sv_soar.grounded", "score teacher datasets by the grounded improvement of students trained on them"),
-    "train": ("sv_soar.soar_loop", "run SOAR's outer loop from a TOML config, or resume a run folder"),
+    "serve-students": ("sv_soar.commands.serve_students", "train and score students for a remote teacher rubric (HTTP, token, loopback)"),
+    "score": ("sv_soar.commands.score", "score teacher datasets by the grounded improvement of students trained on them"),
+    "train": ("sv_soar.commands.train", "run SOAR's outer loop from a TOML config, or resume a run folder"),
     "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
     "export-vf": ("sv_soar.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
     "report": ("sv_soar.evaluation.report", "write a markdown report with plots for one run or a comparison of runs"),

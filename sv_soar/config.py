@@ -3,7 +3,7 @@
     [run]        method, seed, outer steps
     [data]       task and the hard set (a `sv-soar hardset` folder)
     [teacher]    the teacher model, g·n rollouts a step, its RLOO update (docs/design.md §4)
-    [student]    the student model and its inner-loop RL (sv_soar_student.trainer.StudentTrainConfig)
+    [student]    the student model and its inner-loop RL (sv_soar.student.config.StudentTrainConfig)
     [soar]       r students a dataset, Q_R, promotion (τ, window), grounding
     [evaluation] the final evaluation on D_test
     [compute]    where student runs happen: this process, Ray actors, or a remote student service
@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sv_soar.models import DEFAULT_MODEL
-from sv_soar_student.trainer import StudentTrainConfig
+from sv_soar.student.config import StudentTrainConfig
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -70,7 +69,7 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
     """(chat prompt, reply) pairs in the task's format, labels uniform at random."""
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_teacher.prompts import teacher_prompt
+    from sv_soar.teacher.prompts import teacher_prompt
 
     if recipe.task != "e1":
         raise ValueError(f"no format recipe for task {recipe.task!r}")
@@ -92,12 +91,13 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
 
 def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]], recipe: Recipe):
     """Fit a LoRA adapter on the replies (prompt tokens masked) and merge it: (losses, merged model)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    from sv_soar.student.adapters import lora_config
+    from sv_soar.student.config import ALL_LINEAR
 
     torch.manual_seed(recipe.seed)
-    lora = LoraConfig(r=recipe.lora_rank, lora_alpha=2 * recipe.lora_rank, lora_dropout=0.0, bias="none",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                      task_type="CAUSAL_LM")
+    lora = lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR)
     policy = get_peft_model(model, lora)
     encoded = []
     for prompt, reply in pairs:
@@ -138,19 +138,6 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     policy.eval()
     merged = policy.merge_and_unload()
     return losses, merged
-
-
-def build(base: str, recipe: Recipe, out: Path) -> None:
-    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
-    from sv_soar.models import load_model
-
-    model, tokenizer = load_model(base)
-    losses, merged = warm_start(model, tokenizer, examples(recipe), recipe)
-    print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
-          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
-    merged.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **asdict(recipe), "losses": losses}))
 
 
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:

@@ -10,7 +10,7 @@ questions drawn afresh from D_train (the fail@K hard set's reward half):
 Acc is the mean of task.is_success (grounding="correctness", the paper's binary success) or of the full
 SV-Bench rubric (grounding="full"). What makes it cheap enough to run every outer step:
 - ONE base model per scorer, wrapped once into the shared PeftModel (`student_policy`); every student is
-  a LoRA adapter on it, trained by `sv_soar_student.trainer.train_student`;
+  a LoRA adapter on it, trained by `sv_soar.student.trainer.train_student`;
 - all students of all datasets of a call are evaluated together, in mixed-adapter batches (one prompt
   per (question, student) pair, each row under its own adapter), and the baseline's Acc on a Q_R is
   computed once and memoised;
@@ -35,22 +35,13 @@ the other datasets of the call are still scored. Faults, and what each ends in:
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import ctypes
 import hashlib
 import json
 import logging
-import math
 import os
-import random
-import shutil
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +50,17 @@ import torch
 from sv_soar.generation import SamplingParams
 from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
-from sv_soar_student.trainer import (
+from sv_soar.scores import DatasetScore, StudentResult  # noqa: F401 - re-exported
+from sv_soar.student.adapters import Baseline  # noqa: F401 - re-exported: the scorer's input
+from sv_soar.student.watchdog import (  # noqa: F401 - re-exported
+    RETRYABLE,
+    StudentTimeout,
+    _free_memory,
+    _hard_deadline,
+    _RETRYABLE_NAMES,
+    _StudentHung,
+)
+from sv_soar.student.trainer import (
     StudentTrainConfig,
     add_student_adapter,
     adapter_state_dict,
@@ -73,217 +74,6 @@ log = logging.getLogger(__name__)
 Grounding = Literal["correctness", "full"]
 GROUNDINGS = ("correctness", "full")
 BASELINE_ADAPTER = "grounded-baseline"  # the baseline's weights while Acc(baseline, Q_R) is measured
-
-
-# --- the baseline student ------------------------------------------------------------------------------
-
-
-@dataclass
-class Baseline:
-    """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
-
-    SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
-    are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
-    """
-
-    name: str
-    adapter_state: dict[str, torch.Tensor] | None = None
-    # peft LoraConfig of the weights, when known (a loaded folder's adapter_config.json); only `save` uses it
-    lora_config: Any = field(default=None, repr=False, compare=False)
-    _id: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)  # (id(state), hash)
-
-    @property
-    def id(self) -> str:
-        """Content hash of the weights ("base" for the bare model): names the baseline in cache keys."""
-        if self.adapter_state is None:
-            return "base"
-        if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
-            digest = hashlib.sha256()
-            for key in sorted(self.adapter_state):
-                tensor = self.adapter_state[key].detach().to("cpu").contiguous()
-                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-            self._id = (id(self.adapter_state), digest.hexdigest()[:16])
-        return self._id[1]
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "Baseline":
-        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`)."""
-        from peft import LoraConfig
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such baseline folder")
-        info: dict[str, Any] = {}
-        if (folder / "baseline.json").is_file():
-            info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
-        name = str(info.get("name") or folder.name)
-        weights = folder / "adapter_model.safetensors"
-        if not weights.is_file():
-            if info.get("id") == "base":
-                return cls(name)
-            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
-        lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
-        return cls(name, load_file(str(weights)), lora_config=lora_config)
-
-    def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
-        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json.
-
-        The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
-        config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
-        lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
-        """
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            if self.adapter_state is not None:
-                lora_config = self.lora_config or (
-                    config.lora_config() if config else _lora_config_of(self.adapter_state))
-                lora_config.save_pretrained(str(tmp))
-                save_file({k: v.contiguous() for k, v in self.adapter_state.items()},
-                          str(tmp / "adapter_model.safetensors"))
-            (tmp / "baseline.json").write_text(json.dumps({"name": self.name, "id": self.id}, indent=1))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
-            old = None
-            if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-                os.rename(folder, old)
-            os.rename(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
-
-
-def _lora_config_of(state: dict[str, torch.Tensor]):
-    from peft import LoraConfig
-
-    ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
-    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
-    if len(ranks) != 1 or not modules:
-        raise ValueError("cannot read a LoRA config off these weights: pass config= to Baseline.save")
-    rank = ranks.pop()
-    return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules, lora_dropout=0.0, bias="none",
-                      task_type="CAUSAL_LM")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- results ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class StudentResult:
-    """One student run j on X_k: its Acc on Q_R and R_{k,j}, or why it was left out."""
-
-    seed: int
-    accuracy: float | None  # Acc(student_{k,j}, Q_R); None when the run failed
-    reward: float | None  # R_{k,j} = accuracy − Acc(baseline, Q_R)
-    failure: str | None  # "<ExceptionType>: <message>" when the run was left out of R_k
-    seconds_train: float
-    log: list[dict]  # the trainer's per-step log (up to the failing step)
-    adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # only with keep_adapters
-    attempts: int = 1  # tries it took: more than 1 after an out-of-memory retry
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "adapter_state"}
-
-
-@dataclass
-class DatasetScore:
-    """R_k of one teacher dataset, with the students behind it."""
-
-    reward: float | None  # R_k: mean R_{k,j} over the students that finished; None when all failed
-    baseline_accuracy: float  # Acc(baseline, Q_R)
-    students: list[StudentResult]
-    error: str | None  # set when every student failed, with the causes
-    cached: bool
-    key: str  # the reward-cache key
-    seconds: dict[str, float]  # train / evaluate / baseline_evaluate / total (shares of a call's shared phases)
-
-    @property
-    def student_rewards(self) -> list[float | None]:
-        return [s.reward for s in self.students]
-
-    @property
-    def student_accuracies(self) -> list[float | None]:
-        return [s.accuracy for s in self.students]
-
-    @property
-    def n_failed(self) -> int:
-        return sum(s.failure is not None for s in self.students)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reward": self.reward,
-            "baseline_accuracy": self.baseline_accuracy,
-            "students": [s.to_dict() for s in self.students],
-            "error": self.error,
-            "cached": self.cached,
-            "key": self.key,
-            "seconds": dict(self.seconds),
-            "n_failed": self.n_failed,
-        }
-
-    @classmethod
-    def from_dict(cls, entry: dict[str, Any]) -> "DatasetScore":
-        """Read a `to_dict` entry back (a reward-cache file); ValueError/TypeError/KeyError when it is not one,
-        so that a damaged entry is recomputed instead of feeding a string or NaN reward to the outer loop."""
-        students = []
-        for s in entry["students"]:
-            student = StudentResult(seed=_integer(s["seed"], "seed"), accuracy=_finite(s["accuracy"], "accuracy"),
-                                    reward=_finite(s["reward"], "reward"), failure=_text(s["failure"], "failure"),
-                                    seconds_train=float(s["seconds_train"]), log=list(s["log"]),
-                                    attempts=_integer(s.get("attempts", 1), "attempts"))
-            if (student.failure is None) != (student.reward is not None and student.accuracy is not None):
-                raise ValueError("a student must have either a failure or an accuracy and a reward")
-            students.append(student)
-        return cls(reward=_finite(entry["reward"], "reward"),
-                   baseline_accuracy=_finite(entry["baseline_accuracy"], "baseline_accuracy", optional=False),
-                   students=students, error=_text(entry["error"], "error"), cached=bool(entry.get("cached", False)),
-                   key=str(entry["key"]), seconds={k: float(v) for k, v in entry["seconds"].items()})
-
-
-def _finite(value: Any, name: str, *, optional: bool = True) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} is {value!r}, not a finite number")
-    return float(value)
-
-
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} is {value!r}, not an integer")
-    return value
-
-
-def _text(value: Any, name: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} is {value!r}, not a string")
-    return value
-
-
-class StudentTimeout(Exception):
-    """A student run went past the scorer's time_limit_s (checked after each step)."""
-
-
-class _StudentHung(StudentTimeout):
-    """Raised inside a step still running hang_grace_s past the time limit (by `_hard_deadline`)."""
-
-
-# Out of memory may pass on a retry once memory is freed (another student's tensors, a co-tenant's job).
-RETRYABLE = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
 def student_seed(seed: int, j: int) -> int:
@@ -351,7 +141,7 @@ class GroundedScorer:
         self.eval_batch_size = eval_batch_size
         self.progress = progress
         self.device, self.engine_kind, self.engine_options = device, engine, dict(engine_options or {})
-        # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar_student.lockstep):
+        # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar.student.lockstep):
         # by default on CUDA, where a step's decode costs about the same for 4x the rows; on CPU the rows cost
         # in proportion, and one student after another keeps its memory low.
         self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers") if lockstep is None \
@@ -565,10 +355,10 @@ class GroundedScorer:
 
     def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
                         bar: Any) -> list[StudentResult] | None:
-        """Train every run's student together (sv_soar_student.lockstep), adapters named grounded-run{i} as the
+        """Train every run's student together (sv_soar.student.lockstep), adapters named grounded-run{i} as the
         sequential path names them. A student's time limit applies to its share of the wall time. None when
         the shared generation failed (out of memory): the caller then trains them one by one, with retries."""
-        from sv_soar_student.lockstep import LockstepStudent, train_students_lockstep
+        from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
 
         histories: list[list[dict]] = [[] for _ in runs]
         spent = [0.0] * len(runs)
@@ -688,190 +478,7 @@ def _copy(score: DatasetScore) -> DatasetScore:
                         dict(score.seconds))
 
 
-_RETRYABLE_NAMES = tuple(f"{cls.__name__}:" for cls in RETRYABLE)
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def _hard_deadline(seconds: float | None) -> Iterator[None]:
-    """Raise _StudentHung in this thread if the block still runs after `seconds`.
-
-    A watchdog thread delivers it with PyThreadState_SetAsyncExc, which any thread may use (a signal
-    alarm works in the main thread only, and the teacher environment scores in worker threads). Python
-    raises it at the next bytecode the thread runs: a training step returns to Python between torch ops,
-    so a step stuck in a loop, a sleep-retry or a slow verifier is stopped; a single C call that never
-    returns (a deadlocked collective) is not, and needs a process-level watchdog (a Ray actor's timeout).
-    """
-    if seconds is None:
-        yield
-        return
-    target = ctypes.c_ulong(threading.get_ident())
-    lock, done, fired = threading.Lock(), threading.Event(), threading.Event()
-
-    def watch() -> None:
-        if done.wait(seconds):
-            return
-        with lock:
-            if not done.is_set():
-                fired.set()
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, ctypes.py_object(_StudentHung))
-
-    watchdog = threading.Thread(target=watch, name="student-hard-deadline", daemon=True)
-    watchdog.start()
-    try:
-        yield
-    finally:
-        with lock:
-            done.set()
-            if fired.is_set():  # fired but maybe not yet raised: clear it so it cannot land after the block
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(target, None)
-        watchdog.join()
-
-
 def _progress(total: int, desc: str, enabled: bool, unit: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=False)
-
-
-# --- `sv-soar score` ---------------------------------------------------------------------------------------
-
-PRESETS = ("paper", "cpu")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.models import DEFAULT_MODEL
-
-    parser.add_argument("--dataset", action="append", required=True, metavar="FILE",
-                        help="teacher dataset X_k as SV-Bench JSONL; repeat for several (scored in one call)")
-    parser.add_argument("--hard-set", required=True, metavar="PATH",
-                        help="the `sv-soar hardset --out` folder, or its d_train.jsonl: Q_R is drawn from D_train")
-    parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="student model: embedded name, local folder or HF hub id (default: %(default)s)")
-    parser.add_argument("--q-r", type=int, default=64, help="|Q_R|, questions drawn from D_train (SOAR: 64)")
-    parser.add_argument("--students", type=int, default=4, help="r, students a dataset (SOAR: 4)")
-    parser.add_argument("--preset", choices=PRESETS, default="paper",
-                        help="student config: paper (SOAR's inner loop) or cpu (StudentTrainConfig.cpu_small)")
-    parser.add_argument("--promoted", action="store_true",
-                        help="the baseline was promoted before: train steps_after_promotion steps (SOAR: 15)")
-    parser.add_argument("--grounding", choices=GROUNDINGS, default="correctness",
-                        help="Acc = mean success (correctness) or mean full-rubric reward (full)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of Q_R's draw and of the students")
-    parser.add_argument("--baseline", metavar="ADAPTER_DIR",
-                        help="baseline student's adapter folder (default: the bare model)")
-    parser.add_argument("--time-limit", type=float, metavar="S",
-                        help="seconds a student run may take (checked between steps)")
-    parser.add_argument("--cache", metavar="DIR", help="reward-cache folder (default: no cache)")
-    parser.add_argument("--eval-batch-size", type=int, default=64, help="(question, student) rows a generate call")
-    parser.add_argument("--out", metavar="FILE.json", help="write the scores as JSON here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--device", default="cpu", help="torch device of the students: cpu (default), cuda")
-    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
-                        help="rollouts and evaluation: transformers (default) or vllm (GPU, the vllm extra)")
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
-                        help="student runs in this process (default) or spread over Ray actors")
-    parser.add_argument("--ray-address", help="with --backend ray: the cluster (default: start a local one)")
-    parser.add_argument("--ray-actors", type=int, help="with --backend ray: actors (default: one a GPU, else 1)")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from sv_soar.models import ModelError
-
-    try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
-        inputs = _read_inputs(args)
-        from sv_soar.backends import make_scorer
-
-        scorer = make_scorer(args.model, inputs["task"], inputs["config"], backend=args.backend,
-                             ray_address=args.ray_address, ray_actors=args.ray_actors, students=args.students,
-                             grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
-                             eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
-                             device=args.device, engine=args.engine)
-    except (OSError, ValueError, ImportError, ModelError) as exc:
-        print(f"sv-soar score: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return _score_and_report(args, scorer, **inputs)
-    finally:
-        if hasattr(scorer, "close"):  # the Ray backend's actors
-            scorer.close()
-
-
-def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    from sv_soar.jsonl import read_jsonl
-    from sv_soar.models import resolve_model
-
-    counts = (("--q-r", args.q_r), ("--students", args.students), ("--eval-batch-size", args.eval_batch_size))
-    for flag, value in counts:
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    task = get_task(args.task)
-    datasets = [read_jsonl(path, task.validate_row) for path in args.dataset]
-    for path, rows in zip(args.dataset, datasets):
-        if not rows:
-            raise ValueError(f"{path}: no rows")
-    hard_set = Path(args.hard_set)
-    d_train_path = hard_set / "d_train.jsonl" if hard_set.is_dir() else hard_set
-    d_train = read_jsonl(d_train_path, task.validate_row)
-    if not d_train:
-        raise ValueError(f"{d_train_path}: D_train is empty")
-    q_r = random.Random(args.seed).sample(d_train, min(args.q_r, len(d_train)))  # a fresh draw, as each SOAR step
-    baseline = Baseline.load(args.baseline) if args.baseline else Baseline("base")
-    resolve_model(args.model)  # an unknown name fails here, before anything heavy is loaded
-    config = StudentTrainConfig() if args.preset == "paper" else StudentTrainConfig.cpu_small()
-    return {"task": task, "datasets": datasets, "d_train": d_train, "d_train_path": d_train_path, "q_r": q_r,
-            "baseline": baseline, "config": config}
-
-
-def _score_and_report(args: argparse.Namespace, scorer: "GroundedScorer", *, task: Task, datasets: list, d_train: list,
-                      d_train_path: Path, q_r: list, baseline: Baseline, config: StudentTrainConfig) -> int:
-    from sv_soar.jsonl import write_text_atomic
-
-    steps = config.steps_for(args.promoted)
-    print(f"score: task {task.name}, model {args.model}, preset {args.preset} ({steps} steps × "
-          f"{config.batch_prompts} prompts × {config.group_size}), r={args.students}, grounding {args.grounding}")
-    print(f"  Q_R: {len(q_r)} of {len(d_train)} D_train questions ({d_train_path}, seed {args.seed}); "
-          f"baseline {baseline.name} ({baseline.id})")
-    started = time.perf_counter()
-    scores = scorer.score(datasets, q_r, baseline, seed=args.seed, promoted=args.promoted)
-    seconds_total = time.perf_counter() - started
-
-    print(f"  Acc(baseline, Q_R) = {scores[0].baseline_accuracy:.3f}")
-    for k, (path, rows, score) in enumerate(zip(args.dataset, datasets, scores), start=1):
-        r_k = "None" if score.reward is None else f"{score.reward:+.4f}"
-        print(f"X_{k} {path} ({len(rows)} rows): R_k = {r_k}" + (" [cached]" if score.cached else ""))
-        for j, student in enumerate(score.students):
-            if student.failure is not None:
-                print(f"    student {j} (seed {student.seed}): FAILED after {student.seconds_train:.1f}s: "
-                      f"{student.failure}")
-            else:
-                print(f"    student {j} (seed {student.seed}): Acc {score.baseline_accuracy:.3f} -> "
-                      f"{student.accuracy:.3f}, R_kj {student.reward:+.4f}, train {student.seconds_train:.1f}s")
-        s = score.seconds
-        print(f"    time: train {s['train']:.1f}s, evaluate {s['evaluate']:.1f}s, "
-              f"baseline {s['baseline_evaluate']:.1f}s, total {s['total']:.1f}s")
-        if score.error:
-            print(f"    error: {score.error}")
-    print(f"total {seconds_total:.1f}s (scoring; model load {scorer.seconds_load:.1f}s before)")
-    if args.out:
-        result = {
-            "task": task.name, "model": args.model, "preset": args.preset, "config": config.model_dump(),
-            "students": args.students, "grounding": args.grounding, "seed": args.seed, "promoted": args.promoted,
-            "baseline": {"name": baseline.name, "id": baseline.id, "path": args.baseline},
-            "d_train": str(d_train_path), "q_r": [problem_content(row) for row in q_r],
-            "seconds": {"load": scorer.seconds_load, "score": seconds_total},
-            "datasets": [{"path": path, "rows": len(rows), **score.to_dict()}
-                         for path, rows, score in zip(args.dataset, datasets, scores)],
-        }
-        write_text_atomic(args.out, json.dumps(result, indent=1, allow_nan=False))
-        print(f"wrote {args.out}")
-    return 0 if all(score.reward is not None for score in scores) else 1
-

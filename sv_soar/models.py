@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib.util
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch/transformers are imported only when a model is really loaded
+    from sv_soar.format_warm_start import Recipe
     import torch
 
 log = logging.getLogger(__name__)
@@ -145,8 +147,21 @@ def _derived_model(name: str, verify: bool) -> str | None:
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(base).name)[:40]
     folder = cache_dir() / "models" / f"{slug}+{name.rpartition('+')[2]}-{digest}"
-    return str(ensure_cached_folder(folder, lambda out: format_warm_start.build(base, recipe, out),
+    return str(ensure_cached_folder(folder, lambda out: build_format_warm_start(base, recipe, out),
                                     source=format_warm_start.source_of(base, recipe), verify=verify))
+
+
+def build_format_warm_start(base: str, recipe: Recipe, out: Path) -> None:
+    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
+    from sv_soar import format_warm_start
+
+    model, tokenizer = load_model(base)
+    losses, merged = format_warm_start.warm_start(model, tokenizer, format_warm_start.examples(recipe), recipe)
+    print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **dataclasses.asdict(recipe), "losses": losses}))
 
 
 # --- the cache: atomic, locked, verified -------------------------------------------------------------

@@ -58,7 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sv_soar.grounded import Baseline, DatasetScore
 from sv_soar.jsonl import read_jsonl, write_jsonl, write_text_atomic
 from sv_soar.tasks import Row
-from sv_soar_student.trainer import StudentTrainConfig
+from sv_soar.student.config import StudentTrainConfig
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"

@@ -26,8 +26,6 @@ uninterrupted run reaches.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import statistics
 import time
@@ -37,12 +35,12 @@ from typing import Any, Sequence
 
 import torch
 
-from sv_soar.config import ConfigError, RunConfig, apply_overrides, config_diff, load_config, parse_config
+from sv_soar.config import ConfigError, RunConfig
 from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
-from sv_soar.run_dir import Run, RunDirError, create_run, exclusive_run, open_run
+from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row
-from sv_soar_teacher.grounded_rubric import class_balance, draw_q_r, partition, step_seed
+from sv_soar.soar_step import class_balance, learnability, partition, rloo_teacher_advantages, soar_step, step_seed
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +49,6 @@ TEACHER_DIR = "teacher"
 STEPS_FILE = "steps.jsonl"
 LEARNABILITY_SAMPLES = 8  # samples a problem for the intrinsic (learnability) reward
 TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_R and the students
-
-
-def rloo_teacher_advantages(rewards: Sequence[float | None]) -> list[float]:
-    """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, docs/design.md §4).
-
-    A dataset whose students all failed (R_k None: an error, out of memory, a time limit) says nothing
-    about the teacher's problems, so it is left out: advantage 0, and it is no one's baseline. A floor
-    of −1 in its place would be the strongest signal of the step (typical R_k are ±0.05) and teach the
-    teacher to avoid whatever it wrote when a machine failed."""
-    finished = [r for r in rewards if r is not None]
-    g = len(finished)
-    if g < 2:
-        return [0.0] * len(rewards)
-    total = sum(finished)
-    return [0.0 if r is None else r - (total - r) / (g - 1) for r in rewards]
-
-
-def learnability(successes: Sequence[Sequence[bool]]) -> float:
-    """The Intrinsic-T reward of a dataset: mean over problems of (0 if s̄ = 0 else 1 − s̄)."""
-    values = []
-    for outcomes in successes:
-        s_bar = sum(outcomes) / len(outcomes)
-        values.append(0.0 if s_bar == 0 else 1.0 - s_bar)
-    return sum(values) / len(values) if values else 0.0
 
 
 @dataclass
@@ -93,7 +67,7 @@ class TeacherSample:
 
 
 def teacher_prompt_of(config: RunConfig):
-    from sv_soar_teacher.prompts import teacher_prompt
+    from sv_soar.teacher.prompts import teacher_prompt
 
     return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
 
@@ -107,16 +81,16 @@ class Teacher:
     """
 
     def __init__(self, config: RunConfig) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
+
+        from sv_soar.student.adapters import lora_config
 
         from sv_soar.engines.transformers_engine import TransformersEngine
         from sv_soar.models import load_model
 
         section = config.teacher
         model, tokenizer = load_model(section.model)
-        lora = LoraConfig(r=section.lora_rank, lora_alpha=section.lora_alpha,
-                          target_modules=list(section.lora_target_modules), lora_dropout=0.0, bias="none",
-                          task_type="CAUSAL_LM")
+        lora = lora_config(section.lora_rank, section.lora_alpha, section.lora_target_modules)
         torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
         self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
         self.policy.eval()
@@ -131,14 +105,13 @@ class Teacher:
     def save(self, folder: Path) -> None:
         """Checkpoint the adapter and the optimizer (AdamW's moments: resume continues the same run)."""
         from peft import get_peft_model_state_dict
-        from safetensors.torch import save_file
+
+        from sv_soar.student.adapters import write_adapter
 
         state = {k: v.detach().cpu().contiguous() for k, v in
                  get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
         folder.mkdir(parents=True, exist_ok=True)
-        self.policy.peft_config[TEACHER_ADAPTER].save_pretrained(str(folder))
-        with atomic_path(folder / "adapter_model.safetensors") as tmp:
-            save_file(state, str(tmp))
+        write_adapter(folder, self.policy.peft_config[TEACHER_ADAPTER], state, atomic=True)
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save(self.optimizer.state_dict(), tmp)
 
@@ -152,8 +125,8 @@ class Teacher:
 
     def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
         """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
-        from sv_soar_teacher.problems import validate_batch
-        from sv_soar_teacher.prompts import teacher_prompt
+        from sv_soar.teacher.problems import validate_batch
+        from sv_soar.teacher.prompts import teacher_prompt
 
         section = self.config.teacher
         wanted = self.config.rollouts_per_step
@@ -195,7 +168,7 @@ class Teacher:
           log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
           taken before the step, so at step 0 it is 0 by construction.
         """
-        from sv_soar_student.trainer import group_logprobs
+        from sv_soar.student.trainer import group_logprobs
 
         section = self.config.teacher
         if not sample.first_round:
@@ -223,7 +196,7 @@ class Teacher:
 
     def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
         """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
-        from sv_soar_student.trainer import learning_rate_at, policy_gradient_step
+        from sv_soar.student.trainer import learning_rate_at, policy_gradient_step
 
         section = self.config.teacher
         lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
@@ -261,7 +234,7 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
     from sv_soar.backends import make_scorer
     from sv_soar.promotion import PromotionRun, promote
-    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar.teacher.contamination import HardSetIndex
 
     task = config.scoring_task()
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
@@ -346,17 +319,17 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         _commit(run, teacher, promotion, decision, entry, step, config)
         return entry
 
-    from sv_soar_teacher.diversity import question_diversity
+    from sv_soar.teacher.diversity import question_diversity
 
     datasets = [[sample.rows[i] for i in group] for group in groups]
-    # the same Q_R and student seeds as the teacher environment's step (sv_soar_teacher.grounded_rubric)
-    q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, step))
+    # the same step as the teacher environment's group reward (sv_soar_teacher.grounded_rubric); committed
+    # below, after the teacher checkpoint and the step log
     baseline = promotion.baseline()
     promotion_before = promotion.state.promoted
-    scores = scorer.score(datasets, q_r, baseline, seed=step_seed(seed, step),
-                          promoted=promotion_before, keep_adapters=True)
+    result = soar_step(datasets, d_train, scorer, promotion, q_r=config.soar.q_r, seed=seed, step=step,
+                       baseline=baseline, promoted=promotion_before)
+    q_r, scores, decision = result.q_r, result.scores, result.decision
     t_scored = time.perf_counter()
-    decision = promote(promotion.state, scores, datasets, step=step)
     # a dataset whose students all failed: None, left out of the teacher's RLOO (soar.floor = "neutral",
     # the default); a number there is that dataset's reward instead
     failed = None if config.soar.floor == "neutral" else config.soar.floor
@@ -422,7 +395,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
 def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
     """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
     from sv_soar.evaluation.pass_at_k import sample_successes
-    from sv_soar_student.trainer import add_student_adapter, remove_student_adapter
+    from sv_soar.student.trainer import add_student_adapter, remove_student_adapter
 
     adapter = None
     if baseline.adapter_state is not None:
@@ -478,53 +451,3 @@ def format_step(entry: dict[str, Any], total: int) -> str:
             f"| {'PROMOTED x' + str(entry['promoted_dataset'] + 1) if entry['promoted'] else 'no promotion'} "
             f"| sample {seconds['teacher_sampling']:.0f}s score {seconds['scoring']:.0f}s "
             f"update {seconds['teacher_update']:.0f}s")
-
-
-# --- the command ----------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="experiment config (TOML), e.g. configs/cpu-demo.toml")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue a run after its last completed step (with --config: refused if they differ)")
-    parser.add_argument("--out", type=Path, help="run folder (with --config; default runs/<config name>)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set soar.q_r=8 (JSON values)")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    if not (args.config or args.resume):
-        print("sv-soar train: give --config FILE.toml (a new run) or --resume RUN_DIR")
-        return 2
-    try:
-        overrides = dict(_override(item) for item in args.set)
-        if args.resume:
-            config = open_run(args.resume).config
-            if args.config or overrides:  # the same config, or nothing: a run never changes its config
-                asked = load_config(args.config, overrides) if args.config else parse_config(
-                    apply_overrides(config.resolved(), overrides))
-                differing = config_diff(config.resolved(), asked.resolved())
-                if differing:
-                    raise ConfigError(f"{args.resume}: refusing to resume with a different config; differing keys:\n  "
-                                      + "\n  ".join(differing))
-            folder = args.resume
-        else:
-            config = load_config(args.config, overrides)
-            folder = args.out or Path("runs") / args.config.stem
-        train(config, folder, resume=bool(args.resume), progress=not args.no_progress, max_steps=args.max_steps)
-    except (ConfigError, RunDirError) as exc:
-        print(f"sv-soar train: {exc}")
-        return 2
-    return 0
-
-
-def _override(item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. soar.q_r=8")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value  # a bare string such as a model name

@@ -21,12 +21,14 @@ import verifiers as vf
 from datasets import Dataset
 
 from sv_soar.backends import make_scorer
+from sv_soar.backends.pool import ScorerPool
+from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
+from sv_soar.student.config import StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
-from sv_soar_student.trainer import StudentTrainConfig
-from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric, HardSet, ScorerPool, load_hard_set
-from sv_soar_teacher.prompts import teacher_prompt
+from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
 
 ENV_ID = "sv-soar-teacher"
 
@@ -81,7 +83,7 @@ def load_environment(
                             grounding=grounding, time_limit_s=time_limit_s, cache_dir=reward_cache, progress=False),
         size=max_concurrent_scorings,
     )
-    # E2 options (the seed's controlled difficulty and sub-skills; sv_soar_teacher.e2_problems)
+    # E2 options (the seed's controlled difficulty and sub-skills; sv_soar.teacher.e2_problems)
     prompt_options = {k: v for k, v in (("difficulty", difficulty), ("sub_skill", sub_skill), ("lang", lang)) if v}
     problem_options = {k: v for k, v in prompt_options.items() if k != "lang"}
     rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
@@ -100,16 +102,6 @@ def load_environment(
         env_id=ENV_ID,
         **kwargs,
     )
-
-
-def student_config(preset: str, overrides: dict[str, Any] | None) -> StudentTrainConfig:
-    """SOAR's inner loop ("paper") or the 2-core CPU one ("cpu"), with `overrides` on top."""
-    overrides = dict(overrides or {})
-    if preset == "paper":
-        return StudentTrainConfig(**overrides)
-    if preset == "cpu":
-        return StudentTrainConfig.cpu_small(**overrides)
-    raise ValueError(f"preset must be 'paper' or 'cpu', got {preset!r}")
 
 
 def default_run_dir(task: str, hard: HardSet, model: str, config: StudentTrainConfig, *args: Any) -> Path:

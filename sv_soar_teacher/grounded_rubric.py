@@ -44,30 +44,26 @@ rollout's state and read back by one small function per name; verifiers reports 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import math
-import queue
-import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import verifiers as vf
 
-from rubrics.e1 import completion_text
-from sv_soar.grounded import DatasetScore, GroundedScorer
-from sv_soar.jsonl import read_jsonl
-from sv_soar.promotion import PromotionDecision, PromotionRun, promote
-from sv_soar.tasks import Row, get_task
-from sv_soar_student.trainer import StudentTrainConfig
-from sv_soar_teacher.contamination import HardSetIndex
-from sv_soar_teacher.diversity import question_diversity
-from sv_soar_teacher.problems import (
+from sv_soar.backends.pool import ScorerPool
+from sv_soar.grounded import DatasetScore
+from sv_soar.hard_set import HardSet
+from sv_soar.promotion import PromotionDecision, PromotionRun
+from sv_soar.scoring.e1 import completion_text
+from sv_soar.soar_step import partition, soar_step
+from sv_soar.student.config import StudentTrainConfig
+from sv_soar.tasks import Row
+from sv_soar.teacher.diversity import question_diversity
+from sv_soar.teacher.problems import (
     ProblemLimits,
     RejectReason,
     Rejection,
@@ -106,111 +102,6 @@ METRIC_NAMES = (
 )
 
 
-# --------------------------------------------------------------------------------- the hard set
-
-
-@dataclass(frozen=True)
-class HardSet:
-    """D_train (Q_R is drawn from it) and the contamination index over every hard-set question."""
-
-    d_train: list[Row]
-    index: HardSetIndex
-    source: Path
-    guarded: int  # questions the index holds
-
-
-def load_hard_set(path: str | Path | None, task: str) -> HardSet:
-    """A `sv-soar hardset --out` folder (D_train from d_train.jsonl; the guard covers hard_set.jsonl, or
-    d_train + d_test), or a D_train JSONL file (the guard covers that file only)."""
-    how = (
-        f"run `sv-soar hardset --task {task} --model <student> --out DIR` (fail@K mining, docs/design.md §4) "
-        "and pass hard_set=DIR"
-    )
-    if path is None:
-        raise ValueError(f"sv-soar-teacher needs a hard set: {how}")
-    path = Path(path).expanduser()
-    validate = get_task(task).validate_row
-    if path.is_dir():
-        d_train_file = path / "d_train.jsonl"
-        if not d_train_file.is_file():
-            raise FileNotFoundError(f"{path}: no d_train.jsonl, not a hard-set folder; {how}")
-        guard_files = [path / "hard_set.jsonl"] if (path / "hard_set.jsonl").is_file() else [
-            f for f in (d_train_file, path / "d_test.jsonl") if f.is_file()
-        ]
-    elif path.is_file():
-        d_train_file, guard_files = path, [path]
-    else:
-        raise FileNotFoundError(f"hard_set={str(path)!r}: no such file or folder; {how}")
-    d_train = read_jsonl(d_train_file, validate)
-    if not d_train:
-        raise ValueError(f"{d_train_file}: D_train is empty; Q_R needs at least one question")
-    guarded = [row for f in guard_files for row in (d_train if f == d_train_file else read_jsonl(f, validate))]
-    return HardSet(d_train=d_train, index=HardSetIndex(guarded), source=d_train_file, guarded=len(guarded))
-
-
-# --------------------------------------------------------------------------------- one step's pieces
-
-
-def partition(valid: Sequence[int], g: int, n: int) -> list[list[int]]:
-    """The first min(V, g·n) valid rollout indices, cut into min(g, V) contiguous datasets whose sizes
-    differ by at most one (the module docstring says why)."""
-    used = list(valid[: g * n])
-    count = min(g, len(used))
-    if count == 0:
-        return []
-    size, extra = divmod(len(used), count)
-    parts, start = [], 0
-    for k in range(count):
-        end = start + size + (1 if k < extra else 0)
-        parts.append(used[start:end])
-        start = end
-    return parts
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of outer step `step` (Q_R's draw and the students), from (seed, step) only."""
-    digest = hashlib.sha256(f"sv-soar-teacher-step:{seed}:{step}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def draw_q_r(d_train: Sequence[Row], q_r: int, seed: int) -> list[Row]:
-    """Q_R: q_r questions of D_train without replacement (all of it when smaller), drawn afresh each step,
-    stratified by label when the rows' answers are labels (E1): the labels share Q_R as evenly as D_train
-    allows. A fail@K hard set of a binary task is mostly one class; drawn plainly, Q_R is too, and
-    R_k = ΔAcc then rewards datasets that flip the student's label prior, not ones that teach it."""
-    rows = list(d_train)
-    rng = random.Random(seed)
-    size = min(q_r, len(rows))
-    by_label: dict[str, list[Row]] = {}
-    for row in rows:
-        answer = row.get("answer") if isinstance(row, dict) else None
-        if not isinstance(answer, str):
-            return rng.sample(rows, size)  # not a labelled task (E2's answers are findings): a plain draw
-        by_label.setdefault(answer, []).append(row)
-    for members in by_label.values():
-        rng.shuffle(members)
-    labels = sorted(by_label)
-    taken = {label: 0 for label in labels}
-    while sum(taken.values()) < size:  # round robin over the labels that have rows left
-        for label in labels:
-            if taken[label] < len(by_label[label]) and sum(taken.values()) < size:
-                taken[label] += 1
-    chosen = [row for label in labels for row in by_label[label][:taken[label]]]
-    rng.shuffle(chosen)
-    return chosen
-
-
-def class_balance(rows: Sequence[Row]) -> dict[str, int]:
-    """Rows a label (E1); empty for tasks whose answers are not labels."""
-    counts: dict[str, int] = {}
-    for row in rows:
-        answer = row.get("answer") if isinstance(row, dict) else None
-        if not isinstance(answer, str):
-            return {}
-        counts[answer] = counts.get(answer, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 NEUTRAL = "neutral"
 
 
@@ -229,40 +120,6 @@ class TeacherProblemParser(vf.Parser):
         """The problem's question in SV-Bench's format, or None when the rollout is no valid problem."""
         outcome = self.parse(completion_text(completion))
         return outcome.question if isinstance(outcome, TeacherProblem) else None
-
-
-class ScorerPool:
-    """`size` scoring slots; each slot's GroundedScorer (its own model copy) is built on first use."""
-
-    def __init__(self, build: Callable[[], GroundedScorer], size: int = 1) -> None:
-        if size < 1:
-            raise ValueError(f"max_concurrent_scorings must be at least 1, got {size}")
-        self._build, self.size = build, size
-        self._build_lock = threading.Lock()
-        self._free: queue.Queue[int] = queue.Queue()
-        for slot in range(size):
-            self._free.put(slot)
-        self._scorers: dict[int, GroundedScorer] = {}
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[Callable[[], GroundedScorer]]:
-        """Hold one slot (blocks the calling thread while all are busy); yields its scorer's getter."""
-        slot = self._free.get()
-        try:
-            def scorer() -> GroundedScorer:
-                # Every slot's scorer is built at the first use of any, one after another, before any scoring:
-                # transformers' from_pretrained patches torch process-wide while it loads (new parameters go to
-                # the meta device), so two loads at once failed ("Cannot copy out of meta tensor"), and a load
-                # beside a scoring thread could catch the LoRA weights that thread was creating.
-                with self._build_lock:
-                    for s in range(self.size):
-                        if s not in self._scorers:
-                            self._scorers[s] = self._build()
-                return self._scorers[slot]
-
-            yield scorer
-        finally:
-            self._free.put(slot)
 
 
 # --------------------------------------------------------------------------------- the rubric
@@ -348,23 +205,11 @@ class GroundedTeacherRubric(vf.Rubric):
                 step = max(self._next_step, self.run.state.next_step)
                 self._next_step = step + 1
                 baseline, promoted = self.run.baseline(), self.run.state.promoted
-            scores: list[DatasetScore] = []
-            error = None if datasets else "no valid teacher rollout in the group"
-            if datasets:
-                seed = step_seed(self.seed, step)
-                phase = f"loading the student model {self.run.state.model!r}"
-                try:
-                    grounded = scorer()
-                    phase = f"scoring {len(datasets)} dataset(s)"
-                    scores = grounded.score(datasets, draw_q_r(self.hard_set.d_train, self.q_r, seed), baseline,
-                                            seed=seed, promoted=promoted, keep_adapters=True)
-                except Exception as exc:  # noqa: BLE001 - counted and given the floor, never fatal to the trainer
-                    error = f"step {step}: {phase} failed: {type(exc).__name__}: {exc}"[:1000]
-                    log.exception("sv-soar-teacher: %s", error.splitlines()[0])
-            with self._lock, self.run.locked():  # re-reads state.json: another process may have promoted
-                decision = promote(self.run.state, scores, datasets if scores else [], step=step,
-                                   baseline_id=baseline.id, error=error)
-                self.run.commit(decision, config=self.config)
+            # the same step as `sv-soar train`'s (sv_soar.soar_step); a failure gives the group the floor
+            result = soar_step(datasets, self.hard_set.d_train, scorer, self.run, q_r=self.q_r, seed=self.seed,
+                               step=step, baseline=baseline, promoted=promoted, on_error="record", lock=self._lock,
+                               commit=lambda decision: self.run.commit(decision, config=self.config))
+        scores, decision, error = result.scores, result.decision, result.error
         for score in scores:  # the adapters were kept for promotion only
             for student in score.students:
                 student.adapter_state = None

@@ -68,7 +68,7 @@ TOKEN = "sv-soar-load-token"
 
 
 def student_config():
-    from sv_soar_student.trainer import StudentTrainConfig
+    from sv_soar.student.trainer import StudentTrainConfig
 
     return StudentTrainConfig(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8,
                               lora_rank=2, lora_alpha=4, lora_target_modules=["q_proj"])
@@ -81,11 +81,13 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
     from sv_soar.grounded import GroundedScorer
     from sv_soar.models import load_model
     from sv_soar.promotion import PromotionRun
-    from sv_soar.serving.student_service import RemoteScorer
+    from sv_soar.backends.remote import RemoteScorer
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar_teacher.contamination import HardSetIndex
-    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric, HardSet, ScorerPool
+    from sv_soar.teacher.contamination import HardSetIndex
+    from sv_soar.backends.pool import ScorerPool
+    from sv_soar.hard_set import HardSet
+    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
 
     rows = generate_e1_flows(8, seed=3)
     hard_set = HardSet(d_train=rows, index=HardSetIndex(rows), source=folder / "d_train.jsonl", guarded=len(rows))
@@ -149,7 +151,7 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
 
 def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResult:
     import sv_soar.grounded as grounded
-    from sv_soar.serving.student_service import RemoteScorer
+    from sv_soar.backends.remote import RemoteScorer
 
     trained: Counter[tuple[int, int, str]] = Counter()
     lock = threading.Lock()

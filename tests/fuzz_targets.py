@@ -134,11 +134,11 @@ def _teacher_e1_texts() -> st.SearchStrategy[str]:
     return _mangled(as_json)
 
 
-@fuzz_target("teacher-e1", "E1 teacher completions (sv_soar_teacher.problems.parse_teacher_problem)", _teacher_e1_texts)
+@fuzz_target("teacher-e1", "E1 teacher completions (sv_soar.teacher.problems.parse_teacher_problem)", _teacher_e1_texts)
 def check_teacher_e1(text: str) -> str:
     from sv_soar.tasks.e1 import validate_row
     from sv_soar.tasks.e1_flows import parse_question
-    from sv_soar_teacher.problems import RejectReason, Rejection, TeacherProblem, parse_teacher_problem
+    from sv_soar.teacher.problems import RejectReason, Rejection, TeacherProblem, parse_teacher_problem
 
     outcome = parse_teacher_problem(text)
     if isinstance(outcome, Rejection):
@@ -235,11 +235,11 @@ def _override_items() -> st.SearchStrategy[list[str]]:
     return st.lists(item, max_size=4)
 
 
-@fuzz_target("config-overrides", "`sv-soar train --set KEY=VALUE` overrides (soar_loop._override, apply_overrides)",
+@fuzz_target("config-overrides", "`sv-soar train --set KEY=VALUE` overrides (commands.train._override, apply_overrides)",
              _override_items)
 def check_config_overrides(items: list[str]) -> str:
     from sv_soar.config import ConfigError, apply_overrides, parse_config
-    from sv_soar.soar_loop import _override
+    from sv_soar.commands.train import _override
 
     try:
         overrides = dict(_override(item) for item in items)
@@ -583,12 +583,12 @@ def _teacher_e2_texts() -> st.SearchStrategy[str]:
 def _teacher_e2_context() -> tuple[Any, Any]:
     """One oracle (kube-linter as Rego, in-process) and a one-config hard set for the whole process."""
     from sv_soar.oracle import OracleCache
-    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar.teacher.contamination import HardSetIndex
 
     return OracleCache(size=512, kube_linter="rego"), HardSetIndex([_HARD_SET_CONFIG])
 
 
-@fuzz_target("teacher-e2", "E2 teacher completions (sv_soar_teacher.e2_problems.parse_e2_problem, each sub-skill); "
+@fuzz_target("teacher-e2", "E2 teacher completions (sv_soar.teacher.e2_problems.parse_e2_problem, each sub-skill); "
              "kube-linter checks as Rego, semgrep not run: a subprocess, its own input handled by the oracle tests",
              _teacher_e2_texts,
              examples=(json.dumps({"lang": "tf", "config": 'resource "aws_ebs_volume" "d\ud800" {\n  size = 40\n}\n'}),
@@ -605,8 +605,8 @@ def check_teacher_e2(text: str) -> str:
     from rubrics.e2 import config_of, e2_components, row_oracle_ids, scored_tools
     from sv_soar.oracle import finding_from_dict
     from sv_soar.tasks import get_task
-    from sv_soar_teacher.e2_problems import SUB_SKILLS, E2TeacherProblem
-    from sv_soar_teacher.problems import RejectReason, Rejection, parse_teacher_problem
+    from sv_soar.teacher.e2_problems import SUB_SKILLS, E2TeacherProblem
+    from sv_soar.teacher.problems import RejectReason, Rejection, parse_teacher_problem
 
     oracle, hard_set = _teacher_e2_context()
     outcomes = [parse_teacher_problem(text, task="e2", hard_set_index=hard_set,

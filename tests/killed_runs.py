@@ -33,7 +33,8 @@ TEMPORARY = re.compile(r"^\..*(\.tmp$|\.tmp-|\.old-)")
 
 def build_models(folder: Path) -> tuple[Path, Path]:
     """The tiny student model and the tiny format-warm-started teacher (about a minute on 2 cores)."""
-    from sv_soar.format_warm_start import Recipe, build
+    from sv_soar.format_warm_start import Recipe
+    from sv_soar.models import build_format_warm_start as build
     from tests.tiny_llama import build_tiny_llama
 
     model = build_tiny_llama(folder / "model")

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from sv_soar.serving.student_service import ServiceLimits, StudentServer, StudentService
+from sv_soar.serving.student_server import StudentServer
+from sv_soar.serving.student_service import ServiceLimits, StudentService
 
 
 class RunningStudentService:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sv_soar.jsonl import read_jsonl
-from sv_soar_teacher.diversity import (
+from sv_soar.teacher.diversity import (
     distinct_n,
     mean_pairwise_jaccard_distance,
     question_diversity,

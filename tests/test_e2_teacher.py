@@ -12,11 +12,11 @@ import pytest
 from rubrics.e2 import e2_components
 from sv_soar.config import load_config
 from sv_soar.tasks import get_task
-from sv_soar_teacher.contamination import HardSetIndex
-from sv_soar_teacher.e2_problems import E2TeacherProblem
+from sv_soar.teacher.contamination import HardSetIndex
+from sv_soar.teacher.e2_problems import E2TeacherProblem
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES
-from sv_soar_teacher.problems import RejectReason, Rejection, parse_teacher_problem, validate_batch
-from sv_soar_teacher.prompts import teacher_prompt
+from sv_soar.teacher.problems import RejectReason, Rejection, parse_teacher_problem, validate_batch
+from sv_soar.teacher.prompts import teacher_prompt
 from tests.test_e2_oracle import BAD_TF, POD, billion_laughs
 from tests.test_e2_rubric import needs_gnu_patch
 
@@ -150,7 +150,7 @@ def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_
 
 def test_a_batch_is_relabelled_with_one_semgrep_run_a_language(monkeypatch):
     from sv_soar.oracle import OracleCache, semgrep
-    from sv_soar_teacher import e2_problems
+    from sv_soar.teacher import e2_problems
 
     monkeypatch.setattr(e2_problems, "_ORACLE", OracleCache())  # nothing cached by earlier tests
 

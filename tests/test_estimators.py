@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from sv_soar_student.estimators import (
+from sv_soar.student.estimators import (
     ESTIMATORS,
     get_estimator,
     grpo_advantages,

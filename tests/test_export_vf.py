@@ -95,7 +95,7 @@ def test_evaluate_adapter_scores_a_trained_adapter(tmp_path, tiny_model_dir):
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
     from sv_soar.tasks import get_task
-    from sv_soar_student.trainer import student_policy, train_student
+    from sv_soar.student.trainer import student_policy, train_student
 
     run = make_run(tmp_path, tiny_model_dir)
     config = run.config.final_student_config()

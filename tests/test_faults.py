@@ -46,7 +46,9 @@ import pytest
 import sv_soar.grounded as grounded
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.serving.student_service import RemoteScorer, StudentServer, StudentService, StudentServiceError
+from sv_soar.backends.remote import RemoteScorer, StudentServiceError
+from sv_soar.serving.student_server import StudentServer
+from sv_soar.serving.student_service import StudentService
 from sv_soar.tasks import Task, get_task
 from tests.test_grounded import hard_items, is_kind, kind_config
 from tests.test_teacher_env import STUDENT, VALID, group_states, hard_set, load  # noqa: F401 (fixture)
@@ -382,7 +384,7 @@ def test_a_service_answering_garbage_ends_in_an_explicit_error(kind, faults):
 def test_the_teacher_gets_the_floor_and_a_visible_error_from_a_garbage_service(hard_set, tmp_path, caplog):  # noqa: F811
     """The teacher rubric with students_url on a service that says "done" with no result: every rollout gets the
     floor (not 0), the metric scoring_error is 1, the error is logged and kept in the step's record."""
-    from sv_soar_teacher import student_config
+    from sv_soar.student.config import student_config
 
     model = str(tmp_path / "model")  # the rubric never loads it: the students train on the service
     info = service_info(get_task("e1"), student_config("cpu", STUDENT), 2, model)

@@ -27,7 +27,8 @@ from sv_soar.jsonl import write_jsonl
 from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from sv_soar_student.trainer import ALL_LINEAR, StudentTrainConfig, _shuffled_batches, train_student
+from sv_soar.student.config import ALL_LINEAR, StudentTrainConfig
+from sv_soar.student.trainer import _shuffled_batches, train_student
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_FIELDS = {"tokens_per_s", "generation_tokens_per_s", "seconds_generation", "seconds_forward_backward",

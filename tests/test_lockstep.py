@@ -13,8 +13,8 @@ from sv_soar.engines.transformers_engine import CPU_BATCH_SIZE, TransformersEngi
 from sv_soar.generation import SamplingParams
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import default_dtype, load_model
-from sv_soar_student.lockstep import LockstepStudent, train_students_lockstep
-from sv_soar_student.trainer import remove_student_adapter, student_policy, train_student
+from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
+from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
 from tests.test_student_trainer import BROKEN, DIGIT_ROWS, DIGITS, TIMING_FIELDS, quiet, toy_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

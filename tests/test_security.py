@@ -179,7 +179,7 @@ def serve_students(tiny_model_dir) -> Iterator[Service]:
     bodies posted to /v1/jobs here all fail validation (or the token) before anything trains."""
     from sv_soar.grounded import GroundedScorer
     from sv_soar.serving.student_service import ServiceLimits
-    from sv_soar_teacher import student_config
+    from sv_soar.student.config import student_config
     from tests.running_student_service import RunningStudentService
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", {"steps": 1}), students=1, progress=False)

@@ -20,8 +20,8 @@ from sv_soar.config import parse_config
 from sv_soar.evaluation.final import final_steps, training_phases
 from sv_soar.soar_loop import rloo_teacher_advantages
 from sv_soar.tasks import get_task
-from sv_soar_student.trainer import StudentTrainConfig, kl_k3, kl_penalty, learning_rate_at
-from sv_soar_teacher.grounded_rubric import class_balance, draw_q_r
+from sv_soar.student.trainer import StudentTrainConfig, kl_k3, kl_penalty, learning_rate_at
+from sv_soar.soar_step import class_balance, draw_q_r
 
 
 def config(**sections):

@@ -38,7 +38,8 @@ def test_learnability_by_hand():
 
 @pytest.fixture(scope="module")
 def tiny_teacher_dir(tiny_model_dir, tmp_path_factory):
-    from sv_soar.format_warm_start import Recipe, build
+    from sv_soar.format_warm_start import Recipe
+    from sv_soar.models import build_format_warm_start as build
 
     out = tmp_path_factory.mktemp("tiny-teacher")
     build(str(tiny_model_dir), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4, lora_rank=4), out)
@@ -233,7 +234,7 @@ def test_the_teacher_learns_to_write_the_rewarded_kind_of_problem(tmp_path, tiny
     label; Base-T samples the same way and never updates, so its probability stays where it was."""
     import sv_soar.backends
     from sv_soar.soar_loop import Teacher
-    from sv_soar_teacher.contamination import HardSetIndex
+    from sv_soar.teacher.contamination import HardSetIndex
 
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, method=method, outer_steps=6)
     config.teacher.g, config.teacher.n, config.soar.tau = 4, 4, 10.0  # 16 problems a step; never promote

@@ -16,13 +16,9 @@ import torch
 
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.serving.student_service import (
-    RemoteAdapterState,
-    RemoteScorer,
-    ServiceLimits,
-    StudentServer,
-    StudentServiceError,
-)
+from sv_soar.backends.remote import RemoteAdapterState, RemoteScorer, StudentServiceError
+from sv_soar.serving.student_server import StudentServer
+from sv_soar.serving.student_service import ServiceLimits
 from tests.running_student_service import RunningStudentService
 from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
 from tests.test_teacher_env import STUDENT, VALID, hard_set, load, teacher_rubric  # noqa: F401 (fixture)
@@ -201,7 +197,7 @@ def test_client_refuses_a_service_with_other_settings(served):
 
 
 def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):  # noqa: F811
-    from sv_soar_teacher import student_config
+    from sv_soar.student.config import student_config
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", STUDENT), students=2, progress=False)
     running = serve(scorer, tmp_path / "store")

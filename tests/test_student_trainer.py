@@ -20,7 +20,7 @@ from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from sv_soar.tasks.e1 import E1_TASK
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from sv_soar_student.trainer import (
+from sv_soar.student.trainer import (
     BASE_POLICY_ADAPTER,
     StudentTrainConfig,
     StudentTrainingError,

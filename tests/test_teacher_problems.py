@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from sv_soar.jsonl import read_jsonl
 from sv_soar.tasks.e1_flows import Flow, render_question
-from sv_soar_teacher.contamination import (
+from sv_soar.teacher.contamination import (
     HardSetIndex,
     jaccard,
     normalize_question,
     question_hash,
 )
-from sv_soar_teacher.problems import (
+from sv_soar.teacher.problems import (
     E1ProblemFields,
     ProblemLimits,
     Rejection,
@@ -33,7 +33,7 @@ from sv_soar_teacher.problems import (
     problem_schema,
     validate_batch,
 )
-from sv_soar_teacher.prompts import teacher_prompt
+from sv_soar.teacher.prompts import teacher_prompt
 
 E1_SUFFIX = "Decide: Malicious or Benign (you may Abstain if unsure)."
 GOOD_Q = "Device cam-3 observed tcp 40001→2323, duration 0.52, bytes 120, flags [ShR]. " + E1_SUFFIX
@@ -439,7 +439,7 @@ def test_schema_is_in_the_teacher_environment_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o",
                     str(tmp_path / "wheels"), str(build_dir)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheels").glob("*.whl")
-    assert "sv_soar_teacher/schemas/e1_problem.schema.json" in zipfile.ZipFile(wheel).namelist()
+    assert "sv_soar/teacher/schemas/e1_problem.schema.json" in zipfile.ZipFile(wheel).namelist()
 
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),

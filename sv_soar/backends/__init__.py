@@ -5,7 +5,7 @@
 
 - "local": `sv_soar.grounded.GroundedScorer`, one model in this process (the default);
 - "ray": `sv_soar.backends.ray_backend.RayGroundedScorer`, student runs spread over Ray actors;
-- `students_url`: `sv_soar.serving.student_service.RemoteScorer`, datasets sent to `sv-soar
+- `students_url`: `sv_soar.backends.remote.RemoteScorer`, datasets sent to `sv-soar
   serve-students` on another machine (docs/design.md §5: an environment server with no GPU).
 """
 
@@ -23,7 +23,7 @@ def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local
     """A scorer with GroundedScorer's `score` for the chosen backend; kwargs go to the scorer (students,
     grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
     if students_url:
-        from sv_soar.serving.student_service import RemoteScorer
+        from sv_soar.backends.remote import RemoteScorer
 
         return RemoteScorer(students_url, task, config, token=students_token, model=model,
                             students=kwargs.get("students", 4), grounding=kwargs.get("grounding", "correctness"))

@@ -162,7 +162,7 @@ class RayGroundedScorer(GroundedScorer):
         back in run order. A part whose actor died is run once more on a restarted actor (its students count
         two attempts); if that one dies too, its students fail with "ActorDied". Seconds of evaluation: summed
         over actors."""
-        from sv_soar_teacher.grounded_rubric import partition
+        from sv_soar.soar_step import partition
 
         ray = require_ray()
         baseline_ref, q_r_ref = ray.put(baseline), ray.put(list(q_r))  # sent once, read by every actor

@@ -261,7 +261,7 @@ class TransformersEngine:
     ) -> list[list[list[Completion]]]:
         """Several `generate` calls decoded together: one result list per (prompts, params, adapters) request.
 
-        The r students of a dataset step in lockstep this way (sv_soar_student.lockstep): each student's
+        The r students of a dataset step in lockstep this way (sv_soar.student.lockstep): each student's
         request has its own seed and adapter, and a row samples from the stream of ITS request's seed,
         prompt index and sample index, so a request gets the completions that `generate` alone gives it
         (up to float rounding of the batched forward). Requests must agree on everything but seed and n.

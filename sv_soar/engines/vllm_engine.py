@@ -148,7 +148,7 @@ class VLLMEngine:
         raise KeyError(f"adapter(s) [{name!r}] not loaded; loaded: {self.loaded_adapters()}")
 
     def _export(self, name: str) -> Any:
-        from sv_soar_student.trainer import adapter_state_dict
+        from sv_soar.student.trainer import adapter_state_dict
 
         state = adapter_state_dict(self.policy, name)
         digest = hashlib.sha256()
@@ -158,12 +158,11 @@ class VLLMEngine:
         version = digest.hexdigest()[:16]
         if name in self._adapters and self._adapters[name][0] == version:
             return self._adapters[name][1]
-        from safetensors.torch import save_file
+        from sv_soar.student.adapters import write_adapter
 
         folder = os.path.join(self._export_root, f"{_safe(name)}-{version}")
         os.makedirs(folder, exist_ok=True)
-        self.policy.peft_config[name].save_pretrained(folder)
-        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "adapter_model.safetensors"))
+        write_adapter(folder, self.policy.peft_config[name], state)
         if name in self._adapters:
             self._drop(name)
         request = self._new_request(name, folder)

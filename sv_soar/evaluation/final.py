@@ -218,7 +218,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
-    from sv_soar_student.trainer import remove_student_adapter, student_policy, train_student
+    from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
 
     config = run.config
     task = config.scoring_task()

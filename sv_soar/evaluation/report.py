@@ -286,7 +286,7 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
 
 
 def class_balance_rows(runs: list[RunData]) -> list[str]:
-    from sv_soar_teacher.grounded_rubric import class_balance
+    from sv_soar.soar_step import class_balance
 
     def show(counts: dict[str, int]) -> str:
         return ", ".join(f"{label} {count}" for label, count in counts.items()) or "—"

@@ -13,7 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from sv_soar.serving.http_server import (HttpServer, busy, check_api_key, install_error_handlers, json_body,
                                          prometheus_text, read_body)
 from sv_soar.serving.openai_protocol import ApiError
-from sv_soar.serving.student_service import TOKEN_ENV, StudentService
+from sv_soar.backends.remote import TOKEN_ENV
+from sv_soar.serving.student_service import StudentService
 
 
 class StudentServer(HttpServer):

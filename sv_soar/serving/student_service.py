@@ -1,4 +1,5 @@
-"""`sv-soar serve-students`: SOAR's student runs as an HTTP service, and `RemoteScorer`, its client.
+"""`sv-soar serve-students`: SOAR's student runs as an HTTP service (its client, `RemoteScorer`, is
+sv_soar.backends.remote; the command line is sv_soar.commands.serve_students).
 
 A hosted environment server may have no GPU (docs/design.md §5): the teacher rubric's `students_url` sends
 each outer step's datasets here, where a GroundedScorer (local or Ray backend) trains the r students
@@ -31,36 +32,27 @@ step (sv_soar.promotion.median_student) and a 3B model's LoRA weights are ~100 M
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
 import os
 import queue
 import re
-import signal
-import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sv_soar.backends.remote import JOB_STATUSES, _digest
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.serving.openai_protocol import ApiError
 
 log = logging.getLogger("sv_soar.serve_students")
 
-TOKEN_ENV = "SV_SOAR_STUDENTS_TOKEN"
 JOB_ID = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")  # a folder name under the store: never . or ..
 BASELINE_ID = re.compile(r"base|[0-9a-f]{16}")  # Baseline.id: "base" or 16 hex digits of a content hash
 JOB_FIELDS = {"job_id", "task", "datasets", "q_r", "baseline", "seed", "promoted", "keep_adapters"}
-JOB_STATUSES = ("queued", "running", "done", "failed")
-# answers the client retries: the service is busy (503), or a proxy in front of it found it down (502, 504)
-RETRIED_STATUSES = {502, 503, 504}
 
 
 # ------------------------------------------------------------------------------------------- the service
@@ -346,322 +338,3 @@ def _shown(value: Any, limit: int = 60) -> str:
     """A refused value as its refusal quotes it: repr, cut to `limit` characters (a body may be megabytes)."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _digest(request: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# ------------------------------------------------------------------------------------------- HTTP
-
-
-def __getattr__(name: str) -> Any:
-    """StudentServer lives in sv_soar.serving.student_server (FastAPI, uvicorn): imported when asked for, so
-    RemoteScorer, the client a teacher environment runs, needs neither."""
-    if name == "StudentServer":
-        from sv_soar.serving.student_server import StudentServer
-
-        return StudentServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ------------------------------------------------------------------------------------------- the client
-
-
-class StudentServiceError(RuntimeError):
-    """The service refused a request, failed a job, could not be reached, or answered something that is not
-    a student service's answer; the message names the URL and what was wrong."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class RemoteAdapterState(Mapping):
-    """A kept student's LoRA weights, left on the service until first read (see the module docstring)."""
-
-    def __init__(self, client: "RemoteScorer", job_id: str, k: int, j: int) -> None:
-        self._client, self._where, self._state = client, (job_id, k, j), None
-
-    def _load(self) -> dict[str, Any]:
-        if self._state is None:
-            from safetensors.torch import load
-
-            job_id, k, j = self._where
-            raw = self._client._request("GET", f"/v1/jobs/{job_id}/adapters/{k}/{j}", raw=True)
-            try:
-                self._state = load(raw)
-            except Exception as exc:  # safetensors raises its own error types for a damaged file
-                raise StudentServiceError(f"{self._client.url}: the weights of student {j} of dataset {k} of job "
-                                          f"{job_id} are not a safetensors file: {exc}") from None
-        return self._state
-
-    def __getitem__(self, key: str) -> Any:
-        return self._load()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-
-class RemoteScorer:
-    """GroundedScorer's `score`, answered by `sv-soar serve-students` at `url`.
-
-    The job id is a hash of the whole request, so a call retried after a lost connection, or re-run by a
-    restarted trainer, finds the job the service already has and never trains its students twice.
-    `model`, `students`, `grounding` and `config` must match the service's (checked on first use).
-
-    Faults: a connection error or a 502/503/504 is retried `retries` times, waiting retry_backoff_s, then twice
-    that, and so on (30 s at most); a job the service lost (404: restarted without its store) is submitted
-    again. Anything else that is not a student service's answer (not JSON, the wrong shape, an unknown job
-    status, a malformed result) raises StudentServiceError naming the URL and what was wrong, which the
-    teacher rubric turns into the floor reward and a counted, logged error (never a silent zero).
-    """
-
-    def __init__(self, url: str, task: Any, config: Any, *, token: str | None = None, model: str | None = None,
-                 students: int = 4, grounding: str = "correctness", poll_s: float = 1.0,
-                 timeout_s: float | None = None, retries: int = 5, retry_backoff_s: float = 0.5) -> None:
-        from sv_soar.tasks import get_task
-
-        token = token or os.environ.get(TOKEN_ENV)
-        if not token:
-            raise ValueError(f"students_url needs the service's bearer token: pass students_token or set ${TOKEN_ENV}")
-        self.url, self._token = url.rstrip("/"), token
-        self.task = get_task(task) if isinstance(task, str) else task
-        self.config, self.model_name, self.students, self.grounding = config, model, students, grounding
-        self.poll_s, self.timeout_s, self.retries, self.retry_backoff_s = poll_s, timeout_s, retries, retry_backoff_s
-        self.retried = 0  # requests sent again after a connection error or a 502/503/504 (benchmarks/faults.py)
-        self._checked = False
-        self.seconds_load = 0.0
-
-    def score(self, datasets: Sequence[Sequence[dict]], q_r: Sequence[dict], baseline: Any, *, seed: int,
-              promoted: bool = False, keep_adapters: bool = False) -> list[Any]:
-        from sv_soar.reward_cache import problem_content
-
-        self._check_service()
-        request = {"task": self.task.name, "datasets": [[_wire(r) for r in d] for d in datasets],
-                   "q_r": [_wire(r) for r in q_r], "baseline": baseline.id, "seed": seed, "promoted": promoted,
-                   "keep_adapters": keep_adapters}
-        identity = {**request, "datasets": [[problem_content(r) for r in d] for d in datasets],
-                    "q_r": [problem_content(r) for r in q_r], "model": self.model_name}
-        job_id = "job-" + _digest(identity)[:32]
-        request["job_id"] = job_id
-        self._submit(request, baseline)
-        view = self._wait(request, baseline)
-        scores = self._result(view, job_id, len(datasets))
-        if keep_adapters:
-            for k, score in enumerate(scores):
-                for j, student in enumerate(score.students):
-                    if student.failure is None:
-                        student.adapter_state = RemoteAdapterState(self, job_id, k, j)
-        return scores
-
-    def _submit(self, request: dict[str, Any], baseline: Any) -> None:
-        try:
-            self._request("POST", "/v1/jobs", request)
-        except StudentServiceError as exc:
-            if exc.code != "unknown_baseline":
-                raise
-            self._upload_baseline(baseline)  # once per promoted baseline: the service keeps it by id
-            self._request("POST", "/v1/jobs", request)
-
-    def _wait(self, request: dict[str, Any], baseline: Any) -> dict[str, Any]:
-        job_id = request["job_id"]
-        started = time.monotonic()
-        lost = 0
-        while True:
-            try:
-                view = self._request("GET", f"/v1/jobs/{job_id}")
-            except StudentServiceError as exc:
-                if exc.status != 404:
-                    raise
-                lost += 1
-                if lost > self.retries:  # a restart loses a job once; a service that never keeps it is broken
-                    raise StudentServiceError(f"{self.url}: job {job_id} was lost {lost} times right after it was "
-                                              f"submitted: {exc}", status=404) from None
-                log.warning("%s lost job %s (restarted?); submitting it again", self.url, job_id)
-                self._submit(request, baseline)  # the same id: a job it finished before is answered, not re-run
-                continue
-            status = view.get("status")
-            if status == "done":
-                return view
-            if status == "failed":
-                raise StudentServiceError(f"{self.url}: job {job_id} failed: {str(view.get('error'))[:2000]}")
-            if status not in JOB_STATUSES:
-                raise StudentServiceError(f"{self.url}: GET /v1/jobs/{job_id}: unknown job status {str(status)[:100]!r} "
-                                          f"(a student service answers one of {', '.join(JOB_STATUSES)})")
-            if self.timeout_s is not None and time.monotonic() - started > self.timeout_s:
-                raise TimeoutError(f"{self.url}: job {job_id} not done after {self.timeout_s:g}s ({status})")
-            time.sleep(self.poll_s)
-
-    def _result(self, view: dict[str, Any], job_id: str, count: int) -> list[Any]:
-        """A done job's R_k, one DatasetScore a dataset (DatasetScore.from_dict validates every field)."""
-        from sv_soar.grounded import DatasetScore
-
-        result, where = view.get("result"), f"{self.url}: job {job_id} is done, but its result"
-        if not isinstance(result, list) or len(result) != count:
-            raise StudentServiceError(f"{where} is not a list of {count} dataset score(s): {str(result)[:200]}")
-        try:
-            return [DatasetScore.from_dict(entry) for entry in result]
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise StudentServiceError(f"{where} is malformed: {type(exc).__name__}: {str(exc)[:200]}") from None
-
-    def _check_service(self) -> None:
-        if self._checked:
-            return
-        info = self._request("GET", "/v1/info")
-        wanted = {"task": self.task.name, "students": self.students, "grounding": self.grounding,
-                  "config": self.config.model_dump()}
-        if self.model_name is not None:
-            wanted["model"] = self.model_name
-        for key, value in wanted.items():
-            if info.get(key) != value:
-                raise StudentServiceError(f"{self.url} trains with {key} = {info.get(key)!r}, but this run asks for "
-                                          f"{value!r}: start the service with the run's settings")
-        self._checked = True
-
-    def _upload_baseline(self, baseline: Any) -> None:
-        from safetensors.torch import save
-
-        data = save({k: v.contiguous() for k, v in baseline.adapter_state.items()})
-        self._request("PUT", f"/v1/baselines/{baseline.id}", raw_body=data)
-
-    def _request(self, method: str, path: str, body: Any = None, *, raw_body: bytes | None = None,
-                 raw: bool = False) -> Any:
-        """One request, retried with backoff on connection errors and RETRIED_STATUSES (the same job id:
-        idempotent); the answer's JSON object (its bytes with `raw`), else StudentServiceError."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self._token}"}
-        content = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        where = f"{self.url}: {method} {path}"
-        for attempt in range(self.retries + 1):
-            try:
-                response = httpx.request(method, self.url + path, content=content, headers=headers, timeout=300)
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise StudentServiceError(f"{where}: {type(exc).__name__}: {exc} (tried {attempt + 1} "
-                                              "times)") from exc
-                why = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
-                    break
-                why = f"HTTP {response.status_code}"
-            wait = min(30.0, self.retry_backoff_s * 2**attempt)
-            log.warning("%s: %s; retrying in %.2fs (%d of %d)", where, why, wait, attempt + 1, self.retries)
-            self.retried += 1
-            time.sleep(wait)
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = None
-            if not isinstance(error, dict):  # not the service's {"error": {...}}: a proxy's page, a stranger
-                error = {"message": response.text[:500]}
-            raise StudentServiceError(f"{where}: HTTP {response.status_code}: {str(error.get('message'))[:500]}",
-                                      status=response.status_code, code=error.get("code"))
-        if raw:
-            return response.content
-        try:
-            answer = response.json()
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
-            answer = None
-        if not isinstance(answer, dict):
-            raise StudentServiceError(f"{where}: HTTP {response.status_code}, but the answer is not a JSON object: "
-                                      f"{response.text[:200]!r}", status=response.status_code)
-        return answer
-
-
-def _wire(row: dict) -> dict:
-    """A row as JSON sends it (meta may hold numpy scalars from a miner; JSON round trip settles them)."""
-    return json.loads(json.dumps(row, default=str))
-
-
-# ------------------------------------------------------------------------------------------- the command
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.backends import BACKENDS
-    from sv_soar.serving.openai_server import _byte_size
-    from sv_soar.grounded import GROUNDINGS, PRESETS
-    from sv_soar.models import DEFAULT_MODEL
-
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="student model (default: %(default)s)")
-    parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")
-    parser.add_argument("--preset", choices=PRESETS, default="paper",
-                        help="student config: paper (SOAR's inner loop) or cpu (StudentTrainConfig.cpu_small)")
-    parser.add_argument("--student", metavar="JSON", default=None,
-                        help="student config overrides as a JSON object, e.g. '{\"steps\": 3}'")
-    parser.add_argument("--students", type=int, default=4, help="r, students a dataset (SOAR: 4)")
-    parser.add_argument("--grounding", choices=GROUNDINGS, default="correctness")
-    parser.add_argument("--time-limit", type=float, metavar="S", help="seconds a student run may take")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where students train (default: local)")
-    parser.add_argument("--ray-address", default=None, help="with --backend ray: the cluster (default: start one)")
-    parser.add_argument("--ray-actors", type=int, default=None, help="with --backend ray: actors (default: one a GPU)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8100, help="port; 0 picks a free one (default %(default)s)")
-    parser.add_argument("--port-file", type=Path, default=None, help="also write the bound port here")
-    parser.add_argument("--token-file", type=Path, default=None,
-                        help=f"file holding the bearer token clients must send (default: ${TOKEN_ENV})")
-    parser.add_argument("--store", type=Path, default=None,
-                        help="folder for finished jobs, kept adapters and baselines (default: a new temp folder)")
-    parser.add_argument("--cache", type=Path, default=None, help="reward-cache folder (default: STORE/reward_cache)")
-    parser.add_argument("--max-request-bytes", type=_byte_size, default=ServiceLimits.max_request_bytes,
-                        help="largest job body, e.g. 16MiB (larger: HTTP 413)")
-    parser.add_argument("--max-baseline-bytes", type=_byte_size, default=ServiceLimits.max_baseline_bytes,
-                        help="largest baseline upload, e.g. 2GiB")
-    parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue,
-                        help="jobs waiting at most (beyond: 503 with Retry-After)")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    from sv_soar.backends import make_scorer
-    from sv_soar.serving.http_server import LOOPBACK
-    from sv_soar.serving.openai_server import _interrupt, _write_port_file
-    from sv_soar.serving.student_server import StudentServer
-    from sv_soar_teacher import student_config
-
-    token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "")
-    if not token:
-        print(f"sv-soar serve-students: a bearer token is required: --token-file FILE or ${TOKEN_ENV}", file=sys.stderr)
-        return 2
-    if args.max_queue < 1 or args.students < 1:
-        print("sv-soar serve-students: --max-queue and --students must be at least 1", file=sys.stderr)
-        return 2
-    if args.host not in LOOPBACK:
-        log.warning("binding %s: reachable beyond this machine; the token is all that guards it (use TLS in front)",
-                    args.host)
-    store = args.store or Path(tempfile.mkdtemp(prefix="sv-soar-students-"))
-    try:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
-        config = student_config(args.preset, json.loads(args.student) if args.student else None)
-    except ValueError as exc:
-        print(f"sv-soar serve-students: --student: {exc}", file=sys.stderr)
-        return 2
-    scorer = make_scorer(args.model, args.task, config, backend=args.backend, ray_address=args.ray_address,
-                         ray_actors=args.ray_actors, students=args.students, grounding=args.grounding,
-                         time_limit_s=args.time_limit, cache_dir=args.cache or store / "reward_cache", progress=False)
-    limits = ServiceLimits(max_request_bytes=args.max_request_bytes, max_baseline_bytes=args.max_baseline_bytes,
-                           max_queue=args.max_queue)
-    service = StudentService(scorer, store, limits)
-    server = StudentServer((args.host, args.port), service, token)
-    if args.port_file:
-        _write_port_file(args.port_file, server.port)
-    signal.signal(signal.SIGTERM, _interrupt)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    try:
-        print(f"sv-soar serve-students: listening on http://{host}:{server.port} (model {args.model}, "
-              f"task {args.task}, r={args.students}, store {store})", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        service.close()
-        if hasattr(scorer, "close"):
-            scorer.close()
-    return 0

@@ -1,6 +1,6 @@
 """E1 as a `Task`: SV-Bench's network-log classification (IoT-23 flows, Malicious / Benign).
 
-Scoring is SV-Bench's E1 rubric (`rubrics.e1`); success is the correct label (docs/design.md §4,
+Scoring is SV-Bench's E1 rubric (`sv_soar.scoring.e1`); success is the correct label (docs/design.md §4,
 grounding="correctness"). The breakdown key of a row is its attack family when the row names one,
 else its Zeek connection state (`meta.scenario`): SV-Bench's IoT-23 rows all carry
 attack_family "NA", so for them the key is the connection state (S0, SF, OTH, ...), while the
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rubrics.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
-from sv_soar.tasks import Row, Task
+from sv_soar.scoring.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
+from sv_soar.tasks.task import Row, Task
 
 # attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
 _NO_FAMILY = {"", "NA", "-", "None"}

@@ -1,6 +1,6 @@
 """E2 as a `Task`: SV-Bench's config audit and remediation (Kubernetes YAML, Terraform HCL).
 
-Scoring is `rubrics.e2` (SV-Bench's reward without its two defects); success (docs/design.md §4,
+Scoring is `sv_soar.scoring.e2` (SV-Bench's reward without its two defects); success (docs/design.md §4,
 grounding="correctness") is a severity-weighted F1 of at least `F1_SUCCESS` against the row's
 oracle ids. The breakdown key is the language and how many scored ids the row has ("k8s:clean",
 "k8s:1-2", "k8s:3-5", "k8s:6+", "tf:..."), the seed's difficulty axis for E2 (one violation, two,
@@ -20,9 +20,9 @@ import hashlib
 import json
 from typing import Any
 
-from rubrics.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
-from rubrics.e2_svbench import PROMPT_CONFIG
-from sv_soar.tasks import Row, Task
+from sv_soar.scoring.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
+from sv_soar.scoring.e2_svbench import PROMPT_CONFIG
+from sv_soar.tasks.task import Row, Task
 
 LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
 
@@ -80,7 +80,7 @@ def validate_row(value: Any) -> Row:
         except json.JSONDecodeError:
             raise ValueError("'answer' is not the JSON of an E2 row") from None
         if isinstance(inner, dict) and "info" not in inner:  # SV-Bench's env format: answer = JSON of info
-            from rubrics.e2 import row_from_answer
+            from sv_soar.scoring.e2 import row_from_answer
 
             inner = row_from_answer(inner, value.get("question"))
             outer_meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sv_soar.generation import ChatPrompt
-from sv_soar.tasks import Row, Task
+from sv_soar.tasks.task import Row, Task
 
 
 @dataclass(frozen=True)

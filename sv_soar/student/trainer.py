@@ -36,151 +36,27 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
-from sv_soar_student.estimators import ESTIMATORS, get_estimator
-
-# Llama-family projections (Llama 3.2, SmolLM2): every linear layer of attention and MLP.
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
+from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer's adapters on the shared model
+    BASE_POLICY_ADAPTER,
+    adapter_state_dict,
+    add_student_adapter,
+    remove_student_adapter,
+    student_adapter,
+    student_policy,
+    write_adapter,
+)
+from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student.estimators import ESTIMATORS, get_estimator
 
 class StudentTrainingError(RuntimeError):
     """A student run diverged (non-finite reward, loss, gradient or weights); the caller counts it."""
 
-
-class StudentTrainConfig(BaseModel):
-    """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, docs/design.md §4)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    steps: int = Field(10, ge=1, description="RL steps per student (SOAR: 10)")
-    steps_after_promotion: int = Field(15, ge=1, description="RL steps once a baseline was promoted (SOAR: 15)")
-    batch_prompts: int = Field(8, ge=1, description="prompts per step (SOAR: 8)")
-    group_size: int = Field(32, ge=2, description="completions per prompt, the RLOO group (SOAR: 32)")
-    learning_rate: float = Field(1e-5, gt=0, description="peak AdamW learning rate (SOAR: 1e-5)")
-    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights")
-    kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="completion budget (default: the task's answer length, E1 96, E2 384: the budget "
-        "the hard set is mined with, so that a student is never scored with fewer or more tokens than the "
-        "hard set's failures had; a truncated answer fails like a wrong one)")
-    max_grad_norm: float = Field(1.0, gt=0, description="global gradient-norm clip")
-    estimator: Literal["rloo", "grpo", "maxrl"] = Field(
-        "rloo", description="advantage estimator: rloo (SOAR), grpo (SV-Bench's hosted recipe), maxrl (2602.02710)"
-    )
-    grpo_eps: float = Field(1e-4, gt=0, description="std floor of the GRPO estimator (TRL's value)")
-    reward: Literal["full", "correctness"] = Field(
-        "full",
-        description="full: the task's SV-Bench rubric total (the student always trains on it, per the seed "
-        "write-up); correctness: 1.0 when task.is_success else 0.0",
-    )
-    micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward; bounds activation memory")
-    gradient_checkpointing: bool = Field(
-        False,
-        description="recompute each layer's activations in the backward pass: about a third more compute for "
-        "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
-    )
-    lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
-    lora_target_modules: list[str] = Field(
-        default_factory=lambda: list(ALL_LINEAR), description="linear layers that get LoRA weights"
-    )
-    trainer: Literal["sv-soar", "verifiers"] = Field(
-        "sv-soar",
-        description="sv-soar: this loop (on-policy RLOO/GRPO/MaxRL, k3 KL); verifiers: verifiers 0.1.9.post3's "
-        "RLTrainer, a different objective (mean-centred advantages, no KL, asynchronous off-policy with ratio "
-        "masking) that needs a GPU stack; untested, and refused with what it needs (use `sv-soar export-vf`)",
-    )
-
-    @model_validator(mode="after")
-    def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
-        if self.trainer == "verifiers":
-            raise ValueError(verifiers_trainer_requirements())
-        return self
-
-    @model_validator(mode="after")
-    def _maxrl_needs_non_negative_rewards(self) -> "StudentTrainConfig":
-        if self.estimator == "maxrl" and self.reward == "full":
-            raise ValueError(
-                "estimator='maxrl' divides by the group's mean reward, which the full SV-Bench rubric can drive "
-                "to zero or below (E1 asymmetric cost −1, E2 invalid JSON −0.25): use reward='correctness'"
-            )
-        return self
-
-    @classmethod
-    def cpu_small(cls, **overrides: Any) -> "StudentTrainConfig":
-        """A run that finishes in minutes on a 2-core CPU with the 135M model; not the paper's setting."""
-        values: dict[str, Any] = dict(
-            steps=3,
-            steps_after_promotion=4,
-            batch_prompts=2,
-            group_size=4,
-            max_new_tokens=48,
-            learning_rate=1e-4,  # 10x the paper's: 3 steps of 8 completions must move the adapter at all
-            micro_batch_size=8,
-            lora_rank=8,
-            lora_alpha=16,
-            lora_target_modules=["q_proj", "v_proj"],
-        )
-        values.update(overrides)
-        return cls(**values)
-
-    def tokens_for(self, task: Task) -> int:
-        """The completion budget with `task`: max_new_tokens, else the task's answer length."""
-        return self.max_new_tokens if self.max_new_tokens is not None else task.answer_tokens
-
-    def steps_for(self, promoted: bool) -> int:
-        """SOAR trains students longer once the baseline has been promoted at least once."""
-        return self.steps_after_promotion if promoted else self.steps
-
-    def lora_config(self):
-        from peft import LoraConfig
-
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=list(self.lora_target_modules),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-
-
-# What verifiers' own trainer needs (verifiers 0.1.9.post3, `pip install 'verifiers[rl]==0.1.9.post3'`): its RL
-# extra's packages, a CUDA GPU for the trainer, and a `vf-vllm` inference server on another. In verifiers 0.1.14
-# the trainer moved to a separate verifiers-rl package that is not on PyPI.
-VERIFIERS_TRAINER_PACKAGES = ("deepspeed", "vllm", "flash_attn", "liger_kernel", "accelerate", "wandb")
-
-
-def verifiers_trainer_requirements() -> str:
-    """Why student.trainer = "verifiers" cannot run here, naming what it needs and what is missing."""
-    import importlib.metadata
-    import importlib.util
-
-    missing = []
-    try:
-        version = importlib.metadata.version("verifiers")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    if version is None or not version.startswith("0.1.9"):
-        missing.append(f"verifiers==0.1.9.post3 (installed: {version or 'none'}; later versions have no RLTrainer)")
-    missing += [name for name in VERIFIERS_TRAINER_PACKAGES if importlib.util.find_spec(name) is None]
-    if not torch.cuda.is_available():
-        missing.append("a CUDA GPU")
-    return ("student.trainer = 'verifiers' needs verifiers==0.1.9.post3 with its rl extra (RLTrainer: deepspeed, "
-            "vllm, flash-attn, liger-kernel, accelerate, wandb), a CUDA GPU and a `vf-vllm` server; missing here: "
-            f"{', '.join(missing) or 'nothing, but this backend is not wired into the outer loop (untested)'}. "
-            "Train the final student with verifiers instead: `sv-soar export-vf RUN_DIR` writes its training set "
-            "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
 
 
 @dataclass
@@ -197,101 +73,16 @@ class StudentRun:
 
     def save(self, path: str | Path) -> Path:
         """Write a peft adapter folder (loadable by PeftModel.load_adapter / the engines) plus the log."""
-        from safetensors.torch import save_file
-
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         lora_config = copy.deepcopy(self.lora_config) if self.lora_config else self.config.lora_config()
         lora_config.base_model_name_or_path = self.base_model_name or lora_config.base_model_name_or_path
-        lora_config.save_pretrained(str(folder))
-        save_file({k: v.contiguous() for k, v in self.adapter_state.items()}, str(folder / "adapter_model.safetensors"))
+        write_adapter(folder, lora_config, self.adapter_state)
         (folder / "student_config.json").write_text(self.config.model_dump_json(indent=2))
         with open(folder / "student_log.jsonl", "w") as f:
             for entry in self.log:
                 f.write(json.dumps(entry) + "\n")
         return folder
-
-
-# --- adapters on the shared model ---------------------------------------------------------------
-
-
-# peft cannot hold a PeftModel with no adapter at all (its forward looks the active one up), so the
-# shared policy always keeps this one: peft's default init (lora_B = 0) computes the base model exactly.
-BASE_POLICY_ADAPTER = "sv-soar-base"
-
-
-def student_policy(model, config: StudentTrainConfig):
-    """Wrap the base model ONCE per process into the PeftModel that every student adapter lives on.
-
-    Build the engine from the result (`TransformersEngine(policy, tokenizer)`), so that generation and
-    training see the same adapters. Returns `model` unchanged when it already is a PeftModel.
-    """
-    from peft import PeftModel, get_peft_model
-
-    if isinstance(model, PeftModel):
-        return model
-    policy = get_peft_model(model, config.lora_config(), adapter_name=BASE_POLICY_ADAPTER)
-    for param in policy.parameters():
-        param.requires_grad_(False)
-    policy.eval()
-    return policy
-
-
-def adapter_state_dict(policy, adapter_name: str) -> dict[str, torch.Tensor]:
-    """The adapter's LoRA weights as detached CPU copies, keyed as peft saves them."""
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(policy, adapter_name=adapter_name)
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, init_adapter_state=None) -> list:
-    """Add a LoRA adapter to the shared PeftModel, make it active and the only trainable weights.
-
-    With `init_adapter_state` (e.g. the current baseline student's `adapter_state`) the adapter starts
-    from those weights; otherwise from peft's default init (A random, B zero: the base model's policy).
-    Returns the adapter's parameters, the ones the optimizer may touch.
-    """
-    from peft import set_peft_model_state_dict
-
-    policy.add_adapter(adapter_name, config.lora_config())
-    if init_adapter_state is not None:
-        result = set_peft_model_state_dict(policy, init_adapter_state, adapter_name=adapter_name)
-        missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
-        if missing or result.unexpected_keys:
-            policy.delete_adapter(adapter_name)
-            raise ValueError(
-                f"init_adapter_state does not fit a rank-{config.lora_rank} LoRA on "
-                f"{config.lora_target_modules}: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}"
-            )
-    policy.set_adapter(adapter_name)
-    trainable = []
-    for name, param in policy.named_parameters():
-        mine = "lora_" in name and f".{adapter_name}." in name
-        param.requires_grad_(mine)
-        if mine:
-            trainable.append(param)
-    return trainable
-
-
-def remove_student_adapter(policy, adapter_name: str) -> None:
-    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights)."""
-    if adapter_name not in policy.peft_config:
-        return
-    if adapter_name in policy.active_adapters:  # hand "active" back first, or peft warns and picks one
-        others = [name for name in policy.peft_config if name != adapter_name]
-        if others:
-            policy.set_adapter(BASE_POLICY_ADAPTER if BASE_POLICY_ADAPTER in others else others[0], inference_mode=True)
-    policy.delete_adapter(adapter_name)
-
-
-@contextlib.contextmanager
-def student_adapter(policy, adapter_name: str) -> Iterator[str]:
-    """`with student_adapter(policy, name): run = train_student(..., adapter_name=name)` removes it afterwards."""
-    try:
-        yield adapter_name
-    finally:
-        remove_student_adapter(policy, adapter_name)
 
 
 # --- the objective --------------------------------------------------------------------------------

@@ -38,11 +38,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rubrics.e2 import scored_tools, weighted_prf
+from sv_soar.scoring.e2 import scored_tools, weighted_prf
 from sv_soar.oracle import PRIMARY_TOOL, TOOLS, OracleCache, detect_lang
 from sv_soar.oracle.safe_yaml import YamlLimits, not_utf8
-from sv_soar_teacher.contamination import HardSetIndex, question_hash
-from sv_soar_teacher.problems import (
+from sv_soar.teacher.contamination import HardSetIndex, question_hash
+from sv_soar.teacher.checks import (
     ProblemLimits,
     RejectReason,
     Rejection,

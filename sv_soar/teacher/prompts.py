@@ -12,7 +12,7 @@ Choices, and why:
   writes stepping stones; what makes one useful is left to the grounded reward to teach.
 - E2: the teacher writes a config and the ids it means to put in; the prompt lists the oracle's rule
   ids (vocabulary, not data) and takes the seed's E2 options, a difficulty and a sub-skill. Its ids
-  are only compared with the oracle's relabel (sv_soar_teacher/e2_problems.py).
+  are only compared with the oracle's relabel (sv_soar/teacher/e2_problems.py).
 """
 
 from __future__ import annotations

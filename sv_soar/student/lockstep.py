@@ -31,8 +31,8 @@ import torch
 
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
-from sv_soar_student.estimators import ESTIMATORS, get_estimator
-from sv_soar_student.trainer import (
+from sv_soar.student.estimators import ESTIMATORS, get_estimator
+from sv_soar.student.trainer import (
     StudentRun,
     StudentTrainConfig,
     _shuffled_batches,

@@ -33,178 +33,25 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib import resources
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rubrics.e1 import matching_brace
 from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
-from sv_soar_teacher.contamination import DEFAULT_THRESHOLD, HardSetIndex, question_hash
+from sv_soar.teacher.checks import (  # noqa: F401 - re-exported: the names every problem parser shares
+    ProblemLimits,
+    RejectReason,
+    Rejection,
+    TeacherProblem,
+    completion_text_rejection,
+    extract_json_object,
+    find_injection,
+)
+from sv_soar.teacher.contamination import HardSetIndex, question_hash
 
 TASKS = ("e1", "e2")
-
-
-class RejectReason(StrEnum):
-    EMPTY = "empty"
-    TOO_LONG = "too_long"
-    NOT_JSON = "not_json"
-    SCHEMA = "schema"
-    BAD_LABEL = "bad_label"
-    QUESTION_TOO_SHORT = "question_too_short"
-    QUESTION_TOO_LONG = "question_too_long"
-    INJECTION = "injection"
-    NOT_E1_STYLE = "not_e1_style"
-    DUPLICATE_OF_HARD_SET = "duplicate_of_hard_set"
-    DUPLICATE_IN_BATCH = "duplicate_in_batch"
-    # E2 (sv_soar_teacher.e2_problems): the config itself
-    NOT_CONFIG = "not_config"
-    CONFIG_TOO_LARGE = "config_too_large"
-
-
-class ProblemLimits(BaseModel):
-    """Bounds on one teacher rollout; each field's description says why its default is what it is."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_completion_chars: int = Field(
-        16_384,
-        ge=256,
-        description="Longer completions (in characters; 16 KB of ASCII) are rejected as too_long "
-        "before parsing. A problem is ~300 characters; 16 KB leaves room for a small model's "
-        "preamble and bounds the parse time (worst case measured ~50 ms).",
-    )
-    question_min_chars: int = Field(
-        20,
-        ge=1,
-        description="Protocol, two ports and one feature ('udp 5353→5353, bytes 60') need ~20.",
-    )
-    question_max_chars: int = Field(
-        600,
-        ge=1,
-        description="SV-Bench E1 questions are 132-151 characters (mini set) and the canonical form "
-        "stays under ~260 even with a 64-character device name; 600 admits loose spacing but "
-        "not pasted logs.",
-    )
-    rationale_max_chars: int = Field(
-        1000, ge=0, description="Optional rationale kept in meta; never shown to the student."
-    )
-    batch_duplicate_threshold: float = Field(
-        DEFAULT_THRESHOLD,
-        gt=0.0,
-        le=1.0,
-        description="Shingle Jaccard at which two problems of one batch count as one "
-        "(same measure as the hard-set guard, contamination.py).",
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ProblemLimits:
-        if self.question_min_chars > self.question_max_chars:
-            raise ValueError(
-                f"question_min_chars ({self.question_min_chars}) exceeds "
-                f"question_max_chars ({self.question_max_chars})"
-            )
-        if self.question_max_chars > self.max_completion_chars:
-            raise ValueError("question_max_chars exceeds max_completion_chars")
-        return self
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: RejectReason
-    detail: str  # for people; never echoes more than ~80 characters of the completion
-
-    ok = False
-
-
-@dataclass(frozen=True)
-class TeacherProblem:
-    """A validated teacher problem; `question` is already in SV-Bench's exact format."""
-
-    question: str
-    answer: Literal["Malicious", "Benign"]
-    hash: str
-    rationale: str | None = None
-    task: str = "e1"
-
-    ok = True
-
-    def to_row(self) -> dict[str, Any]:
-        """An SV-Bench E1 row; `meta.source` marks it as generated."""
-        meta: dict[str, Any] = {"source": "teacher", "hash": self.hash}
-        if self.rationale:
-            meta["rationale"] = self.rationale
-        return {"question": self.question, "answer": self.answer, "meta": meta}
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON extraction (raw, fenced, first balanced object)
-
-MAX_FENCES = 8  # fenced blocks tried
-MAX_BRACE_STARTS = 16  # '{' positions tried; bounds the balanced scan at 16 x the text length
-
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-
-
-def _candidates(text: str):
-    stripped = text.strip()
-    yield stripped
-    for k, m in enumerate(_FENCE.finditer(text)):
-        if k >= MAX_FENCES:
-            break
-        yield m.group(1).strip()
-    start = text.find("{")
-    for _ in range(MAX_BRACE_STARTS):
-        if start == -1:
-            return
-        end = matching_brace(text, start)
-        if end is not None:
-            yield text[start : end + 1]
-        start = text.find("{", start + 1)
-
-
-def extract_json_object(text: str) -> dict[str, Any] | Rejection:
-    """The first JSON value in `text` (the whole text, else a fenced block, else a balanced {...}),
-    which must be one object with no repeated key (a list of problems is not one problem, and a
-    repeated "answer" would let the last one silently win)."""
-    for candidate in _candidates(text):
-        if not candidate:
-            continue
-        try:
-            value = _loads(candidate)
-        except _DuplicateKey as exc:
-            return Rejection(RejectReason.SCHEMA, f"duplicate key {str(exc)[:40]!r} in the JSON object")
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return value
-        return Rejection(RejectReason.SCHEMA, f"JSON value is {_json_type(value)}, expected one object")
-    return Rejection(RejectReason.NOT_JSON, "no JSON object found (raw, fenced or {...})")
-
-
-def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +75,7 @@ _FIELD_MODELS = {"e1": E1ProblemFields}
 def problem_schema(task: str = "e1") -> dict[str, Any]:
     """The task's problem JSON Schema as shipped (package data, read through importlib.resources)."""
     name = _SCHEMA_FILES[_check_task(task)]
-    text = resources.files("sv_soar_teacher").joinpath("schemas", name).read_text(encoding="utf-8")
+    text = resources.files("sv_soar.teacher").joinpath("schemas", name).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -275,52 +122,6 @@ def _field_rejection(obj: dict[str, Any], task: str, limits: ProblemLimits) -> R
 def _snippet(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompt-injection markers: text aimed at the student or the scorer, not a flow description.
-# A denylist that runs before the E1 style allowlist (which alone would reject all of these), so
-# that a teacher learning to address the scorer shows up as its own reason in the metrics.
-
-_SEP = r"[\W_]+"
-_INJECTION_MARKERS: list[tuple[str, re.Pattern[str]]] = [
-    (name, re.compile(pattern))
-    for name, pattern in [
-        ("instruction override",
-         rf"\b(?:ignore|disregard|forget|override){_SEP}(?:(?:all|any|the|your|every|of|these|those)"
-         rf"{_SEP})*(?:previous|prior|above|earlier|preceding|system|original|former)\b"),
-        ("chat-template token", r"<\|[^|<>]{0,40}\|>|\[/?inst\]|<<\s*/?sys\s*>>"),
-        ("role tag", r"</?\s*(?:s|system|assistant|user|developer|tool|im_start|im_end)\s*>"
-                     r"|(?:^|[^\w-])(?:system|assistant|user|developer|human|ai)\s*:"),
-        ("markdown role header", r"#{2,}\s*(?:instruction|system|response|answer|label)"),
-        ("answer leak",
-         rf"\b(?:answer|label|verdict|classification|ground{_SEP}?truth){_SEP}"
-         rf"(?:is|are|=|should{_SEP}be|must{_SEP}be|will{_SEP}be)\b"
-         r"|\b(?:answer|label|verdict)\s*[:=]|\"(?:label|confidence)\"\s*:"),
-        ("labelling directive",
-         rf"\b(?:label|classify|mark|flag|tag|treat|consider|call){_SEP}(?:this|it|the{_SEP}\w+)"
-         rf"{_SEP}as\b"
-         rf"|\byou{_SEP}(?:must|should|have{_SEP}to|need{_SEP}to){_SEP}"
-         r"(?:answer|respond|say|output|label|classify|choose|pick|decide)"
-         rf"|\b(?:respond|reply|output|say|answer){_SEP}(?:with|only)\b"
-         rf"|\balways{_SEP}(?:answer|say|respond|output|choose|pick|label|classify)\b"),
-        ("scorer reference",
-         r"\b(?:rewards?|rewarded|grader|graders|grading|scorer|scoring|rubric|verifier|evaluator)\b"),
-    ]
-]
-
-
-def find_injection(text: str) -> str | None:
-    """Name of the first injection marker in `text` (after NFKC, invisible-character removal and
-    case folding, so 'IGN\u200bORE previous' is caught), or None."""
-    norm = unicodedata.normalize("NFKC", text)
-    norm = "".join(ch for ch in norm if unicodedata.category(ch) != "Cf").casefold()
-    norm = re.sub(r"\s+", " ", norm)
-    for name, pattern in _INJECTION_MARKERS:
-        m = pattern.search(norm)
-        if m:
-            return f"{name} ({m.group(0).strip()[:40]!r})"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,18 +200,6 @@ def _check_task(task: str) -> str:
     return task
 
 
-def completion_text_rejection(text: Any, limits: ProblemLimits) -> Rejection | None:
-    """The checks every task's parser starts with: text at all, not over the size limit, not blank."""
-    if not isinstance(text, str):
-        return Rejection(RejectReason.EMPTY, f"completion is {type(text).__name__}, not text")
-    if len(text) > limits.max_completion_chars:
-        return Rejection(RejectReason.TOO_LONG,
-                         f"completion is {len(text)} characters, over {limits.max_completion_chars}")
-    if not text.strip():
-        return Rejection(RejectReason.EMPTY, "completion is empty")
-    return None
-
-
 def parse_teacher_problem(
     text: Any,
     *,
@@ -420,11 +209,11 @@ def parse_teacher_problem(
     options: dict[str, Any] | None = None,
 ) -> TeacherProblem | Rejection:
     """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`.
-    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar_teacher.e2_problems)."""
+    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar.teacher.e2_problems)."""
     task = _check_task(task)
     limits = limits or ProblemLimits()
     if task == "e2":
-        from sv_soar_teacher.e2_problems import parse_e2_problem
+        from sv_soar.teacher.e2_problems import parse_e2_problem
 
         return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
     rejection = completion_text_rejection(text, limits)
@@ -503,7 +292,7 @@ def validate_batch(
     rejected as duplicate_in_batch (the first one is kept)."""
     limits = limits or ProblemLimits()
     if task == "e2":  # relabel the whole batch with one semgrep run a language
-        from sv_soar_teacher.e2_problems import prefetch_oracle
+        from sv_soar.teacher.e2_problems import prefetch_oracle
 
         prefetch_oracle(list(texts), limits)
     seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)

@@ -1,0 +1,2 @@
+"""The student inner loop: SOAR's RL of one LoRA adapter on one problem set (trainer), its advantage
+estimators (RLOO, GRPO, MaxRL), several students in one batch (lockstep), and their config."""

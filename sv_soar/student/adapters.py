@@ -1,0 +1,220 @@
+"""LoRA adapters: the one adapter-folder writer (the one LoRA config builder is sv_soar.student.config.lora_config), the students' adapters on the
+shared model, and the baseline student's storage (a peft adapter folder + baseline.json)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from sv_soar.jsonl import atomic_path
+from sv_soar.student.config import lora_config  # noqa: F401 - re-exported: the one LoRA config builder
+
+if TYPE_CHECKING:
+    from sv_soar.student.config import StudentTrainConfig
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name, read by PeftModel.load_adapter and vLLM
+
+
+def write_adapter(folder: str | Path, config: Any, state: dict[str, torch.Tensor], *, atomic: bool = False) -> Path:
+    """A peft adapter folder: adapter_config.json and the weights (`atomic`: written beside, then renamed)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    config.save_pretrained(str(folder))
+    weights = {k: v.contiguous() for k, v in state.items()}
+    if atomic:
+        with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
+            save_file(weights, str(tmp))
+    else:
+        save_file(weights, str(folder / ADAPTER_WEIGHTS))
+    return folder
+
+
+# --- students' adapters on the shared model ---------------------------------------------------------
+
+
+# peft cannot hold a PeftModel with no adapter at all (its forward looks the active one up), so the
+# shared policy always keeps this one: peft's default init (lora_B = 0) computes the base model exactly.
+BASE_POLICY_ADAPTER = "sv-soar-base"
+
+
+def student_policy(model, config: StudentTrainConfig):
+    """Wrap the base model ONCE per process into the PeftModel that every student adapter lives on.
+
+    Build the engine from the result (`TransformersEngine(policy, tokenizer)`), so that generation and
+    training see the same adapters. Returns `model` unchanged when it already is a PeftModel.
+    """
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        return model
+    policy = get_peft_model(model, config.lora_config(), adapter_name=BASE_POLICY_ADAPTER)
+    for param in policy.parameters():
+        param.requires_grad_(False)
+    policy.eval()
+    return policy
+
+
+def adapter_state_dict(policy, adapter_name: str) -> dict[str, torch.Tensor]:
+    """The adapter's LoRA weights as detached CPU copies, keyed as peft saves them."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(policy, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, init_adapter_state=None) -> list:
+    """Add a LoRA adapter to the shared PeftModel, make it active and the only trainable weights.
+
+    With `init_adapter_state` (e.g. the current baseline student's `adapter_state`) the adapter starts
+    from those weights; otherwise from peft's default init (A random, B zero: the base model's policy).
+    Returns the adapter's parameters, the ones the optimizer may touch.
+    """
+    from peft import set_peft_model_state_dict
+
+    policy.add_adapter(adapter_name, config.lora_config())
+    if init_adapter_state is not None:
+        result = set_peft_model_state_dict(policy, init_adapter_state, adapter_name=adapter_name)
+        missing = [k for k in result.missing_keys if f".{adapter_name}." in k and "lora_" in k]
+        if missing or result.unexpected_keys:
+            policy.delete_adapter(adapter_name)
+            raise ValueError(
+                f"init_adapter_state does not fit a rank-{config.lora_rank} LoRA on "
+                f"{config.lora_target_modules}: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}"
+            )
+    policy.set_adapter(adapter_name)
+    trainable = []
+    for name, param in policy.named_parameters():
+        mine = "lora_" in name and f".{adapter_name}." in name
+        param.requires_grad_(mine)
+        if mine:
+            trainable.append(param)
+    return trainable
+
+
+def remove_student_adapter(policy, adapter_name: str) -> None:
+    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights)."""
+    if adapter_name not in policy.peft_config:
+        return
+    if adapter_name in policy.active_adapters:  # hand "active" back first, or peft warns and picks one
+        others = [name for name in policy.peft_config if name != adapter_name]
+        if others:
+            policy.set_adapter(BASE_POLICY_ADAPTER if BASE_POLICY_ADAPTER in others else others[0], inference_mode=True)
+    policy.delete_adapter(adapter_name)
+
+
+@contextlib.contextmanager
+def student_adapter(policy, adapter_name: str) -> Iterator[str]:
+    """`with student_adapter(policy, name): run = train_student(..., adapter_name=name)` removes it afterwards."""
+    try:
+        yield adapter_name
+    finally:
+        remove_student_adapter(policy, adapter_name)
+
+
+# --- the baseline student ------------------------------------------------------------------------------
+
+
+@dataclass
+class Baseline:
+    """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
+
+    SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
+    are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
+    """
+
+    name: str
+    adapter_state: dict[str, torch.Tensor] | None = None
+    # peft LoraConfig of the weights, when known (a loaded folder's adapter_config.json); only `save` uses it
+    lora_config: Any = field(default=None, repr=False, compare=False)
+    _id: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)  # (id(state), hash)
+
+    @property
+    def id(self) -> str:
+        """Content hash of the weights ("base" for the bare model): names the baseline in cache keys."""
+        if self.adapter_state is None:
+            return "base"
+        if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
+            digest = hashlib.sha256()
+            for key in sorted(self.adapter_state):
+                tensor = self.adapter_state[key].detach().to("cpu").contiguous()
+                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+            self._id = (id(self.adapter_state), digest.hexdigest()[:16])
+        return self._id[1]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Baseline":
+        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`)."""
+        from peft import LoraConfig
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such baseline folder")
+        info: dict[str, Any] = {}
+        if (folder / "baseline.json").is_file():
+            info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
+        name = str(info.get("name") or folder.name)
+        weights = folder / "adapter_model.safetensors"
+        if not weights.is_file():
+            if info.get("id") == "base":
+                return cls(name)
+            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
+        lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
+        return cls(name, load_file(str(weights)), lora_config=lora_config)
+
+    def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
+        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json.
+
+        The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
+        config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
+        lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            if self.adapter_state is not None:
+                lora_config = self.lora_config or (
+                    config.lora_config() if config else _lora_config_of(self.adapter_state))
+                write_adapter(tmp, lora_config, self.adapter_state)
+            (tmp / "baseline.json").write_text(json.dumps({"name": self.name, "id": self.id}, indent=1))
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+            old = None
+            if folder.exists():
+                old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+                os.rename(folder, old)
+            os.rename(tmp, folder)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+def _lora_config_of(state: dict[str, torch.Tensor]):
+    ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
+    modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
+    if len(ranks) != 1 or not modules:
+        raise ValueError("cannot read a LoRA config off these weights: pass config= to Baseline.save")
+    rank = ranks.pop()
+    return lora_config(rank, 2 * rank, modules)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,162 @@
+"""A student run's hyperparameters (SOAR's inner loop) and their presets; imports no ML library, so a
+run config loads without torch (sv_soar.config)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+if TYPE_CHECKING:
+    from sv_soar.tasks import Task
+
+# Llama-family projections (Llama 3.2, SmolLM2): every linear layer of attention and MLP.
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# What verifiers' own trainer needs (verifiers 0.1.9.post3, `pip install 'verifiers[rl]==0.1.9.post3'`): its RL
+# extra's packages, a CUDA GPU for the trainer, and a `vf-vllm` inference server on another. In verifiers 0.1.14
+# the trainer moved to a separate verifiers-rl package that is not on PyPI.
+VERIFIERS_TRAINER_PACKAGES = ("deepspeed", "vllm", "flash_attn", "liger_kernel", "accelerate", "wandb")
+
+
+def verifiers_trainer_requirements() -> str:
+    """Why student.trainer = "verifiers" cannot run here, naming what it needs and what is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = []
+    try:
+        version = importlib.metadata.version("verifiers")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    if version is None or not version.startswith("0.1.9"):
+        missing.append(f"verifiers==0.1.9.post3 (installed: {version or 'none'}; later versions have no RLTrainer)")
+    missing += [name for name in VERIFIERS_TRAINER_PACKAGES if importlib.util.find_spec(name) is None]
+    import torch  # here, not at the top: this module loads without torch
+
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU")
+    return ("student.trainer = 'verifiers' needs verifiers==0.1.9.post3 with its rl extra (RLTrainer: deepspeed, "
+            "vllm, flash-attn, liger-kernel, accelerate, wandb), a CUDA GPU and a `vf-vllm` server; missing here: "
+            f"{', '.join(missing) or 'nothing, but this backend is not wired into the outer loop (untested)'}. "
+            "Train the final student with verifiers instead: `sv-soar export-vf RUN_DIR` writes its training set "
+            "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
+
+
+class StudentTrainConfig(BaseModel):
+    """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, docs/design.md §4)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    steps: int = Field(10, ge=1, description="RL steps per student (SOAR: 10)")
+    steps_after_promotion: int = Field(15, ge=1, description="RL steps once a baseline was promoted (SOAR: 15)")
+    batch_prompts: int = Field(8, ge=1, description="prompts per step (SOAR: 8)")
+    group_size: int = Field(32, ge=2, description="completions per prompt, the RLOO group (SOAR: 32)")
+    learning_rate: float = Field(1e-5, gt=0, description="peak AdamW learning rate (SOAR: 1e-5)")
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights")
+    kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="completion budget (default: the task's answer length, E1 96, E2 384: the budget "
+        "the hard set is mined with, so that a student is never scored with fewer or more tokens than the "
+        "hard set's failures had; a truncated answer fails like a wrong one)")
+    max_grad_norm: float = Field(1.0, gt=0, description="global gradient-norm clip")
+    estimator: Literal["rloo", "grpo", "maxrl"] = Field(
+        "rloo", description="advantage estimator: rloo (SOAR), grpo (SV-Bench's hosted recipe), maxrl (2602.02710)"
+    )
+    grpo_eps: float = Field(1e-4, gt=0, description="std floor of the GRPO estimator (TRL's value)")
+    reward: Literal["full", "correctness"] = Field(
+        "full",
+        description="full: the task's SV-Bench rubric total (the student always trains on it, per the seed "
+        "write-up); correctness: 1.0 when task.is_success else 0.0",
+    )
+    micro_batch_size: int = Field(16, ge=1, description="sequences per forward/backward; bounds activation memory")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute each layer's activations in the backward pass: about a third more compute for "
+        "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
+    )
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: list(ALL_LINEAR), description="linear layers that get LoRA weights"
+    )
+    trainer: Literal["sv-soar", "verifiers"] = Field(
+        "sv-soar",
+        description="sv-soar: this loop (on-policy RLOO/GRPO/MaxRL, k3 KL); verifiers: verifiers 0.1.9.post3's "
+        "RLTrainer, a different objective (mean-centred advantages, no KL, asynchronous off-policy with ratio "
+        "masking) that needs a GPU stack; untested, and refused with what it needs (use `sv-soar export-vf`)",
+    )
+
+    @model_validator(mode="after")
+    def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
+        if self.trainer == "verifiers":
+            raise ValueError(verifiers_trainer_requirements())
+        return self
+
+    @model_validator(mode="after")
+    def _maxrl_needs_non_negative_rewards(self) -> "StudentTrainConfig":
+        if self.estimator == "maxrl" and self.reward == "full":
+            raise ValueError(
+                "estimator='maxrl' divides by the group's mean reward, which the full SV-Bench rubric can drive "
+                "to zero or below (E1 asymmetric cost −1, E2 invalid JSON −0.25): use reward='correctness'"
+            )
+        return self
+
+    @classmethod
+    def cpu_small(cls, **overrides: Any) -> "StudentTrainConfig":
+        """A run that finishes in minutes on a 2-core CPU with the 135M model; not the paper's setting."""
+        values: dict[str, Any] = dict(
+            steps=3,
+            steps_after_promotion=4,
+            batch_prompts=2,
+            group_size=4,
+            max_new_tokens=48,
+            learning_rate=1e-4,  # 10x the paper's: 3 steps of 8 completions must move the adapter at all
+            micro_batch_size=8,
+            lora_rank=8,
+            lora_alpha=16,
+            lora_target_modules=["q_proj", "v_proj"],
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def tokens_for(self, task: Task) -> int:
+        """The completion budget with `task`: max_new_tokens, else the task's answer length."""
+        return self.max_new_tokens if self.max_new_tokens is not None else task.answer_tokens
+
+    def steps_for(self, promoted: bool) -> int:
+        """SOAR trains students longer once the baseline has been promoted at least once."""
+        return self.steps_after_promotion if promoted else self.steps
+
+    def lora_config(self):
+        return lora_config(self.lora_rank, self.lora_alpha, self.lora_target_modules, self.lora_dropout)
+
+
+def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout: float = 0.0):
+    """The one LoRA config builder: peft's LoraConfig of every adapter this project makes (students, the
+    teacher, the format warm start). peft is imported here, so this module loads without it."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                      bias="none", task_type="CAUSAL_LM")
+
+
+# The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small).
+PRESETS = ("paper", "cpu")
+
+
+def student_config(preset: str, overrides: dict[str, Any] | None) -> StudentTrainConfig:
+    """SOAR's inner loop ("paper") or the 2-core CPU one ("cpu"), with `overrides` on top."""
+    overrides = dict(overrides or {})
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be 'paper' or 'cpu', got {preset!r}")
+    if preset == "paper":
+        return StudentTrainConfig(**overrides)
+    return StudentTrainConfig.cpu_small(**overrides)
