@@ -25,12 +25,10 @@ mine() {  # mine OUT_FOLDER SEED [--source ...]
     --max-new-tokens 48 --no-progress --out $out "$@" > $OUT/logs/$(basename $out).log 2>&1
 }
 benign() {  # benign SEED: the first 40 Benign rows of 96 built-in flows
-  $PY - "$1" "$OUT/benign-s$1.jsonl" <<'PY'
-import json, sys
+  $PY -c "import json, sys
 from sv_soar.tasks.sources import load_rows
-rows = [r for r in load_rows("e1", "builtin", n=96, seed=int(sys.argv[1])) if r["answer"] == "Benign"][:40]
-open(sys.argv[2], "w").write("".join(json.dumps(r) + "\n" for r in rows))
-PY
+rows = [r for r in load_rows('e1', 'builtin', n=96, seed=int(sys.argv[1])) if r['answer'] == 'Benign'][:40]
+open(sys.argv[2], 'w').write(''.join(json.dumps(r) + chr(10) for r in rows))" "$1" "$OUT/benign-s$1.jsonl"
 }
 mine $OUT/hardset 1 --source builtin --n 80 &
 benign 2; benign 3
@@ -43,7 +41,7 @@ for part in d_train d_test; do
     > $OUT/hardset-all/$part.jsonl
 done
 # transfer (--extra-eval): the first 12 problems of SV-Bench's public mini E1 set (7 Malicious, 5 Benign)
-head -n 12 ${SVBENCH_MINI:?set SVBENCH_MINI to SV-Bench's mini sets}/e1.jsonl > $OUT/svbench-mini-e1-12.jsonl
+head -n 12 ${SVBENCH_MINI:?set SVBENCH_MINI to the folder of SV-Bench mini sets}/e1.jsonl > $OUT/svbench-mini-e1-12.jsonl
 
 run() {  # run NAME METHOD SEED [--set ...]: train (a no-op for hard-only), then evaluate (base row: soar-s0 only)
   local name=$1 method=$2 seed=$3; shift 3
