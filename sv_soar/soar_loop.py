@@ -363,6 +363,9 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "baseline_accuracy": scores[0].baseline_accuracy,
         "q_r_balance": class_balance(q_r),
         "dataset_balance": [class_balance(dataset) for dataset in datasets],
+        # the problems themselves (question and label), so two runs' teachers can be compared step by step
+        # (same seed: SOAR and Base-T draw the same step-1 problems; they differ only once SOAR has updated)
+        "datasets": [[[row["question"], row["answer"]] for row in dataset] for dataset in datasets],
         "student_accuracies": [s.student_accuracies for s in scores],
         "failed_students": sum(s.n_failed for s in scores),
         # student RL steps behind this step's scores (a cached dataset's were spent when it was first

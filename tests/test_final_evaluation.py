@@ -71,6 +71,22 @@ def test_problem_set_metrics_agree_with_the_samples(tiny_model_dir):
     assert metrics.parsed_rate == 1.0 and 0 <= metrics.abstain_rate <= 1
 
 
+def test_problem_set_is_sampled_at_the_given_temperature(tiny_model_dir):
+    """D_test is sampled at student.temperature (the one the hard set was mined at): near 0, the samples of
+    a problem are all the same, so each problem is solved by all of its samples or by none."""
+    from sv_soar.engines.transformers_engine import TransformersEngine
+
+    task = dataclasses.replace(get_task("e1"), is_success=lambda text, row: any(c.isdigit() for c in text),
+                               calibration_point=None)
+    rows = generate_e1_flows(6, seed=1)
+    engine = TransformersEngine(str(tiny_model_dir))
+    score = dict(adapter=None, seed=0, max_new_tokens=2, batch_size=16, progress=False)
+    cold = score_problem_set(engine, task, rows, 8, temperature=1e-4, **score)
+    assert set(cold.successes) <= {0, 8}
+    hot = score_problem_set(engine, task, rows, 8, temperature=1.0, **score)
+    assert any(0 < s < 8 for s in hot.successes)  # at 1.0 they differ (the test above: 0 < pass@1 < 1)
+
+
 def make_run(tmp_path, tiny_model_dir, promoted=None):
     hard = tmp_path / "hardset"
     rows = generate_e1_flows(8, seed=3)

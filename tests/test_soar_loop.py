@@ -157,6 +157,10 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     entries = read_jsonl(soar_dir / "steps.jsonl")
     # 2 datasets x 2 students x 1 step (steps_after_promotion is 1 too), twice; the final student: 1 step
     assert [e["student_steps"] for e in entries] == [4, 4]
+    # the step log keeps the teacher's problems (question, label) of each dataset, as its class balance counts them
+    for e in entries:
+        assert [len(d) for d in e["datasets"]] == [sum(b.values()) for b in e["dataset_balance"]]
+        assert all(isinstance(q, str) and q for d in e["datasets"] for q, _ in d)
     assert compute_matched_steps(soar_dir) == 9
     matched = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, method="hard-only")
     matched.evaluation.compute_matched_to = soar_dir

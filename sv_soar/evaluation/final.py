@@ -4,7 +4,7 @@ with D_train, scored on the held-out D_test.
 For every seed: a new LoRA student starts from the bare base model and runs the inner-loop RL
 (`train_student`) on PQ ∪ D_train — shuffled together, or with `curriculum` in promotion order
 (each promoted dataset in turn, then D_train; the adapter carries over between phases). It then
-draws `samples` completions (temperature 1.0) a D_test problem, and the run reports:
+draws `samples` completions (at student.temperature, default 1.0) a D_test problem, and the run reports:
 
 - pass@k, k ∈ {1, 4, 8, 16, 32} up to `samples` (unbiased estimator, Chen et al. 2021);
 - the cold-start escape rate: the share of D_test problems with pass@1 > 0, i.e. solved by at least
@@ -94,10 +94,11 @@ def bootstrap_interval(values: Sequence[float], *, level: float = 0.95, resample
 
 
 def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, adapter: str | None, seed: int,
-                      max_new_tokens: int, batch_size: int, progress: bool) -> ProblemSetMetrics:
+                      max_new_tokens: int, batch_size: int, progress: bool,
+                      temperature: float = 1.0) -> ProblemSetMetrics:
     """Sample `samples` completions a row and compute pass@k, the escape rate and calibration."""
     texts = sample_completions(engine, task, rows, samples, seed=seed, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, adapter=adapter, progress=progress)
+                               batch_size=batch_size, adapter=adapter, progress=progress, temperature=temperature)
     successes = np.array([[bool(task.is_success(t, row)) for t in drawn] for row, drawn in zip(rows, texts)])
     metrics = ProblemSetMetrics(
         problems=len(rows),
@@ -239,7 +240,10 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
-    score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress)
+    # D_test is sampled at the student's own temperature (student.temperature): the one its hard set
+    # was mined at and its rollouts are drawn at, so "escape" means the same policy solved it
+    score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress,
+                 temperature=train_config.temperature)
 
     base = {}
     if score_base:
@@ -304,7 +308,8 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     model, tokenizer = load_model(config.student.model)
     engine = TransformersEngine(model, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
-    score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress)
+    score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress,
+                 temperature=train_config.temperature)
     base = {}
     if score_base:
         base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
