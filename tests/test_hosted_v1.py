@@ -43,6 +43,9 @@ def v1_python() -> Path:
                           text=True)
     if done.returncode != 0:
         pytest.skip(f"the verifiers v1 venv is not built: {done.stderr.strip()}")
+    if not (REPO / "sv_soar" / "soar_step.py").is_file():
+        pytest.skip("the v1 envs need issue 13's verifiers-free core (sv_soar/soar_step.py, sv_soar/hard_set.py); "
+                    "this tree's core still imports verifiers 0.1 through sv_soar_teacher")
     return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"
 
 
