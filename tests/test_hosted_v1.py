@@ -144,6 +144,19 @@ def test_export_vf_prime_rl_config_passes_the_same_checks(v1_python, tmp_path, t
 # ------------------------------------------------------------------------------------------ the envs
 
 
+def score(trace: dict, name: str) -> float:
+    """A reward of a trace record (traces.jsonl: {"score": value, "weight": w})."""
+    reward = trace["rewards"][name]
+    return reward["score"] if isinstance(reward, dict) else reward
+
+
+def reply_of(trace: dict) -> str:
+    """The last assistant message of a trace record (its message graph's nodes)."""
+    replies = [n["message"].get("content") or "" for n in trace["nodes"]
+               if isinstance(n.get("message"), dict) and n["message"].get("role") == "assistant"]
+    return replies[-1] if replies else ""
+
+
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-model") / "server.log"
@@ -208,8 +221,7 @@ type = "subprocess"
     for trace in traces:
         assert trace["agent"]["name"] == "teacher"
         metrics = {name: m["value"] if isinstance(m, dict) else m for name, m in trace["metrics"].items()}
-        reward = trace["rewards"]["grounded_improvement"]
-        reward = reward["value"] if isinstance(reward, dict) else reward
+        reward = score(trace, "grounded_improvement")
         assert metrics["valid"] + sum(metrics.get(r, 0.0) for r in reasons) == 1.0  # valid, or one reason
         if metrics["valid"] == 0.0:
             assert reward == 0.0  # the neutral floor: R̂_t, 0 with nothing scored (never −1)
@@ -272,12 +284,8 @@ type = "subprocess"
     for episode in episodes:
         (trace,) = episode["traces"]
         row = json.loads(episode["task"]["data"]["row"])
-        reward = trace["rewards"]["svbench"]
-        reward = reward["value"] if isinstance(reward, dict) else reward
-        reply = trace.get("last_reply") or ""
-        if reply:
-            assert reward == pytest.approx(task.score(reply, row)["reward"])  # SV-Bench's own E1 reward
-        assert isinstance(reward, float)
+        reward = score(trace, "svbench")
+        assert reward == pytest.approx(task.score(reply_of(trace), row)["reward"])  # SV-Bench's own E1 reward
 
 
 def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):  # noqa: F811
