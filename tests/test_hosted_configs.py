@@ -1,71 +1,73 @@
-"""configs/hosted/teacher-*.toml: SV-Bench's hosted-RL layout, one group = one SOAR outer step
-(rollouts_per_example = g·n, docs/design.md §5), and the real teacher environment loads with their [[env]] args
-(hard_set and run_dir pointed at this machine; the student service is only contacted when a group is scored)."""
+"""configs/hosted/*.toml are prime-rl RL configs (what Prime's Hosted Training and prime-rl run), with one
+episode = one SOAR outer step for the teacher, and nothing in them that a cluster cannot have: no path of
+this machine and no secret beyond the two the prime CLI forwards. tests/test_hosted_v1.py runs the prime CLI's
+own checks and the v1 envs' config classes on them."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import sv_soar_teacher
-from sv_soar.tasks import get_task
-from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
-from tests.test_teacher_env import hard_set  # noqa: F401 (fixture)
-
 HOSTED = Path(__file__).resolve().parents[1] / "configs" / "hosted"
-CONFIGS = sorted(HOSTED.glob("teacher-*.toml"))
+CONFIGS = sorted(HOSTED.glob("*.toml"))
+TEACHERS = [p for p in CONFIGS if p.name.startswith("teacher-")]
+SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|API_KEY|CREDENTIALS?)$", re.IGNORECASE)
 
 
-def test_both_tasks_have_a_config():
-    assert [p.name for p in CONFIGS] == ["teacher-e1.toml", "teacher-e2.toml"]
+def load(path: Path) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
-@pytest.fixture
-def hard_set_of(request, hard_set, tmp_path_factory):  # noqa: F811
-    """The hard set for a config's task: E1 built-in rows, or E2 rows of the mini set (skips without it)."""
+def source_env(config: dict) -> dict:
+    (source,) = config["orchestrator"]["train"]["source"]
+    return source["env"]
 
-    def make(task: str) -> Path:
-        if task == "e1":
-            return hard_set
-        import numpy as np
 
-        from sv_soar.evaluation.hardset import mine_hard_set
-        from sv_soar.tasks.sources import load_rows
+def walk(value, where=""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from walk(item, f"{where}[{i}]")
+    else:
+        yield where, value
 
-        mini = request.getfixturevalue("svbench_mini")
-        spec = get_task(task)
-        rows = load_rows(task, "jsonl", path=str(mini / f"{task}.jsonl"))[:8]
-        out = tmp_path_factory.mktemp(f"hard-{task}")
-        mine_hard_set(spec, rows, np.zeros((len(rows), 2), dtype=bool), out, model="tiny", source="jsonl",
-                      temperature=1.0)
-        return out
 
-    return make
+def test_the_hosted_configs():
+    assert [p.name for p in CONFIGS] == ["student-hard-only-e1.toml", "teacher-e1.toml", "teacher-e2.toml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_is_one_outer_step_a_group_and_loads_the_env(path, hard_set_of, tmp_path):
-    config = tomllib.loads(path.read_text(encoding="utf-8"))
-    for key in ("model", "max_steps", "batch_size", "rollouts_per_example", "learning_rate", "lora_alpha"):
-        assert key in config, f"{path.name}: {key} missing"
-    assert config["sampling"]["temperature"] == 1.0  # SOAR samples the teacher at 1.0
-    [env] = config["env"]
-    args = env["args"]
-    assert env["id"].endswith("/sv-soar-teacher")
-    assert config["rollouts_per_example"] == args["g"] * args["n"]  # one group = one outer step
-    assert config["batch_size"] % config["rollouts_per_example"] == 0  # whole groups a trainer step
-    assert args["students_url"].startswith(("http://", "https://")) and "students_token" not in args  # no secret
-    assert config["model"] == args["model"]  # SOAR: teacher and student start from the same model
+def test_a_prime_rl_rl_config_without_local_paths_or_unforwarded_secrets(path):
+    config = load(path)
+    # prime 0.18 refuses a top-level `model = "..."` or [[env]] (the retired shared-LoRA layout) outright
+    assert isinstance(config["model"], dict) and "env" not in config
+    assert config["model"]["name"] and config["orchestrator"]["batch_size"] % config["orchestrator"]["group_size"] == 0
+    assert config["orchestrator"]["train"]["sampling"]["temperature"] == 1.0  # SOAR samples at 1.0
+    taskset = source_env(config)["taskset"]
+    assert taskset["id"].startswith("sv-soar/") and "task" not in taskset  # `task` is the taskset's reserved key
+    for key in ("env_file", "env_files"):
+        assert key not in config, f"{path.name}: {key} (prime forwards only WANDB_API_KEY and HF_TOKEN)"
+    for where, value in walk(config):
+        name = where.rsplit(".", 1)[-1]
+        assert not SECRET_NAME.search(name), f"{path.name}: {where} looks like a secret"
+        if isinstance(value, str):
+            assert not value.startswith(("/", "~", "./", "../")) and ":\\" not in value, \
+                f"{path.name}: {where} = {value!r} is a path of this machine"
 
-    try:
-        get_task(args["task"])
-    except ValueError:
-        pytest.skip(f"{path.name}: task {args['task']!r} is not in this build of sv-soar yet")
-    local = {**args, "hard_set": str(hard_set_of(args.get("hard_set_task") or args["task"])),
-             "run_dir": str(tmp_path / "run")}
-    env_object = sv_soar_teacher.load_environment(**local)
-    (rubric,) = [r for r in env_object.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
-    assert (rubric.g, rubric.n, rubric.q_r) == (args["g"], args["n"], args["q_r"])
-    assert len(env_object.dataset) == args["num_prompts"]
+
+@pytest.mark.parametrize("path", TEACHERS, ids=lambda p: p.stem)
+def test_teacher_config_is_one_outer_step_an_episode(path):
+    config = load(path)
+    env = source_env(config)
+    args = env["taskset"]
+    assert config["orchestrator"]["group_size"] == 1  # the g datasets are compared inside one episode
+    assert config["orchestrator"]["batch_size"] == args["g"] * args["n"]  # a trainer step: one step's traces
+    assert args["model"] == config["model"]["name"]  # SOAR: teacher and students start from the same model
+    assert args["floor"] == "neutral" and args["svbench_task"] == path.stem.split("-")[1]
+    assert "students_token" not in args  # the token comes from the env server's environment, never the config
+    assert env["teacher"]["harness"]["id"] == "null"

@@ -1,0 +1,33 @@
+"""Run in the v1 venv: score hand-written teacher replies as outer steps through the v1 env's OuterStep (the
+scoring half of an episode: the core's SOAR step, real students on the tiny model, the run directory).
+
+    python outer_step.py SPEC.json OUT.json
+    SPEC: {"steps": [{"args": {SoarTeacherConfig fields}, "texts": [str | null, ...]}, ...]}
+    OUT:  [{"rewards": [...], "metrics": [...]}, ...]   (null text: the teacher's agent run failed)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+
+from sv_soar_teacher_v1.taskset import OuterStep, SoarTeacherConfig
+
+torch.set_num_threads(1)
+
+
+def main(spec_path: str, out_path: str) -> int:
+    spec = json.loads(open(spec_path, encoding="utf-8").read())
+    results = []
+    for step in spec["steps"]:
+        rewards, metrics = OuterStep(SoarTeacherConfig(**step["args"])).score(step["texts"])
+        results.append({"rewards": rewards, "metrics": metrics})
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

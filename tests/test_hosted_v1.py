@@ -1,0 +1,319 @@
+"""The verifiers v1 side of hosted training, run in its own venv (verifiers 0.4 + prime 0.18.0; verifiers 0.1.x
+in .venv cannot share one): `bash scripts/build_v1_venv.sh` builds it, `make test` first; these tests skip
+without it.
+
+- configs/hosted/*.toml (and `sv-soar export-vf --prime-rl`'s output) pass the prime CLI's own client-side
+  checks, and their taskset arguments validate against the v1 envs' config classes; configs that prime or the
+  env must refuse are refused (the retired shared-LoRA layout, an unforwarded secret, an unknown argument).
+- The v1 teacher env runs one whole outer step through verifiers 0.4's own `vf-eval` against a real
+  `sv-soar serve-model` (the tiny model writes no valid problem, so every trace gets the neutral floor, and the
+  step is committed to the run directory); the valid path (partition, students trained for real, R_k on every
+  trace of X_k) runs through the env's OuterStep on hand-written teacher replies.
+- The v1 student taskset answers through the same `vf-eval`, each reply rewarded with SV-Bench's rubric.
+- The hard set travels with the env: `sv-soar package-env` puts it in the env's package data, and a wheel
+  built from the env project carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from sv_soar.tasks import get_task
+from tests.test_openai_server import start_server, stop_server
+from tests.test_teacher_env import STUDENT, VALID, hard_set, invalid  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTED = REPO / "configs" / "hosted"
+SERVED = "tiny-teacher"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def v1_python() -> Path:
+    done = subprocess.run(["bash", str(REPO / "scripts" / "build_v1_venv.sh"), "--check"], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"the verifiers v1 venv is not built: {done.stderr.strip()}")
+    if not (REPO / "sv_soar" / "soar_step.py").is_file():
+        pytest.skip("the v1 envs need issue 13's verifiers-free core (sv_soar/soar_step.py, sv_soar/hard_set.py); "
+                    "this tree's core still imports verifiers 0.1 through sv_soar_teacher")
+    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"
+
+
+def run_v1(python: Path, args: list[str], *, pythonpath: list[Path], cwd: Path, timeout: float = 600,
+           env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command of the v1 venv with the working tree's packages first on the path (never .venv's)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    environ |= {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PATH": f"{python.parent}:{environ['PATH']}",
+                **(env or {})}
+    return subprocess.run([str(python), *args], cwd=cwd, env=environ, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def env_copy(name: str, dest: Path) -> Path:
+    """The env project copied (its `sv_soar` link left out: the working tree's core is on PYTHONPATH), so a
+    test packages data into the copy, never into the repository."""
+    project = dest / name
+    shutil.copytree(REPO / "environments" / name, project, symlinks=True,
+                    ignore=shutil.ignore_patterns("sv_soar", "data", "__pycache__"))
+    return project
+
+
+def package(data: Path, project: Path, name: str, task: str = "e1") -> None:
+    done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "package-env", str(data), "--env", str(project),
+                           "--name", name, "--task", task], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+
+
+def check_configs(python: Path, paths: list[Path], tmp_path: Path) -> dict[str, dict]:
+    done = run_v1(python, [str(REPO / "tests" / "hosted_v1" / "check_config.py"), *map(str, paths)],
+                  pythonpath=[REPO / "environments" / "sv_soar_teacher_v1", REPO / "environments" / "sv_soar_student_v1",
+                              REPO], cwd=tmp_path, timeout=300)
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == len(paths), f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return {Path(r["config"]).name: r for r in results}
+
+
+# ------------------------------------------------------------------------------------------ configs
+
+
+def test_prime_cli_accepts_the_hosted_configs_and_the_envs_accept_their_arguments(v1_python, tmp_path):
+    configs = sorted(HOSTED.glob("*.toml"))
+    assert {p.name for p in configs} >= {"teacher-e1.toml", "teacher-e2.toml", "student-hard-only-e1.toml"}
+    results = check_configs(v1_python, configs, tmp_path)
+    for name, result in results.items():
+        assert result["ok"], f"{name}: {result['error']}"
+    for task in ("e1", "e2"):
+        (source,) = results[f"teacher-{task}.toml"]["sources"]
+        assert (source["env"], source["taskset_config"]) == ("SoarTeacherEnv", "SoarTeacherConfig")
+        assert source["taskset"]["svbench_task"] == task and source["taskset"]["hard_set"] == task
+        assert source["taskset"]["floor"] == "neutral" and source["taskset"]["students_url"] is None
+    (source,) = results["student-hard-only-e1.toml"]["sources"]
+    assert source["taskset_config"] == "SoarStudentConfig" and source["taskset"]["rows"] == "e1"
+
+
+def test_configs_prime_or_the_env_must_refuse_are_refused(v1_python, tmp_path):
+    """The checks can fail: the pre-0.18 layout these configs had, a secret prime does not forward, the reserved
+    `task` key and a misspelt argument are each refused, by prime or by the env's config class."""
+    teacher = tomllib.loads((HOSTED / "teacher-e1.toml").read_text(encoding="utf-8"))
+    old = tmp_path / "old-layout.toml"
+    old.write_text('model = "meta-llama/Llama-3.2-3B-Instruct"\nmax_steps = 200\n\n[[env]]\n'
+                   'id = "sv-soar/sv-soar-teacher"\nargs = { task = "e1" }\n', encoding="utf-8")
+    (tmp_path / "secrets.env").write_text("SV_SOAR_STUDENTS_TOKEN=abc\n", encoding="utf-8")
+    text = (HOSTED / "teacher-e1.toml").read_text(encoding="utf-8")
+    secret = tmp_path / "secret.toml"
+    secret.write_text('env_file = ["secrets.env"]\n' + text, encoding="utf-8")
+    reserved = tmp_path / "reserved.toml"
+    reserved.write_text(text.replace('svbench_task = "e1"', 'task = "e1"'), encoding="utf-8")
+    typo = tmp_path / "typo.toml"
+    typo.write_text(text.replace("q_r = 64", "qr = 64"), encoding="utf-8")
+    assert teacher["orchestrator"]["train"]["source"][0]["env"]["taskset"]["q_r"] == 64
+    results = check_configs(v1_python, [old, secret, reserved, typo], tmp_path)
+    assert "shared LoRA" in results["old-layout.toml"]["error"]
+    assert "prime refused it" in results["secret.toml"]["error"]
+    assert "task" in results["reserved.toml"]["error"]
+    assert "qr" in results["typo.toml"]["error"]
+    assert not any(r["ok"] for r in results.values())
+
+
+def test_export_vf_prime_rl_config_passes_the_same_checks(v1_python, tmp_path, tiny_model_dir):
+    from tests.test_final_evaluation import make_run
+
+    run = make_run(tmp_path, tiny_model_dir)
+    done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "export-vf", str(run.folder), "--prime-rl"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = run.folder / "export-vf" / "prime-rl.toml"
+    (result,) = check_configs(v1_python, [config], tmp_path).values()
+    assert result["ok"], result["error"]
+    (source,) = result["sources"]
+    assert source["taskset_config"] == "SoarStudentConfig"
+    assert f"--name {source['taskset']['rows']}" in done.stdout  # the printed package-env command names the set
+
+
+# ------------------------------------------------------------------------------------------ the envs
+
+
+def score(trace: dict, name: str) -> float:
+    """A reward of a trace record (traces.jsonl: {"score": value, "weight": w})."""
+    reward = trace["rewards"][name]
+    return reward["score"] if isinstance(reward, dict) else reward
+
+
+def reply_of(trace: dict) -> str:
+    """The last assistant message of a trace record (its message graph's nodes)."""
+    replies = [n["message"].get("content") or "" for n in trace["nodes"]
+               if isinstance(n.get("message"), dict) and n["message"].get("role") == "assistant"]
+    return replies[-1] if replies else ""
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve-model") / "server.log"
+    server = start_server(tiny_model_dir, log, "--served-model-name", SERVED, "--batch-window-ms", "50")
+    try:
+        yield server
+    finally:
+        stop_server(server.proc)
+
+
+def vf_eval(python: Path, project: Path, port: int, tmp_path: Path, env_toml: str, run: str,
+            max_tokens: int = 48) -> list[dict]:
+    """verifiers 0.4's own `vf-eval` on an eval TOML; returns the episode records of its traces.jsonl."""
+    config = tmp_path / f"{run}.toml"
+    config.write_text(
+        f'model = "{SERVED}"\nnum_rollouts = 1\npush = false\noutput_dir = "{tmp_path / "outputs"}"\n\n'
+        f'[run]\ndir = "{run}"\n\n[client]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+        f'api_key_var = "SV_SOAR_TEST_KEY"\n\n[sampling]\nmax_tokens = {max_tokens}\ntemperature = 1.0\n\n'
+        + env_toml, encoding="utf-8")
+    vf_eval_bin = python.parent / "vf-eval"
+    done = run_v1(python, [str(vf_eval_bin), "@", str(config), "--no-rich"], pythonpath=[project, REPO],
+                  cwd=tmp_path, env={"SV_SOAR_TEST_KEY": "unused", "SV_SOAR_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
+    traces = tmp_path / "outputs" / run / "traces.jsonl"
+    return [json.loads(line) for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,  # noqa: F811
+                                                            tmp_path):
+    project = env_copy("sv_soar_teacher_v1", tmp_path)
+    package(hard_set, project, "tiny-e1")
+    run_dir = tmp_path / "run"
+    episodes = vf_eval(v1_python, project, served.port, tmp_path, f"""
+[select]
+limit = 1
+
+[env.taskset]
+id = "sv-soar-teacher-v1"
+hard_set = "tiny-e1"
+model = "{tiny_model_dir}"
+preset = "cpu"
+student = {json.dumps(STUDENT).replace(":", " =")}
+g = 2
+n = 2
+students = 1
+q_r = 4
+run_dir = "{run_dir}"
+num_prompts = 1
+
+[env.teacher.harness]
+id = "null"
+
+[env.teacher.runtime]
+type = "subprocess"
+""", "teacher")
+    (episode,) = episodes  # one task, one rollout: one episode = one outer step
+    traces = episode["traces"]
+    assert len(traces) == 4  # g·n teacher generations in the one episode
+    reasons = [f"rejected_{r}" for r in ("empty", "too_long", "not_json", "schema", "bad_label", "question_too_short",
+                                         "question_too_long", "injection", "not_e1_style", "duplicate_of_hard_set",
+                                         "duplicate_in_batch", "agent_error")]
+    for trace in traces:
+        assert trace["agent"]["name"] == "teacher"
+        metrics = {name: m["value"] if isinstance(m, dict) else m for name, m in trace["metrics"].items()}
+        reward = score(trace, "grounded_improvement")
+        assert metrics["valid"] + sum(metrics.get(r, 0.0) for r in reasons) == 1.0  # valid, or one reason
+        if metrics["valid"] == 0.0:
+            assert reward == 0.0  # the neutral floor: R̂_t, 0 with nothing scored (never −1)
+        assert metrics["outer_step"] == 0.0
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["step"] == 1 and len(state["history"]) == 1  # the episode was one outer step, committed
+
+
+def test_v1_teacher_outer_step_trains_students_on_hand_written_problems(v1_python, hard_set, tiny_model_dir,  # noqa: F811
+                                                                        tmp_path):
+    project = env_copy("sv_soar_teacher_v1", tmp_path)
+    package(hard_set, project, "tiny-e1")
+    d_train = [json.loads(line) for line in (hard_set / "d_train.jsonl").read_text().splitlines()]
+    bad = invalid(d_train[0]["question"])
+    texts = [VALID[0], bad["not_json"], VALID[1], None, VALID[2], VALID[3]]  # g·n = 6; None: a failed agent run
+    args = {"hard_set": "tiny-e1", "model": str(tiny_model_dir), "preset": "cpu", "student": STUDENT, "g": 2, "n": 3,
+            "students": 1, "q_r": 4, "seed": 7, "run_dir": str(tmp_path / "run")}
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"steps": [{"args": args, "texts": texts},
+                                          {"args": {**args, "floor": -1.0}, "texts": texts}]}), encoding="utf-8")
+    done = run_v1(v1_python, [str(REPO / "tests" / "hosted_v1" / "outer_step.py"), str(spec),
+                              str(tmp_path / "out.json")], pythonpath=[project, REPO], cwd=tmp_path,
+                  env={"SV_SOAR_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 0, done.stderr[-4000:]
+    first, second = json.loads((tmp_path / "out.json").read_text())
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["step"] == 2 and [r["step"] for r in state["history"]] == [0, 1]
+    for result, record in zip((first, second), state["history"]):
+        r_1, r_2 = record["dataset_rewards"]  # X_1 = traces 0, 2; X_2 = traces 4, 5 (1, 3 invalid)
+        rewards, metrics = result["rewards"], result["metrics"]
+        assert [rewards[i] for i in (0, 2, 4, 5)] == [r_1, r_1, r_2, r_2]  # every trace of X_k gets R_k
+        assert [metrics[i]["dataset"] for i in (0, 2, 4, 5)] == [1.0, 1.0, 2.0, 2.0]
+        assert metrics[1]["rejected_not_json"] == 1.0 and metrics[3]["rejected_agent_error"] == 1.0
+        assert all(m["valid_fraction"] == pytest.approx(4 / 6) and m["scoring_error"] == 0.0 for m in metrics)
+    assert [first["rewards"][i] for i in (1, 3)] == [pytest.approx(state["history"][0]["reward_hat"])] * 2  # neutral
+    assert [second["rewards"][i] for i in (1, 3)] == [-1.0, -1.0]  # a number as the floor
+    assert second["metrics"][0]["outer_step"] == 1.0  # a second env (restarted server) resumed the run
+
+
+def test_v1_student_taskset_rewards_replies_with_svbench(v1_python, served, hard_set, tmp_path):  # noqa: F811
+    project = env_copy("sv_soar_student_v1", tmp_path)
+    package(hard_set / "d_train.jsonl", project, "hard-only")
+    episodes = vf_eval(v1_python, project, served.port, tmp_path, """
+[select]
+limit = 2
+
+[env.taskset]
+id = "sv-soar-student-v1"
+svbench_task = "e1"
+rows = "hard-only"
+
+[env.agent.harness]
+id = "null"
+
+[env.agent.runtime]
+type = "subprocess"
+""", "student", max_tokens=24)
+    assert len(episodes) == 2
+    task = get_task("e1")
+    for episode in episodes:
+        (trace,) = episode["traces"]
+        row = json.loads(episode["task"]["data"]["row"])
+        reward = score(trace, "svbench")
+        assert reward == pytest.approx(task.score(reply_of(trace), row)["reward"])  # SV-Bench's own E1 reward
+
+
+def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):  # noqa: F811
+    """What `prime env push` uploads: a wheel built from the env project, the core and the hard set inside."""
+    project = tmp_path / "sv_soar_teacher_v1"
+    shutil.copytree(REPO / "environments" / "sv_soar_teacher_v1", project, symlinks=False,
+                    ignore=shutil.ignore_patterns("data", "__pycache__"))
+    package(hard_set, project, "e1")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                           str(tmp_path / "dist"), str(project)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("sv_soar_teacher_v1-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("d_train.jsonl", "d_test.jsonl", "SOURCE.json"):
+        assert f"sv_soar_teacher_v1/data/e1/{name}" in names
+    assert "sv_soar/hosted.py" in names and "sv_soar_teacher_v1/taskset.py" in names
+    assert not any(n.startswith(("sv_soar_teacher/", "rubrics/")) for n in names)  # no v0 (verifiers 0.1) code
+    manifest = json.loads(zipfile.ZipFile(wheel).read("sv_soar_teacher_v1/data/e1/SOURCE.json"))
+    assert manifest["d_train_rows"] == len((hard_set / "d_train.jsonl").read_text().splitlines())
+    assert str(hard_set) not in json.dumps(manifest)  # no path of this machine travels
+
+
+def test_package_env_refuses_bad_input_by_name(hard_set, tmp_path):  # noqa: F811
+    project = env_copy("sv_soar_teacher_v1", tmp_path)
+    cases = [([str(tmp_path / "nowhere"), "--env", str(project), "--name", "x"], "no such file or folder"),
+             ([str(hard_set), "--env", str(tmp_path), "--name", "x"], "no package"),
+             ([str(hard_set), "--env", str(project), "--name", "/data/e1"], "--name '/data/e1'")]
+    for args, message in cases:
+        done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "package-env", *args], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 2 and message in done.stderr, done.stderr
