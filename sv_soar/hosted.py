@@ -51,10 +51,7 @@ def env_module(env_dir: Path) -> str:
 
 def package_set(data: Path, env_dir: Path, name: str, task: str) -> Path:
     """Validate DATA's rows as `task` rows and copy them into ENV_DIR/<module>/data/NAME/; returns that folder."""
-    try:  # validates every row (file:line on a bad one)
-        from sv_soar.hard_set import load_hard_set
-    except ImportError:  # before issue 13's core layout: the loader lived in the v0 teacher env (.venv only)
-        from sv_soar_teacher.grounded_rubric import load_hard_set
+    from sv_soar.hard_set import load_hard_set  # validates every row (file:line on a bad one)
 
     if not NAME_PATTERN.match(name):
         raise PackagedDataError(f"--name {name!r}: use lower-case letters, digits, '.', '_' or '-' (it becomes a "
