@@ -6,9 +6,11 @@ without it.
   checks, and their taskset arguments validate against the v1 envs' config classes; configs that prime or the
   env must refuse are refused (the retired shared-LoRA layout, an unforwarded secret, an unknown argument).
 - The v1 teacher env runs one whole outer step through verifiers 0.4's own `vf-eval` against a real
-  `sv-soar serve-model` (the tiny model writes no valid problem, so every trace gets the neutral floor, and the
-  step is committed to the run directory); the valid path (partition, students trained for real, R_k on every
-  trace of X_k) runs through the env's OuterStep on hand-written teacher replies.
+  `sv-soar serve-model`: served a tiny teacher warm-started on one problem (greedy, one valid reply and three
+  duplicates), a student trains on that dataset and its trace gets R_k; served the bare tiny model (no valid
+  problem), every trace gets the neutral floor; either step is committed to the run directory. The valid path
+  with several datasets (partition, R_k on every trace of X_k) also runs through the env's OuterStep on
+  hand-written teacher replies.
 - The v1 student taskset answers through the same `vf-eval`, each reply rewarded with SV-Bench's rubric.
 - The hard set travels with the env: `sv-soar package-env` puts it in the env's package data, and a wheel
   built from the env project carries it.
@@ -168,13 +170,13 @@ def served(tiny_model_dir, tmp_path_factory):
 
 
 def vf_eval(python: Path, project: Path, port: int, tmp_path: Path, env_toml: str, run: str,
-            max_tokens: int = 48) -> list[dict]:
+            max_tokens: int = 48, temperature: float = 1.0) -> list[dict]:
     """verifiers 0.4's own `vf-eval` on an eval TOML; returns the episode records of its traces.jsonl."""
     config = tmp_path / f"{run}.toml"
     config.write_text(
         f'model = "{SERVED}"\nnum_rollouts = 1\npush = false\noutput_dir = "{tmp_path / "outputs"}"\n\n'
         f'[run]\ndir = "{run}"\n\n[client]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
-        f'api_key_var = "SV_SOAR_TEST_KEY"\n\n[sampling]\nmax_tokens = {max_tokens}\ntemperature = 1.0\n\n'
+        f'api_key_var = "SV_SOAR_TEST_KEY"\n\n[sampling]\nmax_tokens = {max_tokens}\ntemperature = {temperature}\n\n'
         + env_toml, encoding="utf-8")
     vf_eval_bin = python.parent / "vf-eval"
     done = run_v1(python, [str(vf_eval_bin), "@", str(config), "--no-rich"], pythonpath=[project, REPO],
@@ -182,6 +184,69 @@ def vf_eval(python: Path, project: Path, port: int, tmp_path: Path, env_toml: st
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
     traces = tmp_path / "outputs" / run / "traces.jsonl"
     return [json.loads(line) for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def served_teacher(tiny_model_dir, tmp_path_factory):
+    """The tiny model after a format warm start on ONE teacher reply (300 steps, ~10 s): greedy, it writes that
+    valid E1 problem, so an episode has a dataset to score (the bare tiny model writes none)."""
+    from sv_soar.format_warm_start import Recipe
+    from sv_soar.models import build_format_warm_start
+
+    teacher = tmp_path_factory.mktemp("one-problem-teacher")
+    build_format_warm_start(str(tiny_model_dir), Recipe("e1", "teacher", steps=300, learning_rate=1e-2, examples=1,
+                                                        lora_rank=4), teacher)
+    log = tmp_path_factory.mktemp("serve-teacher") / "server.log"
+    server = start_server(teacher, log, "--served-model-name", SERVED, "--batch-window-ms", "50")
+    try:
+        yield server
+    finally:
+        stop_server(server.proc)
+
+
+def test_v1_teacher_env_trains_students_on_a_valid_problem_inside_vf_eval(v1_python, served_teacher, hard_set,
+                                                                         tiny_model_dir, tmp_path):  # noqa: F811
+    """The whole outer step through vf-eval: the greedy teacher's g·n = 4 replies are one valid problem and three
+    duplicates of it; the valid one becomes a dataset, a student trains on it against the baseline, and its
+    trace's reward is that dataset's R_k (the duplicates get the neutral floor, R̂_t)."""
+    project = env_copy("sv_soar_teacher_v1", tmp_path)
+    package(hard_set, project, "tiny-e1")
+    run_dir = tmp_path / "run"
+    episodes = vf_eval(v1_python, project, served_teacher.port, tmp_path, f"""
+[select]
+limit = 1
+
+[env.taskset]
+id = "sv-soar-teacher-v1"
+hard_set = "tiny-e1"
+model = "{tiny_model_dir}"
+preset = "cpu"
+student = {json.dumps(STUDENT).replace(":", " =")}
+g = 2
+n = 2
+students = 1
+q_r = 4
+run_dir = "{run_dir}"
+num_prompts = 1
+
+[env.teacher.harness]
+id = "null"
+
+[env.teacher.runtime]
+type = "subprocess"
+""", "teacher-valid", max_tokens=120, temperature=0.0)
+    (episode,) = episodes
+    traces = episode["traces"]
+    metrics = [{name: m["value"] if isinstance(m, dict) else m for name, m in t["metrics"].items()} for t in traces]
+    valid = [m for m in metrics if m["valid"] == 1.0]
+    assert len(valid) == 1 and sum(m.get("rejected_duplicate_in_batch", 0.0) for m in metrics) == 3, metrics
+    (m,) = valid
+    assert m["students_failed"] == 0.0 and m["datasets"] == 1.0  # one dataset, its student trained
+    (trace,) = [t for t, mt in zip(traces, metrics) if mt["valid"] == 1.0]
+    assert score(trace, "grounded_improvement") == pytest.approx(m["dataset_reward"])  # R_k on its trace
+    state = json.loads((run_dir / "state.json").read_text())
+    (record,) = state["history"]
+    assert record["reward_hat"] == pytest.approx(m["dataset_reward"])  # R̂_t = mean_k R_k over the one dataset
 
 
 def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,  # noqa: F811
