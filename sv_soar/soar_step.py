@@ -16,7 +16,9 @@ sv_soar.grounded.GroundedScorer (or a backend of sv_soar.backends.make_scorer).
 
 Two drivers call `soar_step`: `sv-soar train` (sv_soar.soar_loop: rejection sampling of the teacher
 before, the teacher's RLOO update after) and the verifiers teacher env's group reward
-(sv_soar_teacher.grounded_rubric: the floor for invalid rollouts and the metrics after).
+(sv_soar_teacher.grounded_rubric: the floor for invalid rollouts and the metrics after); the verifiers v1
+teacher env for hosted training (environments/sv_soar_teacher_v1: one episode = one step) calls it the
+same way.
 """
 
 from __future__ import annotations
