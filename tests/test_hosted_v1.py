@@ -186,6 +186,43 @@ def vf_eval(python: Path, project: Path, port: int, tmp_path: Path, env_toml: st
     return [json.loads(line) for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def teacher_episode(python: Path, port: int, hard_set: Path, tiny_model_dir: Path, tmp_path: Path, run: str,
+                    **sampling) -> tuple[dict, Path]:
+    """One vf-eval episode of the v1 teacher env (g = 2, n = 2, one student, |Q_R| = 4) on the packaged tiny
+    hard set: (the episode record, its run directory)."""
+    project = env_copy("sv_soar_teacher_v1", tmp_path)
+    package(hard_set, project, "tiny-e1")
+    run_dir = tmp_path / "run"
+    (episode,) = vf_eval(python, project, port, tmp_path, f"""
+[select]
+limit = 1
+
+[env.taskset]
+id = "sv-soar-teacher-v1"
+hard_set = "tiny-e1"
+model = "{tiny_model_dir}"
+preset = "cpu"
+student = {json.dumps(STUDENT).replace(":", " =")}
+g = 2
+n = 2
+students = 1
+q_r = 4
+run_dir = "{run_dir}"
+num_prompts = 1
+
+[env.teacher.harness]
+id = "null"
+
+[env.teacher.runtime]
+type = "subprocess"
+""", run, **sampling)
+    return episode, run_dir  # one task, one rollout: one episode = one outer step
+
+
+def metrics_of(trace: dict) -> dict[str, float]:
+    return {name: m["value"] if isinstance(m, dict) else m for name, m in trace["metrics"].items()}
+
+
 @pytest.fixture(scope="module")
 def served_teacher(tiny_model_dir, tmp_path_factory):
     """The tiny model after a format warm start on ONE teacher reply (300 steps, ~10 s): greedy, it writes that
@@ -209,35 +246,10 @@ def test_v1_teacher_env_trains_students_on_a_valid_problem_inside_vf_eval(v1_pyt
     """The whole outer step through vf-eval: the greedy teacher's g·n = 4 replies are one valid problem and three
     duplicates of it; the valid one becomes a dataset, a student trains on it against the baseline, and its
     trace's reward is that dataset's R_k (the duplicates get the neutral floor, R̂_t)."""
-    project = env_copy("sv_soar_teacher_v1", tmp_path)
-    package(hard_set, project, "tiny-e1")
-    run_dir = tmp_path / "run"
-    episodes = vf_eval(v1_python, project, served_teacher.port, tmp_path, f"""
-[select]
-limit = 1
-
-[env.taskset]
-id = "sv-soar-teacher-v1"
-hard_set = "tiny-e1"
-model = "{tiny_model_dir}"
-preset = "cpu"
-student = {json.dumps(STUDENT).replace(":", " =")}
-g = 2
-n = 2
-students = 1
-q_r = 4
-run_dir = "{run_dir}"
-num_prompts = 1
-
-[env.teacher.harness]
-id = "null"
-
-[env.teacher.runtime]
-type = "subprocess"
-""", "teacher-valid", max_tokens=120, temperature=0.0)
-    (episode,) = episodes
+    episode, run_dir = teacher_episode(v1_python, served_teacher.port, hard_set, tiny_model_dir, tmp_path,
+                                       "teacher-valid", max_tokens=120, temperature=0.0)
     traces = episode["traces"]
-    metrics = [{name: m["value"] if isinstance(m, dict) else m for name, m in t["metrics"].items()} for t in traces]
+    metrics = [metrics_of(trace) for trace in traces]
     valid = [m for m in metrics if m["valid"] == 1.0]
     assert len(valid) == 1 and sum(m.get("rejected_duplicate_in_batch", 0.0) for m in metrics) == 3, metrics
     (m,) = valid
@@ -251,33 +263,7 @@ type = "subprocess"
 
 def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,  # noqa: F811
                                                             tmp_path):
-    project = env_copy("sv_soar_teacher_v1", tmp_path)
-    package(hard_set, project, "tiny-e1")
-    run_dir = tmp_path / "run"
-    episodes = vf_eval(v1_python, project, served.port, tmp_path, f"""
-[select]
-limit = 1
-
-[env.taskset]
-id = "sv-soar-teacher-v1"
-hard_set = "tiny-e1"
-model = "{tiny_model_dir}"
-preset = "cpu"
-student = {json.dumps(STUDENT).replace(":", " =")}
-g = 2
-n = 2
-students = 1
-q_r = 4
-run_dir = "{run_dir}"
-num_prompts = 1
-
-[env.teacher.harness]
-id = "null"
-
-[env.teacher.runtime]
-type = "subprocess"
-""", "teacher")
-    (episode,) = episodes  # one task, one rollout: one episode = one outer step
+    episode, run_dir = teacher_episode(v1_python, served.port, hard_set, tiny_model_dir, tmp_path, "teacher")
     traces = episode["traces"]
     assert len(traces) == 4  # g·n teacher generations in the one episode
     reasons = [f"rejected_{r}" for r in ("empty", "too_long", "not_json", "schema", "bad_label", "question_too_short",
@@ -285,7 +271,7 @@ type = "subprocess"
                                          "duplicate_in_batch", "agent_error")]
     for trace in traces:
         assert trace["agent"]["name"] == "teacher"
-        metrics = {name: m["value"] if isinstance(m, dict) else m for name, m in trace["metrics"].items()}
+        metrics = metrics_of(trace)
         reward = score(trace, "grounded_improvement")
         assert metrics["valid"] + sum(metrics.get(r, 0.0) for r in reasons) == 1.0  # valid, or one reason
         if metrics["valid"] == 0.0:
