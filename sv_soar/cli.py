@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sv_soar.commands.train", "run SOAR's outer loop from a TOML config, or resume a run folder"),
     "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
     "export-vf": ("sv_soar.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
-    "package-env": ("sv_soar.hosted", "put a hard set (or a student training set) into a verifiers v1 env as package data"),
+    "package-env": ("sv_soar.commands.package_env", "put a hard set (or a student training set) into a verifiers v1 env as package data"),
     "report": ("sv_soar.evaluation.report", "write a markdown report with plots for one run or a comparison of runs"),
     "prepare-model": ("sv_soar.models", "convert/cache a model (the embedded one by default) and print its folder"),
 }

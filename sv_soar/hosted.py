@@ -21,12 +21,10 @@ This module imports neither verifiers nor torch: both the v0 CLI venv and the v1
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
 import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -94,25 +92,3 @@ def packaged_set(module: str, name: str, *, arg: str = "hard_set") -> Path:
     if not (folder / "d_train.jsonl").is_file():
         raise PackagedDataError(f"{arg}={name!r} is not packaged in {module} (packaged: {available or 'none'}); {how}")
     return folder
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="a `sv-soar hardset --out` folder, or one JSONL file of rows")
-    parser.add_argument("--env", type=Path, required=True, dest="env_dir",
-                        help="the v1 env project (environments/sv_soar_teacher_v1 or environments/sv_soar_student_v1)")
-    parser.add_argument("--name", required=True, help="the set's name, as the env's hard_set / rows argument")
-    parser.add_argument("--task", default="e1", help="the rows' task, which validates them: e1 or e2 (default e1)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        folder = package_set(args.data, args.env_dir, args.name, args.task)
-    except (OSError, ValueError) as exc:
-        print(f"sv-soar package-env: {exc}", file=sys.stderr)
-        return 2
-    manifest = json.loads((folder / "SOURCE.json").read_text(encoding="utf-8"))
-    print(f"packaged {manifest['d_train_rows']} D_train rows ({manifest['guarded_rows']} guarded) as {args.name!r} "
-          f"in {folder}")
-    print(f"use it as: hard_set = \"{args.name}\" (teacher) or rows = \"{args.name}\" (student); then rebuild or "
-          f"`prime env push` the env")
-    return 0
