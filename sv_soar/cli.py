@@ -1,8 +1,9 @@
 """`sv-soar`: the project's command line.
 
-Each subcommand lives in the module that does the work; that module exposes
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs,
-so `sv-soar --help` stays fast (no torch import).
+Each subcommand is a module of `sv_soar.commands` (the verb, `-` written `_`) that exposes
+`add_arguments(parser)` and `run(args) -> int` and calls the library modules that do the work (they carry
+no argparse). Modules are imported only when their command runs, so `sv-soar --help` stays fast (no torch
+import).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "hardset": ("sv_soar.evaluation.hardset", "mine the fail@K hard set and write a cold-start report"),
-    "serve-model": ("sv_soar.serving.openai_server", "serve a model as an OpenAI-compatible API on loopback"),
+    "hardset": ("sv_soar.commands.hardset", "mine the fail@K hard set and write a cold-start report"),
+    "serve-model": ("sv_soar.commands.serve_model", "serve a model as an OpenAI-compatible API on loopback"),
     "serve-students": ("sv_soar.commands.serve_students", "train and score students for a remote teacher rubric (HTTP, token, loopback)"),
     "score": ("sv_soar.commands.score", "score teacher datasets by the grounded improvement of students trained on them"),
     "train": ("sv_soar.commands.train", "run SOAR's outer loop from a TOML config, or resume a run folder"),
-    "evaluate": ("sv_soar.evaluation.final", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
-    "export-vf": ("sv_soar.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
+    "evaluate": ("sv_soar.commands.evaluate", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
+    "export-vf": ("sv_soar.commands.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
     "package-env": ("sv_soar.commands.package_env", "put a hard set (or a student training set) into a verifiers v1 env as package data"),
-    "report": ("sv_soar.evaluation.report", "write a markdown report with plots for one run or a comparison of runs"),
-    "prepare-model": ("sv_soar.models", "convert/cache a model (the embedded one by default) and print its folder"),
+    "report": ("sv_soar.commands.report", "write a markdown report with plots for one run or a comparison of runs"),
+    "prepare-model": ("sv_soar.commands.prepare_model", "convert/cache a model (the embedded one by default) and print its folder"),
 }
 
 

@@ -21,7 +21,6 @@ mtime) have been hashed once in this process is not hashed again.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -95,7 +94,8 @@ class UnknownModelError(ModelError, ValueError):
     """A model name that is neither embedded, a local folder, nor a HF hub id."""
 
 
-def _embedded_names() -> str:
+def embedded_names() -> str:
+    """The embedded models' names, for help texts and errors."""
     return ", ".join(sorted(EMBEDDED_MODELS))
 
 
@@ -129,7 +129,7 @@ def resolve_model(name: str, *, verify: bool = False) -> str:
     if _HUB_ID.fullmatch(name) and not path.exists():
         return name
     reason = "is a file, not a model folder" if path.exists() else "is not a folder or a HF hub id (org/name)"
-    raise UnknownModelError(f"unknown model {name!r}: it {reason}; embedded models (no download): {_embedded_names()}")
+    raise UnknownModelError(f"unknown model {name!r}: it {reason}; embedded models (no download): {embedded_names()}")
 
 
 def _derived_model(name: str, verify: bool) -> str | None:
@@ -329,7 +329,7 @@ def load_model(name: str, *, dtype: torch.dtype | None = None, device: str = "cp
             raise
         raise ModelError(
             f"could not load {name!r} from the HF hub ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
-            f"this machine may be offline. Embedded models (no download): {_embedded_names()}"
+            f"this machine may be offline. Embedded models (no download): {embedded_names()}"
         ) from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -339,26 +339,3 @@ def load_model(name: str, *, dtype: torch.dtype | None = None, device: str = "cp
     model.to(device)
     model.eval()
     return model, tokenizer
-
-
-# --- `sv-soar prepare-model` -------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"embedded model ({_embedded_names()}), local folder or HF hub id (default: %(default)s)",
-    )
-    parser.add_argument("--verify", action="store_true", help="also check the sha256 of every cached file")
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        folder = resolve_model(args.model, verify=args.verify)
-    except ModelError as exc:
-        log.error("%s", exc)
-        return 1
-    print(folder)
-    return 0

@@ -18,13 +18,13 @@ from sv_soar.evaluation.cold_start_report import OVERALL
 from sv_soar.evaluation.hardset import (
     cold_start_ks,
     hard_set_indices,
-    load_eval_results,
     mine_hard_set,
     row_hash,
     split_hard_set,
     zero_pass_fraction,
     zero_pass_table,
 )
+from sv_soar.evaluation.saved_results import load_eval_results
 from sv_soar.jsonl import JsonlError, read_jsonl
 from sv_soar.tasks import Task
 
@@ -458,7 +458,8 @@ def test_problems_longer_than_the_context_window_are_left_out_and_named(tiny_mod
     """A prompt the model cannot read whole (the E2 mini set has a ~20k-token config against SmolLM2's
     8k window) is not sampled: it would cost time quadratic in its length and mean nothing."""
     from sv_soar.engines.transformers_engine import TransformersEngine
-    from sv_soar.evaluation.hardset import _fitting_rows, row_hash
+    from sv_soar.commands.hardset import _fitting_rows
+    from sv_soar.evaluation.hardset import row_hash
     from sv_soar.tasks.e1 import E1_TASK
     from sv_soar.tasks.e1_flows import generate_e1_flows
 

@@ -21,7 +21,7 @@ log = logging.getLogger("sv_soar.serve_students")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sv_soar.backends import BACKENDS
-    from sv_soar.serving.openai_server import _byte_size
+    from sv_soar.commands.servers import byte_size
     from sv_soar.grounded import GROUNDINGS
     from sv_soar.student.config import PRESETS
     from sv_soar.models import DEFAULT_MODEL
@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=None,
                         help="folder for finished jobs, kept adapters and baselines (default: a new temp folder)")
     parser.add_argument("--cache", type=Path, default=None, help="reward-cache folder (default: STORE/reward_cache)")
-    parser.add_argument("--max-request-bytes", type=_byte_size, default=ServiceLimits.max_request_bytes,
+    parser.add_argument("--max-request-bytes", type=byte_size, default=ServiceLimits.max_request_bytes,
                         help="largest job body, e.g. 16MiB (larger: HTTP 413)")
-    parser.add_argument("--max-baseline-bytes", type=_byte_size, default=ServiceLimits.max_baseline_bytes,
+    parser.add_argument("--max-baseline-bytes", type=byte_size, default=ServiceLimits.max_baseline_bytes,
                         help="largest baseline upload, e.g. 2GiB")
     parser.add_argument("--max-queue", type=int, default=ServiceLimits.max_queue,
                         help="jobs waiting at most (beyond: 503 with Retry-After)")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     from sv_soar.backends import make_scorer
     from sv_soar.serving.http_server import LOOPBACK
-    from sv_soar.serving.openai_server import _interrupt, _write_port_file
+    from sv_soar.commands.servers import interrupt, write_port_file
     from sv_soar.student.config import student_config
 
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "")
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     service = StudentService(scorer, store, limits)
     server = StudentServer((args.host, args.port), service, token)
     if args.port_file:
-        _write_port_file(args.port_file, server.port)
-    signal.signal(signal.SIGTERM, _interrupt)
+        write_port_file(args.port_file, server.port)
+    signal.signal(signal.SIGTERM, interrupt)
     host = f"[{args.host}]" if ":" in args.host else args.host
     try:
         print(f"sv-soar serve-students: listening on http://{host}:{server.port} (model {args.model}, "

@@ -19,7 +19,6 @@ promoted questions, so its students train on D_train alone; the same code scores
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -32,7 +31,6 @@ import numpy as np
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.tasks import Row, Task
-from sv_soar.tasks.sources import load_rows
 
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
 ECE_BINS = 10
@@ -152,65 +150,6 @@ def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[st
         low, high = bootstrap_interval(values)
         summary[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "seeds": len(values)}
     return summary
-
-
-# --- the command ------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="a run folder written by `sv-soar train`")
-    parser.add_argument("--seeds", type=int, nargs="+", help="fresh students, one a seed (default: the config's)")
-    parser.add_argument("--samples", type=int, help="samples a D_test problem (default: the config's, SOAR: 32)")
-    parser.add_argument("--steps", type=int, help="student RL steps (default: the config's evaluation.steps)")
-    parser.add_argument("--curriculum", action="store_true", default=None,
-                        help="train on promoted datasets in promotion order, then D_train")
-    parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",
-                        help="more problem sets to report on (e.g. SV-Bench's out-of-distribution E1 sets)")
-    parser.add_argument("--no-base", action="store_true", help="skip scoring the untrained base student")
-    parser.add_argument("--adapter", type=Path, metavar="DIR",
-                        help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
-                        "set) on D_test instead of training fresh students; writes evaluation/adapter-<name>.json")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    from sv_soar.run_dir import RunDirError, open_run
-
-    try:
-        run = open_run(args.run_dir)
-    except RunDirError as exc:
-        print(f"sv-soar evaluate: {exc}")
-        return 2
-    evaluation = run.config.evaluation
-    seeds = args.seeds or evaluation.seeds
-    samples = args.samples or evaluation.samples
-    curriculum = evaluation.curriculum if args.curriculum is None else args.curriculum
-    extra_paths = list(evaluation.extra_eval) + list(args.extra_eval)
-    try:
-        extra = {path.stem: load_rows(run.config.data.task, "jsonl", path=str(path)) for path in extra_paths}
-    except (OSError, ValueError) as exc:
-        print(f"sv-soar evaluate: {exc}")
-        return 2
-    if args.adapter is not None:
-        try:
-            report = adapter_evaluation(run, args.adapter, samples=samples, extra_sets=extra,
-                                        score_base=not args.no_base, progress=not args.no_progress)
-        except (OSError, ValueError) as exc:
-            print(f"sv-soar evaluate: --adapter {args.adapter}: {exc}")
-            return 2
-        print(render_summary(report))
-        print(f"wrote {report['path']}")
-        return 0
-    try:
-        report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
-                                  curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
-                                  progress=not args.no_progress)
-    except RunDirError as exc:
-        print(f"sv-soar evaluate: {exc}")
-        return 2
-    print(render_summary(report))
-    print(f"wrote {run.folder / 'evaluation' / 'final.json'}")
-    return 0
 
 
 def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | None, curriculum: bool,
@@ -370,4 +309,3 @@ def render_summary(report: dict[str, Any]) -> str:
                 before = f"   (base {b:.3f})" if b is not None else ""
             lines.append(f"    {metric:<13} {value['mean']:.3f}  [{value['low']:.3f}, {value['high']:.3f}]{before}")
     return "\n".join(lines)
-

@@ -20,9 +20,7 @@ the outer-loop sections only; a Hard-only run has no outer loop.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -435,7 +433,7 @@ def plot_teacher(runs: list[RunData], path: Path) -> Path:
     return _save(fig, path, integer_x=True)
 
 
-# --- the command ------------------------------------------------------------------------------------
+# --- the report ---------------------------------------------------------------------------------------
 
 
 def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
@@ -451,28 +449,6 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
         plots["teacher"] = plot_teacher(runs, out / "teacher.png")
         plots["drift"] = plot_drift(runs, out / "drift.png")
     return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders (`sv-soar train`)")
-    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run; required for several)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.out is None and len(args.run_dirs) > 1:
-        print("sv-soar report: several runs need --out FOLDER for the comparison")
-        return 2
-    out = args.out or args.run_dirs[0] / "report"
-    command = "sv-soar report " + " ".join(shlex.quote(str(p)) for p in args.run_dirs)
-    if args.out is not None:
-        command += f" --out {shlex.quote(str(args.out))}"
-    try:
-        path = write_report(list(args.run_dirs), out, command)
-    except RunDirError as exc:
-        print(f"sv-soar report: {exc}")
-        return 2
-    print(f"wrote {path} and its plots")
-    return 0
 
 
 def _method_rank(method: str) -> int:

@@ -1,4 +1,5 @@
-"""`sv-soar serve-model`: an OpenAI-compatible chat API over one generation engine, on loopback.
+"""An OpenAI-compatible chat API over one generation engine, on loopback (`sv-soar serve-model` runs it:
+sv_soar.commands.serve_model).
 
 vf-eval, verifiers environments and hosted trainers reach models through the OpenAI API; serving the
 project's own engine (and its LoRA adapters, one `model` name each) lets them score the embedded model
@@ -14,19 +15,12 @@ waits withdraws it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
-import os
-import re
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -34,15 +28,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sv_soar.generation import GenerationEngine, SamplingParams, tokens_over_context
 from sv_soar.serving.batching import DynamicBatcher, QueueFull
-from sv_soar.serving.http_server import (LOOPBACK, HttpServer, busy, check_api_key, install_error_handlers,
+from sv_soar.serving.http_server import (HttpServer, busy, check_api_key, install_error_handlers,
                                          json_body, prometheus_text, read_body, unless_disconnected)
 from sv_soar.serving.openai_protocol import (ApiError, ChatRequest, ChunkStream, ServedModels, chat_completion,
                                              parse_chat_request)
-
-logger = logging.getLogger("sv_soar.serve_model")
-
-EMBEDDED_MODEL = "smollm2-135m-instruct"  # docs/design.md §6: the default model, shipped with no download
-MAX_QUEUE = 256  # requests waiting for the engine: 16 batches of the default 16, ~10x vf-eval's 32 in flight
 
 
 @dataclass(frozen=True)
@@ -174,50 +163,8 @@ def _check_context_length(engine: GenerationEngine, request: ChatRequest) -> Non
                        code="context_length_exceeded")
 
 
-def _byte_size(text: str) -> int:
-    """'1048576', '512KiB', '1MiB', '1 MB' -> bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B)?\s*", text, flags=re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1048576, 512KiB, 1MiB)")
-    unit = (match.group(2) or "B")[0].upper()
-    return int(match.group(1)) * {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
-
-
-def _adapter(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=EMBEDDED_MODEL,
-                        help=f"model to serve: the embedded {EMBEDDED_MODEL!r}, a HF model id or a local folder")
-    parser.add_argument("--device", default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1")
-    parser.add_argument("--served-model-name", default=None,
-                        help="the name clients send as 'model' (default: --model as given)")
-    parser.add_argument("--adapter", type=_adapter, action="append", default=[], metavar="NAME=PATH",
-                        help="load a saved peft LoRA adapter, served as model NAME (repeatable)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000,
-                        help="port to bind; 0 picks a free one (default 8000, where vf-eval's 'local' provider looks)")
-    parser.add_argument("--port-file", type=Path, default=None, help="also write the bound port to this file")
-    parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on /v1 routes (default: accept any key)")
-    parser.add_argument("--max-batch-size", type=int, default=16,
-                        help="most sequences (prompts x n) the engine generates in one call")
-    parser.add_argument("--batch-window-ms", type=float, default=10.0,
-                        help="how long to wait for more requests after the first before generating")
-    parser.add_argument("--max-request-bytes", type=_byte_size, default=1 << 20,
-                        help="largest request body accepted, e.g. 1MiB (larger: HTTP 413)")
-    parser.add_argument("--default-max-tokens", type=int, default=SamplingParams().max_new_tokens,
-                        help="max_tokens for requests that send none")
-    parser.add_argument("--max-queue", type=int, default=MAX_QUEUE,
-                        help="requests waiting for the engine at most; beyond, HTTP 503 with Retry-After "
-                             "(default %(default)s)")
-
-
 def load_engine(model: str, device: str = "auto") -> GenerationEngine:
+    """The engine serve-model serves: the project's transformers engine, on CUDA when there is one (`auto`)."""
     import torch
 
     from sv_soar.engines.transformers_engine import TransformersEngine
@@ -225,56 +172,3 @@ def load_engine(model: str, device: str = "auto") -> GenerationEngine:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return TransformersEngine(model, device=device)
-
-
-def _write_port_file(path: Path, port: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM shuts down the same way Ctrl-C does
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    if args.max_batch_size < 1 or args.batch_window_ms < 0 or args.default_max_tokens < 1 or args.max_queue < 1:
-        raise SystemExit("sv-soar serve-model: --max-batch-size, --default-max-tokens and --max-queue must be >= 1, "
-                         "--batch-window-ms >= 0")
-    served_name = args.served_model_name or args.model
-    adapter_names = [name for name, _ in args.adapter]
-    if served_name in adapter_names or len(set(adapter_names)) != len(adapter_names):
-        raise SystemExit("sv-soar serve-model: adapter names must be unique and differ from the served model name")
-    if args.host not in LOOPBACK and args.api_key is None:  # loopback unless configured, and then with a key
-        raise SystemExit(f"sv-soar serve-model: refusing to bind {args.host} without --api-key: anyone who can "
-                         "reach it could use the model; give --api-key KEY (or bind 127.0.0.1)")
-
-    engine = load_engine(args.model, args.device)
-    for name, path in args.adapter:
-        engine.load_adapter(name, path)
-    batcher = DynamicBatcher(engine, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000,
-                             max_queue=args.max_queue)
-    config = ServerConfig(
-        models=ServedModels(served_name, tuple(adapter_names)),
-        api_key=args.api_key,
-        max_request_bytes=args.max_request_bytes,
-        default_max_tokens=args.default_max_tokens,
-        max_n=args.max_batch_size,
-    )
-    server = ModelServer((args.host, args.port), config, batcher)
-    if args.port_file:
-        _write_port_file(args.port_file, server.port)
-    signal.signal(signal.SIGTERM, _interrupt)
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    try:  # a signal right after the ready line must still shut down cleanly
-        print(f"sv-soar serve-model: listening on http://{host}:{server.port}/v1 (model {served_name})", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        batcher.stop()
-        logger.info("stopped")
-    return 0
