@@ -192,7 +192,7 @@ def run_trl(spec: dict, workdir: Path) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from sv_soar.engines.transformers_engine import json_object_end
+    from sv_soar.engines.stopping import json_object_end
 
     config = spec["config"]
     per_step = config["batch_prompts"] * config["group_size"]

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from sv_soar.engines.transformers_engine import JsonEndScanner, TransformersEngine, json_object_end
+from sv_soar.engines.stopping import JsonEndScanner, json_object_end
+from sv_soar.engines.transformers_engine import TransformersEngine
 from sv_soar.generation import SamplingParams
 from sv_soar.models import load_model
 

@@ -6,7 +6,8 @@ A plain decoding loop over the model's forward (not `model.generate`), because i
 - drop a row from the batch, KV cache included, as soon as it stops, instead of decoding padding;
 - check stop strings and the JSON end on the newly decoded text only (incremental detokenisation).
 Everything else per token is tensor work: one forward with `logits_to_keep=1`, argmax or an
-inverse-CDF draw from the row's pre-drawn uniforms.
+inverse-CDF draw from the row's pre-drawn uniforms (sv_soar.engines.sampling; the stop strings and the
+JSON end are sv_soar.engines.stopping's).
 
 Prompts are left-padded (position ids count real tokens only, so a padded row computes what it would
 alone), sorted by length and cut into micro-batches of at most `max_batch_size` rows: 32 on CPU, and
@@ -18,10 +19,8 @@ adapters), and are grouped by adapter otherwise.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
-import hashlib
 import inspect
 import logging
 import os
@@ -32,6 +31,8 @@ from typing import Any
 
 import torch
 
+from sv_soar.engines.sampling import SAMPLER_BYTES_PER_VOCAB_ENTRY, check_params, next_tokens, row_uniforms
+from sv_soar.engines.stopping import StopWatcher
 from sv_soar.generation import ChatPrompt, Completion, GenerationStats, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter bat
 CPU_BATCH_SIZE = 32  # rows a micro-batch on CPU: measured fastest for the 135M model on 2 cores
 AUTO_MEMORY_FRACTION = 0.8  # of the free CUDA memory; the rest covers prefill activations and fragmentation
 AUTO_MAX_BATCH_SIZE = 4096  # beyond this a decode step is compute-bound on any card: no gain, longer tails
-# _next_tokens holds per row ~6 vocabulary-sized buffers: fp32 probs, sorted probs, int64 order, cumsum, mask
-SAMPLER_BYTES_PER_VOCAB_ENTRY = 32
 # SDPA kernels decoding may use on CUDA. Not cuDNN's: torch may prefer it on Hopper, and it builds a new
 # execution graph for every new key length (each decode step has one), hundreds of ms a build
 # (sglang#4650, mlx#2743); the probe's generation phase measures both (docs/gpu.md). None: torch's choice.
@@ -57,108 +56,6 @@ def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
     return 2 * layers * heads * head_dim * torch.finfo(dtype).bits // 8
 
 
-# --- stopping ----------------------------------------------------------------------------------------
-
-
-class JsonEndScanner:
-    """Where the first balanced top-level {...} closes, in text fed chunk by chunk.
-
-    Text before the first "{" (prose, a ```json fence) is skipped; braces inside JSON strings
-    (escapes included) do not count. After the object has closed, feed() returns None.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.in_string = False
-        self.escaped = False
-        self.closed = False
-
-    def feed(self, chunk: str) -> int | None:
-        """Index in `chunk` just past the closing "}", or None if the object is still open."""
-        if self.closed:
-            return None
-        for index, char in enumerate(chunk):
-            if self.in_string:
-                if self.escaped:
-                    self.escaped = False
-                elif char == "\\":
-                    self.escaped = True
-                elif char == '"':
-                    self.in_string = False
-            elif char == "{":
-                self.depth += 1
-            elif self.depth and char == '"':
-                self.in_string = True
-            elif self.depth and char == "}":
-                self.depth -= 1
-                if self.depth == 0:
-                    self.closed = True
-                    return index + 1
-        return None
-
-
-def json_object_end(text: str) -> int | None:
-    """Index just past the first balanced top-level {...} of `text`, or None if none closes."""
-    return JsonEndScanner().feed(text)
-
-
-class _StopWatcher:
-    """Decodes one row's tokens incrementally and reports where its text must be cut.
-
-    Incremental detokenisation as vLLM does it: each step decodes a short window of recent tokens
-    and keeps the new suffix, holding text back while it ends in an incomplete UTF-8 sequence.
-    """
-
-    def __init__(self, tokenizer: Any, stop: Sequence[str], json_end: bool) -> None:
-        self.tokenizer = tokenizer
-        self.stop = tuple(s for s in stop if s)
-        self.longest_stop = max((len(s) for s in self.stop), default=0)
-        self.json = JsonEndScanner() if json_end else None
-        self.ids: list[int] = []
-        self.text = ""
-        self.text_ends: list[int] = []  # len(self.text) after each token
-        self.cut: int | None = None
-        self._prefix_offset = 0
-        self._read_offset = 0
-        self._prefix_text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-    def push(self, token_id: int) -> bool:
-        """Add one generated token; True once a stop string or the JSON end has appeared."""
-        self.ids.append(token_id)
-        window = self._decode(self.ids[self._prefix_offset :])
-        if len(window) > len(self._prefix_text) and not window.endswith("\ufffd"):
-            new = window[len(self._prefix_text) :]
-            start = len(self.text)
-            self.text += new
-            self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
-            self._prefix_text = self._decode(self.ids[self._prefix_offset : self._read_offset])
-            self.cut = self._find_cut(start, new)
-        self.text_ends.append(len(self.text))
-        return self.cut is not None
-
-    def _find_cut(self, start: int, new: str) -> int | None:
-        cuts = []
-        if self.json is not None:
-            end = self.json.feed(new)
-            if end is not None:
-                cuts.append(start + end)
-        if self.stop:
-            search_from = max(0, start - self.longest_stop + 1)  # a stop string may straddle chunks
-            for stop in self.stop:
-                found = self.text.find(stop, search_from)
-                if found != -1:
-                    cuts.append(found)
-        return min(cuts) if cuts else None
-
-    def tokens_covering_cut(self) -> int:
-        """How many tokens the shortest prefix whose text covers text[:cut] has."""
-        assert self.cut is not None
-        return bisect.bisect_left(self.text_ends, self.cut) + 1 if self.cut > 0 else 0
-
-
 @dataclass
 class _Row:
     """One sequence being decoded: a prompt (for one sample) under one adapter."""
@@ -167,7 +64,7 @@ class _Row:
     sample_index: int
     prompt_ids: list[int]
     adapter: str | None
-    watcher: _StopWatcher | None
+    watcher: StopWatcher | None
     ids: list[int] = field(default_factory=list)
     finish_reason: str = "length"
     done: bool = False
@@ -270,7 +167,7 @@ class TransformersEngine:
             return []
         params = requests[0][1]
         for _, other, _ in requests:
-            _check_params(other)
+            check_params(other)
             if dataclasses.replace(other, seed=params.seed, n=params.n) != params:
                 raise ValueError("generate_many: requests must share their sampling parameters except seed and n, "
                                  f"got {params} and {other}")
@@ -288,7 +185,7 @@ class TransformersEngine:
                 ids = self._prompt_ids(prompt)
                 rows.extend(
                     _Row(index, sample, ids, per_prompt[index],
-                         _StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
+                         StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
                          request=request, seed=base_seed)
                     for sample in range(samples)
                 )
@@ -498,7 +395,7 @@ class TransformersEngine:
         uniforms = None
         if params.temperature > 0:
             uniforms = torch.stack(
-                [_row_uniforms(row.seed, row, params.max_new_tokens) for row in rows]
+                [row_uniforms(row.seed, row.prompt_index, row.sample_index, params.max_new_tokens) for row in rows]
             ).to(device)
 
         mixed = mode == "mixed"
@@ -518,7 +415,7 @@ class TransformersEngine:
             if mixed:
                 extra = {"adapter_names": [row.adapter or BASE_ADAPTER for row in active]}
             for step in range(params.max_new_tokens):
-                tokens = _next_tokens(logits, params, uniforms[:, step] if uniforms is not None else None)
+                tokens = next_tokens(logits, params, uniforms[:, step] if uniforms is not None else None)
                 keep = []
                 for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
                     row.ids.append(token)
@@ -574,18 +471,7 @@ class TransformersEngine:
         return Completion(text, token_ids, list(row.prompt_ids), row.finish_reason)
 
 
-# --- sampling ----------------------------------------------------------------------------------------
-
-
-def _check_params(params: SamplingParams) -> None:
-    if params.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if params.temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {params.top_p}")
-    if params.n < 1:
-        raise ValueError(f"n must be >= 1, got {params.n}")
+# --- attention kernels and eval mode ------------------------------------------------------------------
 
 
 def _sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
@@ -599,30 +485,6 @@ def _sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
     if unknown or not names:
         raise ValueError(f"sdpa_backends: {unknown or 'empty'} is not a list of SDPBackend names {known}")
     return tuple(getattr(SDPBackend, name) for name in names)
-
-
-def _row_uniforms(base_seed: int, row: _Row, count: int) -> torch.Tensor:
-    """The row's own uniform draws, one per step, from (seed, prompt index, sample index)."""
-    key = f"{base_seed}:{row.prompt_index}:{row.sample_index}".encode()
-    seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & (2**63 - 1)
-    return torch.rand(count, generator=torch.Generator().manual_seed(seed))
-
-
-def _next_tokens(logits: torch.Tensor, params: SamplingParams, uniforms: torch.Tensor | None) -> torch.Tensor:
-    """Greedy argmax, or a temperature/top-p draw by inverse CDF from one uniform per row."""
-    if uniforms is None:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    order = None
-    if params.top_p < 1:
-        probs, order = probs.sort(dim=-1, descending=True)
-        probs = probs * ((probs.cumsum(dim=-1) - probs) < params.top_p)  # nucleus; keeps the top token
-    cdf = probs.cumsum(dim=-1)
-    target = uniforms[:, None] * cdf[:, -1:]
-    index = torch.searchsorted(cdf, target, right=True).clamp_(max=cdf.shape[-1] - 1)
-    if order is not None:
-        index = order.gather(-1, index)
-    return index[:, 0]
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sv_soar.engines.transformers_engine import json_object_end
+from sv_soar.engines.stopping import json_object_end
 from sv_soar.generation import ChatPrompt, Completion, GenerationStats, SamplingParams
 
 VLLM_INSTALL = "pip install 'sv-soar[vllm]'  (on a CUDA machine; vLLM brings its own CUDA torch)"
