@@ -10,6 +10,7 @@ from typing import Any
 
 import verifiers as vf
 
+from sv_soar.scoring.completion_text import completion_text  # noqa: F401 - what the rubric reads, for environments
 from sv_soar.scoring.e1 import *  # noqa: F401,F403 - the scoring functions, one import for environments
 from sv_soar.scoring.e1 import (
     E1_WEIGHTS,

@@ -8,7 +8,7 @@ from typing import Any
 
 import verifiers as vf
 
-from sv_soar.scoring.e1 import completion_text
+from sv_soar.scoring.completion_text import completion_text
 from sv_soar.scoring.e2 import *  # noqa: F401,F403 - the scoring functions, one import for environments
 from sv_soar.scoring.e2 import E2Output, E2Scorer, count_tool_calls, parse_e2_output, row_from_answer
 

@@ -58,7 +58,7 @@ from sv_soar.backends.pool import ScorerPool
 from sv_soar.grounded import DatasetScore
 from sv_soar.hard_set import HardSet
 from sv_soar.promotion import PromotionDecision, PromotionRun
-from sv_soar.scoring.e1 import completion_text
+from sv_soar.scoring.completion_text import completion_text
 from sv_soar.soar_step import partition, soar_step
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row

@@ -18,6 +18,7 @@ import numpy as np
 
 from sv_soar.evaluation.hardset import row_hash
 from sv_soar.jsonl import read_jsonl
+from sv_soar.scoring.completion_text import completion_text, message_text
 from sv_soar.tasks import Row, Task
 
 # Saved-results metrics that mean "solved", with the value that counts as success, first found wins.
@@ -97,7 +98,7 @@ def load_eval_results(
                                  "pass --success-metric NAME, or --rescore to score the completions again")
             if "completion" not in record:
                 raise ValueError("no 'completion' and no success metric to score the rollout by")
-            success = bool(task.is_success(_completion_text(record.get("completion")), row))
+            success = bool(task.is_success(completion_text(record.get("completion"), turns="all"), row))
             result.success_from.add("task.is_success")
         else:
             success = value >= threshold - 1e-9
@@ -155,32 +156,9 @@ def _question_of(record: dict) -> str:
     if isinstance(prompt, list):
         for message in reversed(prompt):
             if isinstance(message, dict) and message.get("role") == "user":
-                return _message_text(message.get("content"))
+                return message_text(message.get("content"))
         raise ValueError("prompt has no user message to take the question from")
     raise ValueError("no 'prompt' (chat messages or text) and no 'question'")
-
-
-def _completion_text(completion: Any) -> str:
-    if completion is None:
-        return ""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):  # a reasoning model's answer is in reasoning_content when content is null
-        return "".join(
-            _message_text(m.get("content") if m.get("content") is not None else m.get("reasoning_content"))
-            for m in completion if isinstance(m, dict) and m.get("role") == "assistant"
-        )
-    raise ValueError(f"'completion' is neither text nor chat messages ({type(completion).__name__})")
-
-
-def _message_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    raise ValueError(f"message content is neither text nor parts ({type(content).__name__})")
 
 
 def _problem_row(record: dict, question: str, task: Task, by_question: dict[str, list[Row]]) -> Row:

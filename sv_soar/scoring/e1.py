@@ -168,26 +168,6 @@ def parse_e1_output(text: str, max_chars: int | None = None) -> E1Output | None:
     )
 
 
-def completion_text(completion: Any) -> str:
-    """The text a model answered: a plain string, or the content of the last assistant message."""
-    if completion is None:
-        return ""
-    if isinstance(completion, str):
-        return completion
-    for message in reversed(list(completion)):
-        role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
-        if role != "assistant":
-            continue
-        content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):  # content parts: keep the text ones
-            parts = [p.get("text") if isinstance(p, dict) else getattr(p, "text", None) for p in content]
-            return " ".join(p for p in parts if isinstance(p, str)).strip()
-        return ""
-    return ""
-
-
 def response_text(completion: Any) -> str:
     """SV-Bench's get_response_text: a string as is, else the content of the LAST message, whatever its role."""
     if completion is None:
