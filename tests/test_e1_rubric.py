@@ -17,13 +17,13 @@ from rubrics.e1 import (
     E1Output,
     E1Parser,
     e1_components,
-    first_balanced_object,
     format_reward,
     parse_e1_output,
     reward_accuracy,
     reward_asymmetric_cost,
     reward_calibration,
 )
+from sv_soar.scoring.json_object import first_balanced_object
 from sv_soar.tasks import get_task
 
 COMPONENTS = ("reward_accuracy", "format_reward", "reward_calibration", "reward_asymmetric_cost")

@@ -9,7 +9,8 @@ Parsing (JsonClassificationParser._parse_json): the response text is the content
 of a chat completion (get_response_text); it is tried as JSON, else the first ``` fenced block (```json
 or bare, any case), else the `{...}` that opens at the first "{" and closes at its matching brace (a
 backslash escapes the next character inside and outside strings). The first that decodes to a JSON
-object is the answer; its "label" must be one of the three labels exactly (case-sensitive).
+object is the answer (sv_soar.scoring.json_object, its SVBENCH search); its "label" must be one of the
+three labels exactly (case-sensitive).
 
 Rubric (SV-Bench `sv_env_network_logs.py`, weights 1.0 / 0.1 / 0.2 / 0.5):
     reward_accuracy        1 if label.lower() == answer.lower(), else 0
@@ -33,10 +34,10 @@ than a dict is read through its `content` attribute (SV-Bench would score the te
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from typing import Any
+
+from sv_soar.scoring.json_object import extract_json_object
 
 E1_LABELS = ("Benign", "Malicious", "Abstain")
 E1_ANSWERS = ("Malicious", "Benign")
@@ -49,10 +50,6 @@ E1_SYSTEM_PROMPT = (
 )
 MAX_PARSE_CHARS = 64 * 1024  # the opt-in cap (max_parse_chars); SV-Bench has none
 
-# SV-Bench's fence pattern: ```json or ``` (any case), lazily up to the next ```.
-_FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)\n?```", re.DOTALL | re.IGNORECASE)
-
-
 @dataclass(frozen=True)
 class E1Output:
     """One parsed E1 answer. `label` is always one of E1_LABELS."""
@@ -64,68 +61,6 @@ class E1Output:
     rationale: str | None
     # SV-Bench's format check: the JSON value is an int, float or bool with 0 <= value <= 1
     numeric_confidence: bool = False
-
-
-_BRACE_SPECIAL = re.compile(r'[{}"\\]')
-
-
-def matching_brace(text: str, start: int) -> int | None:
-    """Index of the '}' closing text[start] == '{', skipping braces inside JSON strings, or None.
-
-    Same walk as SV-Bench's `extract_json_object`: a backslash skips the next character wherever it
-    stands, a double quote toggles "inside a string", braces count only outside strings.
-    """
-    depth, in_string, escaped_at = 0, False, -1
-    for m in _BRACE_SPECIAL.finditer(text, start):
-        i, c = m.start(), m.group()
-        if i == escaped_at:
-            continue
-        if c == "\\":
-            escaped_at = i + 1
-        elif c == '"':
-            in_string = not in_string
-        elif in_string:
-            continue
-        elif c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
-
-
-def first_balanced_object(text: str) -> str | None:
-    """The `{...}` that opens at the first "{" of `text` and closes at its matching "}", or None."""
-    start = text.find("{")
-    if start == -1:
-        return None
-    end = matching_brace(text, start)
-    return text[start : end + 1] if end is not None else None
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def extract_json_object(text: str, max_chars: int | None = None) -> dict[str, Any] | None:
-    """The answer object: raw JSON, else the first fenced block, else the first balanced {...}."""
-    if max_chars is not None:
-        text = text[:max_chars]
-    data = _json_object(text)
-    if data is not None:
-        return data
-    fence = _FENCE.search(text)
-    if fence is not None:
-        data = _json_object(fence.group(1).strip())
-        if data is not None:
-            return data
-    candidate = first_balanced_object(text)
-    return _json_object(candidate) if candidate is not None else None
 
 
 def _confidence(value: Any) -> float | None:

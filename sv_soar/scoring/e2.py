@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sv_soar.scoring.e1 import extract_json_object
+from sv_soar.scoring.json_object import extract_json_object
 from sv_soar.oracle import PRIMARY_TOOL, OracleCache
 from sv_soar.oracle.patches import PatchRejected, apply_patch
 from sv_soar.oracle.process import ScannerError

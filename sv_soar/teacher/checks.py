@@ -4,7 +4,6 @@ dispatch; sv_soar.teacher.e2_problems: E2)."""
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sv_soar.scoring.e1 import matching_brace
+from sv_soar.scoring.json_object import TEACHER_PROBLEM, DuplicateKey, json_values
 from sv_soar.teacher.contamination import DEFAULT_THRESHOLD
 
 
@@ -110,65 +109,25 @@ class TeacherProblem:
 
 
 # ---------------------------------------------------------------------------------------------
-# JSON extraction (raw, fenced, first balanced object)
-
-MAX_FENCES = 8  # fenced blocks tried
-MAX_BRACE_STARTS = 16  # '{' positions tried; bounds the balanced scan at 16 x the text length
-
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript)?[ \t]*\r?\n?(.*?)```", re.DOTALL)
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def _loads(text: str) -> Any:
-    return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-
-
-def _candidates(text: str):
-    stripped = text.strip()
-    yield stripped
-    for k, m in enumerate(_FENCE.finditer(text)):
-        if k >= MAX_FENCES:
-            break
-        yield m.group(1).strip()
-    start = text.find("{")
-    for _ in range(MAX_BRACE_STARTS):
-        if start == -1:
-            return
-        end = matching_brace(text, start)
-        if end is not None:
-            yield text[start : end + 1]
-        start = text.find("{", start + 1)
+# JSON extraction (raw, fenced, first balanced object: sv_soar.scoring.json_object's TEACHER_PROBLEM search)
 
 
 def extract_json_object(text: str) -> dict[str, Any] | Rejection:
-    """The first JSON value in `text` (the whole text, else a fenced block, else a balanced {...}),
-    which must be one object with no repeated key (a list of problems is not one problem, and a
-    repeated "answer" would let the last one silently win)."""
-    for candidate in _candidates(text):
-        if not candidate:
-            continue
-        try:
-            value = _loads(candidate)
-        except _DuplicateKey as exc:
-            return Rejection(RejectReason.SCHEMA, f"duplicate key {str(exc)[:40]!r} in the JSON object")
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            return value
-        return Rejection(RejectReason.SCHEMA, f"JSON value is {_json_type(value)}, expected one object")
-    return Rejection(RejectReason.NOT_JSON, "no JSON object found (raw, fenced or {...})")
+    """The first JSON value in `text` (the whole text, else a fenced block, else a balanced {...}: the
+    TEACHER_PROBLEM search), which must be one object with no repeated key (a list of problems is not one
+    problem, and a repeated "answer" would let the last one silently win)."""
+    try:
+        value = next(json_values(text, TEACHER_PROBLEM), _NOT_FOUND)
+    except DuplicateKey as exc:
+        return Rejection(RejectReason.SCHEMA, f"duplicate key {str(exc)[:40]!r} in the JSON object")
+    if value is _NOT_FOUND:
+        return Rejection(RejectReason.NOT_JSON, "no JSON object found (raw, fenced or {...})")
+    if isinstance(value, dict):
+        return value
+    return Rejection(RejectReason.SCHEMA, f"JSON value is {_json_type(value)}, expected one object")
+
+
+_NOT_FOUND = object()
 
 
 def _json_type(value: Any) -> str:
