@@ -30,10 +30,23 @@ MODEL = "smollm2-135m-instruct"
 DATASET_ROWS = 16  # |X|: built-in E1 flows (sv_soar.tasks.e1_flows), seed 0
 
 
+def greedy_accuracy(engine, task, rows, max_new_tokens: int, adapter: str | None = None) -> float:
+    """Acc(model, rows) the naive way: one greedy completion a row, 64 rows a call (the scorer's eval params)."""
+    from sv_soar.generation import SamplingParams
+
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1, stop_at_json_end=True)
+    solved = 0
+    for start in range(0, len(rows), 64):
+        chunk = rows[start : start + 64]
+        completions = engine.generate([task.prompt(row) for row in chunk], params, adapters=adapter)
+        solved += sum(bool(task.is_success(samples[0].text, row))
+                      for row, samples in zip(chunk, completions, strict=True))
+    return solved / len(rows)
+
+
 def naive(model_name, task, dataset, q_r, config, students: int, seed: int) -> dict:
     """r independent runs: reload, train, evaluate the student alone, evaluate the baseline again."""
     from sv_soar.engines.transformers_engine import TransformersEngine
-    from sv_soar.evaluation.pass_at_k import greedy_accuracy
     from sv_soar.grounded import student_seed
     from sv_soar.models import load_model
     from sv_soar.student.trainer import student_adapter, student_policy, train_student
@@ -50,10 +63,9 @@ def naive(model_name, task, dataset, q_r, config, students: int, seed: int) -> d
             train_student(policy, engine, task, dataset, config, adapter_name="student", seed=student_seed(seed, j),
                           log=lambda entry: None)
             t2 = time.perf_counter()
-            accuracy = greedy_accuracy(engine, task, q_r, max_new_tokens=config.tokens_for(task), batch_size=64,
-                                       adapter="student")
+            accuracy = greedy_accuracy(engine, task, q_r, config.tokens_for(task), adapter="student")
         t3 = time.perf_counter()
-        baseline = greedy_accuracy(engine, task, q_r, max_new_tokens=config.tokens_for(task), batch_size=64)
+        baseline = greedy_accuracy(engine, task, q_r, config.tokens_for(task))
         t4 = time.perf_counter()
         rewards.append(accuracy - baseline)
         spans = {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2, "baseline_evaluate": t4 - t3}

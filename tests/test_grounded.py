@@ -263,6 +263,41 @@ def test_students_past_the_time_limit_are_counted_as_timeouts(make_scorer, tmp_p
     assert scorer.engine.loaded_adapters() == ["sv-soar-base"]
 
 
+# --- Acc: one greedy answer a question ----------------------------------------------------------------------------
+
+
+def test_acc_reads_one_greedy_answer_a_question_in_batches_under_the_baselines_adapter(make_scorer):
+    """Acc(student, Q_R) (SOAR's R_kj, docs/design.md §4): one greedy completion a question, stopped at the JSON
+    end, in batches of eval_batch_size, under the baseline's adapter. A scripted engine answers, because the
+    random tiny model cannot be made to solve chosen questions; the scorer, its batching, its adapter and its
+    grounding are real. (This was tests/test_pass_at_k.py's greedy_accuracy test: the library's one Acc is here.)"""
+    from sv_soar.generation import Completion
+    from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict
+
+    scorer = make_scorer(kind_config(steps=1), students=1, eval_batch_size=3)
+    rows = [{"question": f"q{i}", "answer": "digits"} for i in range(4)]
+    answers = {"q0": "7", "q1": "x", "q2": "7", "q3": "7"}
+    calls = []
+
+    class ScriptedEngine:
+        max_batch_size = 64
+
+        def generate(self, prompts, params, adapters=None):
+            calls.append((len(prompts), params, adapters))
+            return [[Completion(text=answers[prompt[-1]["content"]], token_ids=[], prompt_token_ids=[],
+                                finish_reason="stop")] for prompt in prompts]
+
+    scorer.engine = ScriptedEngine()
+    student = Baseline("student-1", adapter_state_dict(scorer.policy, BASE_POLICY_ADAPTER))
+    assert scorer.baseline_accuracy(student, rows) == 0.75
+    assert all(p.temperature == 0.0 and p.n == 1 and p.stop_at_json_end for _, p, _ in calls)
+    assert [n for n, _, _ in calls] == [3, 1]
+    assert all(a == [grounded.BASELINE_ADAPTER] * n for n, _, a in calls)
+    assert scorer.baseline_accuracy(Baseline("base"), rows) == 0.75 and calls[-1][2] == [None]
+    with pytest.raises(ValueError):
+        scorer.baseline_accuracy(Baseline("base"), [])
+
+
 # --- (e) Acc(baseline, Q_R) once per (baseline, Q_R) --------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""pass@k against hand-computed values and brute force; sampling and greedy scoring bookkeeping."""
+"""pass@k against hand-computed values and brute force; sampling bookkeeping. (Greedy Acc, SOAR's R_kj, is the
+grounded scorer's: tests/test_grounded.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from sv_soar.evaluation import greedy_accuracy, greedy_successes, mean_pass_at_k, pass_at_k, sample_successes
+from sv_soar.evaluation import mean_pass_at_k, pass_at_k, sample_successes
 from sv_soar.generation import Completion, SamplingParams
 from sv_soar.tasks import Task
 
@@ -90,7 +91,7 @@ def test_mean_pass_at_k():
         mean_pass_at_k([], 1)
 
 
-# --- sampling and greedy bookkeeping -----------------------------------------------------------
+# --- sampling bookkeeping -----------------------------------------------------------
 #
 # The tiny test model is random, so it cannot produce known successes; to check that outcomes land
 # in the right cell of the matrix, chunking and seeding, these tests use a scripted engine that
@@ -167,19 +168,6 @@ def test_sample_successes_seeds_each_call_reproducibly():
     assert all(p.seed is None for _, p, _ in engine.calls)
 
 
-def test_greedy_accuracy_uses_one_greedy_sample_and_the_adapter():
-    scripts = {"q0": [True], "q1": [False], "q2": [True], "q3": [True]}
-    engine = ScriptedEngine(scripts)
-    rows = toy_rows(scripts)
-    assert greedy_accuracy(engine, TOY_TASK, rows, batch_size=3, adapter="student-1") == 0.75
-    assert all(p.temperature == 0.0 and p.n == 1 and p.stop_at_json_end for _, p, _ in engine.calls)
-    assert [n for n, _, _ in engine.calls] == [3, 1]
-    assert all(a == "student-1" for _, _, a in engine.calls)
-    assert greedy_successes(ScriptedEngine(scripts), TOY_TASK, rows) == [True, False, True, True]
-    with pytest.raises(ValueError):
-        greedy_accuracy(engine, TOY_TASK, [])
-
-
 def test_sample_successes_with_the_tiny_model(tiny_model_dir):
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.tasks.e1 import E1_TASK
@@ -194,4 +182,3 @@ def test_sample_successes_with_the_tiny_model(tiny_model_dir):
     again = sample_successes(engine, E1_TASK, rows, 4, seed=3, max_new_tokens=16, batch_size=8, progress=False)
     assert first.shape == (3, 4) and first.dtype == bool
     np.testing.assert_array_equal(first, again)
-    assert 0.0 <= greedy_accuracy(engine, E1_TASK, rows, max_new_tokens=16) <= 1.0

@@ -1,11 +1,10 @@
-"""pass@k and the two ways the project scores a model on a problem set.
+"""pass@k, and K samples a problem to estimate it from. (Greedy Acc(student, Q_R), SOAR's grounded reward,
+is the grounded scorer's: sv_soar.grounded.)
 
 - `pass_at_k(n, c, k)`: the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language
   Models Trained on Code", eq. 1 and its numerically stable form in Fig. 3):
   pass@k = 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k/i).
   SOAR reports pass@k, k in {1, 4, 8, 16, 32}, from 32 samples a problem (docs/design.md §4).
-- `greedy_accuracy`: SOAR's grounded reward measures Acc(student, Q_R) with greedy decoding, one
-  sample a question (docs/design.md §4).
 - `sample_successes`: K samples a problem at temperature 1.0 -> a (problems x K) success matrix, the
   input of both pass@k and fail@K hard-set mining (the paper: K = 128).
 """
@@ -60,48 +59,6 @@ def mean_pass_at_k(successes_per_problem: Sequence[Sequence[bool]] | np.ndarray,
     if not values:
         raise ValueError("mean_pass_at_k: no problems")
     return float(np.mean(values))
-
-
-def greedy_successes(
-    engine: GenerationEngine,
-    task: Task,
-    rows: Sequence[Row],
-    *,
-    max_new_tokens: int = 96,
-    batch_size: int = 32,
-    adapter: str | None = None,
-    progress: bool = False,
-) -> list[bool]:
-    """One greedy completion a row; True where it solves the row (task.is_success)."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, n=1, stop_at_json_end=True)
-    outcomes: list[bool] = []
-    with _progress(len(rows), "greedy", progress) as bar:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            completions = engine.generate([task.prompt(row) for row in chunk], params, adapters=adapter)
-            for row, samples in zip(chunk, completions, strict=True):
-                outcomes.append(bool(task.is_success(samples[0].text, row)))
-            bar.update(len(chunk))
-    return outcomes
-
-
-def greedy_accuracy(
-    engine: GenerationEngine,
-    task: Task,
-    rows: Sequence[Row],
-    *,
-    max_new_tokens: int = 96,
-    batch_size: int = 32,
-    adapter: str | None = None,
-    progress: bool = False,
-) -> float:
-    """Acc(model, rows): fraction of rows solved by one greedy completion (SOAR's R_{k,j}, docs/design.md §4)."""
-    if not rows:
-        raise ValueError("greedy_accuracy: no rows")
-    outcomes = greedy_successes(
-        engine, task, rows, max_new_tokens=max_new_tokens, batch_size=batch_size, adapter=adapter, progress=progress
-    )
-    return sum(outcomes) / len(outcomes)
 
 
 def sample_successes(
