@@ -85,23 +85,22 @@ def load_environment(
     )
     # E2 options (the seed's controlled difficulty and sub-skills; sv_soar.teacher.e2_problems)
     prompt_options = {k: v for k, v in (("difficulty", difficulty), ("sub_skill", sub_skill), ("lang", lang)) if v}
-    problem_options = {k: v for k, v in prompt_options.items() if k != "lang"}
     rubric = GroundedTeacherRubric(task=spec.name, hard_set=hard, run=run, scorers=scorers, config=config,
-                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed, problem_options=problem_options)
-    # no seed questions: SOAR's teacher sees none (prompts.py)
-    system, user = teacher_prompt(spec.name, **prompt_options)
+                                   g=g, n=n, q_r=q_r, floor=floor, seed=seed,
+                                   problem_options={k: v for k, v in prompt_options.items() if k != "lang"})
+    system_prompt, dataset = teacher_prompt_dataset(spec.name, prompt_options, num_prompts)
+    return vf.SingleTurnEnv(dataset=dataset, system_prompt=system_prompt, parser=rubric.parser, rubric=rubric,
+                            env_id=ENV_ID, **kwargs)
+
+
+def teacher_prompt_dataset(task: str, prompt_options: dict[str, str], num_prompts: int) -> tuple[str, Dataset]:
+    """The system prompt and `num_prompts` rows of SOAR's teacher prompt, with no seed questions (SOAR's teacher
+    sees none, prompts.py); the same prompt each row, so one row's group of g·n rollouts is one outer step."""
+    system, user = teacher_prompt(task, **prompt_options)
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
-    # the same prompt each row: one row's group of g·n rollouts is one outer step
-    dataset = Dataset.from_list([{"question": user["content"], "answer": "", "info": {"task_name": spec.name}}] * num_prompts)
-    return vf.SingleTurnEnv(
-        dataset=dataset,
-        system_prompt=system["content"],
-        parser=rubric.parser,
-        rubric=rubric,
-        env_id=ENV_ID,
-        **kwargs,
-    )
+    row = {"question": user["content"], "answer": "", "info": {"task_name": task}}
+    return system["content"], Dataset.from_list([row] * num_prompts)
 
 
 def default_run_dir(task: str, hard: HardSet, model: str, config: StudentTrainConfig, *args: Any) -> Path:
