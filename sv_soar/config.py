@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sv_soar.models import DEFAULT_MODEL
 from sv_soar.student.config import StudentTrainConfig
@@ -57,9 +57,22 @@ class RunSection(_Section):
     )
 
 
+def registered_task(name: str | None) -> str | None:
+    """A task name the registry knows (sv_soar.tasks.task_names: e1, e2 and any registered one)."""
+    from sv_soar.tasks import task_names
+
+    if name is not None and name not in task_names():
+        raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in task_names())}")
+    return name
+
+
+TaskName = Annotated[str, AfterValidator(registered_task)]
+
+
 class DataSection(_Section):
-    task: Literal["e1", "e2"] = Field(
-        "e1", description="SV-Bench task of the hard set: e1 (network-log classification), e2 (config audit)"
+    task: TaskName = Field(
+        "e1", description="task of the hard set: e1 (SV-Bench network-log classification), e2 (config audit), or "
+        "a registered one (docs/tasks.md)"
     )
     hard_set: Path = Field(
         ..., description="folder written by `sv-soar hardset` (d_train.jsonl, d_test.jsonl), relative to the config"
@@ -91,7 +104,7 @@ class TeacherSection(_Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="linear layers that get the teacher's LoRA weights",
     )
-    task: Literal["e1", "e2"] | None = Field(
+    task: TaskName | None = Field(
         None, description="task of the problems the teacher writes (default: data.task); the seed's experiment E "
         "writes e1 stepping stones for an e2 hard set"
     )

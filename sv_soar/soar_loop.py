@@ -67,7 +67,7 @@ class TeacherSample:
 
 
 def teacher_prompt_of(config: RunConfig):
-    from sv_soar.teacher.prompts import teacher_prompt
+    from sv_soar.tasks.teacher import teacher_prompt
 
     return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
 
@@ -125,8 +125,8 @@ class Teacher:
 
     def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
         """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
-        from sv_soar.teacher.problems import validate_batch
-        from sv_soar.teacher.prompts import teacher_prompt
+        from sv_soar.tasks.teacher import validate_batch
+        from sv_soar.tasks.teacher import teacher_prompt
 
         section = self.config.teacher
         wanted = self.config.rollouts_per_step

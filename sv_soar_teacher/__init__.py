@@ -27,7 +27,7 @@ from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
 from sv_soar.student.config import StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.tasks.teacher import teacher_prompt
 from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
 
 ENV_ID = "sv-soar-teacher"

@@ -28,7 +28,7 @@ from sv_soar.grounded import Baseline
 from sv_soar.reward_cache import RewardCache, reward_cache_key
 from sv_soar.tasks import get_task
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from sv_soar.teacher.problems import validate_batch
+from sv_soar.tasks.teacher import validate_batch
 from sv_soar.soar_step import draw_q_r, partition, step_seed
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES, GroundedTeacherRubric
 from tests.test_openai_server import start_server, stop_server

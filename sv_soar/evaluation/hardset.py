@@ -38,21 +38,11 @@ import numpy as np
 from sv_soar.evaluation.cold_start_report import OVERALL, ColdStartReport, write_cold_start_report
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k
 from sv_soar.jsonl import read_jsonl, write_jsonl
-from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks import Row, Task, get_task, task_names
 
 COLD_START_KS = (1, 8, 16, 32, 64, 128)  # SOAR-INVESTIGATION.md Phase 1 (K = 8..128) plus K = 1
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
 DEFAULT_SAMPLES = 128  # the paper's K for the hard set (docs/design.md §4)
-# Saved-results metrics that mean "solved", with the value that counts as success, first found wins.
-# E1: SV-Bench's accuracy reward (label == answer). E2: the grounding's F1 >= 0.5 (docs/design.md §4) read from
-# our corrected env's detection_f1, else from SV-Bench's reward_config_auditing, which is F1 + 0.05
-# (+ a patch delta, so a good patch with F1 below 0.5 can also pass there). Re-scoring the completions
-# with task.is_success happens only when asked (rescore=True, `--rescore`).
-SUCCESS_METRICS: dict[str, tuple[tuple[str, float], ...]] = {
-    "e1": (("reward_accuracy", 1.0), ("accuracy", 1.0)),
-    "e2": (("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
-}
-
 
 # --------------------------------------------------------------------------------------- numbers
 
@@ -286,13 +276,13 @@ def load_eval_results(
       strings, and a reasoning model's answer in `reasoning_content` where `content` is null.
     - SV-Bench scripts/eval_*.py: index, prompt (the question text), completion (text), answer,
       rewards {name: value}, completion_error on a failed call.
-    A rollout is a success when its recorded metric (`success_metric`, default SUCCESS_METRICS[task])
+    A rollout is a success when its recorded metric (`success_metric`, default task.success_metrics)
     reaches its threshold (`success_threshold`; default the table's, else 1). A rollout without the
     metric is an error naming the metrics it has, unless `rescore` (then task.is_success scores it).
     Problems are grouped by content (question, answer); the question is the user message's text.
     `known_rows` (the SV-Bench data the eval ran on) restores each problem's full row, meta included.
     """
-    table = dict(SUCCESS_METRICS.get(task.name, ()))
+    table = dict(task.success_metrics)
     if success_metric:
         metrics = ((success_metric, success_threshold if success_threshold is not None else table.get(success_metric, 1.0)),)
     else:
@@ -519,7 +509,7 @@ def _expand(patterns: Sequence[str]) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="e1", help="task whose problems are mined (default: e1)")
+    parser.add_argument("--task", default="e1", choices=task_names(), help="task whose problems are mined (default: e1)")
     parser.add_argument(
         "--model",
         help="model to sample (HF id, local folder, or an embedded name such as smollm2-135m-instruct); "

@@ -17,9 +17,9 @@ from sv_soar.promotion import TAU, WINDOW, PromotionDecision, PromotionRun
 from sv_soar.soar_step import StepResult, partition, soar_step
 from sv_soar.student.config import StudentTrainConfig, student_config
 from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks.teacher import teacher_prompt, validate_batch
 from sv_soar.teacher.diversity import question_diversity
-from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem, validate_batch
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem
 
 __all__ = [
     "DEFAULT_MODEL", "TAU", "WINDOW", "Baseline", "DatasetScore", "HardSet", "PackagedDataError",
