@@ -70,13 +70,13 @@ def e2_rubric(scoring: str, max_parse_chars: int | None) -> tuple[vf.Parser, vf.
 
 
 def score_rubric(task: Task) -> tuple[vf.Parser, vf.Rubric]:
-    """A rubric for a task without its own: one reward function, `task.score`'s "reward" of the last message."""
+    """A rubric for a task without its own: one reward function, `task.score`'s "reward" of the last message
+    against the record's answer. A task whose score reads more of the row than its answer names its own
+    factory in `Task.rubric`, as E2 does."""
 
-    def reward(prompt, completion, answer, **kwargs) -> float:
-        """The task's weighted total (Task.score) of the answer against the record's question and answer."""
-        question = prompt if isinstance(prompt, str) else next(
-            (m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
-        return float(task.score(completion_text(completion), {"question": question, "answer": answer})["reward"])
+    def reward(completion, answer, **kwargs) -> float:
+        """The task's weighted total (Task.score) of the answer."""
+        return float(task.score(completion_text(completion), {"answer": answer})["reward"])
 
     parser = vf.Parser()
     return parser, vf.Rubric(funcs=[reward], weights=[1.0], parser=parser)
