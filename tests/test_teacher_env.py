@@ -128,6 +128,31 @@ def test_environment_shape(hard_set, tiny_model_dir, tmp_path):
         load(hard_set, tiny_model_dir, tmp_path / "run", preset="gpu")
 
 
+def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_model_dir, tmp_path):
+    """`config=`: a `sv-soar train` TOML (or a dict of its sections) through verifiers' own loader."""
+    import verifiers as vf
+
+    from sv_soar.config import ConfigError
+    from sv_soar.student.config import student_config
+
+    config = tmp_path / "run.toml"
+    config.write_text(f'[data]\ntask = "e1"\nhard_set = "{hard_set}"\n[teacher]\ng = 3\nn = 2\nlearning_rate = 1e-3\n'
+                      f'[student]\nmodel = "{tiny_model_dir}"\nsteps = 1\n[soar]\nq_r = 3\nfloor = "neutral"\n'
+                      '[evaluation]\nsamples = 4\n')
+    env = vf.load_environment("sv-soar-teacher", config=str(config), n=5, preset="cpu", run_dir=str(tmp_path / "run"),
+                              num_prompts=1)
+    rubric = teacher_rubric(env)
+    assert (rubric.g, rubric.n, rubric.q_r, rubric.floor, rubric.task) == (3, 5, 3, "neutral", "e1")  # n: keyword
+    assert rubric.config == student_config("cpu", {"steps": 1}) and rubric.hard_set.source == hard_set / "d_train.jsonl"
+    env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set), model=str(tiny_model_dir),
+                                           run_dir=str(tmp_path / "run2"), num_prompts=1)
+    assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, -1.0)  # env defaults
+    with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
+        sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))
+    with pytest.raises(ConfigError, match=r"config: sor: unknown key"):
+        sv_soar_teacher.load_environment(config={"sor": {}}, hard_set=str(hard_set))
+
+
 def test_partition_rule():
     assert partition(list(range(8)), 2, 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # g·n valid: g datasets of n
     assert partition([0, 2, 3, 5, 9], 2, 4) == [[0, 2, 3], [5, 9]]  # fewer: g datasets, sizes differ by <= 1
