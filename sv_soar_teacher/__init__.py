@@ -33,7 +33,7 @@ from sv_soar.config import teacher_env_arguments
 from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
-from sv_soar.student.config import StudentTrainConfig, student_config
+from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
 from sv_soar.tasks.teacher import teacher_prompt
 from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
@@ -61,7 +61,7 @@ def load_environment(
     task: str = "e1",
     hard_set: str | None = None,
     model: str = DEFAULT_MODEL,
-    preset: Literal["paper", "cpu"] = "paper",
+    preset: Literal[PRESETS] = "paper",
     student: dict[str, Any] | None = None,
     g: int = 4,
     n: int = 64,

@@ -12,7 +12,6 @@ import asyncio
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
 
