@@ -144,8 +144,8 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
     rubric = teacher_rubric(env)
     assert (rubric.g, rubric.n, rubric.q_r, rubric.floor, rubric.task) == (3, 5, 3, "neutral", "e1")  # n: keyword
     assert rubric.config == student_config("cpu", {"steps": 1}) and rubric.hard_set.source == hard_set / "d_train.jsonl"
-    env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set), model=str(tiny_model_dir),
-                                           run_dir=str(tmp_path / "run2"), num_prompts=1)
+    env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set),
+                                           model=str(tiny_model_dir), run_dir=str(tmp_path / "run2"), num_prompts=1)
     assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, -1.0)  # env defaults
     with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
         sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))

@@ -23,7 +23,8 @@ def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
     progress, ...). `sv-soar train` and `sv-soar score` build theirs here."""
     soar, compute = config.soar, config.compute
     return make_scorer(config.student.model, task, config.student_train_config(), backend=compute.backend,
-                       ray_address=compute.ray_address, ray_actors=compute.ray_actors, students_url=compute.students_url,
+                       ray_address=compute.ray_address, ray_actors=compute.ray_actors,
+                       students_url=compute.students_url,
                        students=soar.students, grounding=soar.grounding, time_limit_s=soar.time_limit_s,
                        retries=soar.retries, retry_backoff_s=soar.retry_backoff_s, eval_batch_size=soar.eval_batch_size,
                        **kwargs)

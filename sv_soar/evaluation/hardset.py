@@ -509,7 +509,8 @@ def _expand(patterns: Sequence[str]) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="e1", choices=task_names(), help="task whose problems are mined (default: e1)")
+    parser.add_argument("--task", default="e1", choices=task_names(),
+                        help="task whose problems are mined (default: e1)")
     parser.add_argument(
         "--model",
         help="model to sample (HF id, local folder, or an embedded name such as smollm2-135m-instruct); "

@@ -74,7 +74,8 @@ _E2_SUB_SKILL = {
 }
 
 
-def e2_teacher_prompt(difficulty: str | None = None, sub_skill: str | None = None, lang: str | None = None) -> ChatPrompt:
+def e2_teacher_prompt(difficulty: str | None = None, sub_skill: str | None = None,
+                      lang: str | None = None) -> ChatPrompt:
     """E2's teacher prompt (E2's `Task.teacher_prompt`): difficulty ("one", "two", "several", "multi-tool"),
     sub_skill ("detect", "read-tool-output", "patch") and lang ("k8s", "tf") shape the config asked for."""
     for name, value, allowed in (("difficulty", difficulty, _E2_DIFFICULTY), ("sub_skill", sub_skill, _E2_SUB_SKILL),
