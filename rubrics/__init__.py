@@ -1,10 +1,12 @@
-"""SV-Bench rubrics as verifiers parsers and rubrics (E1 now, E2 later).
+"""SV-Bench rubrics as verifiers parsers and rubrics (E1, E2), and one for any registered task.
 
-`task_rubric(name)` is the one place that maps a task name to its verifiers parser and rubric, so
-that environments (`sv_soar_student`) never branch on the task themselves.
+`task_rubric(task)` is the one place that finds a task's verifiers parser and rubric (the factory its
+`Task.rubric` names), so that environments (`sv_soar_student`) never branch on the task themselves.
 """
 
 from __future__ import annotations
+
+import importlib
 
 import verifiers as vf
 
@@ -23,13 +25,16 @@ from rubrics.e1 import (
     reward_asymmetric_cost,
     reward_calibration,
 )
-
+from sv_soar.scoring.completion_text import completion_text
+from sv_soar.tasks import Task, get_task
 
 SCORINGS = ("svbench", "corrected")
 
 
-def task_rubric(name: str, scoring: str = "svbench", max_parse_chars: int | None = None) -> tuple[vf.Parser, vf.Rubric]:
-    """The verifiers parser and rubric that score task `name`.
+def task_rubric(task: str | Task, scoring: str = "svbench", max_parse_chars: int | None = None
+                ) -> tuple[vf.Parser, vf.Rubric]:
+    """The verifiers parser and rubric that score `task` (a Task or a registered name): the factory its
+    `Task.rubric` names, else `score_rubric(task)`.
 
     scoring="svbench" (default) scores exactly as SV-Bench, under its metric names, so vf-eval numbers
     compare with SV-Bench's. scoring="corrected" is E2's corrected reward (ids de-duplicated, a correct
@@ -38,20 +43,43 @@ def task_rubric(name: str, scoring: str = "svbench", max_parse_chars: int | None
     """
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
-    if name == "e1":
-        parser = E1Parser(max_parse_chars=max_parse_chars)
-        return parser, make_e1_rubric(parser)
-    if name == "e2":
-        if scoring == "svbench":
-            from rubrics.e2_svbench import SVBenchE2Parser, make_svbench_e2_rubric
+    task = get_task(task) if isinstance(task, str) else task
+    if task.rubric is None:
+        return score_rubric(task)
+    module, _, name = task.rubric.partition(":")
+    return getattr(importlib.import_module(module), name)(scoring=scoring, max_parse_chars=max_parse_chars)
 
-            parser = SVBenchE2Parser()
-            return parser, make_svbench_e2_rubric(parser)
-        from rubrics.e2 import E2Parser, make_e2_rubric
 
-        parser = E2Parser()
-        return parser, make_e2_rubric(parser)
-    raise ValueError(f"no rubric for task {name!r}: expected one of 'e1', 'e2'")
+def e1_rubric(scoring: str, max_parse_chars: int | None) -> tuple[vf.Parser, vf.Rubric]:
+    """SV-Bench's E1 parser and rubric (one scoring: E1 has no defects to correct)."""
+    parser = E1Parser(max_parse_chars=max_parse_chars)
+    return parser, make_e1_rubric(parser)
+
+
+def e2_rubric(scoring: str, max_parse_chars: int | None) -> tuple[vf.Parser, vf.Rubric]:
+    """SV-Bench's E2 parser and rubric (scoring="svbench"), or the corrected one."""
+    if scoring == "svbench":
+        from rubrics.e2_svbench import SVBenchE2Parser, make_svbench_e2_rubric
+
+        parser = SVBenchE2Parser()
+        return parser, make_svbench_e2_rubric(parser)
+    from rubrics.e2 import E2Parser, make_e2_rubric
+
+    parser = E2Parser()
+    return parser, make_e2_rubric(parser)
+
+
+def score_rubric(task: Task) -> tuple[vf.Parser, vf.Rubric]:
+    """A rubric for a task without its own: one reward function, `task.score`'s "reward" of the last message
+    against the record's answer. A task whose score reads more of the row than its answer names its own
+    factory in `Task.rubric`, as E2 does."""
+
+    def reward(completion, answer, **kwargs) -> float:
+        """The task's weighted total (Task.score) of the answer."""
+        return float(task.score(completion_text(completion), {"answer": answer})["reward"])
+
+    parser = vf.Parser()
+    return parser, vf.Rubric(funcs=[reward], weights=[1.0], parser=parser)
 
 
 __all__ = [
@@ -69,5 +97,8 @@ __all__ = [
     "reward_asymmetric_cost",
     "reward_calibration",
     "task_rubric",
+    "e1_rubric",
+    "e2_rubric",
+    "score_rubric",
     "SCORINGS",
 ]

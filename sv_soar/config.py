@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from sv_soar.models import DEFAULT_MODEL
 from sv_soar.student.config import StudentTrainConfig
@@ -57,9 +57,22 @@ class RunSection(_Section):
     )
 
 
+def registered_task(name: str | None) -> str | None:
+    """A task name the registry knows (sv_soar.tasks.task_names: e1, e2 and any registered one)."""
+    from sv_soar.tasks import task_names
+
+    if name is not None and name not in task_names():
+        raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in task_names())}")
+    return name
+
+
+TaskName = Annotated[str, AfterValidator(registered_task)]
+
+
 class DataSection(_Section):
-    task: Literal["e1", "e2"] = Field(
-        "e1", description="SV-Bench task of the hard set: e1 (network-log classification), e2 (config audit)"
+    task: TaskName = Field(
+        "e1", description="task of the hard set: e1 (SV-Bench network-log classification), e2 (config audit), or "
+        "a registered one (docs/tasks.md)"
     )
     hard_set: Path = Field(
         ..., description="folder written by `sv-soar hardset` (d_train.jsonl, d_test.jsonl), relative to the config"
@@ -91,7 +104,7 @@ class TeacherSection(_Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="linear layers that get the teacher's LoRA weights",
     )
-    task: Literal["e1", "e2"] | None = Field(
+    task: TaskName | None = Field(
         None, description="task of the problems the teacher writes (default: data.task); the seed's experiment E "
         "writes e1 stepping stones for an e2 hard set"
     )
@@ -260,6 +273,16 @@ def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read and validate a TOML config; `overrides` ({"soar.q_r": 8}) replace keys before validation."""
     path = Path(path)
+    values = read_toml(path)
+    try:
+        overrides = {key: _from_cwd(value) if key in PATH_KEYS else value for key, value in (overrides or {}).items()}
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--set: a path is unusable: {exc}") from None
+    return parse_config(apply_overrides(values, overrides), origin=str(path), base_dir=path.parent)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A config file's TOML as a dict; a missing, oversized or malformed file is a ConfigError naming it."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     size = path.stat().st_size
@@ -271,11 +294,58 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once a nesting level: "a = [[[[..." fits in a small file
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    return values
+
+
+# Any sections of a RunConfig, each validated as in a full one: what the teacher env's `config=` takes.
+RunConfigSections = create_model(
+    "RunConfigSections", __base__=_Section,
+    **{name: (field.annotation | None, None) for name, field in RunConfig.model_fields.items()})
+
+# The run-config keys the v0 teacher env reads, and the load_environment argument each sets. The others
+# (the teacher's sampling and optimiser, [evaluation], [logging], ...) are validated and not used there:
+# in the env, the hosted trainer samples and updates the teacher.
+TEACHER_ENV_ARGUMENTS = {
+    "data.task": "hard_set_task", "data.hard_set": "hard_set", "teacher.task": "task", "teacher.g": "g",
+    "teacher.n": "n", "teacher.difficulty": "difficulty", "teacher.sub_skill": "sub_skill", "teacher.lang": "lang",
+    "student.model": "model", "soar.students": "students", "soar.q_r": "q_r", "soar.grounding": "grounding",
+    "soar.floor": "floor", "soar.time_limit_s": "time_limit_s", "soar.tau": "tau", "soar.window": "window",
+    "run.seed": "seed", "compute.backend": "backend", "compute.ray_address": "ray_address",
+    "compute.ray_actors": "ray_actors", "compute.students_url": "students_url",
+}
+
+
+def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The teacher env's keyword arguments that a run config sets: `config` is a TOML path (`sv-soar train`'s
+    configs; relative paths resolve against its folder) or a dict of RunConfig sections ({"soar": {"q_r": 8}}).
+
+    Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS; the [student] keys other than model become
+    `student` overrides), so load_environment's own defaults hold for the rest and the keyword arguments given
+    with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
+    task the teacher writes, as in `sv-soar train`. An unknown section or key is a ConfigError naming it."""
+    if isinstance(config, (str, Path)):
+        values, origin, base_dir = read_toml(Path(config)), str(config), Path(config).parent
+    elif isinstance(config, dict):
+        values, origin, base_dir = config, "config", Path.cwd()
+    else:
+        raise ConfigError(f"config must be a TOML path or a dict of RunConfig sections, got {type(config).__name__}")
     try:
-        overrides = {key: _from_cwd(value) if key in PATH_KEYS else value for key, value in (overrides or {}).items()}
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"--set: a path is unusable: {exc}") from None
-    return parse_config(apply_overrides(values, overrides), origin=str(path), base_dir=path.parent)
+        sections = RunConfigSections.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    arguments: dict[str, Any] = {}
+    for dotted, argument in TEACHER_ENV_ARGUMENTS.items():
+        name, key = dotted.split(".")
+        section = getattr(sections, name)
+        if section is not None and key in section.model_fields_set:
+            arguments[argument] = getattr(section, key)
+    if "hard_set" in arguments:
+        arguments["hard_set"] = str(_resolve(arguments["hard_set"], base_dir))
+    if "hard_set_task" in arguments:
+        arguments.setdefault("task", arguments["hard_set_task"])
+    student = sections.student.model_dump(include=sections.student.model_fields_set - {"model"}) \
+        if sections.student is not None else {}
+    return {**arguments, **({"student": student} if student else {})}
 
 
 def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

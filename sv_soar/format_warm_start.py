@@ -69,7 +69,7 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
     """(chat prompt, reply) pairs in the task's format, labels uniform at random."""
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from sv_soar.teacher.prompts import teacher_prompt
+    from sv_soar.tasks.teacher import teacher_prompt
 
     if recipe.task != "e1":
         raise ValueError(f"no format recipe for task {recipe.task!r}")

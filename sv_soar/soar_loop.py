@@ -67,7 +67,7 @@ class TeacherSample:
 
 
 def teacher_prompt_of(config: RunConfig):
-    from sv_soar.teacher.prompts import teacher_prompt
+    from sv_soar.tasks.teacher import teacher_prompt
 
     return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
 
@@ -125,8 +125,8 @@ class Teacher:
 
     def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
         """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
-        from sv_soar.teacher.problems import validate_batch
-        from sv_soar.teacher.prompts import teacher_prompt
+        from sv_soar.tasks.teacher import validate_batch
+        from sv_soar.tasks.teacher import teacher_prompt
 
         section = self.config.teacher
         wanted = self.config.rollouts_per_step
@@ -232,7 +232,7 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
 
 
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
-    from sv_soar.backends import make_scorer
+    from sv_soar.backends import scorer_for
     from sv_soar.promotion import PromotionRun, promote
     from sv_soar.teacher.contamination import HardSetIndex
 
@@ -257,13 +257,7 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
         teacher.load(run.folder / TEACHER_DIR / f"step-{start:06d}")
     d_train = run.d_train()
     hard_index = HardSetIndex([*d_train, *run.d_test()])
-    scorer = make_scorer(config.student.model, task, config.student_train_config(), backend=compute.backend,
-                         ray_address=compute.ray_address, ray_actors=compute.ray_actors,
-                         students_url=compute.students_url, students=config.soar.students,
-                         grounding=config.soar.grounding, time_limit_s=config.soar.time_limit_s,
-                         retries=config.soar.retries, retry_backoff_s=config.soar.retry_backoff_s,
-                         cache_dir=run.folder / "reward_cache", eval_batch_size=config.soar.eval_batch_size,
-                         progress=progress)
+    scorer = scorer_for(config, task, cache_dir=run.folder / "reward_cache", progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
     from sv_soar.tracking import TrackedScorer, flatten, open_tracker
 

@@ -35,13 +35,8 @@ def student_record(task: Task, row: Row) -> dict:
     An E2 audit row is asked as SV-Bench asks it: a `File path:` line, then the config.
     """
     meta = row.get("meta") or {}
-    question = row["question"]
-    if task.name == "e2" and not (row.get("info") or {}).get("config"):
-        from sv_soar.tasks.e2 import svbench_question
-
-        question = svbench_question(row)
     return {
-        "question": question,
+        "question": task.question(row),
         "answer": task.answer(row),
         # flat strings only, so rows from different sources share one Arrow schema
         "info": {
@@ -74,7 +69,7 @@ def load_environment(
     if not rows:
         raise ValueError(f"source {source!r} gave no {spec.name} rows; a verifiers env needs at least one")
     dataset = Dataset.from_list([student_record(spec, row) for row in rows])
-    parser, rubric = task_rubric(spec.name, scoring=scoring, max_parse_chars=max_parse_chars)
+    parser, rubric = task_rubric(spec, scoring=scoring, max_parse_chars=max_parse_chars)
     if spec.name == "e2" and tools:
         from sv_soar.tasks.e2 import fixture_path
         from sv_soar_student.e2_tools import E2_TOOL_SYSTEM_PROMPT, E2ToolEnv, materialise_configs

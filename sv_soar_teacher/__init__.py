@@ -3,6 +3,11 @@ rollouts of the group and returns their grounded improvement on the hard set (SO
 
     sv-soar hardset --model smollm2-135m-instruct --out runs/hard        # D, D_train, D_test
     vf-eval sv-soar-teacher -a '{"hard_set": "runs/hard"}' -r 256 -n 1   # one outer step: g·n = 256
+    vf-eval sv-soar-teacher -a '{"config": "configs/cpu-demo.toml", "g": 2}' -r 8 -n 1   # a run config
+
+`config` takes `sv-soar train`'s run config, a TOML path or a dict of its sections; the keyword
+arguments given with it win over it, and what neither sets keeps load_environment's default
+(`sv_soar.config.teacher_env_arguments` maps the keys).
 
 One group is one outer step: run rollouts_per_example = g·n. The work lives in
 `sv_soar_teacher.grounded_rubric` (partition, scoring, metrics) and `sv_soar.promotion` (SOAR's
@@ -11,7 +16,9 @@ promotion rule and the run directory that a restarted trainer resumes from).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -22,22 +29,39 @@ from datasets import Dataset
 
 from sv_soar.backends import make_scorer
 from sv_soar.backends.pool import ScorerPool
+from sv_soar.config import teacher_env_arguments
 from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionRun
-from sv_soar.student.config import StudentTrainConfig, student_config
+from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.tasks.teacher import teacher_prompt
 from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
 
 ENV_ID = "sv-soar-teacher"
 
 
+def accepts_run_config(load):
+    """`load(config=..., **kwargs)`: the arguments a run config sets, under the keyword arguments given."""
+
+    @functools.wraps(load)
+    def load_with_config(config: str | dict[str, Any] | None = None, **kwargs):
+        return load(**{**(teacher_env_arguments(config) if config is not None else {}), **kwargs})
+
+    signature = inspect.signature(load)
+    *named, extra = signature.parameters.values()  # config goes before **kwargs
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation="str | dict[str, Any] | None")
+    load_with_config.__signature__ = signature.replace(parameters=[*named, config, extra])
+    return load_with_config
+
+
+@accepts_run_config
 def load_environment(
     task: str = "e1",
     hard_set: str | None = None,
     model: str = DEFAULT_MODEL,
-    preset: Literal["paper", "cpu"] = "paper",
+    preset: Literal[PRESETS] = "paper",
     student: dict[str, Any] | None = None,
     g: int = 4,
     n: int = 64,

@@ -62,15 +62,9 @@ from sv_soar.scoring.completion_text import completion_text
 from sv_soar.soar_step import partition, soar_step
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row
+from sv_soar.tasks.teacher import parse_teacher_problem, validate_batch
 from sv_soar.teacher.diversity import question_diversity
-from sv_soar.teacher.problems import (
-    ProblemLimits,
-    RejectReason,
-    Rejection,
-    TeacherProblem,
-    parse_teacher_problem,
-    validate_batch,
-)
+from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem
 
 log = logging.getLogger(__name__)
 

@@ -134,11 +134,12 @@ def _teacher_e1_texts() -> st.SearchStrategy[str]:
     return _mangled(as_json)
 
 
-@fuzz_target("teacher-e1", "E1 teacher completions (sv_soar.teacher.problems.parse_teacher_problem)", _teacher_e1_texts)
+@fuzz_target("teacher-e1", "E1 teacher completions (sv_soar.tasks.teacher.parse_teacher_problem)", _teacher_e1_texts)
 def check_teacher_e1(text: str) -> str:
     from sv_soar.tasks.e1 import validate_row
     from sv_soar.tasks.e1_flows import parse_question
-    from sv_soar.teacher.problems import RejectReason, Rejection, TeacherProblem, parse_teacher_problem
+    from sv_soar.tasks.teacher import parse_teacher_problem
+    from sv_soar.teacher.problems import RejectReason, Rejection, TeacherProblem
 
     outcome = parse_teacher_problem(text)
     if isinstance(outcome, Rejection):
@@ -606,7 +607,8 @@ def check_teacher_e2(text: str) -> str:
     from sv_soar.oracle import finding_from_dict
     from sv_soar.tasks import get_task
     from sv_soar.teacher.e2_problems import SUB_SKILLS, E2TeacherProblem
-    from sv_soar.teacher.problems import RejectReason, Rejection, parse_teacher_problem
+    from sv_soar.tasks.teacher import parse_teacher_problem
+    from sv_soar.teacher.problems import RejectReason, Rejection
 
     oracle, hard_set = _teacher_e2_context()
     outcomes = [parse_teacher_problem(text, task="e2", hard_set_index=hard_set,

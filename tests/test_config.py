@@ -58,3 +58,41 @@ def test_resolved_config_round_trips_through_toml_and_diffs_by_key(tmp_path):
     changed = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[soar]\nq_r = 16\n'), {"run.seed": 3})
     assert config_diff(config.resolved(), changed.resolved()) == ["run.seed: 0 != 3", "soar.q_r: 8 != 16"]
     assert changed.student_train_config().steps == 10
+
+
+def test_score_flags_build_the_run_config_train_reads(tmp_path):
+    """`sv-soar score`'s flags are keys of the same RunConfig (and --preset the student section's presets)."""
+    import argparse
+
+    from sv_soar.commands import score
+    from sv_soar.config import RunConfig
+    from sv_soar.student.config import StudentTrainConfig
+
+    parser = argparse.ArgumentParser()
+    score.add_arguments(parser)
+    flags = ["--dataset", "x.jsonl", "--hard-set", str(tmp_path), "--preset", "cpu", "--q-r", "8", "--students", "2",
+             "--seed", "3", "--grounding", "full", "--model", "tiny"]
+    config = score.run_config(parser.parse_args([*flags, "--task", "e1+e2"]))
+    assert isinstance(config, RunConfig) and config.scoring_task().name == "e1+e2"
+    assert (config.data.task, config.teacher.task, config.data.hard_set) == ("e2", "e1", tmp_path.resolve())
+    assert (config.soar.q_r, config.soar.students, config.soar.grounding, config.run.seed) == (8, 2, "full", 3)
+    assert config.student.model == "tiny" and config.student_train_config() == StudentTrainConfig.cpu_small()
+    assert score.run_config(parser.parse_args(flags)).teacher.task is None  # --task e1: teacher.task defaults
+    with pytest.raises(ConfigError, match="data.task: .*unknown task 'e3'"):
+        score.run_config(parser.parse_args([*flags, "--task", "e3"]))
+
+
+def test_teacher_env_arguments_are_the_keys_a_config_sets(tmp_path):
+    from sv_soar.config import teacher_env_arguments
+
+    path = write(tmp_path, '[data]\ntask = "e2"\nhard_set = "hs"\n[teacher]\ng = 3\nlearning_rate = 1e-3\n'
+                           '[student]\nmodel = "m"\nsteps = 2\n[soar]\nfloor = "neutral"\n[evaluation]\nsamples = 4\n')
+    assert teacher_env_arguments(path) == {
+        "hard_set": str((tmp_path / "hs").resolve()), "hard_set_task": "e2", "task": "e2", "g": 3, "model": "m",
+        "floor": "neutral", "student": {"steps": 2}}  # the teacher's optimiser and [evaluation]: not the env's
+    assert teacher_env_arguments({"teacher": {"task": "e1"}, "data": {"task": "e2", "hard_set": "/h"}})["task"] == "e1"
+    assert teacher_env_arguments({}) == {}
+    with pytest.raises(ConfigError, match=r"config: teacher\.gg: unknown key"):
+        teacher_env_arguments({"teacher": {"gg": 3}})
+    with pytest.raises(ConfigError, match=r"config: soar\.q_r: .*greater than or equal to 1"):
+        teacher_env_arguments({"soar": {"q_r": 0}})

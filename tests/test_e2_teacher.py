@@ -15,8 +15,8 @@ from sv_soar.tasks import get_task
 from sv_soar.teacher.contamination import HardSetIndex
 from sv_soar.teacher.e2_problems import E2TeacherProblem
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES
-from sv_soar.teacher.problems import RejectReason, Rejection, parse_teacher_problem, validate_batch
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
+from sv_soar.teacher.problems import RejectReason, Rejection
 from tests.test_e2_oracle import BAD_TF, POD, billion_laughs
 from tests.test_e2_rubric import needs_gnu_patch
 

@@ -35,3 +35,15 @@ def test_the_run_config_loads_without_verifiers_torch_or_datasets():
     model, steps, group_size = done.stdout.split()
     assert model == "smollm2-135m-instruct+e1-format"
     assert int(steps) >= 1 and int(group_size) == 4
+
+
+def test_importing_the_config_loads_no_ml_library():
+    """`import sv_soar.config`, validating a config (which loads the task registry) and mapping it onto the teacher
+    env's arguments leave every ML library and verifiers out of sys.modules, installed or not."""
+    child = ("import sys, sv_soar.config as c\n"
+             "c.load_config('configs/cpu-demo.toml'); c.teacher_env_arguments('configs/cpu-demo.toml')\n"
+             f"print(sorted(m for m in {BLOCKED!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"

@@ -28,7 +28,7 @@ from sv_soar.grounded import Baseline
 from sv_soar.reward_cache import RewardCache, reward_cache_key
 from sv_soar.tasks import get_task
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from sv_soar.teacher.problems import validate_batch
+from sv_soar.tasks.teacher import validate_batch
 from sv_soar.soar_step import draw_q_r, partition, step_seed
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES, GroundedTeacherRubric
 from tests.test_openai_server import start_server, stop_server
@@ -126,6 +126,31 @@ def test_environment_shape(hard_set, tiny_model_dir, tmp_path):
     assert (tmp_path / "run" / "state.json").is_file()
     with pytest.raises(ValueError, match="preset must be"):
         load(hard_set, tiny_model_dir, tmp_path / "run", preset="gpu")
+
+
+def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_model_dir, tmp_path):
+    """`config=`: a `sv-soar train` TOML (or a dict of its sections) through verifiers' own loader."""
+    import verifiers as vf
+
+    from sv_soar.config import ConfigError
+    from sv_soar.student.config import student_config
+
+    config = tmp_path / "run.toml"
+    config.write_text(f'[data]\ntask = "e1"\nhard_set = "{hard_set}"\n[teacher]\ng = 3\nn = 2\nlearning_rate = 1e-3\n'
+                      f'[student]\nmodel = "{tiny_model_dir}"\nsteps = 1\n[soar]\nq_r = 3\nfloor = "neutral"\n'
+                      '[evaluation]\nsamples = 4\n')
+    env = vf.load_environment("sv-soar-teacher", config=str(config), n=5, preset="cpu", run_dir=str(tmp_path / "run"),
+                              num_prompts=1)
+    rubric = teacher_rubric(env)
+    assert (rubric.g, rubric.n, rubric.q_r, rubric.floor, rubric.task) == (3, 5, 3, "neutral", "e1")  # n: keyword
+    assert rubric.config == student_config("cpu", {"steps": 1}) and rubric.hard_set.source == hard_set / "d_train.jsonl"
+    env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set),
+                                           model=str(tiny_model_dir), run_dir=str(tmp_path / "run2"), num_prompts=1)
+    assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, -1.0)  # env defaults
+    with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
+        sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))
+    with pytest.raises(ConfigError, match=r"config: sor: unknown key"):
+        sv_soar_teacher.load_environment(config={"sor": {}}, hard_set=str(hard_set))
 
 
 def test_partition_rule():

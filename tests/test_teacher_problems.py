@@ -29,11 +29,9 @@ from sv_soar.teacher.problems import (
     TeacherProblem,
     canonical_e1_question,
     find_injection,
-    parse_teacher_problem,
     problem_schema,
-    validate_batch,
 )
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
 
 E1_SUFFIX = "Decide: Malicious or Benign (you may Abstain if unsure)."
 GOOD_Q = "Device cam-3 observed tcp 40001→2323, duration 0.52, bytes 120, flags [ShR]. " + E1_SUFFIX

@@ -17,6 +17,19 @@ BACKENDS = ("local", "ray")
 Backend = Literal["local", "ray"]
 
 
+def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
+    """The scorer a run config (sv_soar.config.RunConfig) describes: [student] model and training, [soar] r,
+    grounding, time limit and retries, [compute] where students train; kwargs as make_scorer's (cache_dir,
+    progress, ...). `sv-soar train` and `sv-soar score` build theirs here."""
+    soar, compute = config.soar, config.compute
+    return make_scorer(config.student.model, task, config.student_train_config(), backend=compute.backend,
+                       ray_address=compute.ray_address, ray_actors=compute.ray_actors,
+                       students_url=compute.students_url,
+                       students=soar.students, grounding=soar.grounding, time_limit_s=soar.time_limit_s,
+                       retries=soar.retries, retry_backoff_s=soar.retry_backoff_s, eval_batch_size=soar.eval_batch_size,
+                       **kwargs)
+
+
 def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local", ray_address: str | None = None,
                 ray_actors: int | None = None, students_url: str | None = None, students_token: str | None = None,
                 **kwargs: Any) -> Any:

@@ -19,12 +19,13 @@ import numpy as np
 from sv_soar.evaluation.cold_start_report import OVERALL
 from sv_soar.evaluation.hardset import DEFAULT_SAMPLES, FailAtK, mine_hard_set, row_hash
 from sv_soar.evaluation.saved_results import load_eval_results, per_problem, rectangular
-from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks import Row, Task, get_task, task_names
 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", default="e1", help="task whose problems are mined (default: e1)")
+    parser.add_argument("--task", default="e1", choices=task_names(),
+                        help="task whose problems are mined (default: e1)")
     parser.add_argument(
         "--model",
         help="model to sample (HF id, local folder, or an embedded name such as smollm2-135m-instruct); "

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", type=Path, required=True, dest="env_dir",
                         help="the v1 env project (environments/sv_soar_teacher_v1 or environments/sv_soar_student_v1)")
     parser.add_argument("--name", required=True, help="the set's name, as the env's hard_set / rows argument")
-    parser.add_argument("--task", default="e1", help="the rows' task, which validates them: e1 or e2 (default e1)")
+    parser.add_argument("--task", default="e1",
+                        help="the rows' task, which validates them: e1, e2 or a registered one (default e1)")
 
 
 def run(args: argparse.Namespace) -> int:

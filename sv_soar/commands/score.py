@@ -1,5 +1,8 @@
 """`sv-soar score`: score teacher datasets X_k by the grounded improvement R_k of students trained on them
-(sv_soar.grounded.GroundedScorer, or a backend of sv_soar.backends.make_scorer)."""
+(sv_soar.grounded.GroundedScorer, or a backend of sv_soar.backends.make_scorer).
+
+The flags stand for keys of `sv-soar train`'s run config (sv_soar.config.RunConfig: [data], [student], [soar],
+[compute], run.seed); `run_config(args)` builds that object, and the scorer is built from it as train's is."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ from typing import Any
 
 from sv_soar.grounded import GROUNDINGS, Baseline, GroundedScorer
 from sv_soar.reward_cache import problem_content
+from sv_soar.config import RunConfig, parse_config
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
-from sv_soar.tasks import Task, get_task
+from sv_soar.tasks import Task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,13 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
         inputs = _read_inputs(args)
-        from sv_soar.backends import make_scorer
+        from sv_soar.backends import scorer_for
 
-        scorer = make_scorer(args.model, inputs["task"], inputs["config"], backend=args.backend,
-                             ray_address=args.ray_address, ray_actors=args.ray_actors, students=args.students,
-                             grounding=args.grounding, time_limit_s=args.time_limit, cache_dir=args.cache,
-                             eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
-                             device=args.device, engine=args.engine)
+        scorer = scorer_for(inputs.pop("run_config"), inputs["task"], cache_dir=args.cache,
+                            progress=not args.no_progress, device=args.device, engine=args.engine)
     except (OSError, ValueError, ImportError, ModelError) as exc:
         print(f"sv-soar score: {exc}", file=sys.stderr)
         return 2
@@ -77,6 +78,21 @@ def run(args: argparse.Namespace) -> int:
             scorer.close()
 
 
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run config the flags stand for. --preset is the student section's starting point (the presets of
+    sv_soar.student.config); a mixed --task "e1+e2" is teacher.task e1 over data.task e2, as in train."""
+    *problem_task, hard_set_task = args.task.split("+", 1)
+    return parse_config({
+        "run": {"seed": args.seed},
+        "data": {"task": hard_set_task, "hard_set": args.hard_set},
+        "teacher": {"task": problem_task[0]} if problem_task else {},
+        "student": {**student_config(args.preset, None).model_dump(), "model": args.model},
+        "soar": {"students": args.students, "q_r": args.q_r, "grounding": args.grounding,
+                 "time_limit_s": args.time_limit, "eval_batch_size": args.eval_batch_size},
+        "compute": {"backend": args.backend, "ray_address": args.ray_address, "ray_actors": args.ray_actors},
+    }, origin="sv-soar score")
+
+
 def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
     from sv_soar.jsonl import read_jsonl
     from sv_soar.models import resolve_model
@@ -85,7 +101,8 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
     for flag, value in counts:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
-    task = get_task(args.task)
+    config = run_config(args)
+    task = config.scoring_task()
     datasets = [read_jsonl(path, task.validate_row) for path in args.dataset]
     for path, rows in zip(args.dataset, datasets):
         if not rows:
@@ -98,9 +115,8 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
     q_r = random.Random(args.seed).sample(d_train, min(args.q_r, len(d_train)))  # a fresh draw, as each SOAR step
     baseline = Baseline.load(args.baseline) if args.baseline else Baseline("base")
     resolve_model(args.model)  # an unknown name fails here, before anything heavy is loaded
-    config = student_config(args.preset, None)
     return {"task": task, "datasets": datasets, "d_train": d_train, "d_train_path": d_train_path, "q_r": q_r,
-            "baseline": baseline, "config": config}
+            "baseline": baseline, "config": config.student_train_config(), "run_config": config}
 
 
 def _score_and_report(args: argparse.Namespace, scorer: "GroundedScorer", *, task: Task, datasets: list, d_train: list,

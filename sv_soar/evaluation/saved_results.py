@@ -21,17 +21,6 @@ from sv_soar.jsonl import read_jsonl
 from sv_soar.scoring.completion_text import completion_text, message_text
 from sv_soar.tasks import Row, Task
 
-# Saved-results metrics that mean "solved", with the value that counts as success, first found wins.
-# E1: SV-Bench's accuracy reward (label == answer). E2: the grounding's F1 >= 0.5 (docs/design.md §4) read from
-# our corrected env's detection_f1, else from SV-Bench's reward_config_auditing, which is F1 + 0.05
-# (+ a patch delta, so a good patch with F1 below 0.5 can also pass there). Re-scoring the completions
-# with task.is_success happens only when asked (rescore=True, `--rescore`).
-SUCCESS_METRICS: dict[str, tuple[tuple[str, float], ...]] = {
-    "e1": (("reward_accuracy", 1.0), ("accuracy", 1.0)),
-    "e2": (("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
-}
-
-
 
 @dataclass
 class EvalResults:
@@ -63,13 +52,13 @@ def load_eval_results(
       strings, and a reasoning model's answer in `reasoning_content` where `content` is null.
     - SV-Bench scripts/eval_*.py: index, prompt (the question text), completion (text), answer,
       rewards {name: value}, completion_error on a failed call.
-    A rollout is a success when its recorded metric (`success_metric`, default SUCCESS_METRICS[task])
+    A rollout is a success when its recorded metric (`success_metric`, default task.success_metrics)
     reaches its threshold (`success_threshold`; default the table's, else 1). A rollout without the
     metric is an error naming the metrics it has, unless `rescore` (then task.is_success scores it).
     Problems are grouped by content (question, answer); the question is the user message's text.
     `known_rows` (the SV-Bench data the eval ran on) restores each problem's full row, meta included.
     """
-    table = dict(SUCCESS_METRICS.get(task.name, ()))
+    table = dict(task.success_metrics)
     if success_metric:
         metrics = ((success_metric, success_threshold if success_threshold is not None else table.get(success_metric, 1.0)),)
     else:

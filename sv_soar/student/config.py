@@ -148,7 +148,8 @@ def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout:
                       bias="none", task_type="CAUSAL_LM")
 
 
-# The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small).
+# The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small). The one
+# list: `--preset` choices and the envs' `preset` annotations (Literal[PRESETS]) are this tuple.
 PRESETS = ("paper", "cpu")
 
 
@@ -156,7 +157,7 @@ def student_config(preset: str, overrides: dict[str, Any] | None) -> StudentTrai
     """SOAR's inner loop ("paper") or the 2-core CPU one ("cpu"), with `overrides` on top."""
     overrides = dict(overrides or {})
     if preset not in PRESETS:
-        raise ValueError(f"preset must be 'paper' or 'cpu', got {preset!r}")
+        raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}, got {preset!r}")
     if preset == "paper":
         return StudentTrainConfig(**overrides)
     return StudentTrainConfig.cpu_small(**overrides)

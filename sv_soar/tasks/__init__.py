@@ -1,27 +1,61 @@
-"""Tasks (E1 now, E2 later): how a row becomes a prompt, how a completion is scored.
+"""Tasks (E1, E2, and any a user registers): how a row becomes a prompt, how a completion is scored,
+what the teacher is asked to write and how its problems are checked.
 
-Everything that differs between E1 and E2 sits behind `Task`, so the student environment, the
-hard-set miner, the trainer and the teacher never branch on the task name.
+Everything that differs between tasks sits on a `Task` (task.py), and the tasks live in one registry:
+`register_task(task)` adds one (docs/tasks.md), `get_task(name)` finds it, `task_names()` lists the
+choices a config or command accepts. The student environment, the hard-set miner, the trainer and the
+teacher never branch on the task name.
 """
 
 from __future__ import annotations
 
 from sv_soar.tasks.task import Row, Task
 
-__all__ = ["Row", "Task", "get_task"]
+__all__ = ["Row", "Task", "get_task", "register_task", "task_names", "unregister_task"]
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add `task` under task.name; a name already taken is an error (unregister it first)."""
+    _load_builtin_tasks()
+    if task.name in _REGISTRY or "+" in task.name:
+        raise ValueError(f"task name {task.name!r} is taken or contains '+' (the mixed-task separator)")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def unregister_task(name: str) -> None:
+    """Remove a registered task (a test's toy task at its end); the built-in ones stay."""
+    if name in ("e1", "e2"):
+        raise ValueError(f"task {name!r} is built in and cannot be unregistered")
+    _REGISTRY.pop(name, None)
+
+
+def task_names() -> tuple[str, ...]:
+    """The registered task names, built-in first: the choices of `data.task`, `--task` and the envs' `task`."""
+    _load_builtin_tasks()
+    return tuple(_REGISTRY)
 
 
 def get_task(name: str) -> Task:
-    if name == "e1":
-        from sv_soar.tasks.e1 import E1_TASK
+    """The task registered as `name`; "a+b" is the mixed task of a's stepping stones for b's hard set (mixed.py)."""
+    _load_builtin_tasks()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    parts = name.split("+") if isinstance(name, str) else []
+    if len(parts) == 2 and parts[0] != parts[1] and all(part in _REGISTRY for part in parts):
+        from sv_soar.tasks.mixed import mixed_task  # experiment E: E1 stepping stones, E2 hard set
 
-        return E1_TASK
-    if name == "e2":
+        return mixed_task(*(task for known, task in _REGISTRY.items() if known in parts))  # "e2+e1" is "e1+e2"
+    raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in _REGISTRY)}, "
+                     "or two of them joined by '+' (register a task with sv_soar.tasks.register_task)")
+
+
+def _load_builtin_tasks() -> None:
+    """E1 and E2, registered on first use (their modules import the scorers, which the config does not need)."""
+    if "e1" not in _REGISTRY:
+        from sv_soar.tasks.e1 import E1_TASK
         from sv_soar.tasks.e2 import E2_TASK
 
-        return E2_TASK
-    if name in ("e1+e2", "e2+e1"):  # experiment E: E1 stepping stones, E2 hard set (tasks/mixed.py)
-        from sv_soar.tasks.mixed import mixed_task
-
-        return mixed_task(get_task("e1"), get_task("e2"))
-    raise ValueError(f"unknown task {name!r}: expected one of 'e1', 'e2', 'e1+e2'")
+        _REGISTRY.update(e1=E1_TASK, e2=E2_TASK)

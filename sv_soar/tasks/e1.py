@@ -12,7 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from sv_soar.scoring.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
+from sv_soar.tasks.e1_flows import generate_e1_flows
 from sv_soar.tasks.task import Row, Task
+from sv_soar.teacher.problems import parse_e1_problem
+from sv_soar.teacher.prompts import e1_teacher_prompt
 
 # attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
 _NO_FAMILY = {"", "NA", "-", "None"}
@@ -98,4 +101,13 @@ E1_TASK = Task(
     breakdown=breakdown,
     validate_row=validate_row,
     calibration_point=calibration_point,
+    rubric="rubrics:e1_rubric",
+    success_metrics=(("reward_accuracy", 1.0), ("accuracy", 1.0)),  # SV-Bench's accuracy reward: label == answer
+    teacher_prompt=e1_teacher_prompt,
+    parse_problem=parse_e1_problem,
+    hub_dataset="intertwine-ai/security-verifiers-e1",
+    hub_dataset_env="E1_HF_REPO",  # as SV-Bench's sv_shared/dataset_loader.py
+    svbench_paths=("e1.jsonl", "datasets/public_mini/e1.jsonl",
+                   "environments/sv-env-network-logs/data/iot23-train-dev-test-v1.jsonl"),
+    generate_rows=generate_e1_flows,
 )

@@ -23,6 +23,10 @@ from typing import Any
 from sv_soar.scoring.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
 from sv_soar.scoring.e2_svbench import PROMPT_CONFIG
 from sv_soar.tasks.task import Row, Task
+from sv_soar.teacher.checks import ProblemLimits, Rejection
+from sv_soar.teacher.contamination import HardSetIndex
+from sv_soar.teacher.e2_problems import E2TeacherProblem, parse_e2_problem, prefetch_oracle
+from sv_soar.teacher.prompts import e2_teacher_prompt
 
 LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
 
@@ -115,6 +119,18 @@ def validate_row(value: Any) -> Row:
     return {"question": question, "info": out_info, "meta": {**meta, "lang": lang}}
 
 
+def parse_problem(text: Any, *, limits: ProblemLimits | None = None, hard_set_index: HardSetIndex | None = None,
+                  options: dict[str, Any] | None = None) -> E2TeacherProblem | Rejection:
+    """One E2 teacher completion, relabelled by the oracle; options: sub_skill, difficulty (teacher/e2_problems.py)."""
+    return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
+
+
+def student_question(row: Row) -> str:
+    """SV-Bench's E2 audit question (`File path:` line, then the config), unless the question wraps the config
+    itself (a sub-skill problem, whose info carries the config)."""
+    return row["question"] if (row.get("info") or {}).get("config") else svbench_question(row)
+
+
 E2_TASK = Task(
     name="e2",
     system_prompt=E2_SYSTEM_PROMPT,
@@ -124,4 +140,17 @@ E2_TASK = Task(
     validate_row=validate_row,
     answer_of=answer,
     answer_tokens=384,  # ids of ~25 tokens each and maybe a patch (configs/experiment-C-soar-e2.toml)
+    student_question=student_question,
+    rubric="rubrics:e2_rubric",
+    # the grounding's F1 >= 0.5 (docs/design.md §4), read from our corrected env's detection_f1, else from
+    # SV-Bench's reward_config_auditing, which is F1 + 0.05 (+ a patch delta, so a good patch with F1 below 0.5
+    # can also pass there)
+    success_metrics=(("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
+    teacher_prompt=e2_teacher_prompt,
+    parse_problem=parse_problem,
+    prefetch_problems=prefetch_oracle,
+    hub_dataset="intertwine-ai/security-verifiers-e2-private",  # SV-Bench's E2_HF_REPO default
+    hub_dataset_env="E2_HF_REPO",
+    svbench_paths=("e2.jsonl", "datasets/public_mini/e2.jsonl",
+                   "environments/sv-env-config-verification/data/k8s-labeled-v1.jsonl"),
 )

@@ -32,6 +32,9 @@ class MixedTask(Task):
 
 
 def mixed_task(*parts: Task) -> MixedTask:
+    if sorted(p.name for p in parts) != ["e1", "e2"]:  # rows are routed by E2's info.violations (part())
+        names = "+".join(p.name for p in parts)
+        raise ValueError(f"a mixed task is e1+e2 (E1 stepping stones, E2 hard set), got {names!r}")
     holder: dict[str, MixedTask] = {}
 
     def route(row: Any) -> Task:

@@ -9,7 +9,8 @@ generator. Every row leaves here validated by its task (`Task.validate_row`).
              before anything touches the network. E1_HF_REPO overrides the repository, as in
              SV-Bench's sv_shared/dataset_loader.py; its splits there are "train" (IoT-23,
              N=1800), "cic_ood" and "unsw_ood" (600 each).
-    builtin  `sv_soar.tasks.e1_flows.generate_e1_flows` (E1 only), n rows, balanced, seeded.
+    builtin  the task's generator (`Task.generate_rows`; E1: `sv_soar.tasks.e1_flows.generate_e1_flows`),
+             n rows, balanced, seeded.
 
 `n` caps the rows: a seeded shuffle, then the first n (the built-in generator makes exactly n).
 """
@@ -23,30 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from sv_soar.jsonl import JsonlError, JsonlReport, read_jsonl
-from sv_soar.tasks import Row, get_task
+from sv_soar.tasks import Row, Task, get_task
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("jsonl", "hub", "builtin")
-DEFAULT_HUB_DATASETS = {
-    "e1": "intertwine-ai/security-verifiers-e1",
-    "e2": "intertwine-ai/security-verifiers-e2-private",  # SV-Bench's E2_HF_REPO default
-}
-HUB_REPO_ENV = {"e1": "E1_HF_REPO", "e2": "E2_HF_REPO"}
 DEFAULT_BUILTIN_N = 256
-# Where an SV-Bench checkout or its public-mini folder keeps each task's data, relative to `path`.
-SVBENCH_LAYOUT = {
-    "e1": (
-        "e1.jsonl",
-        "datasets/public_mini/e1.jsonl",
-        "environments/sv-env-network-logs/data/iot23-train-dev-test-v1.jsonl",
-    ),
-    "e2": (
-        "e2.jsonl",
-        "datasets/public_mini/e2.jsonl",
-        "environments/sv-env-config-verification/data/k8s-labeled-v1.jsonl",
-    ),
-}
 
 
 class HubAccessError(RuntimeError):
@@ -74,11 +57,9 @@ def load_rows(
     if n is not None and n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if source == "builtin":
-        if spec.name != "e1":
-            raise ValueError(f"source 'builtin' has no generator for task {task!r} (E1 only)")
-        from sv_soar.tasks.e1_flows import generate_e1_flows
-
-        rows = generate_e1_flows(DEFAULT_BUILTIN_N if n is None else n, seed)
+        if spec.generate_rows is None:
+            raise ValueError(f"source 'builtin' has no generator for task {task!r} (its Task sets no generate_rows)")
+        rows = spec.generate_rows(DEFAULT_BUILTIN_N if n is None else n, seed)
         return [spec.validate_row(row) for row in rows]
 
     report = report if report is not None else JsonlReport()
@@ -86,12 +67,12 @@ def load_rows(
     if source == "jsonl":
         if path is None:
             raise ValueError("source 'jsonl' needs path= (an SV-Bench JSONL file or checkout)")
-        file = resolve_jsonl_path(spec.name, path)
+        file = resolve_jsonl_path(spec, path)
         rows = read_jsonl(file, spec.validate_row, skip_bad=skip_bad, report=report)
         origin = str(file)
     elif source == "hub":
-        override = os.environ.get(HUB_REPO_ENV.get(spec.name, ""), "")
-        repo = hub_dataset or override or DEFAULT_HUB_DATASETS.get(spec.name)
+        override = os.environ.get(spec.hub_dataset_env, "") if spec.hub_dataset_env else ""
+        repo = hub_dataset or override or spec.hub_dataset
         if not repo:
             raise ValueError(f"no Hugging Face dataset known for task {task!r}; pass hub_dataset=")
         rows = _hub_rows(spec, repo, split, skip_bad=skip_bad, report=report)
@@ -109,17 +90,17 @@ def load_rows(
     return rows
 
 
-def resolve_jsonl_path(task: str, path: str | os.PathLike) -> Path:
-    """`path` itself when it is a file, else the task's file inside an SV-Bench folder layout."""
+def resolve_jsonl_path(task: Task, path: str | os.PathLike) -> Path:
+    """`path` itself when it is a file, else the task's file inside an SV-Bench folder (Task.svbench_paths)."""
     path = Path(path)
     if path.is_file():
         return path
     if path.is_dir():
-        for relative in SVBENCH_LAYOUT.get(task, ()):
+        for relative in task.svbench_paths:
             if (path / relative).is_file():
                 return path / relative
-        tried = ", ".join(SVBENCH_LAYOUT.get(task, ())) or "nothing known"
-        raise FileNotFoundError(f"{path}: a folder without {task} data (looked for {tried})")
+        tried = ", ".join(task.svbench_paths) or "nothing known"
+        raise FileNotFoundError(f"{path}: a folder without {task.name} data (looked for {tried})")
     raise FileNotFoundError(f"{path}: no such file or folder")
 
 

@@ -1,4 +1,9 @@
-"""A task: everything that differs between E1 and E2 (prompt, scoring, success, row validation)."""
+"""A task: everything that differs between E1, E2 and any task a user registers (docs/tasks.md).
+
+The student's side (prompt, rubric, success, row validation), the teacher's side (its prompt and the
+parser of what it writes) and where the task's rows live (Hugging Face, an SV-Bench checkout, a
+generator) are fields of one object, so the code that runs SOAR reads them and never branches on a name.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +34,37 @@ class Task:
     answer_of: Callable[[Row], str] | None = None
     # tokens a complete answer needs, the default where a command samples answers (`sv-soar hardset`)
     answer_tokens: int = 96
+    # the student env's question for a row, when it is not row["question"] (E2: SV-Bench's `File path:` line)
+    student_question: Callable[[Row], str] | None = None
+    # the verifiers parser and rubric of the student env, as "module:function" taking (scoring=, max_parse_chars=)
+    # and returning (parser, rubric); a string because the core imports no verifiers. None: a rubric whose one
+    # reward function is `score(...)["reward"]` (rubrics.task_rubric)
+    rubric: str | None = None
+    # saved-results metrics that mean "solved", with the value that counts, first found wins (`sv-soar hardset
+    # --from-results`; E1: SV-Bench's reward_accuracy = 1)
+    success_metrics: tuple[tuple[str, float], ...] = ()
+    # the teacher's side (docs/design.md §4): the chat prompt of one teacher rollout, keyword options the
+    # task's own (E2: difficulty, sub_skill, lang) ...
+    teacher_prompt: Callable[..., ChatPrompt] | None = None
+    # ... and the parser of one teacher completion: (text, *, limits, hard_set_index, options) ->
+    # sv_soar.teacher.checks.TeacherProblem or Rejection, never raising on the text
+    parse_problem: Callable[..., Any] | None = None
+    # called with a batch of teacher completions before they are parsed one by one (E2: one oracle run a language)
+    prefetch_problems: Callable[[list[Any], Any], None] | None = None
+    # where the task's rows are published: a Hugging Face dataset, the environment variable that overrides
+    # it (SV-Bench's E1_HF_REPO), its files in an SV-Bench checkout or public-mini folder (sv_soar.tasks.sources)
+    hub_dataset: str | None = None
+    hub_dataset_env: str | None = None
+    svbench_paths: tuple[str, ...] = ()
+    # source="builtin": n rows, seeded (E1: sv_soar.tasks.e1_flows)
+    generate_rows: Callable[[int, int], list[Row]] | None = None
 
     def answer(self, row: Row) -> str:
         return self.answer_of(row) if self.answer_of is not None else row["answer"]
+
+    def question(self, row: Row) -> str:
+        """The student's question for a row (the student env's `question` column)."""
+        return self.student_question(row) if self.student_question is not None else row["question"]
 
     def prompt(self, row: Row) -> ChatPrompt:
         return [

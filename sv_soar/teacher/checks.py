@@ -8,7 +8,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -93,7 +93,7 @@ class TeacherProblem:
     """A validated teacher problem; `question` is already in SV-Bench's exact format."""
 
     question: str
-    answer: Literal["Malicious", "Benign"]
+    answer: str  # the task's answer (E1: "Malicious" or "Benign")
     hash: str
     rationale: str | None = None
     task: str = "e1"
@@ -101,7 +101,7 @@ class TeacherProblem:
     ok = True
 
     def to_row(self) -> dict[str, Any]:
-        """An SV-Bench E1 row; `meta.source` marks it as generated."""
+        """A row of the problem's task (E1: an SV-Bench row); `meta.source` marks it as generated."""
         meta: dict[str, Any] = {"source": "teacher", "hash": self.hash}
         if self.rationale:
             meta["rationale"] = self.rationale

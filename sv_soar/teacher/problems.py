@@ -17,7 +17,7 @@ The checks run in this order (the first failure is the reason):
   not_e1_style          not a single flow record; a record written loosely is rewritten in SV-Bench's
                         exact format instead (see `canonical_e1_question`)
   duplicate_of_hard_set a copy of a hard-set question (contamination.py)
-  duplicate_in_batch    a copy of an earlier valid problem of the same batch (`validate_batch`)
+  duplicate_in_batch    a copy of an earlier valid problem of the same batch (`validate_problems`)
 
 Extra JSON keys are allowed and dropped (decision): the stored row is rebuilt from the validated
 fields only, so they cannot reach the student, and rejecting them would spend teacher samples on
@@ -34,12 +34,12 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sv_soar.tasks.e1_flows import Flow, parse_question, render_question
+from sv_soar.scoring.e1_question import Flow, parse_question, render_question
 from sv_soar.teacher.checks import (  # noqa: F401 - re-exported: the names every problem parser shares
     ProblemLimits,
     RejectReason,
@@ -50,9 +50,6 @@ from sv_soar.teacher.checks import (  # noqa: F401 - re-exported: the names ever
     find_injection,
 )
 from sv_soar.teacher.contamination import HardSetIndex, question_hash
-
-TASKS = ("e1", "e2")
-
 
 # ---------------------------------------------------------------------------------------------
 # Fields: JSON Schema (the published contract) and pydantic (the typed object)
@@ -69,12 +66,13 @@ class E1ProblemFields(BaseModel):
 
 
 _SCHEMA_FILES = {"e1": "e1_problem.schema.json"}
-_FIELD_MODELS = {"e1": E1ProblemFields}
 
 
 def problem_schema(task: str = "e1") -> dict[str, Any]:
     """The task's problem JSON Schema as shipped (package data, read through importlib.resources)."""
-    name = _SCHEMA_FILES[_check_task(task)]
+    if task not in _SCHEMA_FILES:
+        raise ValueError(f"no problem schema for task {task!r}: expected one of {', '.join(_SCHEMA_FILES)}")
+    name = _SCHEMA_FILES[task]
     text = resources.files("sv_soar.teacher").joinpath("schemas", name).read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -187,35 +185,20 @@ def canonical_e1_question(question: str) -> tuple[str | None, str]:
     return canonical, ""
 
 
-_STYLE_CHECKS = {"e1": canonical_e1_question}
-
-
 # ---------------------------------------------------------------------------------------------
 # One rollout, and a batch
 
 
-def _check_task(task: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    return task
-
-
-def parse_teacher_problem(
+def parse_e1_problem(
     text: Any,
     *,
-    task: str = "e1",
     limits: ProblemLimits | None = None,
     hard_set_index: HardSetIndex | None = None,
     options: dict[str, Any] | None = None,
 ) -> TeacherProblem | Rejection:
-    """Validate one teacher completion. Never raises on any `text`; raises ValueError on a bad `task`.
-    `options` are the task's problem options (E2: sub_skill, difficulty; sv_soar.teacher.e2_problems)."""
-    task = _check_task(task)
+    """Validate one E1 teacher completion (E1's `Task.parse_problem`). Never raises on any `text`.
+    E1 has no problem options; `options` is accepted, and ignored, so every task's parser takes the same call."""
     limits = limits or ProblemLimits()
-    if task == "e2":
-        from sv_soar.teacher.e2_problems import parse_e2_problem
-
-        return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
     rejection = completion_text_rejection(text, limits)
     if rejection is not None:
         return rejection
@@ -223,11 +206,11 @@ def parse_teacher_problem(
     obj = extract_json_object(text)
     if isinstance(obj, Rejection):
         return obj
-    rejection = _field_rejection(obj, task, limits)
+    rejection = _field_rejection(obj, "e1", limits)
     if rejection is not None:
         return rejection
     try:
-        fields = _FIELD_MODELS[task].model_validate(obj)
+        fields = E1ProblemFields.model_validate(obj)
     except ValidationError as exc:  # the schema and the model disagree: a bug, reported as schema
         first = exc.errors()[0]
         return Rejection(RejectReason.SCHEMA, f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
@@ -235,7 +218,7 @@ def parse_teacher_problem(
     marker = find_injection(fields.question)
     if marker is not None:
         return Rejection(RejectReason.INJECTION, f"question carries {marker}")
-    question, why = _STYLE_CHECKS[task](fields.question)
+    question, why = canonical_e1_question(fields.question)
     if question is None:
         return Rejection(RejectReason.NOT_E1_STYLE, why)
 
@@ -250,7 +233,7 @@ def parse_teacher_problem(
         answer=fields.answer,
         hash=question_hash(question),
         rationale=rationale or None,
-        task=task,
+        task="e1",
     )
 
 
@@ -280,26 +263,19 @@ class BatchValidation:
         return [p.to_row() for p in self.problems]
 
 
-def validate_batch(
+def validate_problems(
     texts: list[Any],
-    hard_set_index: HardSetIndex | None = None,
+    parse: Callable[[Any], TeacherProblem | Rejection],
     limits: ProblemLimits | None = None,
-    *,
-    task: str = "e1",
-    options: dict[str, Any] | None = None,
 ) -> BatchValidation:
-    """Validate a batch of teacher completions; a later near-copy of an earlier valid problem is
-    rejected as duplicate_in_batch (the first one is kept)."""
+    """Parse each teacher completion of a batch with its task's parser (sv_soar.tasks.teacher.validate_batch);
+    a later near-copy of an earlier valid problem is rejected as duplicate_in_batch (the first one is kept)."""
     limits = limits or ProblemLimits()
-    if task == "e2":  # relabel the whole batch with one semgrep run a language
-        from sv_soar.teacher.e2_problems import prefetch_oracle
-
-        prefetch_oracle(list(texts), limits)
     seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
     first_index: dict[str, int] = {}
     result = BatchValidation()
     for i, text in enumerate(texts):
-        outcome = parse_teacher_problem(text, task=task, limits=limits, hard_set_index=hard_set_index, options=options)
+        outcome = parse(text)
         if isinstance(outcome, TeacherProblem):
             dup, matched, similarity = seen.is_near_duplicate(outcome.question)
             if dup:

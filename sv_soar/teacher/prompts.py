@@ -74,7 +74,10 @@ _E2_SUB_SKILL = {
 }
 
 
-def _e2_prompt(difficulty: str | None = None, sub_skill: str | None = None, lang: str | None = None) -> ChatPrompt:
+def e2_teacher_prompt(difficulty: str | None = None, sub_skill: str | None = None,
+                      lang: str | None = None) -> ChatPrompt:
+    """E2's teacher prompt (E2's `Task.teacher_prompt`): difficulty ("one", "two", "several", "multi-tool"),
+    sub_skill ("detect", "read-tool-output", "patch") and lang ("k8s", "tf") shape the config asked for."""
     for name, value, allowed in (("difficulty", difficulty, _E2_DIFFICULTY), ("sub_skill", sub_skill, _E2_SUB_SKILL),
                                  ("lang", lang, {None: 0, "k8s": 0, "tf": 0})):
         if value not in allowed:
@@ -93,22 +96,8 @@ def _e2_prompt(difficulty: str | None = None, sub_skill: str | None = None, lang
     return [{"role": "system", "content": _E2_SYSTEM}, {"role": "user", "content": user}]
 
 
-_PROMPTS: dict[str, ChatPrompt] = {
-    "e1": [
-        {"role": "system", "content": _E1_SYSTEM},
-        {"role": "user", "content": _E1_USER},
-    ],
-}
-
-
-def teacher_prompt(task: str = "e1", **options: str | None) -> ChatPrompt:
-    """The chat messages of one teacher rollout (a fresh copy each call). E2 takes options:
-    difficulty ("one", "two", "several", "multi-tool"), sub_skill ("detect", "read-tool-output",
-    "patch") and lang ("k8s", "tf")."""
-    if task == "e2":
-        return _e2_prompt(**options)
+def e1_teacher_prompt(**options: str | None) -> ChatPrompt:
+    """E1's teacher prompt (E1's `Task.teacher_prompt`), a fresh copy each call; E1 takes no options."""
     if options:
-        raise ValueError(f"task {task!r} takes no prompt options, got {sorted(options)}")
-    if task not in _PROMPTS:
-        raise ValueError(f"unknown task {task!r}: expected one of {', '.join(_PROMPTS)}, e2")
-    return [dict(message) for message in _PROMPTS[task]]
+        raise ValueError(f"task 'e1' takes no prompt options, got {sorted(options)}")
+    return [{"role": "system", "content": _E1_SYSTEM}, {"role": "user", "content": _E1_USER}]

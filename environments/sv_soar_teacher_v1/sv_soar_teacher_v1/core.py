@@ -15,16 +15,16 @@ from sv_soar.hosted import PackagedDataError, packaged_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
 from sv_soar.promotion import TAU, WINDOW, PromotionDecision, PromotionRun
 from sv_soar.soar_step import StepResult, partition, soar_step
-from sv_soar.student.config import StudentTrainConfig, student_config
-from sv_soar.tasks import Row, Task, get_task
+from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
+from sv_soar.tasks import Row, Task, get_task, task_names
+from sv_soar.tasks.teacher import teacher_prompt, validate_batch
 from sv_soar.teacher.diversity import question_diversity
-from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem, validate_batch
-from sv_soar.teacher.prompts import teacher_prompt
+from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem
 
 __all__ = [
-    "DEFAULT_MODEL", "TAU", "WINDOW", "Baseline", "DatasetScore", "HardSet", "PackagedDataError",
+    "DEFAULT_MODEL", "PRESETS", "TAU", "WINDOW", "Baseline", "DatasetScore", "HardSet", "PackagedDataError",
     "ProblemLimits", "PromotionDecision", "PromotionRun", "RejectReason", "Rejection", "Row", "ScorerPool",
     "StepResult", "StudentTrainConfig", "Task", "TeacherProblem", "cache_dir", "get_task", "load_hard_set",
     "make_scorer", "packaged_set", "partition", "question_diversity", "soar_step", "student_config",
-    "teacher_prompt", "validate_batch",
+    "task_names", "teacher_prompt", "validate_batch",
 ]

@@ -71,15 +71,15 @@ METRIC_NAMES = (
 class SoarTeacherConfig(vf.TasksetConfig):
     """The teacher env's arguments. `task` is the taskset's reserved per-task config, hence `svbench_task`."""
 
-    svbench_task: Literal["e1", "e2"] = "e1"
+    svbench_task: Literal[core.task_names()] = "e1"
     """SV-Bench environment the teacher writes problems for (E1 network logs, E2 config audit)."""
     hard_set: str = ""
     """Name of the hard set packaged into this env (`sv-soar package-env DIR --env ... --name NAME`)."""
-    hard_set_task: Literal["e1", "e2"] | None = None
+    hard_set_task: Literal[core.task_names()] | None = None
     """The hard set's task when it differs from svbench_task (experiment E: e1 problems, e2 hard set)."""
     model: str = core.DEFAULT_MODEL
     """The student model the r students start from (a HF id on a cluster; the embedded model here)."""
-    preset: Literal["paper", "cpu"] = "paper"
+    preset: Literal[core.PRESETS] = "paper"
     """Student-training preset (sv_soar.student.config.PRESETS); `student` overrides single fields."""
     student: dict[str, Any] = Field(default_factory=dict)
     g: int = Field(4, ge=1)
