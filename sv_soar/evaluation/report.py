@@ -31,6 +31,7 @@ from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, PASS_KS, bootstrap_int
 from sv_soar.jsonl import atomic_path, read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
 
+UNSTUCK_ACCURACY = 0.5  # sample efficiency: outer steps until the baseline student's Acc(Q_R) first reaches this
 PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
 OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
 METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
@@ -96,12 +97,32 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
                 for name in OTHER_METRICS:
                     if metrics.get(name) is not None:
                         columns.setdefault(name, []).append(metrics[name])
+                for name, value in label_accuracies(metrics).items():
+                    columns.setdefault(name, []).append(value)
         summary = MethodSummary(method, len(by_method[method]), students)
         for name, values in columns.items():
             low, high = bootstrap_interval(values)
             summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
         summaries.append(summary)
     return summaries
+
+
+def label_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
+    """{"pass@1 <label>": the mean success rate over the set's problems of that label} of one student on one
+    set (E1: Benign, Malicious); empty when the set's labels were not recorded."""
+    labels, successes, samples = metrics.get("labels") or [], metrics.get("successes") or [], metrics.get("samples")
+    if not labels or len(labels) != len(successes) or not samples:
+        return {}
+    rates: dict[str, list[float]] = {}
+    for label, count in zip(labels, successes):
+        rates.setdefault(label, []).append(count / samples)
+    return {f"pass@1 {label}": float(np.mean(values)) for label, values in sorted(rates.items())}
+
+
+def evaluated_sets(runs: list[RunData]) -> list[str]:
+    """The problem sets the runs' final students were scored on: d_test first, then the extra sets by name."""
+    names = {name for data in runs if data.final for seed in data.final["seeds"] for name in seed["sets"]}
+    return ["d_test"] * ("d_test" in names) + sorted(names - {"d_test"})
 
 
 def _per_problem(successes: np.ndarray, samples: int, metric: str) -> np.ndarray:
@@ -206,30 +227,7 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
                      f"| {steps} | {promotions} | {promoted_questions} | {students} |")
     lines.append("")
 
-    lines += ["## Final evaluation on D_test", ""]
-    if not summaries:
-        lines += ["No run has been evaluated yet: `sv-soar evaluate RUN_DIR` writes evaluation/final.json.", ""]
-    else:
-        names = [f"pass@{k}" for k in PASS_KS if any(f"pass@{k}" in s.metrics for s in summaries)]
-        names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
-        lines.append("Mean over final students with a 95 % bootstrap interval over students; the base row is "
-                     "the untrained student. Escape rate: share of D_test problems solved at least once.")
-        lines.append("")
-        lines.append("| method | runs | students | " + " | ".join(names) + " |")
-        lines.append("|---|---:|---:|" + "---:|" * len(names))
-        if base is not None:
-            cells = [_base_cell(base, name) for name in names]
-            lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
-        for summary in summaries:
-            cells = []
-            for name in names:
-                value = summary.metrics.get(name)
-                cells.append("—" if value is None else
-                             f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
-            lines.append(f"| {summary.method} | {summary.runs} | {summary.students} | " + " | ".join(cells) + " |")
-        lines.append("")
-        if "pass_at_k" in plots:
-            lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
+    lines += final_tables(runs, summaries, base, plots)
 
     paired = paired_rows(runs)
     if paired:
@@ -266,21 +264,66 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         if "drift" in plots:
             lines += [f"![teacher drift]({plots['drift'].name})", ""]
         lines += ["## Outer loop", ""]
-        lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | s/step | "
+        lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | "
+                  f"steps to Acc(Q_R) ≥ {UNSTUCK_ACCURACY} | s/step | "
                   + " | ".join(f"{phase} s" for phase in PHASES[:-1]) + " |",
-                  "|---|---:|---:|---:|---:|---|---:|" + "---:|" * (len(PHASES) - 1)]
+                  "|---|---:|---:|---:|---:|---|---:|---:|" + "---:|" * (len(PHASES) - 1)]
         for data in looped:
             lines.append(_loop_row(data))
         lines.append("")
-        lines.append("Time per phase is the mean over the run's steps; student training and evaluation are "
-                     "parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
+        lines.append(f"Steps to Acc(Q_R) ≥ {UNSTUCK_ACCURACY} (sample efficiency): outer steps until the baseline "
+                     "student (the last promoted one) first solves that share of a step's Q_R, from D_train; '—' "
+                     "when it never does. Time per phase is the mean over the run's steps; student training and "
+                     "evaluation are parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
         lines.append("")
+        lines += divergence_lines(runs)
         for key, title in (("reward", "R̂_t and its moving average, promotions marked"),
                            ("teacher", "teacher valid rate and question diversity")):
             if key in plots:
                 lines += [f"![{title}]({plots[key].name})", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def final_tables(runs: list[RunData], summaries: list[MethodSummary], base: dict[str, Any] | None,
+                 plots: dict[str, Path]) -> list[str]:
+    """One table a problem set the final students were scored on: D_test, then each extra set."""
+    if not summaries:
+        return ["## Final evaluation on D_test", "",
+                "No run has been evaluated yet: `sv-soar evaluate RUN_DIR` writes evaluation/final.json.", ""]
+    lines = []
+    for set_name in evaluated_sets(runs):
+        set_summaries = summaries if set_name == "d_test" else summarise_methods(runs, set_name)
+        set_base = base if set_name == "d_test" else base_metrics(runs, set_name)
+        title = "D_test" if set_name == "d_test" else f"`{set_name}` (an extra set, --extra-eval)"
+        lines += [f"## Final evaluation on {title}", ""]
+        lines += metrics_table(set_summaries, set_base)
+        if set_name == "d_test" and "pass_at_k" in plots:
+            lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
+    return lines
+
+
+def metrics_table(summaries: list[MethodSummary], base: dict[str, Any] | None) -> list[str]:
+    names = [f"pass@{k}" for k in PASS_KS if any(f"pass@{k}" in s.metrics for s in summaries)]
+    names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
+    names += sorted({name for s in summaries for name in s.metrics if name.startswith("pass@1 ")})
+    lines = ["Mean over final students with a 95 % bootstrap interval over students; the base row is the untrained "
+             "student. Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
+             "the problems of that label (a student that flips its label prior gains on one label, loses on the "
+             "other).", "",
+             "| method | runs | students | " + " | ".join(names) + " |",
+             "|---|---:|---:|" + "---:|" * len(names)]
+    if base is not None:
+        base_labels = label_accuracies(base)
+        cells = [f"{base_labels[name]:.3f}" if name in base_labels else _base_cell(base, name) for name in names]
+        lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
+    for summary in summaries:
+        cells = []
+        for name in names:
+            value = summary.metrics.get(name)
+            cells.append("—" if value is None else f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
+        lines.append(f"| {summary.method} | {summary.runs} | {summary.students} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def class_balance_rows(runs: list[RunData]) -> list[str]:
@@ -317,9 +360,51 @@ def _loop_row(data: RunData) -> str:
     r_mean = f"{np.mean([s['R_hat'] for s in scored]):+.3f}" if scored else "—"
     r_last = f"{scored[-1]['R_hat']:+.3f}" if scored else "—"
     promotions = ", ".join(str(s["step"] + 1) for s in steps if s.get("promoted")) or "none"
+    reached = steps_to_accuracy(steps, UNSTUCK_ACCURACY)
     seconds = [np.mean([s.get("seconds", {}).get(phase, 0.0) for s in steps]) for phase in PHASES]
-    return (f"| `{data.name}` | {len(steps)} | {valid:.2f} | {r_mean} | {r_last} | {promotions} | {seconds[-1]:.0f} | "
+    return (f"| `{data.name}` | {len(steps)} | {valid:.2f} | {r_mean} | {r_last} | {promotions} | "
+            f"{'—' if reached is None else reached} | {seconds[-1]:.0f} | "
             + " | ".join(f"{value:.1f}" for value in seconds[:-1]) + " |")
+
+
+def steps_to_accuracy(steps: list[dict[str, Any]], threshold: float) -> int | None:
+    """Outer steps until the baseline student's accuracy on Q_R first reaches `threshold`: step t's log holds
+    the accuracy of the baseline it started from (reached after t steps) and, when it promoted, the promoted
+    dataset's students' median accuracy (the next baseline: reached after t + 1 steps)."""
+    for entry in steps:
+        t = entry["step"]
+        if (entry.get("baseline_accuracy") or 0.0) >= threshold:
+            return t
+        k = entry.get("promoted_dataset")
+        if entry.get("promoted") and k is not None:
+            finished = sorted(a for a in entry["student_accuracies"][k] if a is not None)
+            if finished and finished[(len(finished) - 1) // 2] >= threshold:
+                return t + 1
+    return None
+
+
+def divergence_lines(runs: list[RunData]) -> list[str]:
+    """Whether SOAR's teacher writes other problems than Base-T's of the same seed: both sample with the same
+    step seeds, so they write the same datasets until an update moves SOAR's teacher."""
+    by_seed: dict[int, dict[str, RunData]] = {}
+    for data in runs:
+        if data.steps and data.method in ("soar", "base-t"):
+            by_seed.setdefault(data.run.config.run.seed, {})[data.method] = data
+    rows = []
+    for seed, pair in sorted(by_seed.items()):
+        if len(pair) < 2:
+            continue
+        soar, base = ({s["step"]: s.get("datasets") for s in pair[m].steps} for m in ("soar", "base-t"))
+        common = sorted(set(soar) & set(base))
+        differ = [t for t in common if soar[t] != base[t]]
+        first = str(differ[0] + 1) if differ else "never"
+        rows.append(f"| {seed} | {len(common)} | {first} | {len(differ)} |")
+    if not rows:
+        return []
+    return ["## Does SOAR's teacher write other problems than Base-T's?", "",
+            "Same seed, same step seeds: the datasets are identical until SOAR's updates change its teacher.", "",
+            "| seed | steps compared | first step with different datasets | steps with different datasets |",
+            "|---:|---:|---:|---:|", *rows, ""]
 
 
 # --- plots ------------------------------------------------------------------------------------------
