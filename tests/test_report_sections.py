@@ -42,3 +42,17 @@ def test_divergence_names_the_first_step_where_soar_and_base_t_differ():
     rows = [line for line in divergence_lines(runs) if line.startswith("| 0") or line.startswith("| 1")]
     assert rows == ["| 0 | 3 | 3 | 1 |", "| 1 | 2 | never | 0 |"]
     assert divergence_lines([run_data("soar", 0, [same])]) == []  # no Base-T of the seed: no section
+
+
+def test_label_share_of_the_teachers_problems_first_and_last_steps():
+    from sv_soar.evaluation.report import label_share_lines
+
+    def data(balances):
+        config = SimpleNamespace(run=SimpleNamespace(seed=0, method="soar"))
+        steps = [{"step": t, "dataset_balance": b} for t, b in enumerate(balances)]
+        return RunData(SimpleNamespace(config=config, folder=SimpleNamespace(name="soar-s0")), steps, None)
+
+    early = [[{"Benign": 1, "Malicious": 1}, {"Malicious": 2}]]  # 1 Benign of 4
+    late = [[{"Benign": 2}, {"Benign": 1, "Malicious": 1}]]  # 3 Benign of 4
+    lines = label_share_lines([data(early * 5 + late * 5)])
+    assert "| `soar-s0` | 0.25 → 0.75 | 0.75 → 0.25 |" in lines

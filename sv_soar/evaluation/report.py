@@ -277,6 +277,7 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
                      "evaluation are parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
         lines.append("")
         lines += divergence_lines(runs)
+        lines += label_share_lines(looped)
         for key, title in (("reward", "R̂_t and its moving average, promotions marked"),
                            ("teacher", "teacher valid rate and question diversity")):
             if key in plots:
@@ -381,6 +382,37 @@ def steps_to_accuracy(steps: list[dict[str, Any]], threshold: float) -> int | No
             if finished and finished[(len(finished) - 1) // 2] >= threshold:
                 return t + 1
     return None
+
+
+def label_share_lines(looped: list[RunData], edge: int = 5) -> list[str]:
+    """The share of each label among the teacher's valid problems over the first and the last `edge` steps
+    (E1): a grounded reward on a one-class Q_R can teach the teacher to write that class, not harder problems."""
+    rows, labels = [], set()
+    for data in looped:
+        counts = [step.get("dataset_balance") or [] for step in data.steps]
+        if not any(counts):
+            continue
+        first, last = _label_shares(counts[:edge]), _label_shares(counts[-edge:])
+        labels |= set(first) | set(last)
+        rows.append((data.name, first, last))
+    if not rows:
+        return []
+    names = sorted(labels)
+    lines = ["## The teacher's labels", "",
+             f"Share of each label among the teacher's valid problems, first {edge} steps → last {edge} steps.", "",
+             "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for name, first, last in rows:
+        lines.append(f"| `{name}` | " + " | ".join(f"{first.get(n, 0):.2f} → {last.get(n, 0):.2f}" for n in names) + " |")
+    return lines + [""]
+
+
+def _label_shares(steps_balances: list[list[dict[str, int]]]) -> dict[str, float]:
+    total: dict[str, int] = {}
+    for balances in steps_balances:
+        for balance in balances:
+            for label, count in balance.items():
+                total[label] = total.get(label, 0) + count
+    return {label: count / max(1, sum(total.values())) for label, count in total.items()}
 
 
 def divergence_lines(runs: list[RunData]) -> list[str]:
