@@ -3,7 +3,8 @@ with D_train, scored on the held-out D_test.
 
 For every seed: a new LoRA student starts from the bare base model and runs the inner-loop RL
 (`train_student`) on PQ ∪ D_train — shuffled together, or with `curriculum` in promotion order
-(each promoted dataset in turn, then D_train; the adapter carries over between phases). It then
+(each promoted dataset in turn, then D_train; the adapter carries over between phases; with student.finetune
+= "full", the student's own copy of the base model instead of an adapter, and its weights carry over). It then
 draws `samples` completions (at student.temperature, default 1.0) a D_test problem, and the run reports:
 
 - pass@k, k ∈ {1, 4, 8, 16, 32} up to `samples` (unbiased estimator, Chen et al. 2021);
@@ -158,6 +159,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
+    from sv_soar.student.full_finetune import trainable_copy
     from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
 
     config = run.config
@@ -179,6 +181,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
+    full = train_config.finetune == "full"  # then every student trains, and is scored on, the student copy
+    student_engine = engine.over(trainable_copy(policy)) if full else engine
     # D_test is sampled at the student's own temperature (student.temperature): the one its hard set
     # was mined at and its rollouts are drawn at, so "escape" means the same policy solved it
     score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress,
@@ -191,18 +195,19 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     results: list[SeedResult] = []
     for seed in seeds:
         name = f"final-seed{seed}"
+        adapter = None if full else name
         started = time.perf_counter()
         state, log = None, []
         for phase, rows in enumerate(phases):
             phase_steps = steps if len(phases) == 1 else max(1, round(steps * len(rows) / sum(map(len, phases))))
-            student = train_student(policy, engine, task, rows, train_config, adapter_name=name,
+            student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
                                     init_adapter_state=state, seed=seed * 1000 + phase, steps=phase_steps,
                                     log=lambda entry: None)
             state, log = student.adapter_state, log + student.log
             if phase < len(phases) - 1:
                 remove_student_adapter(policy, name)
         seconds_train = time.perf_counter() - started
-        sets = {set_name: score_problem_set(engine, task, rows, samples, adapter=name, seed=seed, **score)
+        sets = {set_name: score_problem_set(student_engine, task, rows, samples, adapter=adapter, seed=seed, **score)
                 for set_name, rows in task_rows.items()}
         student.save(run.folder / "evaluation" / f"seed-{seed}")
         remove_student_adapter(policy, name)

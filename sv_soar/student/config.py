@@ -81,6 +81,14 @@ class StudentTrainConfig(BaseModel):
         description="recompute each layer's activations in the backward pass: about a third more compute for "
         "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
     )
+    finetune: Literal["lora", "full"] = Field(
+        "lora",
+        description="lora: each student is a LoRA adapter on the one shared base model (the lora_* keys); full: "
+        "each student run trains every parameter of its own copy of the base model, which costs a copy of the "
+        "model's weights and AdamW's two moments per run (4x the weights) and, for a kept student (a promotion "
+        "candidate), its full weights on the CPU and in the reward cache. Meant for GPU runs; CPU works but is "
+        "slow. Students then train one after another (no lockstep), on the local backend only",
+    )
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
@@ -135,6 +143,11 @@ class StudentTrainConfig(BaseModel):
         """SOAR trains students longer once the baseline has been promoted at least once."""
         return self.steps_after_promotion if promoted else self.steps
 
+    def cache_fields(self) -> dict[str, Any]:
+        """The fields a reward-cache key holds: all of them, less `finetune` at its default "lora", so the
+        keys of runs made before the option existed still hit."""
+        return self.model_dump(exclude={"finetune"} if self.finetune == "lora" else None)
+
     def lora_config(self):
         return lora_config(self.lora_rank, self.lora_alpha, self.lora_target_modules, self.lora_dropout)
 
@@ -146,6 +159,15 @@ def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout:
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       bias="none", task_type="CAUSAL_LM")
+
+
+def refuse_full_finetune(config: StudentTrainConfig, where: str) -> None:
+    """Fully fine-tuned students train in the scoring process only: a ValueError naming `where` (a config key
+    and value) when `config` asks for them elsewhere."""
+    if config.finetune == "full":
+        raise ValueError(f'student.finetune = "full" is not supported with {where}: a fully fine-tuned student is '
+                         'a whole model, trained and measured in the process that scores (compute.backend = '
+                         '"local", no compute.students_url); use student.finetune = "lora" there')
 
 
 # The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small). The one
