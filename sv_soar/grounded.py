@@ -17,7 +17,8 @@ SV-Bench rubric (grounding="full"). What makes it cheap enough to run every oute
 - every R_k is kept in the reward cache (`sv_soar.reward_cache`), keyed by everything it depends on.
 With student.finetune = "full" a student is every weight of the scorer's one student copy of the base
 model (sv_soar.student.full_finetune): students train one after another, each measured on Q_R as soon as it
-is trained, and only a kept student's weights stay (in CPU memory and the reward cache).
+is trained, and only a kept student's weights stay: in its reward-cache file, read back a tensor at a time
+(`StoredWeights`), or in memory when the scorer has no cache.
 
 A student run that raises, diverges (StudentTrainingError) or runs past `time_limit_s` is left out of
 R_k and counted with its cause; a dataset whose students all failed gets R_k = None and an error, and
@@ -56,7 +57,7 @@ from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
 from sv_soar.scores import DatasetScore, StudentResult  # noqa: F401 - re-exported
 from sv_soar.student.adapters import Baseline  # noqa: F401 - re-exported: the scorer's input
-from sv_soar.student.full_finetune import full_state_dict, load_full_state, trainable_copy
+from sv_soar.student.full_finetune import StoredWeights, full_state_dict, load_full_state, trainable_copy
 from sv_soar.student.watchdog import (  # noqa: F401 - re-exported
     RETRYABLE,
     StudentTimeout,
@@ -300,12 +301,22 @@ class GroundedScorer:
         if keep_adapters:  # the weights are stored only when a caller asked to keep them
             for j, student in enumerate(score.students):
                 if student.failure is None:
-                    student.adapter_state = self.cache.get_adapter(key, j)
+                    student.adapter_state = self._cached_weights(key, j)
                     if student.adapter_state is None:
                         log.info("reward cache: %s has no stored weights for student %d; recomputing", key[:12], j)
                         return None
         score.cached = True
         return score
+
+    def _cached_weights(self, key: str, j: int) -> Any:
+        """A cached student's weights: LoRA weights in memory; a full student's read lazily from the file."""
+        if self.student_engine is None:
+            return self.cache.get_adapter(key, j)
+        try:
+            return StoredWeights(self.cache.adapter_path(key, j))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
+            log.warning("reward cache: ignoring unreadable weights of student %d of %s (%s)", j, key[:12], exc)
+            return None
 
     def _score_uncached(self, todo: dict[str, Sequence[Row]], q_r: Sequence[Row], baseline: Baseline, *,
                         seed: int, promoted: bool, keep_adapters: bool, started: float) -> dict[str, DatasetScore]:
@@ -400,8 +411,17 @@ class GroundedScorer:
                 result.accuracy = self._accuracies([None], q_r, "student", self.student_engine)[0]
                 seconds_eval += time.perf_counter() - t_eval
                 if keep_adapters:
-                    result.adapter_state = full_state_dict(self.student_engine.model)
+                    result.adapter_state = self._kept_weights(key, i % self.students)
         return results, seconds_eval
+
+    def _kept_weights(self, key: str, j: int) -> Any:
+        """The student copy's weights, kept for promotion: written to student j's reward-cache file at once and
+        read back from it when needed (StoredWeights), so that a step's r·g whole models are not all in memory;
+        without a cache, in memory."""
+        state = full_state_dict(self.student_engine.model)
+        if self.cache is None:
+            return state
+        return StoredWeights(self.cache.put_adapter(key, j, state))
 
     def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
                         bar: Any) -> list[StudentResult] | None:
@@ -517,7 +537,9 @@ class GroundedScorer:
             return
         if keep_adapters:
             for j, student in enumerate(score.students):
-                if student.adapter_state is not None:
+                written = isinstance(student.adapter_state, StoredWeights) and \
+                    student.adapter_state.path == self.cache.adapter_path(key, j)  # a full student's: _kept_weights
+                if student.adapter_state is not None and not written:
                     self.cache.put_adapter(key, j, student.adapter_state)
         self.cache.put(key, {**score.to_dict(), "cached": False})
 

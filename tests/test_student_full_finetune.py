@@ -12,7 +12,7 @@ from sv_soar.engines.transformers_engine import TransformersEngine
 from sv_soar.generation import SamplingParams
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from sv_soar.student.full_finetune import FULL_WEIGHTS, trainable_copy
+from sv_soar.student.full_finetune import FULL_WEIGHTS, StoredWeights, trainable_copy
 from sv_soar.student.trainer import StudentTrainConfig, student_policy, train_student
 from tests.test_student_trainer import DIGIT_ROWS, DIGITS, quiet, toy_config
 
@@ -91,6 +91,8 @@ def test_the_scorer_keeps_full_students_and_a_full_baseline_round_trips(tiny_mod
     students = [s for score in scores for s in score.students]
     assert all(s.failure is None and s.accuracy is not None for s in students)
     assert all(s.adapter_state.keys() == base_before.keys() for s in students)
+    # kept whole models are read back from their reward-cache files, not all held in memory
+    assert all(isinstance(s.adapter_state, StoredWeights) and s.adapter_state.path.is_file() for s in students)
     assert all(torch.equal(v, base_before[k]) for k, v in scorer.policy.state_dict().items())
 
     baseline = Baseline("promoted", students[0].adapter_state)

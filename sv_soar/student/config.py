@@ -84,10 +84,11 @@ class StudentTrainConfig(BaseModel):
     finetune: Literal["lora", "full"] = Field(
         "lora",
         description="lora: each student is a LoRA adapter on the one shared base model (the lora_* keys); full: "
-        "each student run trains every parameter of its own copy of the base model, which costs a copy of the "
-        "model's weights and AdamW's two moments per run (4x the weights) and, for a kept student (a promotion "
-        "candidate), its full weights on the CPU and in the reward cache. Meant for GPU runs; CPU works but is "
-        "slow. Students then train one after another (no lockstep), on the local backend only",
+        "each student run trains every parameter of its own copy of the base model. That costs one fp32 copy "
+        "of the weights beside the base, with its gradients and AdamW's two moments (4x the fp32 weights), and "
+        "every kept student (the r·g promotion candidates of a step) holds its whole fp32 state dict in CPU "
+        "memory until the step's promotion, and on disk in the reward cache. Meant for GPU runs; CPU works but "
+        "is slow. Students then train one after another (no lockstep), on the local backend only",
     )
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")

@@ -15,6 +15,7 @@ KL reference (sv_soar.soar_loop.Teacher).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ def frozen_copy(model):
 
 
 def trainable_copy(model):
-    """A deep copy of `model` with every parameter trainable: where full students train (the original is not
-    touched). Eval mode; the trainer switches it to train mode for its updates."""
-    duplicate = copy.deepcopy(model)
+    """A deep copy of `model` in fp32 with every parameter trainable: where full students train (the original
+    is not touched). fp32 as the LoRA weights are on a bf16 base (sv_soar.models.default_dtype): a bf16
+    weight drops an update below ~1/256 of itself, and AdamW's steps at lr 1e-5 are far below that. Eval
+    mode; the trainer switches it to train mode for its updates."""
+    duplicate = copy.deepcopy(model).float()
     for param in duplicate.parameters():
         param.requires_grad_(True)
     return duplicate.eval()
@@ -78,3 +81,31 @@ def write_full_weights(folder: str | Path, state: dict[str, torch.Tensor], model
     else:
         save_file(weights, str(folder / FULL_WEIGHTS))
     return folder
+
+
+class StoredWeights(Mapping):
+    """Full weights in a safetensors file, read one tensor at a time: a step keeps its r·g students (the
+    promotion candidates) until the promotion, and that many whole models do not fit in memory (16 of a 3B
+    model are ~190 GB in fp32). The scorer writes each kept student to its reward-cache file and keeps this."""
+
+    def __init__(self, path: str | Path) -> None:
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        with safe_open(str(self.path), framework="pt") as weights:
+            self._keys = list(weights.keys())
+        self._known = set(self._keys)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        if key not in self._known:
+            raise KeyError(key)
+        with safe_open(str(self.path), framework="pt") as weights:
+            return weights.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
