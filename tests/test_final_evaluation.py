@@ -137,7 +137,7 @@ def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_s
     curriculum phases, scored on D_test and saved as a model folder; the base model it started from is not."""
     from safetensors.torch import load_file
 
-    from sv_soar.evaluation.final import final_evaluation
+    from sv_soar.evaluation.final import adapter_evaluation, final_evaluation
     from sv_soar.models import load_model
 
     run = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), finetune="full",
@@ -150,6 +150,9 @@ def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_s
     trained = load_file(str(folder / "model.safetensors"))
     base = load_model(str(tiny_model_dir))[0].state_dict()
     assert trained.keys() == base.keys() and any(not torch.equal(trained[k], v) for k, v in base.items())
+    # `sv-soar evaluate --adapter` scores the saved folder as the final student was scored (same seed, samples)
+    again = adapter_evaluation(open_run(run.folder), folder, samples=2, score_base=False, progress=False)
+    assert again["seeds"][0]["sets"]["d_test"]["successes"] == report["seeds"][0]["sets"]["d_test"]["successes"]
 
 
 def test_a_folder_that_is_not_a_run_says_so(tmp_path, tiny_model_dir):

@@ -237,14 +237,21 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
 def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str, list[Row]] | None = None,
                        score_base: bool = True, progress: bool = True) -> dict[str, Any]:
     """Score a LoRA adapter trained elsewhere (vf-train, prime-rl) on D_test the way final students are scored:
-    one "seed" row whose sets hold its metrics (seed = the run's seed; no training). Writes
+    one "seed" row whose sets hold its metrics (seed = the run's seed; no training). A fully fine-tuned
+    student's folder (model.safetensors: a final student's under student.finetune = "full") is scored the
+    same way, its weights loaded into the base model once the base has been scored. Writes
     RUN_DIR/evaluation/adapter-<folder name>.json and returns the report, with its path."""
+    from safetensors.torch import load_file
+
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
+    from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
 
     adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ValueError("not a peft adapter folder (no adapter_config.json)")
+    full = (adapter / FULL_WEIGHTS).is_file()
+    if not full and not (adapter / "adapter_config.json").is_file():
+        raise ValueError("not a peft adapter folder (no adapter_config.json), nor a fully fine-tuned student's "
+                         "(no model.safetensors)")
     config = run.config
     task = config.scoring_task()
     train_config = config.final_student_config()
@@ -258,9 +265,14 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     if score_base:
         base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
                 for name, rows in task_rows.items()}
-    engine.load_adapter("evaluated", str(adapter))
+    if full:
+        load_full_state(model, load_file(str(adapter / FULL_WEIGHTS)), where=str(adapter / FULL_WEIGHTS))
+        evaluated = None
+    else:
+        engine.load_adapter("evaluated", str(adapter))
+        evaluated = "evaluated"
     started = time.perf_counter()
-    sets = {name: score_problem_set(engine, task, rows, samples, adapter="evaluated", seed=config.run.seed, **score)
+    sets = {name: score_problem_set(engine, task, rows, samples, adapter=evaluated, seed=config.run.seed, **score)
             for name, rows in task_rows.items()}
     result = SeedResult(config.run.seed, 0, 0, 0.0, time.perf_counter() - started, sets)
     report = {
