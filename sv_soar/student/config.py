@@ -58,7 +58,7 @@ class StudentTrainConfig(BaseModel):
     learning_rate: float = Field(1e-5, gt=0, description="peak AdamW learning rate (SOAR: 1e-5)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the trained weights (LoRA's, or all)")
     kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
     max_new_tokens: int | None = Field(
