@@ -22,10 +22,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer,
+                      model_validator)
 
 from sv_soar.models import DEFAULT_MODEL
-from sv_soar.student.config import StudentTrainConfig, refuse_full_finetune
+from sv_soar.student.config import StudentTrainConfig, refuse_full_finetune, unwritten_default_finetune
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
@@ -104,6 +105,7 @@ class TeacherSection(_Section):
         "the initial model and checkpoints hold the whole model (model.safetensors), so it costs the model's "
         "weights three more times (reference copy, AdamW's two moments). Meant for GPU runs; CPU works but is slow")
     lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
+    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
     lora_alpha: int = Field(32, ge=1, description="teacher LoRA α")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],

@@ -257,7 +257,7 @@ class GroundedScorer:
     def cache_key(self, dataset: Sequence[Row], q_r: Sequence[Row], baseline: Baseline, *, seed: int,
                   promoted: bool = False) -> str:
         return reward_cache_key(task=self.task.name, model=self.model_name, dataset=dataset, baseline_id=baseline.id,
-                                q_r=q_r, config=self.config.cache_fields(), grounding=self.grounding,
+                                q_r=q_r, config=self.config.model_dump(), grounding=self.grounding,
                                 students=self.students, seed=seed, promoted=promoted)
 
     def score(

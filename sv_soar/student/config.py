@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 
 if TYPE_CHECKING:
@@ -44,6 +44,15 @@ def verifiers_trainer_requirements() -> str:
             f"{', '.join(missing) or 'nothing, but this backend is not wired into the outer loop (untested)'}. "
             "Train the final student with verifiers instead: `sv-soar export-vf RUN_DIR` writes its training set "
             "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
+
+
+def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    """A config's dump without `finetune` at its default "lora": what runs wrote before the option existed, so
+    their config.toml, reward-cache keys and the student service's settings check stay as they were."""
+    values = handler(self)
+    if self.finetune == "lora":
+        values.pop("finetune", None)
+    return values
 
 
 class StudentTrainConfig(BaseModel):
@@ -103,6 +112,8 @@ class StudentTrainConfig(BaseModel):
         "masking) that needs a GPU stack; untested, and refused with what it needs (use `sv-soar export-vf`)",
     )
 
+    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
+
     @model_validator(mode="after")
     def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
         if self.trainer == "verifiers":
@@ -143,11 +154,6 @@ class StudentTrainConfig(BaseModel):
     def steps_for(self, promoted: bool) -> int:
         """SOAR trains students longer once the baseline has been promoted at least once."""
         return self.steps_after_promotion if promoted else self.steps
-
-    def cache_fields(self) -> dict[str, Any]:
-        """The fields a reward-cache key holds: all of them, less `finetune` at its default "lora", so the
-        keys of runs made before the option existed still hit."""
-        return self.model_dump(exclude={"finetune"} if self.finetune == "lora" else None)
 
     def lora_config(self):
         return lora_config(self.lora_rank, self.lora_alpha, self.lora_target_modules, self.lora_dropout)
