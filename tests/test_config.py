@@ -106,6 +106,11 @@ def test_finetune_is_lora_or_full_and_full_students_train_locally(tmp_path):
     full = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "full"\n'
                                        '[teacher]\nfinetune = "full"\n'))
     assert full.student_train_config().finetune == "full" and full.final_student_config().finetune == "full"
+    # the default is not written (run configs and reward-cache keys stay those of runs made before the option);
+    # "full" is, and reads back
+    assert "finetune" not in config.resolved()["student"] and "finetune" not in config.resolved()["teacher"]
+    assert parse_config(tomllib.loads(dump_toml(full.resolved()))).resolved() == full.resolved()
+    assert (full.resolved()["student"]["finetune"], full.resolved()["teacher"]["finetune"]) == ("full", "full")
     path = write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "qlora"\n[teacher]\nfinetune = "ful"\n')
     with pytest.raises(ConfigError) as caught:
         load_config(path)
