@@ -22,10 +22,11 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer,
+                      model_validator)
 
 from sv_soar.models import DEFAULT_MODEL
-from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student.config import StudentTrainConfig, refuse_full_finetune, unwritten_default_finetune
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
@@ -98,7 +99,13 @@ class TeacherSection(_Section):
         "the share of changed rollouts and KL(π‖π_init) (costs one sampling round a step)")
     max_grad_norm: float = Field(1.0, gt=0, description="teacher gradient-norm clip")
     micro_batch_size: int = Field(8, ge=1, description="sequences a teacher forward/backward")
+    finetune: Literal["lora", "full"] = Field(
+        "lora", description="lora: the teacher is a LoRA adapter on its model (the lora_* keys), the KL reference "
+        "the model with the adapter off; full: every parameter is trained, the KL reference is a frozen copy of "
+        "the initial model and checkpoints hold the whole model (model.safetensors), so it costs the model's "
+        "weights three more times (reference copy, AdamW's two moments). Meant for GPU runs; CPU works but is slow")
     lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
+    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
     lora_alpha: int = Field(32, ge=1, description="teacher LoRA α")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -245,6 +252,15 @@ class RunConfig(_Section):
             self.final_student_config()
         except ValidationError as exc:
             raise ValueError(f"evaluation.estimator / evaluation.reward: {exc.errors()[0]['msg']}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _full_students_train_locally(self) -> "RunConfig":
+        compute = self.compute
+        if compute.students_url:
+            refuse_full_finetune(self.student, f"compute.students_url = {compute.students_url!r}")
+        if compute.backend != "local":
+            refuse_full_finetune(self.student, f'compute.backend = "{compute.backend}"')
         return self
 
     def resolved(self) -> dict[str, Any]:

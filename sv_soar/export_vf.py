@@ -65,7 +65,7 @@ def vf_train_config(run, train_path: Path, model: str) -> dict[str, Any]:
             "run_name": f"sv-soar-{run.folder.name}",
             "output_dir": str(run.folder / "vf-train"),
             "max_steps": steps,
-            "use_lora": True,
+            "use_lora": student.finetune == "lora",  # student.finetune = "full": every weight trained
             "lora_rank": student.lora_rank,
             "lora_alpha": student.lora_alpha,
             "lora_dropout": student.lora_dropout,
@@ -112,9 +112,11 @@ def prime_rl_config(run, rows_name: str, model: str) -> dict[str, Any]:
             },
         },
         "trainer": {
-            "model": {"lora": {"rank": student.lora_rank, "alpha": student.lora_alpha,
-                               "dropout": student.lora_dropout,
-                               "target_modules": list(student.lora_target_modules)}},
+            # no [trainer.model.lora] with student.finetune = "full": prime-rl then trains every weight
+            **({"model": {"lora": {"rank": student.lora_rank, "alpha": student.lora_alpha,
+                                   "dropout": student.lora_dropout,
+                                   "target_modules": list(student.lora_target_modules)}}}
+               if student.finetune == "lora" else {}),
             "optim": {"lr": student.learning_rate, "weight_decay": student.weight_decay,
                       "max_norm": student.max_grad_norm},
         },

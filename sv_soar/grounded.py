@@ -15,6 +15,10 @@ SV-Bench rubric (grounding="full"). What makes it cheap enough to run every oute
   per (question, student) pair, each row under its own adapter), and the baseline's Acc on a Q_R is
   computed once and memoised;
 - every R_k is kept in the reward cache (`sv_soar.reward_cache`), keyed by everything it depends on.
+With student.finetune = "full" a student is every weight of the scorer's one student copy of the base
+model (sv_soar.student.full_finetune): students train one after another, each measured on Q_R as soon as it
+is trained, and only a kept student's weights stay: in its reward-cache file, read back a tensor at a time
+(`StoredWeights`), or in memory when the scorer has no cache.
 
 A student run that raises, diverges (StudentTrainingError) or runs past `time_limit_s` is left out of
 R_k and counted with its cause; a dataset whose students all failed gets R_k = None and an error, and
@@ -35,12 +39,13 @@ the other datasets of the call are still scored. Faults, and what each ends in:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +57,7 @@ from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
 from sv_soar.scores import DatasetScore, StudentResult  # noqa: F401 - re-exported
 from sv_soar.student.adapters import Baseline  # noqa: F401 - re-exported: the scorer's input
+from sv_soar.student.full_finetune import StoredWeights, full_state_dict, load_full_state, trainable_copy
 from sv_soar.student.watchdog import (  # noqa: F401 - re-exported
     RETRYABLE,
     StudentTimeout,
@@ -99,6 +105,8 @@ class GroundedScorer:
     a bare model passed in becomes part of this scorer.
     """
 
+    student_engine: Any = None  # student.finetune = "full": the engine over the student copy (`_load`)
+
     def __init__(
         self,
         model: str | tuple[Any, Any],
@@ -125,6 +133,9 @@ class GroundedScorer:
             raise ValueError(f"grounding must be one of {GROUNDINGS}, got {grounding!r}")
         if eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be at least 1, got {eval_batch_size}")
+        if config.finetune == "full" and (engine != "transformers" or lockstep):
+            raise ValueError(f'student.finetune = "full" trains each student as its own model, one after another, '
+                             f'with the transformers engine: not with engine = {engine!r}, lockstep = {lockstep!r}')
         if time_limit_s is not None and not time_limit_s >= 0:
             raise ValueError(f"time_limit_s must be >= 0 or None, got {time_limit_s}")
         if not hang_grace_s >= 0 or retries < 0 or not retry_backoff_s >= 0:
@@ -144,8 +155,8 @@ class GroundedScorer:
         # The students of a call step in lockstep (one mixed-adapter generate a step, sv_soar.student.lockstep):
         # by default on CUDA, where a step's decode costs about the same for 4x the rows; on CPU the rows cost
         # in proportion, and one student after another keeps its memory low.
-        self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers") if lockstep is None \
-            else lockstep
+        self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers"
+                         and config.finetune == "lora") if lockstep is None else lockstep
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
         # greedy, one sample a question (docs/design.md §4); the student's completion budget; stop where SV-Bench's
         # parser stops reading (the first balanced JSON object)
@@ -177,6 +188,8 @@ class GroundedScorer:
             self.engine = TransformersEngine(self.policy, tokenizer, model_name=self.model_name)
         else:
             raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine_kind!r}")
+        # full fine-tuning: the one copy of the base model that each student in turn loads and trains
+        self.student_engine = self.engine.over(trainable_copy(base)) if self.config.finetune == "full" else None
 
     # --- Acc ----------------------------------------------------------------------------------------
 
@@ -190,33 +203,48 @@ class GroundedScorer:
     def _evaluate_baseline(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
         if not q_r:
             raise ValueError("Q_R is empty: nothing to measure accuracy on")
-        if baseline.adapter_state is None:
-            return self._accuracies([None], q_r, "baseline")[0]
-        add_student_adapter(self.policy, BASELINE_ADAPTER, self.config, baseline.adapter_state)
-        try:
-            return self._accuracies([BASELINE_ADAPTER], q_r, "baseline")[0]
-        finally:
-            remove_student_adapter(self.policy, BASELINE_ADAPTER)
+        with self.baseline_engine(baseline) as (engine, adapter):
+            return self._accuracies([adapter], q_r, "baseline", engine)[0]
 
-    def _accuracies(self, adapters: Sequence[str | None], q_r: Sequence[Row], what: str) -> list[float]:
+    @contextlib.contextmanager
+    def baseline_engine(self, baseline: Baseline, adapter_name: str = BASELINE_ADAPTER) -> Iterator[tuple[Any, str | None]]:
+        """(engine, adapter) that generate as `baseline` inside the block: the bare model; its LoRA weights as
+        adapter `adapter_name` on the shared policy (removed afterwards); or its full weights loaded into the
+        student copy (student.finetune = "full")."""
+        if baseline.adapter_state is None:
+            yield self.engine, None
+        elif self.student_engine is not None:
+            load_full_state(self.student_engine.model, baseline.adapter_state, where=f"baseline {baseline.name}")
+            yield self.student_engine, None
+        else:
+            add_student_adapter(self.policy, adapter_name, self.config, baseline.adapter_state)
+            try:
+                yield self.engine, adapter_name
+            finally:
+                remove_student_adapter(self.policy, adapter_name)
+
+    def _accuracies(self, adapters: Sequence[str | None], q_r: Sequence[Row], what: str,
+                    engine: Any = None) -> list[float]:
         """Acc of each adapter (None = the bare model) on Q_R, all in mixed-adapter batches of
-        eval_batch_size (question, adapter) rows; question-major, so a batch mixes adapters."""
+        eval_batch_size (question, adapter) rows; question-major, so a batch mixes adapters.
+        `engine`: default the shared policy's (a full student's is the student copy's)."""
+        engine = engine or self.engine
         pairs = [(a, q) for q in range(len(q_r)) for a in range(len(adapters))]
         prompts = [self.task.prompt(row) for row in q_r]
         totals = [0.0] * len(adapters)
-        max_batch = self.engine.max_batch_size
-        self.engine.max_batch_size = self.eval_batch_size
+        max_batch = engine.max_batch_size
+        engine.max_batch_size = self.eval_batch_size
         try:
             with _progress(len(pairs), f"eval {what}", self.progress, unit="answer") as bar:
                 for start in range(0, len(pairs), self.eval_batch_size):
                     chunk = pairs[start : start + self.eval_batch_size]
-                    outputs = self.engine.generate([prompts[q] for _, q in chunk], self.eval_params,
-                                                   adapters=[adapters[a] for a, _ in chunk])
+                    outputs = engine.generate([prompts[q] for _, q in chunk], self.eval_params,
+                                              adapters=[adapters[a] for a, _ in chunk])
                     for (a, q), samples in zip(chunk, outputs, strict=True):
                         totals[a] += self._grounded_score(samples[0].text, q_r[q])
                     bar.update(len(chunk))
         finally:
-            self.engine.max_batch_size = max_batch
+            engine.max_batch_size = max_batch
         return [total / len(q_r) for total in totals]
 
     def _grounded_score(self, text: str, row: Row) -> float:
@@ -273,12 +301,22 @@ class GroundedScorer:
         if keep_adapters:  # the weights are stored only when a caller asked to keep them
             for j, student in enumerate(score.students):
                 if student.failure is None:
-                    student.adapter_state = self.cache.get_adapter(key, j)
+                    student.adapter_state = self._cached_weights(key, j)
                     if student.adapter_state is None:
                         log.info("reward cache: %s has no stored weights for student %d; recomputing", key[:12], j)
                         return None
         score.cached = True
         return score
+
+    def _cached_weights(self, key: str, j: int) -> Any:
+        """A cached student's weights: LoRA weights in memory; a full student's read lazily from the file."""
+        if self.student_engine is None:
+            return self.cache.get_adapter(key, j)
+        try:
+            return StoredWeights(self.cache.adapter_path(key, j))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for a damaged header
+            log.warning("reward cache: ignoring unreadable weights of student %d of %s (%s)", j, key[:12], exc)
+            return None
 
     def _score_uncached(self, todo: dict[str, Sequence[Row]], q_r: Sequence[Row], baseline: Baseline, *,
                         seed: int, promoted: bool, keep_adapters: bool, started: float) -> dict[str, DatasetScore]:
@@ -325,6 +363,8 @@ class GroundedScorer:
         """Train one student per (key, dataset, seed) run from `baseline`, then measure every finished one on
         Q_R together (mixed-adapter batches). Returns the results in run order, with `accuracy` (and
         `adapter_state` with keep_adapters) filled in but not `reward`, and the evaluation's seconds."""
+        if self.student_engine is not None:
+            return self._run_full_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
         results: list[StudentResult] = []
         adapters: dict[int, str] = {}  # run index -> adapter name of a finished student
         try:
@@ -352,6 +392,36 @@ class GroundedScorer:
             for name in adapters.values():
                 remove_student_adapter(self.policy, name)
         return results, seconds_eval
+
+    def _run_full_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row],
+                           baseline: Baseline, *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
+        """_run_students with student.finetune = "full": each student trains the one student copy and is
+        measured on Q_R right after (its weights are no adapter to batch with the others'); with
+        keep_adapters its weights are copied out before the next student loads the copy."""
+        results: list[StudentResult] = []
+        seconds_eval = 0.0
+        with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
+            for i, (key, dataset, seed) in enumerate(runs):
+                result = self._train(f"grounded-run{i}", dataset, baseline, seed, steps, bar)
+                results.append(result)
+                if result.failure is not None:
+                    log.warning("dataset %s student (seed %d) left out of R_k: %s", key[:12], seed, result.failure)
+                    continue
+                t_eval = time.perf_counter()
+                result.accuracy = self._accuracies([None], q_r, "student", self.student_engine)[0]
+                seconds_eval += time.perf_counter() - t_eval
+                if keep_adapters:
+                    result.adapter_state = self._kept_weights(key, i % self.students)
+        return results, seconds_eval
+
+    def _kept_weights(self, key: str, j: int) -> Any:
+        """The student copy's weights, kept for promotion: written to student j's reward-cache file at once and
+        read back from it when needed (StoredWeights), so that a step's r·g whole models are not all in memory;
+        without a cache, in memory."""
+        state = full_state_dict(self.student_engine.model)
+        if self.cache is None:
+            return state
+        return StoredWeights(self.cache.put_adapter(key, j, state))
 
     def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
                         bar: Any) -> list[StudentResult] | None:
@@ -439,7 +509,8 @@ class GroundedScorer:
 
         try:
             with _hard_deadline(None if limit is None else limit + self.hang_grace_s):
-                train_student(self.policy, self.engine, self.task, dataset, self.config, adapter_name=name,
+                train_student(self.policy, self.student_engine or self.engine, self.task, dataset, self.config,
+                              adapter_name=name,
                               init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
         except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (docs/design.md §4 faults)
             remove_student_adapter(self.policy, name)
@@ -466,7 +537,9 @@ class GroundedScorer:
             return
         if keep_adapters:
             for j, student in enumerate(score.students):
-                if student.adapter_state is not None:
+                written = isinstance(student.adapter_state, StoredWeights) and \
+                    student.adapter_state.path == self.cache.adapter_path(key, j)  # a full student's: _kept_weights
+                if student.adapter_state is not None and not written:
                     self.cache.put_adapter(key, j, student.adapter_state)
         self.cache.put(key, {**score.to_dict(), "cached": False})
 

@@ -10,7 +10,8 @@ One outer step t:
                 argmax_k R_k becomes the baseline and X_k joins the promoted questions  (sv_soar.promotion)
     5. update   the teacher by RLOO: A_k = R_k − mean_{j≠k} R_j on every rollout of X_k, one
                 policy-gradient step on the teacher's LoRA adapter with a KL penalty to the initial
-                teacher (its adapter disabled)
+                teacher (its adapter disabled); with teacher.finetune = "full", on every weight of the
+                teacher, the KL to a frozen copy of the initial teacher
 
 Methods (config `run.method`): `soar` as above; `base-t` samples and promotes the same way but never
 updates the teacher (promoted questions from the untrained teacher); `intrinsic-t` updates the
@@ -78,6 +79,9 @@ class Teacher:
     "The initial teacher" of the KL penalty is the teacher model itself (the adapter disabled). For
     a model too small to follow the teacher prompt, use a format-warm-started one as the teacher
     model, e.g. `smollm2-135m-instruct+e1-teacher-format` (sv_soar/format_warm_start.py).
+    With teacher.finetune = "full" the teacher is the model itself, every weight trained, the initial
+    teacher a frozen copy made at load (so a resumed run's reference is the initial model too, not the
+    checkpoint), and a checkpoint holds the whole model (model.safetensors).
     """
 
     def __init__(self, config: RunConfig) -> None:
@@ -87,14 +91,22 @@ class Teacher:
 
         from sv_soar.engines.transformers_engine import TransformersEngine
         from sv_soar.models import load_model
+        from sv_soar.student.full_finetune import frozen_copy
 
         section = config.teacher
         model, tokenizer = load_model(section.model)
-        lora = lora_config(section.lora_rank, section.lora_alpha, section.lora_target_modules)
-        torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
-        self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
-        self.policy.eval()
-        self.params = [p for name, p in self.policy.named_parameters() if "lora_" in name]
+        self.full = section.finetune == "full"
+        self.adapter = None if self.full else TEACHER_ADAPTER  # what the engine generates under
+        self.reference = frozen_copy(model) if self.full else None  # None: the model with the adapter off
+        if self.full:
+            self.policy = model.eval()
+            self.params = list(model.parameters())
+        else:
+            lora = lora_config(section.lora_rank, section.lora_alpha, section.lora_target_modules)
+            torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
+            self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
+            self.policy.eval()
+            self.params = [p for name, p in self.policy.named_parameters() if "lora_" in name]
         for param in self.params:
             param.requires_grad_(False)  # trainable only inside update()
         self.optimizer = torch.optim.AdamW(self.params, lr=section.learning_rate, weight_decay=0.0)
@@ -103,15 +115,20 @@ class Teacher:
         self.config = config
 
     def save(self, folder: Path) -> None:
-        """Checkpoint the adapter and the optimizer (AdamW's moments: resume continues the same run)."""
+        """Checkpoint the adapter (the whole model with teacher.finetune = "full") and the optimizer (AdamW's
+        moments: resume continues the same run)."""
         from peft import get_peft_model_state_dict
 
         from sv_soar.student.adapters import write_adapter
+        from sv_soar.student.full_finetune import full_state_dict, write_full_weights
 
-        state = {k: v.detach().cpu().contiguous() for k, v in
-                 get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
         folder.mkdir(parents=True, exist_ok=True)
-        write_adapter(folder, self.policy.peft_config[TEACHER_ADAPTER], state, atomic=True)
+        if self.full:
+            write_full_weights(folder, full_state_dict(self.policy), self.policy.config, atomic=True)
+        else:
+            state = {k: v.detach().cpu().contiguous() for k, v in
+                     get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
+            write_adapter(folder, self.policy.peft_config[TEACHER_ADAPTER], state, atomic=True)
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save(self.optimizer.state_dict(), tmp)
 
@@ -119,9 +136,19 @@ class Teacher:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(self.policy, load_file(str(folder / "adapter_model.safetensors")),
-                                  adapter_name=TEACHER_ADAPTER)
+        from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
+
+        if self.full:
+            load_full_state(self.policy, load_file(str(folder / FULL_WEIGHTS)), where=f"{folder / FULL_WEIGHTS}")
+        else:
+            set_peft_model_state_dict(self.policy, load_file(str(folder / "adapter_model.safetensors")),
+                                      adapter_name=TEACHER_ADAPTER)
         self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+
+    def _activate(self) -> None:
+        """Make the teacher's adapter the active one (a fully fine-tuned teacher has none)."""
+        if not self.full:
+            self.policy.set_adapter(TEACHER_ADAPTER)
 
     def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
         """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
@@ -138,7 +165,7 @@ class Teacher:
         for round_ in range(section.max_sampling_rounds):
             params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
                                     n=wanted, seed=step_seed_ + round_, stop_at_json_end=True)
-            completions = self.engine.generate([prompt], params, adapters=TEACHER_ADAPTER)[0]
+            completions = self.engine.generate([prompt], params, adapters=self.adapter)[0]
             prompt_ids = completions[0].prompt_token_ids
             texts += [c.text for c in completions]
             token_ids += [c.token_ids for c in completions]
@@ -168,15 +195,15 @@ class Teacher:
           log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
           taken before the step, so at step 0 it is 0 by construction.
         """
-        from sv_soar.student.trainer import group_logprobs
+        from sv_soar.student.trainer import group_logprobs, reference_logprobs
 
         section = self.config.teacher
         if not sample.first_round:
             return {}
         params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
                                 n=len(sample.first_round), seed=sample.first_round_seed, stop_at_json_end=True)
-        self.policy.set_adapter(TEACHER_ADAPTER)
-        redrawn = self.engine.generate([teacher_prompt_of(self.config)], params, adapters=TEACHER_ADAPTER)[0]
+        self._activate()
+        redrawn = self.engine.generate([teacher_prompt_of(self.config)], params, adapters=self.adapter)[0]
         after = [list(c.token_ids) for c in redrawn]
         changed = sum(a != b for a, b in zip(after, sample.first_round)) / len(after)
         prompt_ids = redrawn[0].prompt_token_ids
@@ -188,8 +215,7 @@ class Teacher:
                 if not chunk:
                     continue
                 logprobs = group_logprobs(self.policy, prompt_ids, chunk, section.temperature)
-                with self.policy.disable_adapter():
-                    ref = group_logprobs(self.policy, prompt_ids, chunk, section.temperature)
+                ref = reference_logprobs(self.policy, self.reference, prompt_ids, chunk, section.temperature)
                 log_ratio_sum += float((logprobs - ref).sum())  # padding is 0 in both
                 tokens += sum(len(ids) for ids in chunk)
         return {"changed_share": changed, "kl_after": log_ratio_sum / max(1, tokens)}
@@ -200,7 +226,7 @@ class Teacher:
 
         section = self.config.teacher
         lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
-        self.policy.set_adapter(TEACHER_ADAPTER)
+        self._activate()
         for param in self.params:
             param.requires_grad_(True)
         try:
@@ -209,7 +235,7 @@ class Teacher:
                 [(sample.prompt_token_ids, list(zip(sample.token_ids, advantages)))],
                 lr=lr, kl_coef=section.kl_coef, temperature=section.temperature,
                 max_grad_norm=section.max_grad_norm, micro_batch_size=section.micro_batch_size,
-                where=f"teacher update at step {step}",
+                where=f"teacher update at step {step}", reference=self.reference,
             ) | {"lr": lr}
         finally:
             for param in self.params:
@@ -392,18 +418,10 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
 def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
     """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
     from sv_soar.evaluation.pass_at_k import sample_successes
-    from sv_soar.student.trainer import add_student_adapter, remove_student_adapter
 
-    adapter = None
-    if baseline.adapter_state is not None:
-        adapter = "learnability-baseline"
-        add_student_adapter(scorer.policy, adapter, scorer.config, baseline.adapter_state)
-    try:
-        successes = sample_successes(scorer.engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
+    with scorer.baseline_engine(baseline, "learnability-baseline") as (engine, adapter):
+        successes = sample_successes(engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
                                      max_new_tokens=scorer.config.tokens_for(scorer.task), adapter=adapter, progress=False)
-    finally:
-        if adapter is not None:
-            remove_student_adapter(scorer.policy, adapter)
     return learnability(successes.tolist())
 
 

@@ -96,3 +96,28 @@ def test_teacher_env_arguments_are_the_keys_a_config_sets(tmp_path):
         teacher_env_arguments({"teacher": {"gg": 3}})
     with pytest.raises(ConfigError, match=r"config: soar\.q_r: .*greater than or equal to 1"):
         teacher_env_arguments({"soar": {"q_r": 0}})
+
+
+def test_finetune_is_lora_or_full_and_full_students_train_locally(tmp_path):
+    """student.finetune / teacher.finetune: "lora" by default, "full" allowed, anything else names the key; full
+    students are whole models, which the Ray backend and the student service do not move."""
+    config = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n'))
+    assert (config.student.finetune, config.teacher.finetune) == ("lora", "lora")
+    full = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "full"\n'
+                                       '[teacher]\nfinetune = "full"\n'))
+    assert full.student_train_config().finetune == "full" and full.final_student_config().finetune == "full"
+    # the default is not written (run configs and reward-cache keys stay those of runs made before the option);
+    # "full" is, and reads back
+    assert "finetune" not in config.resolved()["student"] and "finetune" not in config.resolved()["teacher"]
+    assert parse_config(tomllib.loads(dump_toml(full.resolved()))).resolved() == full.resolved()
+    assert (full.resolved()["student"]["finetune"], full.resolved()["teacher"]["finetune"]) == ("full", "full")
+    path = write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "qlora"\n[teacher]\nfinetune = "ful"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert f"{path}: student.finetune: Input should be 'lora' or 'full'" in str(caught.value)
+    assert f"{path}: teacher.finetune: Input should be 'lora' or 'full'" in str(caught.value)
+    with pytest.raises(ConfigError, match='student.finetune = "full" is not supported with compute.backend = "ray"'):
+        load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "full"\n[compute]\nbackend = "ray"\n'))
+    with pytest.raises(ConfigError, match='student.finetune = "full" is not supported with compute.students_url'):
+        load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "full"\n'
+                                    '[compute]\nstudents_url = "http://127.0.0.1:1"\n'))

@@ -72,6 +72,16 @@ def test_export_is_pq_and_d_train_and_vf_trains_own_config_loads_it(tmp_path, ti
     assert rl_config.sampling_args["max_tokens"] == student.max_new_tokens
 
 
+def test_a_fully_fine_tuned_run_exports_trainer_configs_without_lora(tmp_path, tiny_model_dir):
+    from sv_soar.export_vf import prime_rl_config, vf_train_config
+
+    lora, full = make_run(tmp_path / "lora", tiny_model_dir), make_run(tmp_path / "full", tiny_model_dir, finetune="full")
+    assert vf_train_config(lora, tmp_path / "t.jsonl", "m")["trainer"]["args"]["use_lora"] is True
+    assert vf_train_config(full, tmp_path / "t.jsonl", "m")["trainer"]["args"]["use_lora"] is False
+    assert prime_rl_config(lora, "rows", "m")["trainer"]["model"]["lora"]["rank"] == 2
+    assert "model" not in prime_rl_config(full, "rows", "m")["trainer"]
+
+
 def test_hard_only_exports_d_train_alone_and_prime_rl_layout(tmp_path, tiny_model_dir):
     run = make_run(tmp_path, tiny_model_dir)
     assert run.config.run.method == "hard-only"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sv_soar.config import parse_config
 from sv_soar.evaluation.final import (
@@ -87,7 +88,7 @@ def test_problem_set_is_sampled_at_the_given_temperature(tiny_model_dir):
     assert any(0 < s < 8 for s in hot.successes)  # at 1.0 they differ (the test above: 0 < pass@1 < 1)
 
 
-def make_run(tmp_path, tiny_model_dir, promoted=None):
+def make_run(tmp_path, tiny_model_dir, promoted=None, **student):
     hard = tmp_path / "hardset"
     rows = generate_e1_flows(8, seed=3)
     write_jsonl(hard / "d_train.jsonl", rows[:4])
@@ -96,7 +97,8 @@ def make_run(tmp_path, tiny_model_dir, promoted=None):
         "run": {"method": "soar" if promoted else "hard-only", "seed": 0},
         "data": {"hard_set": str(hard)},
         "student": {"model": str(tiny_model_dir), "steps": 1, "batch_prompts": 2, "group_size": 2,
-                    "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"]},
+                    "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"],
+                    **student},
         "soar": {"eval_batch_size": 16},
         "evaluation": {"seeds": [0, 1], "samples": 4},
     })
@@ -128,6 +130,29 @@ def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     assert "base" in report and "d_test" in report["base"]
     assert (run.folder / "evaluation" / "seed-1" / "adapter_model.safetensors").is_file()
     assert "final evaluation: soar" in result.stdout
+
+
+def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_save_a_model(tmp_path, tiny_model_dir):
+    """student.finetune = "full": each seed's student is its own copy of the base model, trained through both
+    curriculum phases, scored on D_test and saved as a model folder; the base model it started from is not."""
+    from safetensors.torch import load_file
+
+    from sv_soar.evaluation.final import adapter_evaluation, final_evaluation
+    from sv_soar.models import load_model
+
+    run = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), finetune="full",
+                   learning_rate=1e-3)
+    report = final_evaluation(open_run(run.folder), seeds=[0], samples=2, steps=2, curriculum=True, progress=False)
+    assert [len(s["train_log"]) for s in report["seeds"]] == [2]  # one step in each of the two phases
+    assert report["seeds"][0]["sets"]["d_test"]["problems"] == 4 and "d_test" in report["base"]
+    folder = run.folder / "evaluation" / "seed-0"
+    assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+    trained = load_file(str(folder / "model.safetensors"))
+    base = load_model(str(tiny_model_dir))[0].state_dict()
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], v) for k, v in base.items())
+    # `sv-soar evaluate --adapter` scores the saved folder as the final student was scored (same seed, samples)
+    again = adapter_evaluation(open_run(run.folder), folder, samples=2, score_base=False, progress=False)
+    assert again["seeds"][0]["sets"]["d_test"]["successes"] == report["seeds"][0]["sets"]["d_test"]["successes"]
 
 
 def test_a_folder_that_is_not_a_run_says_so(tmp_path, tiny_model_dir):

@@ -16,10 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sv_soar.config import parse_config
+from sv_soar.config import apply_overrides, parse_config
 from sv_soar.jsonl import read_jsonl, write_jsonl
+from sv_soar.models import load_model
 from sv_soar.run_dir import RunDirError
-from sv_soar.soar_loop import learnability, rloo_teacher_advantages, train
+from sv_soar.soar_loop import Teacher, TeacherSample, learnability, rloo_teacher_advantages, teacher_prompt_of, train
 from sv_soar.tasks.e1_flows import generate_e1_flows
 
 TIMINGS = {"seconds", "teacher_update"}
@@ -98,6 +99,71 @@ def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_
     assert {k: v for k, v in state2.items()} == state
     assert teacher2.keys() == teacher.keys()
     assert all(torch.equal(teacher[k], teacher2[k]) for k in teacher)
+
+
+def full_config(tiny_model_dir, tiny_teacher_dir, hard_set):
+    """tiny_config with teacher.finetune = student.finetune = "full" (lr 1e-4: 1e-3 on every weight of the
+    tiny teacher would wreck the format it was warm-started on)."""
+    return parse_config(apply_overrides(tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set).resolved(), {
+        "teacher.finetune": "full", "teacher.learning_rate": 1e-4, "student.finetune": "full"}))
+
+
+def full_checkpoint(folder):
+    """A fully fine-tuned run's comparable state: steps, state.json, the teacher's whole model after step 2."""
+    steps = [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in read_jsonl(folder / "steps.jsonl")]
+    state = json.loads((folder / "state.json").read_text())
+    return steps, state, load_file(str(folder / "teacher" / "step-000002" / "model.safetensors"))
+
+
+def test_full_fine_tuning_runs_checkpoints_and_resumes_to_an_uninterrupted_run(tmp_path, tiny_model_dir,
+                                                                                tiny_teacher_dir, hard_set):
+    """teacher.finetune and student.finetune = "full": every teacher weight trains (checkpointed whole), the
+    promoted baseline is a whole student model, and a resumed run ends where an uninterrupted one does."""
+    config = full_config(tiny_model_dir, tiny_teacher_dir, hard_set)
+    whole = tmp_path / "whole"
+    train(config, whole, progress=False)
+    steps, state, teacher = full_checkpoint(whole)
+    assert [e["step"] for e in steps] == [0, 1] and steps[0]["promoted"] is True
+    assert all(None not in e["R_k"] for e in steps)
+    baseline = whole / state["baseline"]["folder"]
+    assert (baseline / "model.safetensors").is_file() and not (baseline / "adapter_model.safetensors").exists()
+    initial, _ = load_model(str(tiny_teacher_dir))
+    assert teacher.keys() == initial.state_dict().keys()  # the whole model, no lora_* keys
+
+    split = tmp_path / "split"
+    train(config, split, progress=False, max_steps=1)
+    assert (split / "teacher" / "step-000001" / "model.safetensors").is_file()
+    train(config, split, resume=True, progress=False)
+    steps2, state2, teacher2 = full_checkpoint(split)
+    assert steps2 == steps and state2 == state
+    assert teacher2.keys() == teacher.keys() and all(torch.equal(teacher[k], teacher2[k]) for k in teacher)
+
+
+def test_a_fully_fine_tuned_teacher_moves_every_weight_against_the_initial_model(tmp_path, tiny_model_dir,
+                                                                                tiny_teacher_dir, hard_set):
+    """teacher.finetune = "full": an update with advantages moves the model's own weights; the KL reference is
+    a frozen copy of the initial teacher (so the second update sees KL > 0), and a checkpoint loaded into a
+    new Teacher restores the weights while its reference stays the initial model."""
+    config = full_config(tiny_model_dir, tiny_teacher_dir, hard_set)
+    teacher = Teacher(config)
+    initial = {k: v.clone() for k, v in teacher.policy.state_dict().items()}
+    prompt_ids = teacher.engine.prompt_token_ids(teacher_prompt_of(config))
+    written = [teacher.engine.prompt_token_ids([{"role": "user", "content": text}])[-12:]
+               for text in ("Device a observed tcp 1->2", "Decide: Malicious or Benign")]
+    sample = TeacherSample(rows=[{}, {}], token_ids=written, prompt_token_ids=prompt_ids, drawn=2, rejected={})
+    first = teacher.update(sample, [1.0, -1.0], step=0)
+    second = teacher.update(sample, [1.0, -1.0], step=1)
+    assert first["grad_norm"] > 0 and first["kl"] == 0 and second["kl"] > 0
+    moved = [k for k, v in teacher.policy.state_dict().items() if not torch.equal(v, initial[k])]
+    assert any(k.endswith("mlp.up_proj.weight") for k in moved) and any("embed_tokens" in k for k in moved)
+    assert all(torch.equal(v, initial[k]) for k, v in teacher.reference.state_dict().items())
+
+    teacher.save(tmp_path / "checkpoint")
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
+    resumed = Teacher(config)
+    resumed.load(tmp_path / "checkpoint")
+    assert all(torch.equal(v, teacher.policy.state_dict()[k]) for k, v in resumed.policy.state_dict().items())
+    assert all(torch.equal(v, initial[k]) for k, v in resumed.reference.state_dict().items())
 
 
 def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sv_soar.grounded import Baseline, GroundedScorer, StudentResult
+from sv_soar.student.config import refuse_full_finetune
 from sv_soar.tasks import Row, Task
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class RayGroundedScorer(GroundedScorer):
     def __init__(self, model: str, task: str | Task, config: Any, *, actors: int | None = None,
                  address: str | None = None, num_cpus_per_actor: float = 1, num_gpus_per_actor: float | None = None,
                  **kwargs: Any) -> None:
+        refuse_full_finetune(config, 'compute.backend = "ray"')
         if actors is not None and actors < 1:
             raise ValueError(f"ray actors must be at least 1, got {actors}")
         if num_cpus_per_actor <= 0:

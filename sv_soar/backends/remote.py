@@ -79,8 +79,10 @@ class RemoteScorer:
     def __init__(self, url: str, task: Any, config: Any, *, token: str | None = None, model: str | None = None,
                  students: int = 4, grounding: str = "correctness", poll_s: float = 1.0,
                  timeout_s: float | None = None, retries: int = 5, retry_backoff_s: float = 0.5) -> None:
+        from sv_soar.student.config import refuse_full_finetune
         from sv_soar.tasks import get_task
 
+        refuse_full_finetune(config, f"compute.students_url = {url!r}")
         token = token or os.environ.get(TOKEN_ENV)
         if not token:
             raise ValueError(f"students_url needs the service's bearer token: pass students_token or set ${TOKEN_ENV}")

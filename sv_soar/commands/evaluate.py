@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-base", action="store_true", help="skip scoring the untrained base student")
     parser.add_argument("--adapter", type=Path, metavar="DIR",
                         help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
-                        "set) on D_test instead of training fresh students; writes evaluation/adapter-<name>.json")
+                        "set), or a fully fine-tuned student's (model.safetensors), on D_test instead of training "
+                        "fresh students; writes evaluation/adapter-<name>.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -131,6 +131,13 @@ class TransformersEngine:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self._cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
+    def over(self, model: Any) -> "TransformersEngine":
+        """An engine like this one (tokenizer, name, batch size, attention kernels) over another model: a
+        fully fine-tuned student's own copy of the base model (sv_soar.student.full_finetune)."""
+        return TransformersEngine(model, self.tokenizer, model_name=self.model_name, max_batch_size=self.max_batch_size,
+                                  sdpa_backends=None if self.sdpa_backends is None else
+                                  [backend.name for backend in self.sdpa_backends])
+
     # --- GenerationEngine ----------------------------------------------------------------------------
 
     @property

@@ -3,7 +3,8 @@ with D_train, scored on the held-out D_test.
 
 For every seed: a new LoRA student starts from the bare base model and runs the inner-loop RL
 (`train_student`) on PQ ∪ D_train — shuffled together, or with `curriculum` in promotion order
-(each promoted dataset in turn, then D_train; the adapter carries over between phases). It then
+(each promoted dataset in turn, then D_train; the adapter carries over between phases; with student.finetune
+= "full", the student's own copy of the base model instead of an adapter, and its weights carry over). It then
 draws `samples` completions (at student.temperature, default 1.0) a D_test problem, and the run reports:
 
 - pass@k, k ∈ {1, 4, 8, 16, 32} up to `samples` (unbiased estimator, Chen et al. 2021);
@@ -163,6 +164,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
+    from sv_soar.student.full_finetune import trainable_copy
     from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
 
     config = run.config
@@ -184,6 +186,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
+    full = train_config.finetune == "full"  # then every student trains, and is scored on, the student copy
+    student_engine = engine.over(trainable_copy(policy)) if full else engine
     # D_test is sampled at the student's own temperature (student.temperature): the one its hard set
     # was mined at and its rollouts are drawn at, so "escape" means the same policy solved it
     score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress,
@@ -196,18 +200,19 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     results: list[SeedResult] = []
     for seed in seeds:
         name = f"final-seed{seed}"
+        adapter = None if full else name
         started = time.perf_counter()
         state, log = None, []
         for phase, rows in enumerate(phases):
             phase_steps = steps if len(phases) == 1 else max(1, round(steps * len(rows) / sum(map(len, phases))))
-            student = train_student(policy, engine, task, rows, train_config, adapter_name=name,
+            student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
                                     init_adapter_state=state, seed=seed * 1000 + phase, steps=phase_steps,
                                     log=lambda entry: None)
             state, log = student.adapter_state, log + student.log
             if phase < len(phases) - 1:
                 remove_student_adapter(policy, name)
         seconds_train = time.perf_counter() - started
-        sets = {set_name: score_problem_set(engine, task, rows, samples, adapter=name, seed=seed, **score)
+        sets = {set_name: score_problem_set(student_engine, task, rows, samples, adapter=adapter, seed=seed, **score)
                 for set_name, rows in task_rows.items()}
         student.save(run.folder / "evaluation" / f"seed-{seed}")
         remove_student_adapter(policy, name)
@@ -237,14 +242,21 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
 def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str, list[Row]] | None = None,
                        score_base: bool = True, progress: bool = True) -> dict[str, Any]:
     """Score a LoRA adapter trained elsewhere (vf-train, prime-rl) on D_test the way final students are scored:
-    one "seed" row whose sets hold its metrics (seed = the run's seed; no training). Writes
+    one "seed" row whose sets hold its metrics (seed = the run's seed; no training). A fully fine-tuned
+    student's folder (model.safetensors: a final student's under student.finetune = "full") is scored the
+    same way, its weights loaded into the base model once the base has been scored. Writes
     RUN_DIR/evaluation/adapter-<folder name>.json and returns the report, with its path."""
+    from safetensors.torch import load_file
+
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
+    from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
 
     adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ValueError("not a peft adapter folder (no adapter_config.json)")
+    full = (adapter / FULL_WEIGHTS).is_file()
+    if not full and not (adapter / "adapter_config.json").is_file():
+        raise ValueError("not a peft adapter folder (no adapter_config.json), nor a fully fine-tuned student's "
+                         "(no model.safetensors)")
     config = run.config
     task = config.scoring_task()
     train_config = config.final_student_config()
@@ -258,9 +270,14 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     if score_base:
         base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
                 for name, rows in task_rows.items()}
-    engine.load_adapter("evaluated", str(adapter))
+    if full:
+        load_full_state(model, load_file(str(adapter / FULL_WEIGHTS)), where=str(adapter / FULL_WEIGHTS))
+        evaluated = None
+    else:
+        engine.load_adapter("evaluated", str(adapter))
+        evaluated = "evaluated"
     started = time.perf_counter()
-    sets = {name: score_problem_set(engine, task, rows, samples, adapter="evaluated", seed=config.run.seed, **score)
+    sets = {name: score_problem_set(engine, task, rows, samples, adapter=evaluated, seed=config.run.seed, **score)
             for name, rows in task_rows.items()}
     result = SeedResult(config.run.seed, 0, 0, 0.0, time.perf_counter() - started, sets)
     report = {

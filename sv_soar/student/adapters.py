@@ -19,6 +19,7 @@ import torch
 
 from sv_soar.jsonl import atomic_path
 from sv_soar.student.config import lora_config  # noqa: F401 - re-exported: the one LoRA config builder
+from sv_soar.student.full_finetune import FULL_WEIGHTS, is_full_state, write_full_weights
 
 if TYPE_CHECKING:
     from sv_soar.student.config import StudentTrainConfig
@@ -54,11 +55,17 @@ def student_policy(model, config: StudentTrainConfig):
 
     Build the engine from the result (`TransformersEngine(policy, tokenizer)`), so that generation and
     training see the same adapters. Returns `model` unchanged when it already is a PeftModel.
+    With config.finetune = "full" no student is an adapter: the bare model, frozen, is the shared one
+    (sv_soar.student.full_finetune).
     """
     from peft import PeftModel, get_peft_model
 
     if isinstance(model, PeftModel):
         return model
+    if config.finetune == "full":
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return model.eval()
     policy = get_peft_model(model, config.lora_config(), adapter_name=BASE_POLICY_ADAPTER)
     for param in policy.parameters():
         param.requires_grad_(False)
@@ -104,8 +111,9 @@ def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, i
 
 
 def remove_student_adapter(policy, adapter_name: str) -> None:
-    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights)."""
-    if adapter_name not in policy.peft_config:
+    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights); nothing to do
+    on a bare model (student.finetune = "full")."""
+    if adapter_name not in getattr(policy, "peft_config", {}):
         return
     if adapter_name in policy.active_adapters:  # hand "active" back first, or peft warns and picks one
         others = [name for name in policy.peft_config if name != adapter_name]
@@ -128,7 +136,8 @@ def student_adapter(policy, adapter_name: str) -> Iterator[str]:
 
 @dataclass
 class Baseline:
-    """The student every X_k's students start from: the bare model (adapter_state None) or a LoRA adapter.
+    """The student every X_k's students start from: the bare model (adapter_state None), a LoRA adapter, or
+    (student.finetune = "full") a whole model's weights (`full_weights`).
 
     SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
     are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
@@ -154,9 +163,15 @@ class Baseline:
             self._id = (id(self.adapter_state), digest.hexdigest()[:16])
         return self._id[1]
 
+    @property
+    def full_weights(self) -> bool:
+        """Whether the weights are a whole model's (a fully fine-tuned student), not a LoRA adapter's."""
+        return is_full_state(self.adapter_state)
+
     @classmethod
     def load(cls, folder: str | Path) -> "Baseline":
-        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`)."""
+        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`, or a
+        fully fine-tuned student's model.safetensors)."""
         from peft import LoraConfig
         from safetensors.torch import load_file
 
@@ -167,6 +182,8 @@ class Baseline:
         if (folder / "baseline.json").is_file():
             info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
         name = str(info.get("name") or folder.name)
+        if (folder / FULL_WEIGHTS).is_file():
+            return cls(name, load_file(str(folder / FULL_WEIGHTS)))
         weights = folder / "adapter_model.safetensors"
         if not weights.is_file():
             if info.get("id") == "base":
@@ -176,7 +193,8 @@ class Baseline:
         return cls(name, load_file(str(weights)), lora_config=lora_config)
 
     def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
-        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json.
+        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json;
+        full weights go to model.safetensors instead.
 
         The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
         config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
@@ -186,7 +204,9 @@ class Baseline:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:
-            if self.adapter_state is not None:
+            if self.full_weights:
+                write_full_weights(tmp, self.adapter_state)
+            elif self.adapter_state is not None:
                 lora_config = self.lora_config or (
                     config.lora_config() if config else _lora_config_of(self.adapter_state))
                 write_adapter(tmp, lora_config, self.adapter_state)

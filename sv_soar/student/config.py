@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 
 if TYPE_CHECKING:
@@ -46,6 +46,15 @@ def verifiers_trainer_requirements() -> str:
             "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
 
 
+def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    """A config's dump without `finetune` at its default "lora": what runs wrote before the option existed, so
+    their config.toml, reward-cache keys and the student service's settings check stay as they were."""
+    values = handler(self)
+    if self.finetune == "lora":
+        values.pop("finetune", None)
+    return values
+
+
 class StudentTrainConfig(BaseModel):
     """Hyperparameters of one student run. Defaults are SOAR's inner loop (arXiv 2601.18778, docs/design.md §4)."""
 
@@ -58,7 +67,7 @@ class StudentTrainConfig(BaseModel):
     learning_rate: float = Field(1e-5, gt=0, description="peak AdamW learning rate (SOAR: 1e-5)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the trained weights (LoRA's, or all)")
     kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
     max_new_tokens: int | None = Field(
@@ -81,6 +90,15 @@ class StudentTrainConfig(BaseModel):
         description="recompute each layer's activations in the backward pass: about a third more compute for "
         "activation memory of one layer instead of all (GPU, long completions); off: measured faster on CPU",
     )
+    finetune: Literal["lora", "full"] = Field(
+        "lora",
+        description="lora: each student is a LoRA adapter on the one shared base model (the lora_* keys); full: "
+        "each student run trains every parameter of its own copy of the base model. That costs one fp32 copy "
+        "of the weights beside the base, with its gradients and AdamW's two moments (4x the fp32 weights), and "
+        "every kept student (the r·g promotion candidates of a step) holds its whole fp32 state dict in CPU "
+        "memory until the step's promotion, and on disk in the reward cache. Meant for GPU runs; CPU works but "
+        "is slow. Students then train one after another (no lockstep), on the local backend only",
+    )
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (project choice: students are adapters on one base)")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling α (α/r = 2)")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0: rollouts and updates see one policy)")
@@ -93,6 +111,8 @@ class StudentTrainConfig(BaseModel):
         "RLTrainer, a different objective (mean-centred advantages, no KL, asynchronous off-policy with ratio "
         "masking) that needs a GPU stack; untested, and refused with what it needs (use `sv-soar export-vf`)",
     )
+
+    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
 
     @model_validator(mode="after")
     def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
@@ -146,6 +166,15 @@ def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout:
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       bias="none", task_type="CAUSAL_LM")
+
+
+def refuse_full_finetune(config: StudentTrainConfig, where: str) -> None:
+    """Fully fine-tuned students train in the scoring process only: a ValueError naming `where` (a config key
+    and value) when `config` asks for them elsewhere."""
+    if config.finetune == "full":
+        raise ValueError(f'student.finetune = "full" is not supported with {where}: a fully fine-tuned student is '
+                         'a whole model, trained and measured in the process that scores (compute.backend = '
+                         '"local", no compute.students_url); use student.finetune = "lora" there')
 
 
 # The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small). The one

@@ -91,6 +91,9 @@ def train_students_lockstep(
     An exception in the shared generation (out of memory) stops every student and is raised.
     Adapters stay on the model afterwards, failed students' too: remove them with `remove_student_adapter`.
     """
+    if config.finetune == "full":
+        raise ValueError("student.finetune = 'full': lockstep students are adapters sharing one batch, and fully "
+                         "fine-tuned students are separate models; train them one after another (train_student)")
     names = [s.adapter_name for s in students]
     if len(set(names)) != len(names):
         raise ValueError(f"lockstep students need distinct adapter names, got {names}")

@@ -23,6 +23,10 @@ One gradient step per batch of rollouts keeps the update on-policy, so no import
         run = train_student(policy, engine, task, rows, config, adapter_name="x1-s0", seed=0)
     run.save(folder)                                   # a peft adapter folder + student_log.jsonl
 
+With student.finetune = "full" the student is not an adapter but every weight of its own copy of the base
+model (sv_soar.student.full_finetune): `engine` generates with that copy, which the run loads and trains,
+and `policy` is the frozen base model, the KL reference.
+
 No `transformers.Trainer`: the loop below is the whole algorithm, and it prints what it costs.
 """
 
@@ -53,6 +57,7 @@ from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer'
 )
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
+from sv_soar.student.full_finetune import full_state_dict, is_full_state, load_full_state, write_full_weights
 
 class StudentTrainingError(RuntimeError):
     """A student run diverged (non-finite reward, loss, gradient or weights); the caller counts it."""
@@ -61,7 +66,8 @@ class StudentTrainingError(RuntimeError):
 
 @dataclass
 class StudentRun:
-    """What a student run leaves behind: its LoRA weights (peft's key format, CPU) and its log."""
+    """What a student run leaves behind: its LoRA weights (peft's key format, CPU), or with
+    config.finetune = "full" every weight of its model (the model's own keys, CPU), and its log."""
 
     adapter_name: str
     adapter_state: dict[str, torch.Tensor]
@@ -70,14 +76,20 @@ class StudentRun:
     base_model_name: str = ""
     seconds: float = 0.0
     lora_config: Any = field(default=None, repr=False)
+    model_config: Any = field(default=None, repr=False)  # full fine-tuning: the model's transformers config
 
     def save(self, path: str | Path) -> Path:
-        """Write a peft adapter folder (loadable by PeftModel.load_adapter / the engines) plus the log."""
+        """Write a peft adapter folder (loadable by PeftModel.load_adapter / the engines) plus the log; a
+        fully fine-tuned student's folder holds model.safetensors and config.json instead (a model folder,
+        less the tokenizer)."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        lora_config = copy.deepcopy(self.lora_config) if self.lora_config else self.config.lora_config()
-        lora_config.base_model_name_or_path = self.base_model_name or lora_config.base_model_name_or_path
-        write_adapter(folder, lora_config, self.adapter_state)
+        if is_full_state(self.adapter_state):
+            write_full_weights(folder, self.adapter_state, self.model_config)
+        else:
+            lora_config = copy.deepcopy(self.lora_config) if self.lora_config else self.config.lora_config()
+            lora_config.base_model_name_or_path = self.base_model_name or lora_config.base_model_name_or_path
+            write_adapter(folder, lora_config, self.adapter_state)
         (folder / "student_config.json").write_text(self.config.model_dump_json(indent=2))
         with open(folder / "student_log.jsonl", "w") as f:
             for entry in self.log:
@@ -170,6 +182,17 @@ def _policy_logprobs(policy, prompt_ids: Sequence[int], completion_ids: Sequence
         return group_logprobs(policy, prompt_ids, completion_ids, temperature, shared_prefix=not gradient_checkpointing)
 
 
+def reference_logprobs(policy, reference, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
+                       temperature: float, gradient_checkpointing: bool = False) -> torch.Tensor:
+    """log π_ref of the completions, no gradient: `reference`, a frozen model (full fine-tuning: the base
+    model, or the initial teacher), or when None `policy` with its adapters disabled (LoRA: the base model)."""
+    with torch.no_grad():
+        if reference is not None:
+            return _policy_logprobs(reference, prompt_ids, completion_ids, temperature, gradient_checkpointing)
+        with policy.disable_adapter():
+            return _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
+
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token KL(π‖π_ref) estimate k3 = (ρ − 1) − log ρ with ρ = π_ref/π (Schulman 2020,
     "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html): unbiased and never negative,
@@ -239,11 +262,13 @@ def policy_gradient_step(
     micro_batch_size: int,
     where: str = "",
     gradient_checkpointing: bool = False,
+    reference=None,
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
     loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}| (k2: `kl_penalty`), the KL taken against the
-    model with its adapters disabled (the base model: the frozen student, or the initial teacher).
+    model with its adapters disabled (the base model: the frozen student, or the initial teacher), or against
+    `reference` when given (full fine-tuning: `params` are then every weight of `policy`).
     The divisor is known before the first forward, so micro-batches (slices of one prompt's group,
     the prompt computed once each: `group_logprobs`) add up to exactly the full-batch gradient.
     The student trainer and the teacher update both take their step here.
@@ -269,8 +294,8 @@ def policy_gradient_step(
         adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
         loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
         if kl_coef > 0:
-            with torch.no_grad(), policy.disable_adapter():
-                ref_logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
+            ref_logprobs = reference_logprobs(policy, reference, prompt_ids, completion_ids, temperature,
+                                              gradient_checkpointing)
             lengths = torch.tensor([len(ids) for ids in completion_ids], device=logprobs.device)
             real = torch.arange(logprobs.shape[1], device=logprobs.device) < lengths[:, None]
             loss = loss + kl_coef * (kl_penalty(logprobs, ref_logprobs) * real).sum()
@@ -323,9 +348,10 @@ def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrain
 
 
 def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, lr: float,
-                   config: StudentTrainConfig, step: int) -> dict[str, float]:
+                   config: StudentTrainConfig, step: int, reference=None) -> dict[str, float]:
     """One policy-gradient step of a student over every sampled token of the step's groups, with the run's
-    KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3)."""
+    KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3). `reference`: the KL's
+    frozen model under full fine-tuning (None: `policy` with its adapters disabled)."""
     return policy_gradient_step(
         policy,
         params,
@@ -339,6 +365,7 @@ def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, 
         micro_batch_size=config.micro_batch_size,
         where=f"step {step + 1}",
         gradient_checkpointing=config.gradient_checkpointing,
+        reference=reference,
     )
 
 
@@ -361,10 +388,17 @@ def train_student(
     one being trained). `steps` defaults to `config.steps` (pass `config.steps_for(promoted)`).
     `log` receives each step's dict; by default a one-line summary is printed. The adapter stays on
     the model afterwards: remove it with `remove_student_adapter` or `with student_adapter(...)`.
+    With config.finetune = "full", `policy` is the frozen base model and `engine` generates with the
+    student's own copy of it (`engine.over(trainable_copy(base))`), which is loaded with
+    `init_adapter_state` (full weights) or the base's weights and trained whole; `adapter_name` only names the run.
     Raises StudentTrainingError when a reward, the loss, the gradient or the weights become non-finite.
     """
     if not rows:
         raise ValueError("train_student needs at least one row")
+    full = config.finetune == "full"
+    if full and engine.model is policy:
+        raise ValueError("train_student: student.finetune = 'full' trains the student's own copy of the base model: "
+                         "pass an engine over it, engine.over(trainable_copy(policy)), not one over `policy`")
     total_steps = steps if steps is not None else config.steps
     estimator = get_estimator(config.estimator)
     if config.estimator == "grpo":
@@ -373,7 +407,14 @@ def train_student(
 
     run_start = time.perf_counter()
     torch.manual_seed(seed)  # peft's default init of lora_A draws from torch's global generator
-    params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
+    if full:  # the student's own model is trained; the shared base is the KL reference
+        model, reference, adapter = engine.model, policy, None
+        load_full_state(model, init_adapter_state if init_adapter_state is not None else policy.state_dict(),
+                        where=f"student {adapter_name}: init_adapter_state")
+        params = list(model.parameters())
+    else:
+        model, reference, adapter = policy, None, adapter_name
+        params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed))
     history: list[dict[str, float]] = []
@@ -383,7 +424,7 @@ def train_student(
         batch = next(batches)
 
         # 1. rollouts: G completions per prompt from the current adapter (on-policy)
-        policy.eval()
+        model.eval()
         sampling = SamplingParams(
             max_new_tokens=config.tokens_for(task),
             temperature=config.temperature,
@@ -391,7 +432,7 @@ def train_student(
             seed=seed * 100_003 + step,
             stop_at_json_end=True,
         )
-        groups = engine.generate([task.prompt(row) for row in batch], sampling, adapters=adapter_name)
+        groups = engine.generate([task.prompt(row) for row in batch], sampling, adapters=adapter)
         t_generated = time.perf_counter()
 
         # 2. rewards and advantages, one group per prompt
@@ -400,7 +441,7 @@ def train_student(
 
         # 3. one policy-gradient step on the adapter over every sampled token
         lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
-        update = student_update(policy, params, optimizer, groups, advantages, lr, config, step)
+        update = student_update(model, params, optimizer, groups, advantages, lr, config, step, reference)
         t_end = time.perf_counter()
 
         gen_tokens = sum(len(c.token_ids) for group in groups for c in group)
@@ -424,6 +465,10 @@ def train_student(
         history.append(entry)
         log(entry)
 
+    if full:
+        return StudentRun(adapter_name=adapter_name, adapter_state=full_state_dict(model), log=history, config=config,
+                          base_model_name=str(getattr(policy.config, "_name_or_path", "") or ""),
+                          seconds=time.perf_counter() - run_start, model_config=copy.deepcopy(model.config))
     return StudentRun(
         adapter_name=adapter_name,
         adapter_state=adapter_state_dict(policy, adapter_name),
