@@ -26,7 +26,13 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from sv_soar.models import DEFAULT_MODEL
-from sv_soar.student.config import StudentTrainConfig, refuse_full_finetune, unwritten_default_finetune
+from sv_soar.student.config import (
+    FULL_LEARNING_RATE,
+    LORA_LEARNING_RATE,
+    StudentTrainConfig,
+    refuse_full_finetune,
+    unwritten_default_finetune,
+)
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
@@ -89,7 +95,10 @@ class TeacherSection(_Section):
     max_sampling_rounds: int = Field(
         8, ge=1, description="rejection sampling: draw at most this many times g·n rollouts to find g·n valid ones"
     )
-    learning_rate: float = Field(1e-5, gt=0, description="teacher AdamW learning rate (SOAR: 1e-5, cosine)")
+    learning_rate: float = Field(
+        LORA_LEARNING_RATE, gt=0, description="teacher AdamW learning rate, cosine. Default: 1e-3 with finetune = "
+        "'lora', calibrated (benchmarks/results/lr_calibration.json: one update at 1e-3 changed 6 of 8 redrawn "
+        "rollouts, at 1e-4 and 1e-5 1 of 8), 1e-5 with 'full' (SOAR's)")
     warmup_steps: int = Field(
         0, ge=0, description="teacher linear warmup (SOAR: 20 of 200 steps; default 0: a warmup over a run of a "
         "few steps makes its first update 1/warmup of the learning rate, i.e. none)")
@@ -106,6 +115,12 @@ class TeacherSection(_Section):
         "weights three more times (reference copy, AdamW's two moments). Meant for GPU runs; CPU works but is slow")
     lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
     _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
+
+    @model_validator(mode="after")
+    def _full_fine_tuning_rate(self) -> "TeacherSection":
+        if self.finetune == "full" and "learning_rate" not in self.model_fields_set:
+            self.learning_rate = FULL_LEARNING_RATE
+        return self
     lora_alpha: int = Field(32, ge=1, description="teacher LoRA α")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],

@@ -20,8 +20,9 @@ def test_defaults_are_the_papers(tmp_path):
     assert (config.teacher.g, config.teacher.n, config.soar.students, config.soar.q_r) == (4, 64, 4, 64)
     assert (config.soar.tau, config.soar.window, config.soar.grounding) == (0.01, 3, "correctness")
     assert (config.student.steps, config.student.batch_prompts, config.student.group_size) == (10, 8, 32)
-    # warmup 0, not SOAR's 20: a short run's first update would be 1/20 of the rate (tests/test_soar_defaults.py)
-    assert config.student.learning_rate == 1e-5 and config.teacher.warmup_steps == 0
+    # warmup 0, not SOAR's 20: a short run's first update would be 1/20 of the rate (tests/test_soar_defaults.py);
+    # the learning rates are LoRA's calibrated 1e-3, SOAR's 1e-5 with full fine-tuning (test_soar_defaults.py)
+    assert config.student.learning_rate == 1e-3 and config.teacher.warmup_steps == 0
     assert config.rollouts_per_step == 256
     assert config.data.hard_set == (tmp_path / "hs").resolve()  # relative to the config file
 

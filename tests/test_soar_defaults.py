@@ -59,6 +59,23 @@ def test_the_teachers_first_update_uses_its_learning_rate():
     assert learning_rate_at(0, teacher.learning_rate, teacher.warmup_steps, 20) == teacher.learning_rate
 
 
+def test_default_lora_learning_rates_are_the_calibrated_ones():
+    """The defaults follow benchmarks/results/lr_calibration.json (SOAR's 1e-5 is a full-fine-tuning rate): the
+    student's is the lowest rate whose 10 steps raised the training reward, the teacher's the lowest whose one
+    update changed at least half of the redrawn rollouts; full fine-tuning keeps SOAR's 1e-5."""
+    import json
+    from pathlib import Path
+
+    measured = json.loads((Path(__file__).parents[1] / "benchmarks/results/lr_calibration.json").read_text())
+    student = min(row["lr"] for row in measured["student"]
+                  if row["train_reward_last2"] - row["train_reward_first2"] > 0.1)
+    teacher = min(row["lr"] for row in measured["teacher"] if row["changed_share"] >= 0.5)
+    assert (config().student.learning_rate, config().teacher.learning_rate) == (student, teacher) == (1e-3, 1e-3)
+    full = config(student={"finetune": "full"}, teacher={"finetune": "full"})
+    assert (full.student.learning_rate, full.teacher.learning_rate) == (1e-5, 1e-5)
+    assert config(student={"finetune": "full", "learning_rate": 3e-5}).student.learning_rate == 3e-5  # set wins
+
+
 def test_one_completion_budget_from_the_task():
     student = StudentTrainConfig()
     assert student.tokens_for(get_task("e1")) == 96 == get_task("e1").answer_tokens  # what `hardset` mines with

@@ -46,6 +46,12 @@ def verifiers_trainer_requirements() -> str:
             "and a vf-train config, and `sv-soar evaluate RUN_DIR --adapter DIR` scores the result")
 
 
+# Default learning rates, by what trains (issue 14: SOAR's 1e-5 is a full-fine-tuning rate; on a LoRA adapter,
+# whose B starts at 0, one Adam step at 1e-5 moves no sampled token). benchmarks/lr_calibration.py measures them.
+LORA_LEARNING_RATE = 1e-3
+FULL_LEARNING_RATE = 1e-5
+
+
 def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
     """A config's dump without `finetune` at its default "lora": what runs wrote before the option existed, so
     their config.toml, reward-cache keys and the student service's settings check stay as they were."""
@@ -64,7 +70,10 @@ class StudentTrainConfig(BaseModel):
     steps_after_promotion: int = Field(15, ge=1, description="RL steps once a baseline was promoted (SOAR: 15)")
     batch_prompts: int = Field(8, ge=1, description="prompts per step (SOAR: 8)")
     group_size: int = Field(32, ge=2, description="completions per prompt, the RLOO group (SOAR: 32)")
-    learning_rate: float = Field(1e-5, gt=0, description="peak AdamW learning rate (SOAR: 1e-5)")
+    learning_rate: float = Field(
+        LORA_LEARNING_RATE, gt=0, description="peak AdamW learning rate. Default: 1e-3 with finetune = 'lora', "
+        "calibrated (benchmarks/results/lr_calibration.json: of 1e-5..1e-3 only 1e-3 raised the training reward in "
+        "10 steps), 1e-5 with 'full' (SOAR's full-fine-tuning rate, which does not move a LoRA adapter)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the trained weights (LoRA's, or all)")
@@ -113,6 +122,12 @@ class StudentTrainConfig(BaseModel):
     )
 
     _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
+
+    @model_validator(mode="after")
+    def _full_fine_tuning_rate(self) -> "StudentTrainConfig":
+        if self.finetune == "full" and "learning_rate" not in self.model_fields_set:
+            self.learning_rate = FULL_LEARNING_RATE
+        return self
 
     @model_validator(mode="after")
     def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":
