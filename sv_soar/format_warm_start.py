@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -112,10 +114,13 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     policy.train()
     from tqdm.auto import tqdm
 
-    # the slowest step of a fresh machine's demo (~4 minutes on 2 cores): a bar on a terminal, nothing in logs
-    bar = tqdm(range(recipe.steps), desc=f"format warm start ({recipe.task}, {recipe.role})", unit="step",
-               disable=None, dynamic_ncols=True, leave=False)
-    for _ in bar:
+    # the slowest step of a fresh machine's demo (~4 minutes on 2 cores): a bar on a terminal; in a log (no
+    # terminal) a line every tenth of the steps, so the log never sits silent for minutes
+    desc = f"format warm start ({recipe.task}, {recipe.role})"
+    bar = tqdm(range(recipe.steps), desc=desc, unit="step", disable=None, dynamic_ncols=True, leave=False)
+    every = max(1, recipe.steps // 10)
+    started = time.perf_counter()
+    for step in bar:
         batch = rng.sample(encoded, min(recipe.batch_size, len(encoded)))
         width = max(len(p) + len(r) for p, r in batch)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -134,6 +139,9 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
         optimizer.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if bar.disable and ((step + 1) % every == 0 or step + 1 == recipe.steps):
+            print(f"{desc}: step {step + 1}/{recipe.steps}, loss {losses[-1]:.3f}, "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     bar.close()
     policy.eval()
     merged = policy.merge_and_unload()

@@ -282,3 +282,16 @@ def test_embedded_model_converts_and_generates(monkeypatch, tmp_path):
     (completion,) = engine.generate([prompt], SamplingParams(max_new_tokens=12))[0]
     assert "Paris" in completion.text
     assert models.resolve_model("smollm2-135m-instruct", verify=True) == str(folder)
+
+
+def test_format_warm_start_reports_progress_in_a_log(tiny_model_dir, tmp_path, capfd):
+    """`make demo` on a fresh machine spends minutes in the format warm start; with no terminal (a CI or
+    background log) its bar is off, so it prints a line every tenth of its steps instead of sitting silent."""
+    from sv_soar.format_warm_start import Recipe
+    from sv_soar.models import build_format_warm_start
+
+    build_format_warm_start(str(tiny_model_dir), Recipe("e1", "teacher", steps=20, learning_rate=1e-2, examples=1,
+                                                        lora_rank=2), tmp_path / "warm")
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("format warm start")]
+    assert [line.split(", loss")[0] for line in lines] == [f"format warm start (e1, teacher): step {i}/20"
+                                                      for i in range(2, 21, 2)]

@@ -173,6 +173,8 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     soar_report = json.loads((soar_dir / "evaluation" / "final.json").read_text())
     promoted = sum(len(dataset) for dataset in open_run(soar_dir).promoted_datasets())
     assert promoted > 0 and soar_report["steps"] == 1 and soar_report["promoted_questions"] == promoted
+    d_test = open_run(soar_dir).d_test()
+    assert soar_report["seeds"][0]["sets"]["d_test"]["labels"] == [row["answer"] for row in d_test]
 
     markdown = write_report([soar_dir, hard_dir], tmp_path / "report", command="sv-soar report ...").read_text()
     for png in ("pass_at_k.png", "reward.png", "teacher.png"):
@@ -180,6 +182,7 @@ def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_m
     assert "| soar | 1 | 1 |" in markdown and "| hard-only-matched | 1 | 1 |" in markdown  # its own row
     assert "base (untrained)" in markdown and "promotions (step)" in markdown
     assert "| 1, 2 |" in markdown  # both outer steps promoted (tau = -1)
+    assert "pass@1 Benign" in markdown and "pass@1 Malicious" in markdown  # the hard set has both labels
 
 
 def test_report_of_a_folder_that_is_not_a_run_says_so(tmp_path):

@@ -3,7 +3,8 @@
 # experiments/hard-t01-e1. The protocol is README.md (fixed before this ran). From the repository root:
 #     bash experiments/soar-t01-e1/run.sh          (about 2.5 h on a 2-core CPU; logs in $OUT/logs)
 # Needs the hard set: `bash experiments/hard-t01-e1/run.sh` first (or HARD=folder with d_train/d_test).
-# Two lanes run side by side, one thread each; each run is evaluated as soon as it ends.
+# Three lanes run side by side, one thread each (two for the outer loops, one for Hard-only's final
+# students); each run is evaluated as soon as it ends.
 set -euo pipefail
 OUT=${OUT:-runs/soar-t01}
 HARD=${HARD:-runs/hard-t01/all}
@@ -27,7 +28,6 @@ run() {  # run METHOD SEED [--set ...]: train (a no-op for hard-only), then eval
 
 lane_a() {
   run soar 0; run base-t 1; run soar 2
-  for s in 0 1 2; do run hard-only $s; done
   run hard-only-matched 0 --set evaluation.compute_matched_to=$OUT/soar-s0
 }
 
@@ -36,9 +36,15 @@ lane_b() {
   for s in 1 2; do run hard-only-matched $s --set evaluation.compute_matched_to=$OUT/soar-s$s; done
 }
 
+lane_c() {
+  for s in 0 1 2; do run hard-only $s; done
+}
+
 lane_a > $OUT/logs/lane-a.log 2>&1 &
 a=$!
 lane_b > $OUT/logs/lane-b.log 2>&1 &
 b=$!
-wait $a; wait $b
+lane_c > $OUT/logs/hard-only-chain.log 2>&1 &
+c=$!
+wait $a; wait $b; wait $c
 $SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE

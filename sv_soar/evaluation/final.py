@@ -51,6 +51,10 @@ class ProblemSetMetrics:
     # successes out of `samples` for each problem, in the set's order: the report's paired bootstrap
     # resamples problems (and seeds) from these
     successes: list[int] = field(default_factory=list)
+    # each problem's label, in the set's order, when the task's answers are labels (E1); empty otherwise. A
+    # one-class hard set is escaped by a student that flips its label prior; accuracy by label on a balanced
+    # set tells that from learning (the report's per-label columns)
+    labels: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +108,7 @@ def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, 
         pass_at_k={k: mean_pass_at_k(successes, k) for k in PASS_KS if k <= samples},
         escape_rate=float(successes.any(axis=1).mean()),
         successes=[int(count) for count in successes.sum(axis=1)],
+        labels=[row["answer"] for row in rows] if all(isinstance(row.get("answer"), str) for row in rows) else [],
     )
     if task.calibration_point is not None:
         points = [task.calibration_point(t, row) for row, drawn in zip(rows, texts) for t in drawn]

@@ -28,9 +28,11 @@ from typing import Any
 import numpy as np
 
 from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, PASS_KS, bootstrap_interval
-from sv_soar.jsonl import atomic_path, read_jsonl, write_text_atomic
+from sv_soar.evaluation.report_plots import plot_drift, plot_pass_at_k, plot_reward, plot_teacher
+from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
 
+UNSTUCK_ACCURACY = 0.5  # sample efficiency: outer steps until the baseline student's Acc(Q_R) first reaches this
 PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
 OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
 METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
@@ -96,12 +98,32 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
                 for name in OTHER_METRICS:
                     if metrics.get(name) is not None:
                         columns.setdefault(name, []).append(metrics[name])
+                for name, value in label_accuracies(metrics).items():
+                    columns.setdefault(name, []).append(value)
         summary = MethodSummary(method, len(by_method[method]), students)
         for name, values in columns.items():
             low, high = bootstrap_interval(values)
             summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
         summaries.append(summary)
     return summaries
+
+
+def label_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
+    """{"pass@1 <label>": the mean success rate over the set's problems of that label} of one student on one
+    set (E1: Benign, Malicious); empty when the set's labels were not recorded."""
+    labels, successes, samples = metrics.get("labels") or [], metrics.get("successes") or [], metrics.get("samples")
+    if not labels or len(labels) != len(successes) or not samples:
+        return {}
+    rates: dict[str, list[float]] = {}
+    for label, count in zip(labels, successes):
+        rates.setdefault(label, []).append(count / samples)
+    return {f"pass@1 {label}": float(np.mean(values)) for label, values in sorted(rates.items())}
+
+
+def evaluated_sets(runs: list[RunData]) -> list[str]:
+    """The problem sets the runs' final students were scored on: d_test first, then the extra sets by name."""
+    names = {name for data in runs if data.final for seed in data.final["seeds"] for name in seed["sets"]}
+    return ["d_test"] * ("d_test" in names) + sorted(names - {"d_test"})
 
 
 def _per_problem(successes: np.ndarray, samples: int, metric: str) -> np.ndarray:
@@ -206,30 +228,7 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
                      f"| {steps} | {promotions} | {promoted_questions} | {students} |")
     lines.append("")
 
-    lines += ["## Final evaluation on D_test", ""]
-    if not summaries:
-        lines += ["No run has been evaluated yet: `sv-soar evaluate RUN_DIR` writes evaluation/final.json.", ""]
-    else:
-        names = [f"pass@{k}" for k in PASS_KS if any(f"pass@{k}" in s.metrics for s in summaries)]
-        names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
-        lines.append("Mean over final students with a 95 % bootstrap interval over students; the base row is "
-                     "the untrained student. Escape rate: share of D_test problems solved at least once.")
-        lines.append("")
-        lines.append("| method | runs | students | " + " | ".join(names) + " |")
-        lines.append("|---|---:|---:|" + "---:|" * len(names))
-        if base is not None:
-            cells = [_base_cell(base, name) for name in names]
-            lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
-        for summary in summaries:
-            cells = []
-            for name in names:
-                value = summary.metrics.get(name)
-                cells.append("—" if value is None else
-                             f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
-            lines.append(f"| {summary.method} | {summary.runs} | {summary.students} | " + " | ".join(cells) + " |")
-        lines.append("")
-        if "pass_at_k" in plots:
-            lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
+    lines += final_tables(runs, summaries, base, plots)
 
     paired = paired_rows(runs)
     if paired:
@@ -266,21 +265,67 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         if "drift" in plots:
             lines += [f"![teacher drift]({plots['drift'].name})", ""]
         lines += ["## Outer loop", ""]
-        lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | s/step | "
+        lines += ["| run | steps | valid rate | R̂ mean | R̂ last | promotions (step) | "
+                  f"steps to Acc(Q_R) ≥ {UNSTUCK_ACCURACY} | s/step | "
                   + " | ".join(f"{phase} s" for phase in PHASES[:-1]) + " |",
-                  "|---|---:|---:|---:|---:|---|---:|" + "---:|" * (len(PHASES) - 1)]
+                  "|---|---:|---:|---:|---:|---|---:|---:|" + "---:|" * (len(PHASES) - 1)]
         for data in looped:
             lines.append(_loop_row(data))
         lines.append("")
-        lines.append("Time per phase is the mean over the run's steps; student training and evaluation are "
-                     "parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
+        lines.append(f"Steps to Acc(Q_R) ≥ {UNSTUCK_ACCURACY} (sample efficiency): outer steps until the baseline "
+                     "student (the last promoted one) first solves that share of a step's Q_R, from D_train; '—' "
+                     "when it never does. Time per phase is the mean over the run's steps; student training and "
+                     "evaluation are parts of scoring (the rest of scoring is the reward cache and bookkeeping).")
         lines.append("")
+        lines += divergence_lines(runs)
+        lines += label_share_lines(looped)
         for key, title in (("reward", "R̂_t and its moving average, promotions marked"),
                            ("teacher", "teacher valid rate and question diversity")):
             if key in plots:
                 lines += [f"![{title}]({plots[key].name})", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     return "\n".join(lines)
+
+
+def final_tables(runs: list[RunData], summaries: list[MethodSummary], base: dict[str, Any] | None,
+                 plots: dict[str, Path]) -> list[str]:
+    """One table a problem set the final students were scored on: D_test, then each extra set."""
+    if not summaries:
+        return ["## Final evaluation on D_test", "",
+                "No run has been evaluated yet: `sv-soar evaluate RUN_DIR` writes evaluation/final.json.", ""]
+    lines = []
+    for set_name in evaluated_sets(runs):
+        set_summaries = summaries if set_name == "d_test" else summarise_methods(runs, set_name)
+        set_base = base if set_name == "d_test" else base_metrics(runs, set_name)
+        title = "D_test" if set_name == "d_test" else f"`{set_name}` (an extra set, --extra-eval)"
+        lines += [f"## Final evaluation on {title}", ""]
+        lines += metrics_table(set_summaries, set_base)
+        if set_name == "d_test" and "pass_at_k" in plots:
+            lines += [f"![pass@k per method]({plots['pass_at_k'].name})", ""]
+    return lines
+
+
+def metrics_table(summaries: list[MethodSummary], base: dict[str, Any] | None) -> list[str]:
+    names = [f"pass@{k}" for k in PASS_KS if any(f"pass@{k}" in s.metrics for s in summaries)]
+    names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
+    names += sorted({name for s in summaries for name in s.metrics if name.startswith("pass@1 ")})
+    lines = ["Mean over final students with a 95 % bootstrap interval over students; the base row is the untrained "
+             "student. Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
+             "the problems of that label (a student that flips its label prior gains on one label, loses on the "
+             "other).", "",
+             "| method | runs | students | " + " | ".join(names) + " |",
+             "|---|---:|---:|" + "---:|" * len(names)]
+    if base is not None:
+        base_labels = label_accuracies(base)
+        cells = [f"{base_labels[name]:.3f}" if name in base_labels else _base_cell(base, name) for name in names]
+        lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
+    for summary in summaries:
+        cells = []
+        for name in names:
+            value = summary.metrics.get(name)
+            cells.append("—" if value is None else f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]")
+        lines.append(f"| {summary.method} | {summary.runs} | {summary.students} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def class_balance_rows(runs: list[RunData]) -> list[str]:
@@ -317,120 +362,83 @@ def _loop_row(data: RunData) -> str:
     r_mean = f"{np.mean([s['R_hat'] for s in scored]):+.3f}" if scored else "—"
     r_last = f"{scored[-1]['R_hat']:+.3f}" if scored else "—"
     promotions = ", ".join(str(s["step"] + 1) for s in steps if s.get("promoted")) or "none"
+    reached = steps_to_accuracy(steps, UNSTUCK_ACCURACY)
     seconds = [np.mean([s.get("seconds", {}).get(phase, 0.0) for s in steps]) for phase in PHASES]
-    return (f"| `{data.name}` | {len(steps)} | {valid:.2f} | {r_mean} | {r_last} | {promotions} | {seconds[-1]:.0f} | "
+    return (f"| `{data.name}` | {len(steps)} | {valid:.2f} | {r_mean} | {r_last} | {promotions} | "
+            f"{'—' if reached is None else reached} | {seconds[-1]:.0f} | "
             + " | ".join(f"{value:.1f}" for value in seconds[:-1]) + " |")
 
 
-# --- plots ------------------------------------------------------------------------------------------
+def steps_to_accuracy(steps: list[dict[str, Any]], threshold: float) -> int | None:
+    """Outer steps until the baseline student's accuracy on Q_R first reaches `threshold`: step t's log holds
+    the accuracy of the baseline it started from (reached after t steps) and, when it promoted, the promoted
+    dataset's students' median accuracy (the next baseline: reached after t + 1 steps)."""
+    for entry in steps:
+        t = entry["step"]
+        if (entry.get("baseline_accuracy") or 0.0) >= threshold:
+            return t
+        k = entry.get("promoted_dataset")
+        if entry.get("promoted") and k is not None:
+            finished = sorted(a for a in entry["student_accuracies"][k] if a is not None)
+            if finished and finished[(len(finished) - 1) // 2] >= threshold:
+                return t + 1
+    return None
 
 
-def _figure(width: float, height: float):
-    # Figure + Agg canvas directly: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=120)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path, integer_x: bool = False) -> Path:
-    if integer_x:  # outer steps
-        from matplotlib.ticker import MaxNLocator
-
-        for ax in fig.axes:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
-def plot_pass_at_k(summaries: list[MethodSummary], base: dict[str, Any] | None, path: Path) -> Path:
-    fig = _figure(6.5, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    for summary in summaries:
-        ks = [k for k in PASS_KS if f"pass@{k}" in summary.metrics]
-        values = [summary.metrics[f"pass@{k}"] for k in ks]
-        line, = ax.plot(ks, [v["mean"] for v in values], marker="o", label=f"{summary.method} ({summary.students} students)")
-        ax.fill_between(ks, [v["low"] for v in values], [v["high"] for v in values], color=line.get_color(), alpha=0.15)
-    if base is not None:
-        ks = sorted(int(k) for k in base["pass_at_k"])
-        ax.plot(ks, [base["pass_at_k"][str(k)] for k in ks], linestyle="--",
-                color="grey", marker=".", label="base (untrained)")
-    ax.set_xscale("log", base=2)
-    ticks = sorted({k for s in summaries for k in PASS_KS if f"pass@{k}" in s.metrics})
-    if ticks:
-        ax.set_xticks(ticks, labels=[str(k) for k in ticks])
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k on D_test")
-    ax.set_title("Final evaluation: pass@k (band: 95% bootstrap over students)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    return _save(fig, path)
-
-
-def plot_reward(runs: list[RunData], path: Path) -> Path:
-    looped = [data for data in runs if data.steps]
-    fig = _figure(7.0, 2.4 * len(looped) + 0.6)
-    for index, data in enumerate(looped):
-        ax = fig.add_subplot(len(looped), 1, index + 1)
-        steps = [s["step"] + 1 for s in data.steps]
-        r_hat = [s.get("R_hat") if s.get("R_hat") is not None else np.nan for s in data.steps]
-        average = [s.get("moving_average") if s.get("moving_average") is not None else np.nan for s in data.steps]
-        ax.plot(steps, r_hat, marker="o", linestyle="", label="R̂_t = mean_k R_k")
-        ax.plot(steps, average, label=f"moving average (window {data.run.config.soar.window})")
-        ax.axhline(data.run.config.soar.tau, color="grey", linestyle=":", label=f"τ = {data.run.config.soar.tau}")
-        promoted = [s["step"] + 1 for s in data.steps if s.get("promoted")]
-        for i, step in enumerate(promoted):
-            ax.axvline(step, color="tab:green", alpha=0.6, label="promotion" if i == 0 else None)
-        ax.set_title(f"{data.name} ({data.method})", fontsize="medium")
-        ax.set_ylabel("R")
-        ax.grid(True, alpha=0.3)
-        if index == 0:
-            ax.legend(fontsize="x-small", loc="best")
-    fig.axes[-1].set_xlabel("outer step")
-    return _save(fig, path, integer_x=True)
-
-
-def plot_drift(runs: list[RunData], path: Path) -> Path:
-    """Per step: the share of the teacher's rollouts its update changed (same seed), and KL(π‖π_init)."""
-    looped = [data for data in runs if data.steps]
-    fig = _figure(9.0, 3.4)
-    changed_ax, kl_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+def label_share_lines(looped: list[RunData], edge: int = 5) -> list[str]:
+    """The share of each label among the teacher's valid problems over the first and the last `edge` steps
+    (E1): a grounded reward on a one-class Q_R can teach the teacher to write that class, not harder problems."""
+    rows, labels = [], set()
     for data in looped:
-        steps = [s["step"] + 1 for s in data.steps]
-        updates = [s.get("teacher_update") or {} for s in data.steps]
-        changed_ax.plot(steps, [u.get("changed_share", np.nan) for u in updates], marker=".", label=data.name)
-        kl_ax.plot(steps, [u.get("kl_after", np.nan) for u in updates], marker=".", label=data.name)
-    changed_ax.set_ylim(-0.02, 1.02)
-    changed_ax.set_title("rollouts changed by the update (same seed)", fontsize="medium")
-    kl_ax.set_title("KL(π‖π_init) per token after the update", fontsize="medium")
-    for ax in (changed_ax, kl_ax):
-        ax.set_xlabel("outer step")
-        ax.grid(True, alpha=0.3)
-    changed_ax.legend(fontsize="x-small")
-    return _save(fig, path, integer_x=True)
+        counts = [step.get("dataset_balance") or [] for step in data.steps]
+        if not any(counts):
+            continue
+        first, last = _label_shares(counts[:edge]), _label_shares(counts[-edge:])
+        labels |= set(first) | set(last)
+        rows.append((data.name, first, last))
+    if not rows:
+        return []
+    names = sorted(labels)
+    lines = ["## The teacher's labels", "",
+             f"Share of each label among the teacher's valid problems, first {edge} steps → last {edge} steps.", "",
+             "| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for name, first, last in rows:
+        cells = [f"{first.get(n, 0):.2f} → {last.get(n, 0):.2f}" for n in names]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
-def plot_teacher(runs: list[RunData], path: Path) -> Path:
-    looped = [data for data in runs if data.steps]
-    fig = _figure(9.0, 3.4)
-    valid_ax, diversity_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for data in looped:
-        steps = [s["step"] + 1 for s in data.steps]
-        valid_ax.plot(steps, [s.get("valid_rate", np.nan) for s in data.steps], marker=".", label=data.name)
-        diversity_ax.plot(steps, [s.get("diversity", {}).get("pairwise_jaccard_distance", np.nan) for s in data.steps],
-                          marker=".", label=data.name)
-    valid_ax.set_ylim(-0.02, 1.02)
-    valid_ax.set_title("valid problems / rollouts drawn", fontsize="medium")
-    diversity_ax.set_title("question diversity (pairwise Jaccard distance)", fontsize="medium")
-    for ax in (valid_ax, diversity_ax):
-        ax.set_xlabel("outer step")
-        ax.grid(True, alpha=0.3)
-    valid_ax.legend(fontsize="x-small")
-    return _save(fig, path, integer_x=True)
+def _label_shares(steps_balances: list[list[dict[str, int]]]) -> dict[str, float]:
+    total: dict[str, int] = {}
+    for balances in steps_balances:
+        for balance in balances:
+            for label, count in balance.items():
+                total[label] = total.get(label, 0) + count
+    return {label: count / max(1, sum(total.values())) for label, count in total.items()}
+
+
+def divergence_lines(runs: list[RunData]) -> list[str]:
+    """Whether SOAR's teacher writes other problems than Base-T's of the same seed: both sample with the same
+    step seeds, so they write the same datasets until an update moves SOAR's teacher."""
+    by_seed: dict[int, dict[str, RunData]] = {}
+    for data in runs:
+        if data.steps and data.method in ("soar", "base-t"):
+            by_seed.setdefault(data.run.config.run.seed, {})[data.method] = data
+    rows = []
+    for seed, pair in sorted(by_seed.items()):
+        if len(pair) < 2:
+            continue
+        soar, base = ({s["step"]: s.get("datasets") for s in pair[m].steps} for m in ("soar", "base-t"))
+        common = sorted(set(soar) & set(base))
+        differ = [t for t in common if soar[t] != base[t]]
+        first = str(differ[0] + 1) if differ else "never"
+        rows.append(f"| {seed} | {len(common)} | {first} | {len(differ)} |")
+    if not rows:
+        return []
+    return ["## Does SOAR's teacher write other problems than Base-T's?", "",
+            "Same seed, same step seeds: the datasets are identical until SOAR's updates change its teacher.", "",
+            "| seed | steps compared | first step with different datasets | steps with different datasets |",
+            "|---:|---:|---:|---:|", *rows, ""]
 
 
 # --- the report ---------------------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""The report's sections that tell a real comparison from a degenerate one: accuracy by label (a one-class hard
+set is escaped by flipping the label prior), outer steps until the baseline solves half of Q_R (sample
+efficiency), and whether SOAR's teacher writes other problems than Base-T's of the same seed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sv_soar.evaluation.report import RunData, divergence_lines, label_accuracies, steps_to_accuracy
+
+
+def test_accuracy_by_label_shows_a_flipped_prior():
+    # a student that answers Benign to everything: all Benign problems solved, no Malicious one
+    metrics = {"labels": ["Benign", "Benign", "Malicious", "Malicious"], "successes": [8, 6, 0, 0], "samples": 8}
+    assert label_accuracies(metrics) == {"pass@1 Benign": 0.875, "pass@1 Malicious": 0.0}
+    assert label_accuracies({"successes": [8, 6], "samples": 8}) == {}  # labels not recorded: no columns
+
+
+def step(t, baseline, promoted_accuracies=None):
+    entry = {"step": t, "baseline_accuracy": baseline, "promoted": promoted_accuracies is not None,
+             "promoted_dataset": 1 if promoted_accuracies is not None else None}
+    entry["student_accuracies"] = [[0.0], promoted_accuracies or [0.0]]
+    return entry
+
+
+def test_steps_to_accuracy_counts_the_promotion_that_reached_it():
+    steps = [step(0, 0.0), step(1, 0.0, [0.25]), step(2, 0.25, [0.5, 0.75, 0.0]), step(3, 0.5)]
+    assert steps_to_accuracy(steps, 0.5) == 3  # step 3's promoted students: median 0.5, the baseline after 3 steps
+    assert steps_to_accuracy(steps, 0.2) == 2
+    assert steps_to_accuracy(steps[:2], 0.5) is None
+
+
+def run_data(method, seed, datasets):
+    config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method))
+    return RunData(SimpleNamespace(config=config), [{"step": t, "datasets": d} for t, d in enumerate(datasets)], None)
+
+
+def test_divergence_names_the_first_step_where_soar_and_base_t_differ():
+    same, other = [[["q1", "Benign"]]], [[["q2", "Malicious"]]]
+    runs = [run_data("soar", 0, [same, same, other]), run_data("base-t", 0, [same, same, same]),
+            run_data("soar", 1, [same, same]), run_data("base-t", 1, [same, same])]
+    rows = [line for line in divergence_lines(runs) if line.startswith("| 0") or line.startswith("| 1")]
+    assert rows == ["| 0 | 3 | 3 | 1 |", "| 1 | 2 | never | 0 |"]
+    assert divergence_lines([run_data("soar", 0, [same])]) == []  # no Base-T of the seed: no section
+
+
+def test_label_share_of_the_teachers_problems_first_and_last_steps():
+    from sv_soar.evaluation.report import label_share_lines
+
+    def data(balances):
+        config = SimpleNamespace(run=SimpleNamespace(seed=0, method="soar"))
+        steps = [{"step": t, "dataset_balance": b} for t, b in enumerate(balances)]
+        return RunData(SimpleNamespace(config=config, folder=SimpleNamespace(name="soar-s0")), steps, None)
+
+    early = [[{"Benign": 1, "Malicious": 1}, {"Malicious": 2}]]  # 1 Benign of 4
+    late = [[{"Benign": 2}, {"Benign": 1, "Malicious": 1}]]  # 3 Benign of 4
+    lines = label_share_lines([data(early * 5 + late * 5)])
+    assert "| `soar-s0` | 0.25 → 0.75 | 0.75 → 0.25 |" in lines
