@@ -40,15 +40,15 @@ test: setup v1-venv
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
-# The main job on the embedded model, offline: the format warm start (built once into the cache), the
-# fail@K hard set, a short SOAR run, the final evaluation and the report (configs/cpu-demo.toml).
+# The main job on the embedded model, offline: the format warm start (built once into the cache), a short
+# SOAR run on the shipped hard set (configs/hardsets/e1-t01), the final evaluation and the report
+# (configs/cpu-demo.toml).
 DEMO_MODEL := smollm2-135m-instruct+e1-format
 SV := $(VENV)/bin/sv-soar
 demo: setup
 	$(SV) prepare-model --model $(DEMO_MODEL)
-	$(SV) hardset --task e1 --source builtin --n 64 --model $(DEMO_MODEL) --samples 2 --max-new-tokens 48 --out $(DEMO_DIR)/hardset
-	$(SV) train --config configs/cpu-demo.toml --out $(DEMO_DIR)/soar --set data.hard_set=$(DEMO_DIR)/hardset
-	$(SV) evaluate $(DEMO_DIR)/soar
+	$(SV) train --config configs/cpu-demo.toml --out $(DEMO_DIR)/soar
+	$(SV) evaluate $(DEMO_DIR)/soar --extra-eval experiments/soar-t01-e1/transfer-balanced.jsonl
 	$(SV) report $(DEMO_DIR)/soar
 	@echo "report: $(DEMO_DIR)/soar/report/report.md"
 
@@ -60,7 +60,7 @@ bench-trl: setup
 	$(PY) benchmarks/trl_comparison.py --rounds 2
 
 bench-outer-step: setup
-	$(PY) benchmarks/outer_step.py --hard-set $(DEMO_DIR)/hardset
+	$(PY) benchmarks/outer_step.py --hard-set configs/hardsets/e1-t01
 
 clean:
 	rm -rf $(VENV) .venv-trl runs .pytest_cache
