@@ -27,9 +27,9 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from sv_soar.models import DEFAULT_MODEL
 from sv_soar.student.config import (
-    FULL_LEARNING_RATE,
     LORA_LEARNING_RATE,
     StudentTrainConfig,
+    full_fine_tuning_rate,
     refuse_full_finetune,
     unwritten_default_finetune,
 )
@@ -114,13 +114,6 @@ class TeacherSection(_Section):
         "the initial model and checkpoints hold the whole model (model.safetensors), so it costs the model's "
         "weights three more times (reference copy, AdamW's two moments). Meant for GPU runs; CPU works but is slow")
     lora_rank: int = Field(16, ge=1, description="teacher LoRA rank")
-    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
-
-    @model_validator(mode="after")
-    def _full_fine_tuning_rate(self) -> "TeacherSection":
-        if self.finetune == "full" and "learning_rate" not in self.model_fields_set:
-            self.learning_rate = FULL_LEARNING_RATE
-        return self
     lora_alpha: int = Field(32, ge=1, description="teacher LoRA α")
     lora_target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -140,6 +133,9 @@ class TeacherSection(_Section):
     lang: Literal["k8s", "tf"] | None = Field(
         None, description="E2 teacher prompt: Kubernetes or Terraform configs only"
     )
+
+    _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
+    _full_fine_tuning_rate = model_validator(mode="after")(full_fine_tuning_rate)
 
     def problem_task(self, data_task: str) -> str:
         return self.task or data_task

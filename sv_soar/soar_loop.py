@@ -139,7 +139,7 @@ class Teacher:
         from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
 
         if self.full:
-            load_full_state(self.policy, load_file(str(folder / FULL_WEIGHTS)), where=f"{folder / FULL_WEIGHTS}")
+            load_full_state(self.policy, load_file(str(folder / FULL_WEIGHTS)), where=str(folder / FULL_WEIGHTS))
         else:
             set_peft_model_state_dict(self.policy, load_file(str(folder / "adapter_model.safetensors")),
                                       adapter_name=TEACHER_ADAPTER)

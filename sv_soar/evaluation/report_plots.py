@@ -85,38 +85,33 @@ def plot_reward(runs: list[Any], path: Path) -> Path:
 
 def plot_drift(runs: list[Any], path: Path) -> Path:
     """Per step: the share of the teacher's rollouts its update changed (same seed), and KL(π‖π_init)."""
-    looped = [data for data in runs if data.steps]
-    fig = _figure(9.0, 3.4)
-    changed_ax, kl_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for data in looped:
-        steps = [s["step"] + 1 for s in data.steps]
-        updates = [s.get("teacher_update") or {} for s in data.steps]
-        changed_ax.plot(steps, [u.get("changed_share", np.nan) for u in updates], marker=".", label=data.name)
-        kl_ax.plot(steps, [u.get("kl_after", np.nan) for u in updates], marker=".", label=data.name)
-    changed_ax.set_ylim(-0.02, 1.02)
-    changed_ax.set_title("rollouts changed by the update (same seed)", fontsize="medium")
-    kl_ax.set_title("KL(π‖π_init) per token after the update", fontsize="medium")
-    for ax in (changed_ax, kl_ax):
-        ax.set_xlabel("outer step")
-        ax.grid(True, alpha=0.3)
-    changed_ax.legend(fontsize="x-small")
-    return _save(fig, path, integer_x=True)
+    def update(key: str):
+        return lambda step: (step.get("teacher_update") or {}).get(key, np.nan)
+
+    return _step_panels(runs, path, [("rollouts changed by the update (same seed)", update("changed_share"), True),
+                                     ("KL(π‖π_init) per token after the update", update("kl_after"), False)])
 
 
 def plot_teacher(runs: list[Any], path: Path) -> Path:
+    return _step_panels(runs, path, [
+        ("valid problems / rollouts drawn", lambda step: step.get("valid_rate", np.nan), True),
+        ("question diversity (pairwise Jaccard distance)",
+         lambda step: step.get("diversity", {}).get("pairwise_jaccard_distance", np.nan), False)])
+
+
+def _step_panels(runs: list[Any], path: Path, panels: list[tuple[str, Any, bool]]) -> Path:
+    """Side-by-side panels of one per-step value each, a line a run: (title, value of a step log entry, whether
+    the value is a share in [0, 1]); the first panel carries the legend."""
     looped = [data for data in runs if data.steps]
     fig = _figure(9.0, 3.4)
-    valid_ax, diversity_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for data in looped:
-        steps = [s["step"] + 1 for s in data.steps]
-        valid_ax.plot(steps, [s.get("valid_rate", np.nan) for s in data.steps], marker=".", label=data.name)
-        diversity_ax.plot(steps, [s.get("diversity", {}).get("pairwise_jaccard_distance", np.nan) for s in data.steps],
-                          marker=".", label=data.name)
-    valid_ax.set_ylim(-0.02, 1.02)
-    valid_ax.set_title("valid problems / rollouts drawn", fontsize="medium")
-    diversity_ax.set_title("question diversity (pairwise Jaccard distance)", fontsize="medium")
-    for ax in (valid_ax, diversity_ax):
+    for index, (title, value, share) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), index + 1)
+        for data in looped:
+            ax.plot([s["step"] + 1 for s in data.steps], [value(s) for s in data.steps], marker=".", label=data.name)
+        if share:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize="medium")
         ax.set_xlabel("outer step")
         ax.grid(True, alpha=0.3)
-    valid_ax.legend(fontsize="x-small")
+    fig.axes[0].legend(fontsize="x-small")
     return _save(fig, path, integer_x=True)

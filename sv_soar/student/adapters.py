@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sv_soar.jsonl import atomic_path
 from sv_soar.student.config import lora_config  # noqa: F401 - re-exported: the one LoRA config builder
-from sv_soar.student.full_finetune import FULL_WEIGHTS, is_full_state, write_full_weights
+from sv_soar.student.full_finetune import FULL_WEIGHTS, is_full_state, write_full_weights, write_safetensors
 
 if TYPE_CHECKING:
     from sv_soar.student.config import StudentTrainConfig
@@ -29,16 +28,9 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's file name, read by PeftM
 
 def write_adapter(folder: str | Path, config: Any, state: dict[str, torch.Tensor], *, atomic: bool = False) -> Path:
     """A peft adapter folder: adapter_config.json and the weights (`atomic`: written beside, then renamed)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     config.save_pretrained(str(folder))
-    weights = {k: v.contiguous() for k, v in state.items()}
-    if atomic:
-        with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
-            save_file(weights, str(tmp))
-    else:
-        save_file(weights, str(folder / ADAPTER_WEIGHTS))
+    write_safetensors(folder / ADAPTER_WEIGHTS, state, atomic=atomic)
     return folder
 
 

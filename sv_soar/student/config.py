@@ -52,6 +52,14 @@ LORA_LEARNING_RATE = 1e-3
 FULL_LEARNING_RATE = 1e-5
 
 
+def full_fine_tuning_rate(self):
+    """A student's or teacher's learning rate left unset is SOAR's 1e-5 when it fully fine-tunes (the field's
+    default is LoRA's calibrated rate)."""
+    if self.finetune == "full" and "learning_rate" not in self.model_fields_set:
+        self.learning_rate = FULL_LEARNING_RATE
+    return self
+
+
 def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
     """A config's dump without `finetune` at its default "lora": what runs wrote before the option existed, so
     their config.toml, reward-cache keys and the student service's settings check stay as they were."""
@@ -123,11 +131,7 @@ class StudentTrainConfig(BaseModel):
 
     _unwritten_default_finetune = model_serializer(mode="wrap")(unwritten_default_finetune)
 
-    @model_validator(mode="after")
-    def _full_fine_tuning_rate(self) -> "StudentTrainConfig":
-        if self.finetune == "full" and "learning_rate" not in self.model_fields_set:
-            self.learning_rate = FULL_LEARNING_RATE
-        return self
+    _full_fine_tuning_rate = model_validator(mode="after")(full_fine_tuning_rate)
 
     @model_validator(mode="after")
     def _verifiers_trainer_is_not_available(self) -> "StudentTrainConfig":

@@ -68,19 +68,24 @@ def write_full_weights(folder: str | Path, state: dict[str, torch.Tensor], model
                        atomic: bool = False) -> Path:
     """A folder with model.safetensors (and the model's config.json when given: then transformers loads it as a
     model); `atomic`: the weights are written beside, then renamed."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if model_config is not None:
         model_config.save_pretrained(str(folder))
+    write_safetensors(folder / FULL_WEIGHTS, state, atomic=atomic)
+    return folder
+
+
+def write_safetensors(path: Path, state: dict[str, torch.Tensor], *, atomic: bool = False) -> None:
+    """Tensors to a safetensors file (made contiguous, as it needs); `atomic`: written beside, then renamed."""
+    from safetensors.torch import save_file
+
     weights = {k: v.contiguous() for k, v in state.items()}
     if atomic:
-        with atomic_path(folder / FULL_WEIGHTS) as tmp:
+        with atomic_path(path) as tmp:
             save_file(weights, str(tmp))
     else:
-        save_file(weights, str(folder / FULL_WEIGHTS))
-    return folder
+        save_file(weights, str(path))
 
 
 class StoredWeights(Mapping):
