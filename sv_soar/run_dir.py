@@ -5,7 +5,7 @@
     state.json         promotion state, baseline/ and promoted/ (sv_soar.promotion owns these)
     steps.jsonl        one line per completed outer step
     teacher/           teacher adapter checkpoints
-    evaluation/        final.json and the final students (sv_soar.evaluation.final)
+    evaluation/        final.json and the final students, loop-student.json (sv_soar.evaluation.final)
     train.lock         held by the one `sv-soar train` working in the folder (`exclusive_run`)
 
 Every file is written atomically (sv_soar.jsonl.atomic_path).
@@ -55,6 +55,15 @@ class Run:
         if not path.is_file():
             return []
         return [read_jsonl(self.folder / relative) for relative in load_state(path).promoted_datasets]
+
+    def loop_student(self) -> Path | None:
+        """The outer loop's own student: the folder of the last promoted baseline, the student every later R_k
+        was measured against (None before the first promotion, when that student is the bare base model)."""
+        from sv_soar.promotion import STATE_FILE, load_state
+
+        path = self.folder / STATE_FILE
+        folder = load_state(path).baseline.folder if path.is_file() else None
+        return None if folder is None else self.folder / folder
 
     def _hardset_rows(self, name: str) -> list[Row]:
         return load_rows(self.config.data.task, "jsonl", path=str(self.folder / HARDSET_DIR / name))

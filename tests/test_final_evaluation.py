@@ -172,3 +172,41 @@ def test_create_run_refuses_another_config(tmp_path, tiny_model_dir):
     with pytest.raises(RunDirError, match="soar.q_r: 64 != 7"):
         create_run(run.folder, other)
     assert create_run(run.folder, run.config).config == run.config
+
+
+def test_the_loop_student_is_scored_like_a_final_student_and_gets_its_own_report_row(tmp_path, tiny_model_dir):
+    """`sv-soar evaluate --loop-student` scores the last promoted baseline (what the outer loop itself taught) on
+    D_test with the final students' seed and samples, and `sv-soar report` shows it as a row of its own. Here the
+    baseline folder is a copy of final student 0, so both must score the same successes."""
+    import shutil
+
+    from sv_soar.evaluation.final import final_evaluation
+    from sv_soar.evaluation.report import write_report
+    from sv_soar.promotion import BaselineRef, load_state
+
+    run = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), learning_rate=1e-3)
+    final = final_evaluation(open_run(run.folder), seeds=[0], samples=4, steps=1, curriculum=False, progress=False)
+    shutil.copytree(run.folder / "evaluation" / "seed-0", run.folder / "baseline" / "0001-step-000001")
+    state = load_state(run.folder / "state.json")
+    state.baseline = BaselineRef(name="step-000001-x0-s1", id="copy", folder="baseline/0001-step-000001")
+    (run.folder / "state.json").write_text(state.model_dump_json())
+
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--loop-student",
+                             "--no-base", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loop = json.loads((run.folder / "evaluation" / "loop-student.json").read_text())
+    assert loop["method"] == "soar (loop student)" and loop["base"] == {}
+    assert loop["seeds"][0]["sets"]["d_test"]["successes"] == final["seeds"][0]["sets"]["d_test"]["successes"]
+    assert "the student saved in" in result.stdout
+
+    markdown = write_report([run.folder], tmp_path / "report").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| soar")]
+    assert [row.split(" | ")[0] for row in rows] == ["| soar", "| soar (loop student)"]
+
+
+def test_a_run_that_never_promoted_has_no_loop_student(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir)  # hard-only: no state.json, no baseline
+    result = subprocess.run([sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--loop-student"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "promoted no student" in result.stdout
+    assert not (run.folder / "evaluation" / "loop-student.json").exists()

@@ -1,12 +1,13 @@
 """`sv-soar evaluate RUN_DIR`: train fresh students on a run's promoted questions and score them on D_test,
-or score one adapter (`--adapter DIR`); sv_soar.evaluation.final does the work."""
+or score one adapter (`--adapter DIR`) or the outer loop's own student (`--loop-student`);
+sv_soar.evaluation.final does the work."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from sv_soar.evaluation.final import adapter_evaluation, final_evaluation, render_summary
+from sv_soar.evaluation.final import adapter_evaluation, final_evaluation, loop_student_evaluation, render_summary
 from sv_soar.tasks.sources import load_rows
 
 
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
                         "set), or a fully fine-tuned student's (model.safetensors), on D_test instead of training "
                         "fresh students; writes evaluation/adapter-<name>.json")
+    parser.add_argument("--loop-student", action="store_true",
+                        help="score the outer loop's own student (the last promoted baseline, trained on the "
+                        "teacher's problems only) instead of training fresh students; writes "
+                        "evaluation/loop-student.json, a row of its own in `sv-soar report`")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -45,12 +50,20 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sv-soar evaluate: {exc}")
         return 2
-    if args.adapter is not None:
+    if args.adapter is not None and args.loop_student:
+        print("sv-soar evaluate: --adapter and --loop-student each name the student to score; give one")
+        return 2
+    if args.adapter is not None or args.loop_student:
+        flag = "--loop-student" if args.loop_student else f"--adapter {args.adapter}"
         try:
-            report = adapter_evaluation(run, args.adapter, samples=samples, extra_sets=extra,
-                                        score_base=not args.no_base, progress=not args.no_progress)
-        except (OSError, ValueError) as exc:
-            print(f"sv-soar evaluate: --adapter {args.adapter}: {exc}")
+            if args.loop_student:
+                report = loop_student_evaluation(run, samples=samples, extra_sets=extra,
+                                                 score_base=not args.no_base, progress=not args.no_progress)
+            else:
+                report = adapter_evaluation(run, args.adapter, samples=samples, extra_sets=extra,
+                                            score_base=not args.no_base, progress=not args.no_progress)
+        except (OSError, ValueError) as exc:  # RunDirError is a ValueError
+            print(f"sv-soar evaluate: {flag}: {exc}")
             return 2
         print(render_summary(report))
         print(f"wrote {report['path']}")

@@ -239,13 +239,33 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     return report
 
 
+LOOP_STUDENT_FILE = "loop-student.json"
+
+
+def loop_student_evaluation(run, *, samples: int, extra_sets: dict[str, list[Row]] | None = None,
+                            score_base: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Score the outer loop's own student (the last promoted baseline: what the loop itself taught, trained on
+    the teacher's problems only) the way final students are scored; writes RUN_DIR/evaluation/loop-student.json,
+    which the report shows as a "<method> (loop student)" row. A run that never promoted has no such student."""
+    from sv_soar.run_dir import RunDirError
+
+    folder = run.loop_student()
+    if folder is None:
+        raise RunDirError(f"{run.folder}: the run promoted no student (method {run.config.run.method}), so its "
+                          "loop student is the untrained base: the base row of `sv-soar evaluate`")
+    return adapter_evaluation(run, folder, samples=samples, extra_sets=extra_sets, score_base=score_base,
+                              progress=progress, out=run.folder / "evaluation" / LOOP_STUDENT_FILE,
+                              method=f"{run.config.run.method} (loop student)")
+
+
 def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str, list[Row]] | None = None,
-                       score_base: bool = True, progress: bool = True) -> dict[str, Any]:
+                       score_base: bool = True, progress: bool = True, out: Path | None = None,
+                       method: str | None = None) -> dict[str, Any]:
     """Score a LoRA adapter trained elsewhere (vf-train, prime-rl) on D_test the way final students are scored:
     one "seed" row whose sets hold its metrics (seed = the run's seed; no training). A fully fine-tuned
     student's folder (model.safetensors: a final student's under student.finetune = "full") is scored the
-    same way, its weights loaded into the base model once the base has been scored. Writes
-    RUN_DIR/evaluation/adapter-<folder name>.json and returns the report, with its path."""
+    same way, its weights loaded into the base model once the base has been scored. Writes `out` (default
+    RUN_DIR/evaluation/adapter-<folder name>.json) and returns the report, with its path."""
     from safetensors.torch import load_file
 
     from sv_soar.engines.transformers_engine import TransformersEngine
@@ -281,7 +301,7 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
             for name, rows in task_rows.items()}
     result = SeedResult(config.run.seed, 0, 0, 0.0, time.perf_counter() - started, sets)
     report = {
-        "method": f"adapter {adapter}",
+        "method": method or f"adapter {adapter}",
         "adapter": str(adapter.resolve()),
         "model": config.student.model,
         "samples": samples,
@@ -292,7 +312,7 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
         "seeds": [asdict(result)],
         "summary": {name: summarise([result], name) for name in task_rows},
     }
-    path = run.folder / "evaluation" / f"adapter-{adapter.resolve().name}.json"
+    path = out or run.folder / "evaluation" / f"adapter-{adapter.resolve().name}.json"
     write_text_atomic(path, json.dumps(report, indent=2, default=str))
     return {**report, "path": str(path)}
 
@@ -318,9 +338,13 @@ def compute_matched_steps(folder: Path) -> int:
 
 
 def render_summary(report: dict[str, Any]) -> str:
-    lines = [f"final evaluation: {report['method']}, {report['model']}, {len(report['seeds'])} seed(s), "
-             f"{report['samples']} samples a problem, {report['steps']} student steps on "
-             f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions"]
+    if report.get("adapter"):  # a saved student: nothing was trained
+        lines = [f"evaluation: {report['method']}, {report['model']}, {report['samples']} samples a problem, "
+                 f"the student saved in {report['adapter']}"]
+    else:
+        lines = [f"final evaluation: {report['method']}, {report['model']}, {len(report['seeds'])} seed(s), "
+                 f"{report['samples']} samples a problem, {report['steps']} student steps on "
+                 f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions"]
     for set_name, summary in report["summary"].items():
         lines.append(f"  {set_name}:")
         base = report["base"].get(set_name)

@@ -4,7 +4,9 @@
     sv-soar report runs/e1/soar-s* runs/e1/hard-only-s* --out experiments/cold-start-e1
 
 What it reads from each run folder (sv_soar.run_dir): config.toml (method, seed), steps.jsonl (the
-outer loop's per-step log) and evaluation/final.json (`sv-soar evaluate`). What it writes:
+outer loop's per-step log), evaluation/final.json (`sv-soar evaluate`) and, when present,
+evaluation/loop-student.json (`sv-soar evaluate --loop-student`: a "<method> (loop student)" row). What it
+writes:
 
     report.md       runs, final evaluation per method (pass@k, escape rate, ECE, abstain rate, each
                     with a bootstrap interval over every final student of the method's runs), the
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, PASS_KS, bootstrap_interval
+from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, PASS_KS, bootstrap_interval
 from sv_soar.evaluation.report_plots import plot_drift, plot_pass_at_k, plot_reward, plot_teacher
 from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
@@ -43,6 +45,14 @@ class RunData:
     run: Run
     steps: list[dict[str, Any]]
     final: dict[str, Any] | None
+    loop_student: dict[str, Any] | None = None  # evaluation/loop-student.json: the last promoted baseline, scored
+
+    def evaluations(self) -> list[tuple[str, dict[str, Any]]]:
+        """(row label, evaluation report) of each evaluation the run has: its final students, its loop student."""
+        found = [] if self.final is None else [(method_label(self), self.final)]
+        if self.loop_student is not None:
+            found.append((f"{method_label(self)} (loop student)", self.loop_student))
+        return found
 
     @property
     def name(self) -> str:
@@ -67,28 +77,32 @@ def load_run_data(folder: Path) -> RunData:
     run = open_run(folder)
     steps_path = run.folder / "steps.jsonl"
     steps = read_jsonl(steps_path) if steps_path.is_file() else []
-    final_path = run.folder / "evaluation" / "final.json"
-    final = None
-    if final_path.is_file():
-        try:
-            final = json.loads(final_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{final_path}: not valid JSON ({exc}); rerun `sv-soar evaluate {folder}`") from None
-    return RunData(run, steps, final)
+    return RunData(run, steps, _evaluation(run.folder / "evaluation" / "final.json", f"sv-soar evaluate {folder}"),
+                   _evaluation(run.folder / "evaluation" / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
+
+
+def _evaluation(path: Path, rerun: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc}); rerun `{rerun}`") from None
 
 
 def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[MethodSummary]:
-    """Pool the per-student metrics of each method's evaluated runs and bootstrap over students."""
-    by_method: dict[str, list[RunData]] = {}
+    """Pool the per-student metrics of each method's evaluated runs and bootstrap over students (a run's loop
+    student is a row of its own)."""
+    by_method: dict[str, list[dict[str, Any]]] = {}
     for data in runs:
-        if data.final is not None:
-            by_method.setdefault(method_label(data), []).append(data)
+        for label, evaluation in data.evaluations():
+            by_method.setdefault(label, []).append(evaluation)
     summaries = []
     for method in sorted(by_method, key=_method_rank):
         columns: dict[str, list[float]] = {}
         students = 0
-        for data in by_method[method]:
-            for seed in data.final["seeds"]:
+        for evaluation in by_method[method]:
+            for seed in evaluation["seeds"]:
                 metrics = seed["sets"].get(set_name)
                 if metrics is None:
                     continue
@@ -122,7 +136,8 @@ def label_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
 
 def evaluated_sets(runs: list[RunData]) -> list[str]:
     """The problem sets the runs' final students were scored on: d_test first, then the extra sets by name."""
-    names = {name for data in runs if data.final for seed in data.final["seeds"] for name in seed["sets"]}
+    names = {name for data in runs for _, evaluation in data.evaluations() for seed in evaluation["seeds"]
+             for name in seed["sets"]}
     return ["d_test"] * ("d_test" in names) + sorted(names - {"d_test"})
 
 
@@ -204,8 +219,9 @@ def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", 
 def base_metrics(runs: list[RunData], set_name: str = "d_test") -> dict[str, Any] | None:
     """The untrained student's metrics on the set (the same for every run on the same hard set)."""
     for data in runs:
-        if data.final is not None and data.final.get("base", {}).get(set_name):
-            return data.final["base"][set_name]
+        for _, evaluation in data.evaluations():
+            if evaluation.get("base", {}).get(set_name):
+                return evaluation["base"][set_name]
     return None
 
 
@@ -312,7 +328,9 @@ def metrics_table(summaries: list[MethodSummary], base: dict[str, Any] | None) -
     lines = ["Mean over final students with a 95 % bootstrap interval over students; the base row is the untrained "
              "student. Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
              "the problems of that label (a student that flips its label prior gains on one label, loses on the "
-             "other).", "",
+             "other)." + (" A \"(loop student)\" row is the outer loop's own student, the last promoted baseline "
+                          "(`sv-soar evaluate --loop-student`): trained on the teacher's problems only, one a run."
+                          if any(s.method.endswith("(loop student)") for s in summaries) else ""), "",
              "| method | runs | students | " + " | ".join(names) + " |",
              "|---|---:|---:|" + "---:|" * len(names)]
     if base is not None:
@@ -459,5 +477,7 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
     return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
 
 
-def _method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+def _method_rank(method: str) -> tuple[int, str]:
+    """METHOD_ORDER first (a variant such as "soar (loop student)" right after its method), then by name."""
+    plain = method.split(" (")[0]
+    return (METHOD_ORDER.index(plain) if plain in METHOD_ORDER else len(METHOD_ORDER), method)
