@@ -56,3 +56,27 @@ def test_label_share_of_the_teachers_problems_first_and_last_steps():
     late = [[{"Benign": 2}, {"Benign": 1, "Malicious": 1}]]  # 3 Benign of 4
     lines = label_share_lines([data(early * 5 + late * 5)])
     assert "| `soar-s0` | 0.25 → 0.75 | 0.75 → 0.25 |" in lines
+
+
+def test_loop_students_are_paired_soar_against_base_t_and_kept_apart_from_the_final_students():
+    from sv_soar.evaluation.report import paired_rows, summarise_methods
+
+    def evaluated(method, seed, final_successes, loop_successes):
+        config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method),
+                                 evaluation=SimpleNamespace(compute_matched_to=None, train_on="pq+d_train"))
+
+        def report(successes):
+            metrics = {"pass_at_k": {"1": sum(successes) / (4 * len(successes))}, "escape_rate": 0.5,
+                       "successes": successes, "samples": 4}
+            return {"seeds": [{"sets": {"d_test": metrics}}]}
+
+        return RunData(SimpleNamespace(config=config), [], report(final_successes), report(loop_successes))
+
+    runs = [evaluated("soar", 0, [0, 0], [4, 4]), evaluated("base-t", 0, [0, 0], [4, 0]),
+            evaluated("soar", 1, [0, 0], [4, 4]), evaluated("base-t", 1, [0, 0], [0, 0])]
+    rows = {(row["pair"], row["metric"]): row for row in paired_rows(runs, metrics=("pass@1",))}
+    assert rows[("soar − base-t", "pass@1")]["mean"] == 0.0  # the final students: the same successes
+    loop = rows[("soar (loop student) − base-t (loop student)", "pass@1")]
+    assert loop["per_seed"] == {0: 0.5, 1: 1.0} and loop["mean"] == 0.75
+    assert [s.method for s in summarise_methods(runs)] == ["soar", "soar (loop student)", "base-t",
+                                                           "base-t (loop student)"]

@@ -47,4 +47,10 @@ b=$!
 lane_c > $OUT/logs/hard-only-chain.log 2>&1 &
 c=$!
 wait $a; wait $b; wait $c
+# added after the results (not part of the protocol): each loop's own student, the last promoted baseline, scored
+# as the final students are (`evaluate --loop-student`); exit 2 = a run that never promoted has none
+for folder in $OUT/soar-s* $OUT/base-t-s*; do
+  [ -f $folder/evaluation/loop-student.json ] && continue
+  $SV evaluate $folder --loop-student --no-base --no-progress --extra-eval $TRANSFER || [ $? -eq 2 ]
+done
 $SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE

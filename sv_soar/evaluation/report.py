@@ -185,19 +185,22 @@ def method_label(data: RunData) -> str:
 
 
 def successes_by_seed(runs: list[RunData], label: str, set_name: str = "d_test") -> tuple[dict[int, list[int]], int]:
-    """{run seed: success counts of each problem} of one method's runs (their first final student each)."""
+    """{run seed: success counts of each problem} of one method's runs (their first final student each; for a
+    "<method> (loop student)" label, their loop students)."""
     table, samples = {}, 0
     for data in runs:
-        if data.final is None or method_label(data) != label or not data.final["seeds"]:
-            continue
-        metrics = data.final["seeds"][0]["sets"].get(set_name)
-        if metrics and metrics.get("successes"):
-            table[data.run.config.run.seed] = metrics["successes"]
-            samples = metrics["samples"]
+        for evaluation_label, evaluation in data.evaluations():
+            if evaluation_label != label or not evaluation["seeds"]:
+                continue
+            metrics = evaluation["seeds"][0]["sets"].get(set_name)
+            if metrics and metrics.get("successes"):
+                table[data.run.config.run.seed] = metrics["successes"]
+                samples = metrics["samples"]
     return table, samples
 
 
-PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"))
+PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"),
+          ("soar (loop student)", "base-t (loop student)"))
 
 
 def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", "pass@1", "pass@8", "pass@32")
