@@ -398,3 +398,48 @@ def test_the_teacher_gets_the_floor_and_a_visible_error_from_a_garbage_service(h
     assert f"StudentServiceError: {url}: job" in caplog.text and "not a list of 2 dataset score(s)" in caplog.text
     (record,) = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
     assert record["reward_hat"] is None and "not a list of 2 dataset score(s)" in record["error"]
+
+
+def test_a_busy_service_is_retried_after_the_wait_its_retry_after_asks(faults, caplog):
+    """503 with Retry-After (the service's answer when its queue is full): the client waits that long, not its
+    own shorter backoff, then asks again. A stdlib server on loopback stands in for the busy service; its
+    second answer to /v1/info is the real one, and it refuses the job (400) so the call ends there."""
+    config = kind_config()
+    info = json.dumps(service_info(faults.task(), config, students=1)).encode()
+    answers = [(503, {"Retry-After": "1"}, b'{"error": {"message": "queue full"}}'), (200, {}, info)]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, headers, body = answers.pop(0) if self.path == "/v1/info" else (400, {}, b'{"error": {}}')
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = remote(f"http://127.0.0.1:{server.server_address[1]}", faults.task(), config, retry_backoff_s=0.01)
+        with caplog.at_level(logging.WARNING, logger="sv_soar.serve_students"), \
+                pytest.raises(StudentServiceError, match="POST /v1/jobs: HTTP 400"):
+            client.score([ROWS], ROWS, Baseline("base"), seed=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert client.retried == 1 and "HTTP 503; retrying in 1.00s" in caplog.text and answers == []
+
+
+def test_retry_after_is_read_with_limits():
+    from sv_soar.backends.remote import MAX_RETRY_WAIT_S, retry_after_s
+
+    assert retry_after_s("2") == 2.0 and retry_after_s(" 0.5 ") == 0.5
+    assert retry_after_s("99999") == MAX_RETRY_WAIT_S  # a service cannot park the client for a day
+    for value in (None, "", "soon", "-1", "nan", "inf", "Wed, 21 Oct 2015 07:28:00 GMT", "1" * 40):
+        assert retry_after_s(value) is None, value

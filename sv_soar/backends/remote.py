@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +19,20 @@ TOKEN_ENV = "SV_SOAR_STUDENTS_TOKEN"
 JOB_STATUSES = ("queued", "running", "done", "failed")
 # answers the client retries: the service is busy (503), or a proxy in front of it found it down (502, 504)
 RETRIED_STATUSES = {502, 503, 504}
+MAX_RETRY_WAIT_S = 30.0  # the longest the client sleeps before one retry, whatever the backoff or Retry-After say
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds (the service sends whole seconds when its queue is full), capped at
+    MAX_RETRY_WAIT_S; None when absent or not a plain non-negative number (an HTTP date, garbage): then the
+    client's own backoff decides."""
+    if value is None or len(value) > 16:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return min(seconds, MAX_RETRY_WAIT_S) if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _digest(request: dict[str, Any]) -> str:
@@ -70,8 +85,8 @@ class RemoteScorer:
     `model`, `students`, `grounding` and `config` must match the service's (checked on first use).
 
     Faults: a connection error or a 502/503/504 is retried `retries` times, waiting retry_backoff_s, then twice
-    that, and so on (30 s at most); a job the service lost (404: restarted without its store) is submitted
-    again. Anything else that is not a student service's answer (not JSON, the wrong shape, an unknown job
+    that, and so on (30 s at most), or as long as the answer's Retry-After asks when that is longer; a job the
+    service lost (404: restarted without its store) is submitted again. Anything else that is not a student service's answer (not JSON, the wrong shape, an unknown job
     status, a malformed result) raises StudentServiceError naming the URL and what was wrong, which the
     teacher rubric turns into the floor reward and a counted, logged error (never a silent zero).
     """
@@ -198,6 +213,7 @@ class RemoteScorer:
             headers["Content-Type"] = "application/json"
         where = f"{self.url}: {method} {path}"
         for attempt in range(self.retries + 1):
+            response = None
             try:
                 response = httpx.request(method, self.url + path, content=content, headers=headers, timeout=300)
             except httpx.TransportError as exc:
@@ -209,7 +225,9 @@ class RemoteScorer:
                 if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
                     break
                 why = f"HTTP {response.status_code}"
-            wait = min(30.0, self.retry_backoff_s * 2**attempt)
+            wait = min(MAX_RETRY_WAIT_S, self.retry_backoff_s * 2**attempt)
+            if response is not None:  # a busy service says how long to wait: at least that
+                wait = max(wait, retry_after_s(response.headers.get("retry-after")) or 0.0)
             log.warning("%s: %s; retrying in %.2fs (%d of %d)", where, why, wait, attempt + 1, self.retries)
             self.retried += 1
             time.sleep(wait)
