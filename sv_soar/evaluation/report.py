@@ -273,7 +273,8 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         lines += ["## Teacher drift", "",
                   "changed share: the share of a step's first-round rollouts that differ when redrawn with the same "
                   "seed after the update (0: the update changed nothing the teacher writes); KL: KL(π‖π_init) per "
-                  "token on those redrawn rollouts. Base-T never updates.", "",
+                  "token on those redrawn rollouts (the mean log-ratio: unbiased, so below 0 on a few samples when "
+                  "the true KL is near 0). Base-T never updates.", "",
                   "| run | changed share per step | KL after per step |", "|---|---|---|"]
         for data in looped:
             updates = [s.get("teacher_update") or {} for s in data.steps]
