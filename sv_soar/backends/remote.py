@@ -86,9 +86,10 @@ class RemoteScorer:
 
     Faults: a connection error or a 502/503/504 is retried `retries` times, waiting retry_backoff_s, then twice
     that, and so on (30 s at most), or as long as the answer's Retry-After asks when that is longer; a job the
-    service lost (404: restarted without its store) is submitted again. Anything else that is not a student service's answer (not JSON, the wrong shape, an unknown job
-    status, a malformed result) raises StudentServiceError naming the URL and what was wrong, which the
-    teacher rubric turns into the floor reward and a counted, logged error (never a silent zero).
+    service lost (404: restarted without its store) is submitted again. Anything else that is not a student
+    service's answer (not JSON, the wrong shape, an unknown job status, a malformed result) raises
+    StudentServiceError naming the URL and what was wrong, which the teacher rubric turns into the floor reward
+    and a counted, logged error (never a silent zero).
     """
 
     def __init__(self, url: str, task: Any, config: Any, *, token: str | None = None, model: str | None = None,

@@ -77,8 +77,9 @@ def load_run_data(folder: Path) -> RunData:
     run = open_run(folder)
     steps_path = run.folder / "steps.jsonl"
     steps = read_jsonl(steps_path) if steps_path.is_file() else []
-    return RunData(run, steps, _evaluation(run.folder / "evaluation" / "final.json", f"sv-soar evaluate {folder}"),
-                   _evaluation(run.folder / "evaluation" / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
+    evaluation = run.folder / "evaluation"
+    return RunData(run, steps, _evaluation(evaluation / "final.json", f"sv-soar evaluate {folder}"),
+                   _evaluation(evaluation / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
 
 
 def _evaluation(path: Path, rerun: str) -> dict[str, Any] | None:
