@@ -44,12 +44,13 @@ test-fast: setup
 # SOAR run on the shipped hard set (configs/hardsets/e1-t01), the final evaluation (a fresh student on
 # PQ ∪ D_train, then the loop's own promoted student) and the report (configs/cpu-demo.toml).
 DEMO_MODEL := smollm2-135m-instruct+e1-format
+DEMO_TRANSFER := experiments/soar-t01-e1/transfer-balanced.jsonl
 SV := $(VENV)/bin/sv-soar
 demo: setup
 	$(SV) prepare-model --model $(DEMO_MODEL)
 	$(SV) train --config configs/cpu-demo.toml --out $(DEMO_DIR)/soar
-	$(SV) evaluate $(DEMO_DIR)/soar --extra-eval experiments/soar-t01-e1/transfer-balanced.jsonl
-	$(SV) evaluate $(DEMO_DIR)/soar --loop-student --no-base --extra-eval experiments/soar-t01-e1/transfer-balanced.jsonl
+	$(SV) evaluate $(DEMO_DIR)/soar --extra-eval $(DEMO_TRANSFER)
+	$(SV) evaluate $(DEMO_DIR)/soar --loop-student --no-base --extra-eval $(DEMO_TRANSFER)
 	$(SV) report $(DEMO_DIR)/soar
 	@echo "report: $(DEMO_DIR)/soar/report/report.md"
 

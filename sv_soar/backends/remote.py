@@ -214,7 +214,7 @@ class RemoteScorer:
             headers["Content-Type"] = "application/json"
         where = f"{self.url}: {method} {path}"
         for attempt in range(self.retries + 1):
-            response = None
+            asked = 0.0  # the Retry-After of a busy service's answer: wait at least that
             try:
                 response = httpx.request(method, self.url + path, content=content, headers=headers, timeout=300)
             except httpx.TransportError as exc:
@@ -226,9 +226,8 @@ class RemoteScorer:
                 if response.status_code not in RETRIED_STATUSES or attempt == self.retries:
                     break
                 why = f"HTTP {response.status_code}"
-            wait = min(MAX_RETRY_WAIT_S, self.retry_backoff_s * 2**attempt)
-            if response is not None:  # a busy service says how long to wait: at least that
-                wait = max(wait, retry_after_s(response.headers.get("retry-after")) or 0.0)
+                asked = retry_after_s(response.headers.get("retry-after")) or 0.0
+            wait = max(asked, min(MAX_RETRY_WAIT_S, self.retry_backoff_s * 2**attempt))
             log.warning("%s: %s; retrying in %.2fs (%d of %d)", where, why, wait, attempt + 1, self.retries)
             self.retried += 1
             time.sleep(wait)

@@ -21,14 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",
                         help="more problem sets to report on (e.g. SV-Bench's out-of-distribution E1 sets)")
     parser.add_argument("--no-base", action="store_true", help="skip scoring the untrained base student")
-    parser.add_argument("--adapter", type=Path, metavar="DIR",
-                        help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
-                        "set), or a fully fine-tuned student's (model.safetensors), on D_test instead of training "
-                        "fresh students; writes evaluation/adapter-<name>.json")
-    parser.add_argument("--loop-student", action="store_true",
-                        help="score the outer loop's own student (the last promoted baseline, trained on the "
-                        "teacher's problems only) instead of training fresh students; writes "
-                        "evaluation/loop-student.json, a row of its own in `sv-soar report`")
+    which = parser.add_mutually_exclusive_group()  # the student to score instead of training fresh ones
+    which.add_argument("--adapter", type=Path, metavar="DIR",
+                   help="score this LoRA adapter folder (e.g. trained by vf-train on `sv-soar export-vf`'s "
+                   "set), or a fully fine-tuned student's (model.safetensors), on D_test instead of training "
+                   "fresh students; writes evaluation/adapter-<name>.json")
+    which.add_argument("--loop-student", action="store_true",
+                   help="score the outer loop's own student (the last promoted baseline, trained on the "
+                   "teacher's problems only) instead of training fresh students; writes "
+                   "evaluation/loop-student.json, a row of its own in `sv-soar report`")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -50,18 +51,12 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"sv-soar evaluate: {exc}")
         return 2
-    if args.adapter is not None and args.loop_student:
-        print("sv-soar evaluate: --adapter and --loop-student each name the student to score; give one")
-        return 2
     if args.adapter is not None or args.loop_student:
         flag = "--loop-student" if args.loop_student else f"--adapter {args.adapter}"
+        scoring = dict(samples=samples, extra_sets=extra, score_base=not args.no_base, progress=not args.no_progress)
         try:
-            if args.loop_student:
-                report = loop_student_evaluation(run, samples=samples, extra_sets=extra,
-                                                 score_base=not args.no_base, progress=not args.no_progress)
-            else:
-                report = adapter_evaluation(run, args.adapter, samples=samples, extra_sets=extra,
-                                            score_base=not args.no_base, progress=not args.no_progress)
+            report = (loop_student_evaluation(run, **scoring) if args.loop_student
+                      else adapter_evaluation(run, args.adapter, **scoring))
         except (OSError, ValueError) as exc:  # RunDirError is a ValueError
             print(f"sv-soar evaluate: {flag}: {exc}")
             return 2
