@@ -149,7 +149,12 @@ def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_s
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     trained = load_file(str(folder / "model.safetensors"))
     base = load_model(str(tiny_model_dir))[0].state_dict()
-    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], v) for k, v in base.items())
+    # the saved weights are the trained student's: they differ from the base exactly when a step updated it (the
+    # random tiny model rarely earns an E1 reward, so whether a step's group had an advantage depends on its
+    # draws, which differ between machines; tests/test_student_full_finetune.py makes full students move)
+    updated = any(entry["grad_norm"] > 0 for entry in report["seeds"][0]["train_log"])
+    assert trained.keys() == base.keys()
+    assert any(not torch.equal(trained[k], v) for k, v in base.items()) == updated
     # `sv-soar evaluate --adapter` scores the saved folder as the final student was scored (same seed, samples)
     again = adapter_evaluation(open_run(run.folder), folder, samples=2, score_base=False, progress=False)
     assert again["seeds"][0]["sets"]["d_test"]["successes"] == report["seeds"][0]["sets"]["d_test"]["successes"]

@@ -116,7 +116,7 @@ def pets_config(teacher_dir, hard_set, method: str, **teacher):
 def label_share(teacher: Teacher, label: str) -> float:
     """The teacher's probability of writing a valid problem of `label`, from 128 rollouts (a fixed seed)."""
     sample = teacher.sample("pets", HardSetIndex([]), 99)
-    assert len(sample.rows) >= 16, "the probe needs enough valid problems to measure a share"
+    assert len(sample.rows) >= 8, "the probe needs enough valid problems to measure a share"
     return sum(row["answer"] == label for row in sample.rows) / len(sample.rows)
 
 
