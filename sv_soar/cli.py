@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve-students": ("sv_soar.commands.serve_students", "train and score students for a remote teacher rubric (HTTP, token, loopback)"),
     "score": ("sv_soar.commands.score", "score teacher datasets by the grounded improvement of students trained on them"),
     "train": ("sv_soar.commands.train", "run SOAR's outer loop from a TOML config, or resume a run folder"),
-    "evaluate": ("sv_soar.commands.evaluate", "train fresh students on a run's promoted questions and score them on D_test (or score --adapter DIR)"),
+    "evaluate": ("sv_soar.commands.evaluate", "train fresh students on promoted questions, score them on D_test (or --adapter, --loop-student)"),
     "export-vf": ("sv_soar.commands.export_vf", "write a run's final-student training set and a vf-train (or prime-rl) config"),
     "package-env": ("sv_soar.commands.package_env", "put a hard set (or a student training set) into a verifiers v1 env as package data"),
     "report": ("sv_soar.commands.report", "write a markdown report with plots for one run or a comparison of runs"),

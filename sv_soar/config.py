@@ -150,6 +150,15 @@ class TeacherSection(_Section):
         return {k: v for k, v in (("sub_skill", self.sub_skill), ("difficulty", self.difficulty)) if v is not None}
 
 
+def check_q_r_sampling(samples: int, temperature: float) -> None:
+    """Acc on Q_R from `samples` answers a question at `temperature`: greedy needs one (its answers are alike)."""
+    if samples < 1 or not temperature >= 0:
+        raise ValueError(f"q_r_samples must be >= 1 and q_r_temperature >= 0, got {samples} and {temperature}")
+    if samples > 1 and temperature == 0:
+        raise ValueError(f"q_r_samples = {samples} at q_r_temperature 0: greedy answers are all alike; set "
+                         "q_r_temperature > 0 for a graded Acc, or q_r_samples = 1")
+
+
 class StudentSection(StudentTrainConfig):
     model: str = Field(DEFAULT_MODEL, description="student base model (SOAR: Llama-3.2-3B-Instruct)")
 
@@ -170,6 +179,17 @@ class SoarSection(_Section):
     retries: int = Field(1, ge=0, description="extra tries for a student run that ran out of memory (then counted)")
     retry_backoff_s: float = Field(5.0, ge=0, description="wait before the first retry; doubles with each retry")
     eval_batch_size: int = Field(64, ge=1, description="sequences a greedy evaluation batch")
+    q_r_samples: int = Field(
+        1, ge=1, description="answers a Q_R question for Acc (SOAR: 1, greedy); more, at q_r_temperature > 0, make "
+        "Acc graded: on a one-class Q_R a greedy Acc moves only when a student flips whole questions")
+    q_r_temperature: float = Field(
+        0.0, ge=0, description="temperature of those answers (SOAR: 0, greedy); each question's samples share their "
+        "random numbers across the baseline and every student")
+
+    @model_validator(mode="after")
+    def _q_r_sampling(self) -> "SoarSection":
+        check_q_r_sampling(self.q_r_samples, self.q_r_temperature)
+        return self
 
 
 class EvaluationSection(_Section):
@@ -268,6 +288,10 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _full_students_train_locally(self) -> "RunConfig":
         compute = self.compute
+        if compute.students_url and self.soar.q_r_temperature > 0:
+            raise ValueError(f"soar.q_r_temperature = {self.soar.q_r_temperature}: a sampled Acc on Q_R is scored "
+                             f"in this process or on Ray, not by the student service at compute.students_url "
+                             f"({compute.students_url!r}), which scores greedily")
         if compute.students_url:
             refuse_full_finetune(self.student, f"compute.students_url = {compute.students_url!r}")
         if compute.backend != "local":
@@ -360,6 +384,9 @@ def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]
         sections = RunConfigSections.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origin)) from None
+    if sections.soar is not None and sections.soar.q_r_temperature > 0:
+        raise ConfigError(f"{origin}: soar.q_r_samples / soar.q_r_temperature: the teacher env scores Q_R greedily "
+                          "(SOAR's Acc); a sampled Acc is an option of `sv-soar train`")
     arguments: dict[str, Any] = {}
     for dotted, argument in TEACHER_ENV_ARGUMENTS.items():
         name, key = dotted.split(".")

@@ -8,7 +8,11 @@ questions drawn afresh from D_train (the fail@K hard set's reward half):
     R_k     = mean_j R_{k,j}                                     over the students that finished
 
 Acc is the mean of task.is_success (grounding="correctness", the paper's binary success) or of the full
-SV-Bench rubric (grounding="full"). What makes it cheap enough to run every outer step:
+SV-Bench rubric (grounding="full"). `q_r_samples` > 1 at `q_r_temperature` > 0 (not the paper's: an option)
+makes Acc graded: the mean over that many sampled answers a question, each question's samples drawn from
+its own seeded stream, so the baseline and every student answer under the same random numbers. On a Q_R of
+one class a greedy Acc moves only when a student flips its answer on whole questions (experiments/soar-t01-e1).
+What makes it cheap enough to run every outer step:
 - ONE base model per scorer, wrapped once into the shared PeftModel (`student_policy`); every student is
   a LoRA adapter on it, trained by `sv_soar.student.trainer.train_student`;
 - all students of all datasets of a call are evaluated together, in mixed-adapter batches (one prompt
@@ -40,6 +44,7 @@ the other datasets of the call are still scored. Faults, and what each ends in:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -52,6 +57,7 @@ from typing import Any, Literal
 
 import torch
 
+from sv_soar.config import check_q_r_sampling
 from sv_soar.generation import SamplingParams
 from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
 from sv_soar.tasks import Row, Task, get_task
@@ -87,6 +93,12 @@ def student_seed(seed: int, j: int) -> int:
     at another position of a later call trains the same students (and hits the reward cache)."""
     digest = hashlib.sha256(f"grounded-student:{seed}:{j}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def question_seed(row: Row) -> int:
+    """The seed of a Q_R question's sampled answers: from its content alone, so the baseline and every student
+    (of any step) draw the same random numbers for it."""
+    return int(rows_hash([row]), 16) & 0x7FFFFFFF
 
 
 def rows_hash(rows: Sequence[Row]) -> str:
@@ -126,6 +138,8 @@ class GroundedScorer:
         engine: Literal["transformers", "vllm"] = "transformers",
         engine_options: dict[str, Any] | None = None,
         lockstep: bool | None = None,
+        q_r_samples: int = 1,
+        q_r_temperature: float = 0.0,
     ) -> None:
         if students < 1:
             raise ValueError(f"students must be at least 1, got {students}")
@@ -133,6 +147,10 @@ class GroundedScorer:
             raise ValueError(f"grounding must be one of {GROUNDINGS}, got {grounding!r}")
         if eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be at least 1, got {eval_batch_size}")
+        check_q_r_sampling(q_r_samples, q_r_temperature)
+        if q_r_temperature > 0 and engine != "transformers":
+            raise ValueError(f"a sampled Acc on Q_R (q_r_temperature {q_r_temperature}) draws each question's samples "
+                             f"from its own seeded stream, which the transformers engine offers: not engine = {engine!r}")
         if config.finetune == "full" and (engine != "transformers" or lockstep):
             raise ValueError(f'student.finetune = "full" trains each student as its own model, one after another, '
                              f'with the transformers engine: not with engine = {engine!r}, lockstep = {lockstep!r}')
@@ -158,10 +176,10 @@ class GroundedScorer:
         self.lockstep = (torch.device(device).type == "cuda" and engine == "transformers"
                          and config.finetune == "lora") if lockstep is None else lockstep
         self.cache = RewardCache(cache_dir) if cache_dir is not None else None
-        # greedy, one sample a question (docs/design.md §4); the student's completion budget; stop where SV-Bench's
-        # parser stops reading (the first balanced JSON object)
-        self.eval_params = SamplingParams(max_new_tokens=config.tokens_for(self.task), temperature=0.0, n=1,
-                                          stop_at_json_end=True)
+        # greedy, one sample a question (docs/design.md §4), unless q_r_samples/q_r_temperature say otherwise; the
+        # student's completion budget; stop where SV-Bench's parser stops reading (the first balanced JSON object)
+        self.eval_params = SamplingParams(max_new_tokens=config.tokens_for(self.task), temperature=q_r_temperature,
+                                          n=q_r_samples, stop_at_json_end=True)
         self._baseline_memo: dict[tuple[str, str], float] = {}
         started = time.perf_counter()
         self._load(model)
@@ -238,14 +256,29 @@ class GroundedScorer:
             with _progress(len(pairs), f"eval {what}", self.progress, unit="answer") as bar:
                 for start in range(0, len(pairs), self.eval_batch_size):
                     chunk = pairs[start : start + self.eval_batch_size]
-                    outputs = engine.generate([prompts[q] for _, q in chunk], self.eval_params,
-                                              adapters=[adapters[a] for a, _ in chunk])
-                    for (a, q), samples in zip(chunk, outputs, strict=True):
-                        totals[a] += self._grounded_score(samples[0].text, q_r[q])
+                    for (a, q), samples in zip(chunk, self._answers(engine, chunk, prompts, q_r, adapters), strict=True):
+                        totals[a] += sum(self._grounded_score(s.text, q_r[q]) for s in samples) / len(samples)
                     bar.update(len(chunk))
         finally:
             engine.max_batch_size = max_batch
         return [total / len(q_r) for total in totals]
+
+    def _answers(self, engine: Any, chunk: Sequence[tuple[int, int]], prompts: Sequence[Any], q_r: Sequence[Row],
+                 adapters: Sequence[str | None]) -> list[list[Any]]:
+        """The answers of each (adapter, question) pair of the chunk: greedy, one a pair; sampled, one request a
+        pair, seeded by the question's content, so every adapter's samples of a question share their uniforms."""
+        if self.eval_params.temperature == 0:
+            return engine.generate([prompts[q] for _, q in chunk], self.eval_params,
+                                   adapters=[adapters[a] for a, _ in chunk])
+        requests = [([prompts[q]], dataclasses.replace(self.eval_params, seed=question_seed(q_r[q])), adapters[a])
+                    for a, q in chunk]
+        return [outputs[0] for outputs in engine.generate_many(requests)]
+
+    def q_r_sampling(self) -> dict[str, Any] | None:
+        """How Acc samples Q_R, for the reward cache's key: None when greedy (the paper's; old keys unchanged)."""
+        if self.eval_params.temperature == 0:
+            return None
+        return {"samples": self.eval_params.n, "temperature": self.eval_params.temperature}
 
     def _grounded_score(self, text: str, row: Row) -> float:
         if self.grounding == "correctness":
@@ -258,7 +291,8 @@ class GroundedScorer:
                   promoted: bool = False) -> str:
         return reward_cache_key(task=self.task.name, model=self.model_name, dataset=dataset, baseline_id=baseline.id,
                                 q_r=q_r, config=self.config.model_dump(), grounding=self.grounding,
-                                students=self.students, seed=seed, promoted=promoted)
+                                students=self.students, seed=seed, promoted=promoted,
+                                q_r_sampling=self.q_r_sampling())
 
     def score(
         self,

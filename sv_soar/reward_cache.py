@@ -5,7 +5,7 @@ whenever a teacher step is resumed, a rubric is re-run by a hosted trainer, or t
 same problems twice; so each R_k is stored under a key that names everything it depends on:
 
     sha256(canonical JSON of: task, model, the dataset's rows (question, answer, info), baseline id,
-           Q_R's rows, the student config, grounding, r, seed, promoted)
+           Q_R's rows, the student config, grounding, r, seed, promoted[, how Acc samples Q_R])
 
 Rows are hashed with the fields that decide a problem (question, answer; info holds E2's oracle, as in
 `sv_soar.evaluation.hardset.row_hash`), not meta. Row order stays in the key: it fixes which prompts a
@@ -55,8 +55,10 @@ def reward_cache_key(
     students: int,
     seed: int,
     promoted: bool,
+    q_r_sampling: dict[str, Any] | None = None,
 ) -> str:
-    """sha256 hex of everything R_k depends on (see the module docstring)."""
+    """sha256 hex of everything R_k depends on (see the module docstring). `q_r_sampling` (samples and
+    temperature of a sampled Acc) enters the key only when given, so greedy entries keep their keys."""
     content = {
         "version": CACHE_VERSION,
         "task": task,
@@ -69,6 +71,7 @@ def reward_cache_key(
         "students": students,
         "seed": seed,
         "promoted": promoted,
+        **({"q_r_sampling": q_r_sampling} if q_r_sampling is not None else {}),
     }
     canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()

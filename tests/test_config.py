@@ -122,3 +122,21 @@ def test_finetune_is_lora_or_full_and_full_students_train_locally(tmp_path):
     with pytest.raises(ConfigError, match='student.finetune = "full" is not supported with compute.students_url'):
         load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[student]\nfinetune = "full"\n'
                                     '[compute]\nstudents_url = "http://127.0.0.1:1"\n'))
+
+
+def test_a_sampled_acc_on_q_r_is_checked_and_named():
+    """soar.q_r_samples / q_r_temperature: greedy by default (SOAR's Acc); several samples need a temperature, and
+    the student service (which scores greedily) is refused rather than silently scoring another Acc."""
+    from sv_soar.config import teacher_env_arguments
+
+    hard_set = {"data": {"hard_set": "hs"}}
+    config = parse_config({**hard_set, "soar": {"q_r_samples": 8, "q_r_temperature": 1.0}})
+    assert (config.soar.q_r_samples, config.soar.q_r_temperature) == (8, 1.0)
+    assert (parse_config(hard_set).soar.q_r_samples, parse_config(hard_set).soar.q_r_temperature) == (1, 0.0)  # SOAR: greedy
+    with pytest.raises(ConfigError, match="soar.*greedy answers are all alike"):
+        parse_config({**hard_set, "soar": {"q_r_samples": 8}}, origin="run.toml")
+    with pytest.raises(ConfigError, match="soar.q_r_temperature = 1.0.*compute.students_url"):
+        parse_config({**hard_set, "soar": {"q_r_samples": 8, "q_r_temperature": 1.0},
+                      "compute": {"students_url": "http://127.0.0.1:9"}})
+    with pytest.raises(ConfigError, match="the teacher env scores Q_R greedily"):  # never a silently greedy env
+        teacher_env_arguments({"soar": {"q_r_samples": 8, "q_r_temperature": 1.0}})

@@ -385,3 +385,33 @@ def test_cli_scores_datasets_and_reports_bad_input(tiny_model_dir, tmp_path):
     unknown = sv_soar("--dataset", str(tmp_path / "x1.jsonl"), *common[:2], "--model", str(tmp_path / "nope"),
                       cwd=REPO)
     assert unknown.returncode == 2 and "unknown model" in unknown.stderr
+
+
+def test_a_sampled_acc_is_graded_and_every_student_draws_the_baselines_random_numbers(make_scorer, tmp_path):
+    """soar.q_r_samples > 1 at q_r_temperature > 0 (an option; SOAR's Acc is greedy): Acc is the mean success over
+    that many sampled answers a question, so it is graded where the greedy Acc of these hard items is 0; each
+    question's samples come from a stream seeded by its content, so a student whose adapter changes nothing
+    (LoRA B = 0) scores exactly the base model's Acc, and R_k measures the student, not the dice. The sampling
+    enters the reward cache's key; greedy keys stay what they were."""
+    from sv_soar.reward_cache import reward_cache_key
+    from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict
+
+    greedy = make_scorer(kind_config(steps=1), students=1)
+    q_r = hard_items(greedy, n=6)
+    assert greedy.baseline_accuracy(Baseline("base"), q_r) == 0.0
+    sampled = make_scorer(kind_config(steps=1), students=1, q_r_samples=8, q_r_temperature=1.0, eval_batch_size=5)
+    base = sampled.baseline_accuracy(Baseline("base"), q_r)
+    assert 0.0 < base < 1.0 and math.isclose(base * 48, round(base * 48))  # successes out of 6 x 8 answers
+    no_op = Baseline("a student that changed nothing", adapter_state_dict(sampled.policy, BASE_POLICY_ADAPTER))
+    assert sampled.baseline_accuracy(no_op, q_r) == base
+    other = make_scorer(kind_config(steps=1), students=1, q_r_samples=8, q_r_temperature=1.0, eval_batch_size=64)
+    assert other.baseline_accuracy(Baseline("base"), q_r) == base  # batching does not change the draws
+
+    dataset = q_r[:3]
+    assert greedy.cache_key(dataset, q_r, Baseline("base"), seed=0) == reward_cache_key(
+        task="kind", model=greedy.model_name, dataset=dataset, baseline_id="base", q_r=q_r,
+        config=greedy.config.model_dump(), grounding="correctness", students=1, seed=0, promoted=False)
+    assert sampled.cache_key(dataset, q_r, Baseline("base"), seed=0) != greedy.cache_key(
+        dataset, q_r, Baseline("base"), seed=0)
+    with pytest.raises(ValueError, match="greedy answers are all alike"):
+        make_scorer(q_r_samples=4)

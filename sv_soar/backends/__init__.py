@@ -27,7 +27,7 @@ def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
                        students_url=compute.students_url,
                        students=soar.students, grounding=soar.grounding, time_limit_s=soar.time_limit_s,
                        retries=soar.retries, retry_backoff_s=soar.retry_backoff_s, eval_batch_size=soar.eval_batch_size,
-                       **kwargs)
+                       q_r_samples=soar.q_r_samples, q_r_temperature=soar.q_r_temperature, **kwargs)
 
 
 def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local", ray_address: str | None = None,
@@ -37,6 +37,10 @@ def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local
     grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
     if students_url:
         from sv_soar.backends.remote import RemoteScorer
+
+        if kwargs.get("q_r_temperature", 0.0) > 0:
+            raise ValueError(f"a sampled Acc on Q_R (q_r_temperature {kwargs['q_r_temperature']}) is scored locally "
+                             f"or on Ray: the student service at {students_url} scores greedily")
 
         return RemoteScorer(students_url, task, config, token=students_token, model=model,
                             students=kwargs.get("students", 4), grounding=kwargs.get("grounding", "correctness"))

@@ -131,6 +131,7 @@ class RayGroundedScorer(GroundedScorer):
             count = actors or max(1, cluster_gpus)
         worker = ray.remote(StudentWorker).options(num_cpus=cpus, num_gpus=gpus)
         options = dict(grounding=self.grounding, time_limit_s=self.time_limit_s, eval_batch_size=self.eval_batch_size,
+                       q_r_samples=self.eval_params.n, q_r_temperature=self.eval_params.temperature,
                        device="cuda" if gpus else "cpu", engine=self.engine_kind, engine_options=self.engine_options,
                        threads=None if gpus else max(1, int(cpus)))
         self._new_actor = lambda: worker.remote(self.model_name, self.task, self.config, **options)
