@@ -41,7 +41,6 @@ def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local
         if kwargs.get("q_r_temperature", 0.0) > 0:
             raise ValueError(f"a sampled Acc on Q_R (q_r_temperature {kwargs['q_r_temperature']}) is scored locally "
                              f"or on Ray: the student service at {students_url} scores greedily")
-
         return RemoteScorer(students_url, task, config, token=students_token, model=model,
                             students=kwargs.get("students", 4), grounding=kwargs.get("grounding", "correctness"))
     if backend == "local":
