@@ -286,12 +286,17 @@ class RunConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _full_students_train_locally(self) -> "RunConfig":
-        compute = self.compute
-        if compute.students_url and self.soar.q_r_temperature > 0:
+    def _sampled_acc_is_scored_here(self) -> "RunConfig":
+        url = self.compute.students_url
+        if url and self.soar.q_r_temperature > 0:
             raise ValueError(f"soar.q_r_temperature = {self.soar.q_r_temperature}: a sampled Acc on Q_R is scored "
                              f"in this process or on Ray, not by the student service at compute.students_url "
-                             f"({compute.students_url!r}), which scores greedily")
+                             f"({url!r}), which scores greedily")
+        return self
+
+    @model_validator(mode="after")
+    def _full_students_train_locally(self) -> "RunConfig":
+        compute = self.compute
         if compute.students_url:
             refuse_full_finetune(self.student, f"compute.students_url = {compute.students_url!r}")
         if compute.backend != "local":
