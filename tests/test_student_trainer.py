@@ -276,6 +276,43 @@ def test_init_adapter_state_is_the_starting_point(shared):
     assert not all(torch.equal(fresh.first_state[k], baseline.adapter_state[k]) for k in baseline.adapter_state)
 
 
+CONSTANT = Task("constant", "Answer.", lambda t, r: {"reward": 1.0}, lambda t, r: True, lambda r: "all", lambda r: r)
+
+
+def test_a_student_from_a_promoted_baseline_has_zero_kl_at_its_first_step(shared):
+    """The KL reference is where a student starts (docs/design.md §4), not the base model: a student copied from a
+    trained baseline is its own reference at step 1, so the KL and its gradient are exactly zero there, whatever β."""
+    policy, engine = shared
+    baseline = train_student(policy, engine, DIGITS, DIGIT_ROWS, toy_config(steps=2), adapter_name="baseline",
+                             seed=0, log=quiet)
+    children = {}
+    for kl_coef in (0.0, 10.0):
+        with student_adapter(policy, f"child-{kl_coef:g}"):
+            children[kl_coef] = train_student(policy, engine, DIGITS, DIGIT_ROWS, toy_config(steps=1, kl_coef=kl_coef),
+                                              adapter_name=f"child-{kl_coef:g}", seed=1,
+                                              init_adapter_state=baseline.adapter_state, log=quiet)
+    first = children[10.0].log[0]
+    assert first["grad_norm"] > 0  # the step had a signal, so the zero KL is not a skipped step
+    assert first["kl"] == 0.0
+    for key, value in children[0.0].adapter_state.items():  # β = 10 or 0: the same first step
+        assert torch.equal(children[10.0].adapter_state[key], value), key
+    assert not any(name.endswith("-ref") for name in policy.peft_config)  # the reference adapters went too
+
+
+def test_a_student_whose_groups_carry_no_advantage_does_not_move_at_any_kl(shared):
+    """Every group unanimous (a constant reward): no policy gradient, so no step at all, whatever the KL's β or the
+    weight decay: the student stays exactly the baseline it was copied from (docs/design.md §4)."""
+    policy, engine = shared
+    baseline = train_student(policy, engine, DIGITS, DIGIT_ROWS, toy_config(steps=2), adapter_name="baseline",
+                             seed=0, log=quiet)
+    with student_adapter(policy, "still"):
+        still = train_student(policy, engine, CONSTANT, DIGIT_ROWS, toy_config(steps=3, kl_coef=0.5, weight_decay=0.1),
+                              adapter_name="still", seed=1, init_adapter_state=baseline.adapter_state, log=quiet)
+    assert [entry["grad_norm"] for entry in still.log] == [0.0, 0.0, 0.0]
+    for key, value in baseline.adapter_state.items():
+        assert torch.equal(still.adapter_state[key], value), key
+
+
 def test_init_adapter_state_of_another_shape_is_refused(shared):
     policy, engine = shared
     baseline = train_student(policy, engine, DIGITS, DIGIT_ROWS, toy_config(steps=1), adapter_name="baseline",

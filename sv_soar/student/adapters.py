@@ -102,9 +102,33 @@ def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, i
     return trainable
 
 
+def reference_adapter_name(adapter_name: str) -> str:
+    """The frozen copy of a student's starting weights that its KL is taken against (`add_reference_adapter`)."""
+    return f"{adapter_name}-ref"
+
+
+def add_reference_adapter(policy, adapter_name: str, config: StudentTrainConfig, init_adapter_state) -> str:
+    """A frozen adapter beside student `adapter_name` holding the weights it starts from (the promoted baseline's),
+    so that its KL is taken against where it started, not against the base model (docs/design.md §4: a student
+    copied from a promoted baseline has zero KL at its first step). Never trainable, never active for sampling;
+    `remove_student_adapter(policy, adapter_name)` removes it too. Returns its name."""
+    from peft import set_peft_model_state_dict
+
+    name = reference_adapter_name(adapter_name)
+    policy.add_adapter(name, config.lora_config())
+    set_peft_model_state_dict(policy, init_adapter_state, adapter_name=name)
+    for param_name, param in policy.named_parameters():
+        if f".{name}." in param_name:
+            param.requires_grad_(False)
+    return name
+
+
 def remove_student_adapter(policy, adapter_name: str) -> None:
-    """Delete a student's adapter from the shared model (its `StudentRun` keeps the weights); nothing to do
-    on a bare model (student.finetune = "full")."""
+    """Delete a student's adapter (and its reference adapter, if any) from the shared model (its `StudentRun`
+    keeps the weights); nothing to do on a bare model (student.finetune = "full")."""
+    reference = reference_adapter_name(adapter_name)
+    if reference in getattr(policy, "peft_config", {}) and reference not in policy.active_adapters:
+        policy.delete_adapter(reference)
     if adapter_name not in getattr(policy, "peft_config", {}):
         return
     if adapter_name in policy.active_adapters:  # hand "active" back first, or peft warns and picks one

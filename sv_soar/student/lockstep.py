@@ -41,6 +41,7 @@ from sv_soar.student.trainer import (
     format_step,
     group_rewards,
     learning_rate_at,
+    student_reference,
     student_update,
 )
 
@@ -63,6 +64,7 @@ class _State:
     params: list
     optimizer: torch.optim.Optimizer
     batches: Any
+    reference: str | None  # the KL's reference: the student's starting weights (trainer.student_reference)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     failure: BaseException | None = None
@@ -109,9 +111,10 @@ def train_students_lockstep(
         started = time.perf_counter()
         torch.manual_seed(student.seed)  # peft's default init of lora_A draws from torch's global generator
         params = add_student_adapter(policy, student.adapter_name, config, student.init_adapter_state)
+        reference = student_reference(policy, student.adapter_name, config, student.init_adapter_state)
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
         batches = _shuffled_batches(student.rows, config.batch_prompts, random.Random(student.seed))
-        states.append(_State(student, params, optimizer, batches, seconds=time.perf_counter() - started))
+        states.append(_State(student, params, optimizer, batches, reference, seconds=time.perf_counter() - started))
 
     for step in range(total_steps):
         active = [state for state in states if state.failure is None]
@@ -168,7 +171,8 @@ def _update(policy, state: _State, task: Task, batch: Sequence[Row], groups, con
 
     activate_student(policy, state.student.adapter_name)
     lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
-    update = student_update(policy, state.params, state.optimizer, groups, advantages, lr, config, step)
+    update = student_update(policy, state.params, state.optimizer, groups, advantages, lr, config, step,
+                            state.reference)
     seconds_own = time.perf_counter() - t0
     seconds = seconds_generation + seconds_own
     state.seconds += seconds

@@ -48,6 +48,7 @@ from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
 from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer's adapters on the shared model
     BASE_POLICY_ADAPTER,
+    add_reference_adapter,
     adapter_state_dict,
     add_student_adapter,
     remove_student_adapter,
@@ -57,7 +58,8 @@ from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer'
 )
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
-from sv_soar.student.full_finetune import full_state_dict, is_full_state, load_full_state, write_full_weights
+from sv_soar.student.full_finetune import (frozen_copy, full_state_dict, is_full_state, load_full_state,
+                                          write_full_weights)
 
 class StudentTrainingError(RuntimeError):
     """A student run diverged (non-finite reward, loss, gradient or weights); the caller counts it."""
@@ -184,9 +186,18 @@ def _policy_logprobs(policy, prompt_ids: Sequence[int], completion_ids: Sequence
 
 def reference_logprobs(policy, reference, prompt_ids: Sequence[int], completion_ids: Sequence[Sequence[int]],
                        temperature: float, gradient_checkpointing: bool = False) -> torch.Tensor:
-    """log π_ref of the completions, no gradient: `reference`, a frozen model (full fine-tuning: the base
-    model, or the initial teacher), or when None `policy` with its adapters disabled (LoRA: the base model)."""
+    """log π_ref of the completions, no gradient. `reference` is one of: the name of a frozen adapter on `policy`
+    (a LoRA student's starting weights, `add_reference_adapter`); a frozen model (full fine-tuning: the student's
+    starting weights, or the initial teacher); None, `policy` with its adapters disabled (the base model: a LoRA
+    student that starts from it, or the LoRA teacher's initial policy)."""
     with torch.no_grad():
+        if isinstance(reference, str):
+            active = policy.active_adapter
+            policy.set_adapter(reference, inference_mode=True)
+            try:
+                return _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
+            finally:
+                policy.set_adapter(active)  # the student's weights trainable again, the reference's frozen
         if reference is not None:
             return _policy_logprobs(reference, prompt_ids, completion_ids, temperature, gradient_checkpointing)
         with policy.disable_adapter():
@@ -266,11 +277,15 @@ def policy_gradient_step(
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
-    loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}| (k2: `kl_penalty`), the KL taken against the
-    model with its adapters disabled (the base model: the frozen student, or the initial teacher), or against
-    `reference` when given (full fine-tuning: `params` are then every weight of `policy`).
+    loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}| (k2: `kl_penalty`), the KL taken against
+    `reference` (`reference_logprobs`: the student's starting weights, or the initial teacher).
     The divisor is known before the first forward, so micro-batches (slices of one prompt's group,
     the prompt computed once each: `group_logprobs`) add up to exactly the full-batch gradient.
+
+    A group whose advantages are all zero carries no signal and is left out, KL term included (docs/design.md
+    §4); a step where no group carries any takes no optimizer step at all: the weights, and the optimizer's
+    moments, stay exactly as they were (a fresh AdamW's first step is ≈ lr·sign(g) for any non-zero g, so a
+    KL-only or rounding gradient would otherwise move every weight by a full lr).
     The student trainer and the teacher update both take their step here.
     Raises StudentTrainingError when the loss, the gradient or the weights become non-finite.
     """
@@ -278,11 +293,14 @@ def policy_gradient_step(
     micro_batches = []
     for prompt_ids, scored in groups:
         scored = [(ids, a) for ids, a in scored if len(ids)]
-        if kl_coef == 0 and not any(a for _, a in scored):
-            continue  # zero advantages and no KL term: exactly zero gradient, skip the compute
+        if not any(a for _, a in scored):
+            continue  # no advantage in this group: no gradient from it, KL included
         for start in range(0, len(scored), micro_batch_size):
             micro_batches.append((prompt_ids, scored[start : start + micro_batch_size]))
     n_tokens = max(1, sum(len(ids) for _, scored in groups for ids, _ in scored))
+    if not micro_batches:  # nothing to learn from: no step, not even weight decay or a moment update
+        return {"loss": 0.0, "kl": 0.0, "grad_norm": 0.0, "seconds_forward_backward": time.perf_counter() - started,
+                "skipped": 1.0}
     for param_group in optimizer.param_groups:
         param_group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -321,10 +339,25 @@ def policy_gradient_step(
         "kl": kl_sum / n_tokens,
         "grad_norm": float(grad_norm),
         "seconds_forward_backward": seconds_forward_backward,
+        "skipped": 0.0,
     }
 
 
 # --- the loop ---------------------------------------------------------------------------------------
+
+
+def student_reference(policy, adapter_name: str, config: StudentTrainConfig, init_adapter_state):
+    """The KL reference of a student: where it starts (docs/design.md §4), not the original base model.
+    From the base model (no `init_adapter_state`): the base (None: `policy` with adapters disabled; full
+    fine-tuning: `policy`, the frozen base). From a promoted baseline: a frozen copy of the baseline's weights,
+    a reference adapter on `policy` (LoRA) or a frozen model holding them (full fine-tuning)."""
+    if init_adapter_state is None:
+        return policy if config.finetune == "full" else None
+    if config.finetune == "full":
+        reference = frozen_copy(policy)
+        load_full_state(reference, init_adapter_state, where=f"student {adapter_name}: init_adapter_state")
+        return reference
+    return add_reference_adapter(policy, adapter_name, config, init_adapter_state)
 
 
 def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrainConfig,
@@ -350,8 +383,8 @@ def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrain
 def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, lr: float,
                    config: StudentTrainConfig, step: int, reference=None) -> dict[str, float]:
     """One policy-gradient step of a student over every sampled token of the step's groups, with the run's
-    KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3). `reference`: the KL's
-    frozen model under full fine-tuning (None: `policy` with its adapters disabled)."""
+    KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3). `reference`: where the
+    student started, the KL's reference (`reference_logprobs`; `student_reference` makes it)."""
     return policy_gradient_step(
         policy,
         params,
@@ -407,14 +440,15 @@ def train_student(
 
     run_start = time.perf_counter()
     torch.manual_seed(seed)  # peft's default init of lora_A draws from torch's global generator
-    if full:  # the student's own model is trained; the shared base is the KL reference
-        model, reference, adapter = engine.model, policy, None
+    if full:  # the student's own model is trained, from its starting weights
+        model, adapter = engine.model, None
         load_full_state(model, init_adapter_state if init_adapter_state is not None else policy.state_dict(),
                         where=f"student {adapter_name}: init_adapter_state")
         params = list(model.parameters())
     else:
-        model, reference, adapter = policy, None, adapter_name
+        model, adapter = policy, adapter_name
         params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
+    reference = student_reference(policy, adapter_name, config, init_adapter_state)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed))
     history: list[dict[str, float]] = []
@@ -451,7 +485,7 @@ def train_student(
             "step": step + 1,
             "mean_reward": rewards.mean().item(),
             "pass_rate": successes / rewards.numel(),
-            "kl": update["kl"],  # mean per-token k3 estimate of KL(π‖π_base)
+            "kl": update["kl"],  # mean per-token k3 estimate of KL(π‖π_ref), π_ref where the student started
             "loss": update["loss"],
             "lr": lr,
             "grad_norm": update["grad_norm"],
