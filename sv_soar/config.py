@@ -26,6 +26,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       model_validator)
 
 from sv_soar.models import DEFAULT_MODEL
+from sv_soar.soar_defaults import FLOOR, TAU, WINDOW
 from sv_soar.student.config import (
     LORA_LEARNING_RATE,
     StudentTrainConfig,
@@ -166,13 +167,13 @@ class StudentSection(StudentTrainConfig):
 class SoarSection(_Section):
     students: int = Field(4, ge=1, description="r, students trained a dataset (SOAR: 4)")
     q_r: int = Field(64, ge=1, description="|Q_R|, D_train questions drawn afresh each step (SOAR: 64)")
-    tau: float = Field(0.01, description="promotion threshold on the moving average of R̂_t (SOAR: 0.01)")
-    window: int = Field(3, ge=1, description="moving-average window of R̂_t in steps (SOAR: 3)")
+    tau: float = Field(TAU, description="promotion threshold on the moving average of R̂_t (SOAR: 0.01)")
+    window: int = Field(WINDOW, ge=1, description="moving-average window of R̂_t in steps (SOAR: 3)")
     grounding: Literal["correctness", "full"] = Field(
         "correctness", description="Acc on Q_R: correct label (correctness) or the full rubric's mean (full)"
     )
     floor: Annotated[float, Field(le=0)] | Literal["neutral"] = Field(
-        "neutral", description="teacher reward of a dataset whose students all failed: neutral (left out of the "
+        FLOOR, description="teacher reward of a dataset whose students all failed: neutral (left out of the "
         "teacher's RLOO, advantage 0) or a number <= 0 (e.g. -1.0: the worst R_k, which makes a machine fault "
         "the strongest signal of the step). Invalid rollouts are resampled, never rewarded")
     time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
@@ -208,6 +209,10 @@ class EvaluationSection(_Section):
         "pq+d_train", description="the final students' training set: the promoted questions mixed with D_train "
         "(SOAR), or the promoted questions alone (what the teacher's problems teach by themselves)")
     curriculum: bool = Field(False, description="train on promoted questions in promotion order, then D_train")
+    temperature: float | None = Field(
+        None, gt=0, description="sampling temperature of the D_test samples (default: student.temperature). The "
+        "training temperature is student.temperature (SOAR: 1.0, where groups vary); set this to the temperature "
+        "the hard set was mined at, so that \"escape\" is measured on the policy that failed it")
     extra_eval: list[Path] = Field(default_factory=list, description="more E1 JSONL sets to report on")
     estimator: Literal["rloo", "grpo", "maxrl"] | None = Field(
         None, description="the final students' estimator (default: the student's); maxrl needs reward = 'correctness'"
@@ -276,6 +281,10 @@ class RunConfig(_Section):
         overrides = {key: value for key, value in (("estimator", self.evaluation.estimator),
                                                    ("reward", self.evaluation.reward)) if value is not None}
         return StudentTrainConfig(**{**self.student.model_dump(exclude={"model"}), **overrides})
+
+    def evaluation_temperature(self) -> float:
+        """The temperature D_test is sampled at: evaluation.temperature, else the student's training temperature."""
+        return self.evaluation.temperature if self.evaluation.temperature is not None else self.student.temperature
 
     @model_validator(mode="after")
     def _final_student_is_valid(self) -> "RunConfig":

@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sv_soar.grounded import Baseline, DatasetScore
 from sv_soar.jsonl import read_jsonl, write_jsonl, write_text_atomic
+from sv_soar.soar_defaults import TAU, WINDOW
 from sv_soar.tasks import Row
 from sv_soar.student.config import StudentTrainConfig
 
@@ -65,9 +66,6 @@ LOCK_FILE = "state.lock"
 BASELINE_DIR = "baseline"
 PROMOTED_DIR = "promoted"
 STATE_FORMAT = "sv-soar-promotion"
-
-WINDOW = 3  # SOAR: moving average over the last 3 outer steps (docs/design.md §4)
-TAU = 0.01  # SOAR: promote when that average exceeds 0.01 (docs/design.md §4)
 
 
 class PromotionStateError(ValueError):

@@ -32,7 +32,8 @@ from sv_soar.backends.pool import ScorerPool
 from sv_soar.config import teacher_env_arguments
 from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
-from sv_soar.promotion import TAU, WINDOW, PromotionRun
+from sv_soar.promotion import PromotionRun
+from sv_soar.soar_defaults import FLOOR, TAU, WINDOW
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
 from sv_soar.tasks.teacher import teacher_prompt
@@ -68,7 +69,7 @@ def load_environment(
     students: int = 4,
     q_r: int = 64,
     grounding: Literal["correctness", "full"] = "correctness",
-    floor: float | str = -1.0,
+    floor: float | str = FLOOR,
     run_dir: str | None = None,
     max_concurrent_scorings: int = 1,
     time_limit_s: float | None = None,

@@ -24,7 +24,8 @@ keeps the RLOO comparison between datasets; each student still trains its full n
 more than g·n rollouts a prompt) are not scored and get R̂_t, the step's mean reward.
 
 Rewards, and why:
-- `floor` (default −1.0; or "neutral": R̂_t, so that the rollout carries no advantage) for an invalid rollout: R_k is a difference of accuracies, so R_k ≥ −1
+- `floor` (default "neutral", sv_soar.soar_defaults.FLOOR: R̂_t, so that the rollout carries no advantage; or a
+  number <= 0 such as −1.0) for an invalid rollout: R_k is a difference of accuracies, so R_k ≥ −1
   (−1 with grounding="correctness"); at −1.0 an invalid rollout never outranks a valid one.
 - A dataset whose students all failed (R_k None) gets the floor too, and so does the whole group
   when scoring itself raised (the model failed to load, an engine error): every rollout then has
@@ -59,6 +60,7 @@ from sv_soar.grounded import DatasetScore
 from sv_soar.hard_set import HardSet
 from sv_soar.promotion import PromotionDecision, PromotionRun
 from sv_soar.scoring.completion_text import completion_text
+from sv_soar.soar_defaults import FLOOR, NEUTRAL
 from sv_soar.soar_step import partition, soar_step
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row
@@ -96,7 +98,6 @@ METRIC_NAMES = (
 )
 
 
-NEUTRAL = "neutral"
 
 
 class TeacherProblemParser(vf.Parser):
@@ -146,7 +147,7 @@ class GroundedTeacherRubric(vf.Rubric):
         g: int = 4,
         n: int = 64,
         q_r: int = 64,
-        floor: float | str = -1.0,
+        floor: float | str = FLOOR,
         seed: int = 0,
         limits: ProblemLimits | None = None,
         problem_options: dict[str, Any] | None = None,

@@ -136,3 +136,34 @@ def test_paired_bootstrap_over_problems_and_seeds():
     one = paired_difference({0: [16, 8]}, {0: [8, 8]}, samples=32, metric="pass@1")
     assert one["mean"] == pytest.approx((0.5 - 0.25) / 2)
     assert math.isfinite(one["low"]) and one["low"] <= one["mean"] <= one["high"]
+
+
+def test_window_tau_and_floor_are_one_default_each():
+    """Window 3, τ 0.01 and the neutral floor (docs/design.md §4) are defined once (sv_soar.soar_defaults) and are
+    the defaults of `sv-soar train`'s config, the promotion state and the v0 teacher env alike."""
+    import inspect
+
+    import sv_soar_teacher
+    from sv_soar import soar_defaults
+    from sv_soar.promotion import PromotionState
+    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
+
+    assert (soar_defaults.WINDOW, soar_defaults.TAU, soar_defaults.FLOOR) == (3, 0.01, "neutral")
+    soar = config().soar
+    assert (soar.window, soar.tau, soar.floor) == (3, 0.01, "neutral")
+    state = PromotionState(task="e1", model="m")
+    assert (state.window, state.tau) == (3, 0.01)
+    env = inspect.signature(sv_soar_teacher.load_environment).parameters
+    assert (env["window"].default, env["tau"].default, env["floor"].default) == (3, 0.01, "neutral")
+    assert inspect.signature(GroundedTeacherRubric.__init__).parameters["floor"].default == "neutral"
+
+
+def test_training_and_evaluation_temperatures_are_separate():
+    """Students train at student.temperature (SOAR: 1.0, where groups vary); D_test is sampled at
+    evaluation.temperature when set (the hard set's mining temperature), else at the training one."""
+    assert config().evaluation_temperature() == 1.0
+    assert config(student={"temperature": 0.7}).evaluation_temperature() == 0.7
+    run = config(evaluation={"temperature": 0.1})
+    assert (run.student.temperature, run.evaluation_temperature()) == (1.0, 0.1)
+    with pytest.raises(Exception, match="evaluation.temperature"):
+        config(evaluation={"temperature": 0})

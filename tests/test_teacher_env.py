@@ -146,7 +146,7 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
     assert rubric.config == student_config("cpu", {"steps": 1}) and rubric.hard_set.source == hard_set / "d_train.jsonl"
     env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set),
                                            model=str(tiny_model_dir), run_dir=str(tmp_path / "run2"), num_prompts=1)
-    assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, -1.0)  # env defaults
+    assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, "neutral")  # env defaults
     with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
         sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))
     with pytest.raises(ConfigError, match=r"config: sor: unknown key"):
@@ -335,7 +335,7 @@ def test_vf_eval_sv_soar_teacher_through_serve_model(hard_set, tiny_model_dir, t
                                                          "duplicate_in_batch"))
         assert value("valid") + rejected == 1.0  # every rollout is valid or rejected for exactly one reason
         if value("valid") == 0.0:
-            assert row["reward"] == -1.0  # the floor
+            assert row["reward"] == value("reward_hat")  # the default floor, "neutral": R̂_t, no advantage
         assert value("outer_step") == 0.0
     state = json.loads((run_dir / "state.json").read_text())
     assert state["step"] == 1 and len(state["history"]) == 1  # the group was one outer step, persisted

@@ -188,10 +188,10 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
                                 max_batch_size=config.soar.eval_batch_size)
     full = train_config.finetune == "full"  # then every student trains, and is scored on, the student copy
     student_engine = engine.over(trainable_copy(policy)) if full else engine
-    # D_test is sampled at the student's own temperature (student.temperature): the one its hard set
-    # was mined at and its rollouts are drawn at, so "escape" means the same policy solved it
+    # D_test is sampled at evaluation.temperature (default: the student's training temperature): the one its hard
+    # set was mined at, so that "escape" means the same policy solved it
     score = dict(max_new_tokens=train_config.tokens_for(task), batch_size=config.soar.eval_batch_size, progress=progress,
-                 temperature=train_config.temperature)
+                 temperature=config.evaluation_temperature())
 
     base = {}
     if score_base:
@@ -285,7 +285,7 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     engine = TransformersEngine(model, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
     score = dict(max_new_tokens=train_config.max_new_tokens, batch_size=config.soar.eval_batch_size, progress=progress,
-                 temperature=train_config.temperature)
+                 temperature=config.evaluation_temperature())
     base = {}
     if score_base:
         base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
