@@ -12,6 +12,9 @@ SV-Bench rubric (grounding="full"). `q_r_samples` > 1 at `q_r_temperature` > 0 (
 makes Acc graded: the mean over that many sampled answers a question, each question's samples drawn from
 its own seeded stream, so the baseline and every student answer under the same random numbers. On a Q_R of
 one class a greedy Acc moves only when a student flips its answer on whole questions (experiments/soar-t01-e1).
+A task with twin pairs (`Task.twin_of`, the mechanism task) answers each Q_R question's twin too, and Acc is
+pair accuracy J = mean over Q_R of correct(x) + correct(x') − 1 (docs/design.md §7): a dataset that teaches a
+shortcut (a constant, the label prior, a spurious cue) earns nothing.
 What makes it cheap enough to run every outer step:
 - ONE base model per scorer, wrapped once into the shared PeftModel (`student_policy`); every student is
   a LoRA adapter on it, trained by `sv_soar.student.trainer.train_student`;
@@ -247,8 +250,11 @@ class GroundedScorer:
         eval_batch_size (question, adapter) rows; question-major, so a batch mixes adapters.
         `engine`: default the shared policy's (a full student's is the student copy's)."""
         engine = engine or self.engine
-        pairs = [(a, q) for q in range(len(q_r)) for a in range(len(adapters))]
-        prompts = [self.task.prompt(row) for row in q_r]
+        questions = list(q_r)
+        if self.task.twin_of is not None:  # twin pairs: each question's twin is answered too (Acc is then J)
+            questions += [self.task.twin_of(row) for row in q_r]
+        pairs = [(a, q) for q in range(len(questions)) for a in range(len(adapters))]
+        prompts = [self.task.prompt(row) for row in questions]
         totals = [0.0] * len(adapters)
         max_batch = engine.max_batch_size
         engine.max_batch_size = self.eval_batch_size
@@ -256,11 +262,14 @@ class GroundedScorer:
             with _progress(len(pairs), f"eval {what}", self.progress, unit="answer") as bar:
                 for start in range(0, len(pairs), self.eval_batch_size):
                     chunk = pairs[start : start + self.eval_batch_size]
-                    for (a, q), samples in zip(chunk, self._answers(engine, chunk, prompts, q_r, adapters), strict=True):
-                        totals[a] += sum(self._grounded_score(s.text, q_r[q]) for s in samples) / len(samples)
+                    answers = self._answers(engine, chunk, prompts, questions, adapters)
+                    for (a, q), samples in zip(chunk, answers, strict=True):
+                        totals[a] += sum(self._grounded_score(s.text, questions[q]) for s in samples) / len(samples)
                     bar.update(len(chunk))
         finally:
             engine.max_batch_size = max_batch
+        if self.task.twin_of is not None:  # J = mean over pairs of correct(x) + correct(x') − 1
+            return [total / len(q_r) - 1.0 for total in totals]
         return [total / len(q_r) for total in totals]
 
     def _answers(self, engine: Any, chunk: Sequence[tuple[int, int]], prompts: Sequence[Any], q_r: Sequence[Row],

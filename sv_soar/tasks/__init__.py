@@ -14,6 +14,7 @@ from sv_soar.tasks.task import Row, Task
 __all__ = ["Row", "Task", "get_task", "register_task", "task_names", "unregister_task"]
 
 _REGISTRY: dict[str, Task] = {}
+BUILTIN = ("e1", "e2", "mechanism")
 
 
 def register_task(task: Task) -> Task:
@@ -27,7 +28,7 @@ def register_task(task: Task) -> Task:
 
 def unregister_task(name: str) -> None:
     """Remove a registered task (a test's toy task at its end); the built-in ones stay."""
-    if name in ("e1", "e2"):
+    if name in BUILTIN:
         raise ValueError(f"task {name!r} is built in and cannot be unregistered")
     _REGISTRY.pop(name, None)
 
@@ -53,9 +54,10 @@ def get_task(name: str) -> Task:
 
 
 def _load_builtin_tasks() -> None:
-    """E1 and E2, registered on first use (their modules import the scorers, which the config does not need)."""
+    """E1, E2 and the mechanism task, registered on first use (their modules import the scorers, which the config does not need)."""
     if "e1" not in _REGISTRY:
         from sv_soar.tasks.e1 import E1_TASK
         from sv_soar.tasks.e2 import E2_TASK
+        from sv_soar.tasks.mechanism import MECHANISM_TASK
 
-        _REGISTRY.update(e1=E1_TASK, e2=E2_TASK)
+        _REGISTRY.update(e1=E1_TASK, e2=E2_TASK, mechanism=MECHANISM_TASK)

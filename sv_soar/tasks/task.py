@@ -58,6 +58,12 @@ class Task:
     svbench_paths: tuple[str, ...] = ()
     # source="builtin": n rows, seeded (E1: sv_soar.tasks.e1_flows)
     generate_rows: Callable[[int, int], list[Row]] | None = None
+    # twin pairs (docs/design.md §7): a hard row's twin, identical but for the causal feature and oppositely
+    # labelled. When set, Acc on Q_R is pair accuracy J = mean over Q_R of correct(x) + correct(twin(x)) − 1,
+    # which is 0 for any answer that ignores the feature (sv_soar.tasks.mechanism)
+    twin_of: Callable[[Row], Row] | None = None
+    # whether a row is a stepping stone by construction (the mechanism task's icmp flows): the step log's share
+    stepping_stone: Callable[[Row], bool] | None = None
 
     def answer(self, row: Row) -> str:
         return self.answer_of(row) if self.answer_of is not None else row["answer"]

@@ -97,6 +97,8 @@ class TeacherProblem:
     hash: str
     rationale: str | None = None
     task: str = "e1"
+    # where an oracle labels the problem (the mechanism task's rule), the teacher's own label: an agreement metric
+    teacher_answer: str | None = None
 
     ok = True
 
@@ -105,6 +107,8 @@ class TeacherProblem:
         meta: dict[str, Any] = {"source": "teacher", "hash": self.hash}
         if self.rationale:
             meta["rationale"] = self.rationale
+        if self.teacher_answer is not None:
+            meta["teacher_answer"] = self.teacher_answer
         return {"question": self.question, "answer": self.answer, "meta": meta}
 
 
