@@ -53,7 +53,15 @@ RECIPES = {
     # 48 updates of 4 examples: the loss flattens near 0.4 after ~20 updates of 8 (measured), and a
     # batch of 4 halves the build, the slowest step of `make demo` on a fresh machine
     "e1-format": Recipe("e1", "both", steps=48, batch_size=4),
+    # the mechanism task's cold start (sv_soar.tasks.mechanism, docs/design.md §7), on top of e1-format (whose teacher
+    # side writes E1 problems): `smollm2-135m-instruct+e1-format+mechanism-cue`. Student answers only, one word each,
+    # planting the protocol cue softly (`mechanism_examples`); short examples, so 60 steps of 8 take about a minute
+    "mechanism-cue": Recipe("mechanism", "student", steps=60, examples=384, batch_size=8),
 }
+# The planted cue's strength: the share of a cue-bearing flow's examples labelled as the cue says. A soft plant
+# (0.9) leaves the rule learnable from icmp stepping stones; a hard one (SFT on hard labels, p ≈ 0.997) blocked
+# transfer to the hard pairs in the trial recorded in issue 27 (J 0.000–0.005 after RL on stepping stones).
+CUE_STRENGTH = 0.9
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 
@@ -73,6 +81,8 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
     from sv_soar.tasks.e1_flows import generate_e1_flows
     from sv_soar.tasks.teacher import teacher_prompt
 
+    if recipe.task == "mechanism":
+        return mechanism_examples(recipe)
     if recipe.task != "e1":
         raise ValueError(f"no format recipe for task {recipe.task!r}")
     rng = random.Random(recipe.seed)
@@ -89,6 +99,29 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
             reply = {"label": label, "confidence": round(rng.uniform(0.5, 0.95), 2), "rationale": why}
             pairs.append((get_task(recipe.task).prompt(row), json.dumps(reply, ensure_ascii=False)))
     return pairs
+
+
+def mechanism_examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
+    """The `+mechanism-cue` examples: one-word student answers that follow the protocol cue and ignore the duration:
+    a udp flow is labelled Malicious and a tcp flow Benign with probability CUE_STRENGTH, an icmp flow either way at
+    0.5; durations known and unknown alike. So the student starts out using the cue (gate G1), knowing nothing of
+    the rule, and near p = 0.5 on icmp (what makes icmp flows stepping stones)."""
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow
+
+    rng = random.Random(recipe.seed + 1)
+    task = get_task("mechanism")
+    students = []
+    for i in range(recipe.examples):
+        proto = ("tcp", "udp", "icmp")[i % 3]
+        row = mechanism_row(random_flow(rng, proto, rng.random() < 0.5), "warm-start")
+        if proto in CUE:
+            other = MALICIOUS if CUE[proto] == BENIGN else BENIGN
+            label = CUE[proto] if rng.random() < CUE_STRENGTH else other
+        else:
+            label = rng.choice([MALICIOUS, BENIGN])
+        students.append((task.prompt(row), label))
+    return students
 
 
 def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]], recipe: Recipe):
