@@ -40,8 +40,9 @@ from sv_soar.config import ConfigError, RunConfig
 from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
 from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
-from sv_soar.tasks import Row
-from sv_soar.soar_step import class_balance, learnability, partition, rloo_teacher_advantages, soar_step, step_seed
+from sv_soar.tasks import Row, get_task
+from sv_soar.soar_step import (class_balance, learnability, partition, problem_mix, rloo_teacher_advantages, soar_step,
+                               step_seed)
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +384,8 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "baseline_accuracy": scores[0].baseline_accuracy,
         "q_r_balance": class_balance(q_r),
         "dataset_balance": [class_balance(dataset) for dataset in datasets],
+        # the mechanism task: stepping-stone share and agreement with the oracle (gate G4, the comparison's check)
+        **problem_mix(get_task(config.teacher.problem_task(config.data.task)), sample.rows),
         # the problems themselves (question and label), so two runs' teachers can be compared step by step
         # (same seed: SOAR and Base-T draw the same step-1 problems; they differ only once SOAR has updated)
         "datasets": [[[row["question"], row["answer"]] for row in dataset] for dataset in datasets],

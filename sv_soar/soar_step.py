@@ -99,6 +99,19 @@ def class_balance(rows: Sequence[Row]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def problem_mix(task, rows: Sequence[Row]) -> dict[str, float]:
+    """What the teacher's valid problems of a step are made of, where the task can tell: the share of stepping
+    stones (`Task.stepping_stone`, the mechanism task's icmp flows) and, where an oracle relabelled them, the share
+    whose teacher label agreed with it (meta.teacher_answer). Empty for tasks that tell neither."""
+    mix: dict[str, float] = {}
+    if task.stepping_stone is not None and rows:
+        mix["stepping_stone_share"] = sum(bool(task.stepping_stone(row)) for row in rows) / len(rows)
+    judged = [row for row in rows if "teacher_answer" in (row.get("meta") or {})]
+    if judged:
+        mix["teacher_label_agreement"] = sum(row["meta"]["teacher_answer"] == row["answer"] for row in judged) / len(judged)
+    return mix
+
+
 def rloo_teacher_advantages(rewards: Sequence[float | None]) -> list[float]:
     """A_k = R_k − mean_{j≠k} R_j over the g datasets of one step (SOAR's teacher RLOO, docs/design.md §4).
 

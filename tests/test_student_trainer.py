@@ -33,7 +33,7 @@ from sv_soar.student.trainer import (
 
 TIMING_FIELDS = {"tokens_per_s", "generation_tokens_per_s", "seconds_generation", "seconds_forward_backward",
                  "seconds_other"}
-LOG_FIELDS = {"step", "mean_reward", "pass_rate", "kl", "loss", "lr", "grad_norm", "gen_tokens"} | TIMING_FIELDS
+LOG_FIELDS = {"step", "mean_reward", "pass_rate", "mixed_groups", "kl", "loss", "lr", "grad_norm", "gen_tokens"} | TIMING_FIELDS
 
 
 def digit_fraction(text: str, row: dict) -> dict[str, float]:

@@ -56,6 +56,11 @@ class ProblemSetMetrics:
     # one-class hard set is escaped by a student that flips its label prior; accuracy by label on a balanced
     # set tells that from learning (the report's per-label columns)
     labels: list[str] = field(default_factory=list)
+    # tasks with twin pairs (Task.twin_of, docs/design.md §7): each problem's twin is sampled too; its successes in
+    # the set's order, and pair accuracy J = mean over pairs of pass@1(x) + pass@1(x') − 1 (0 for any answer that
+    # ignores the causal feature, where per-item accuracy can rise by a prior flip)
+    twin_successes: list[int] = field(default_factory=list)
+    pair_accuracy: float | None = None
 
 
 @dataclass
@@ -99,9 +104,12 @@ def bootstrap_interval(values: Sequence[float], *, level: float = 0.95, resample
 def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, adapter: str | None, seed: int,
                       max_new_tokens: int, batch_size: int, progress: bool,
                       temperature: float = 1.0) -> ProblemSetMetrics:
-    """Sample `samples` completions a row and compute pass@k, the escape rate and calibration."""
-    texts = sample_completions(engine, task, rows, samples, seed=seed, max_new_tokens=max_new_tokens,
+    """Sample `samples` completions a row and compute pass@k, the escape rate and calibration (and with twin pairs,
+    the twins' successes and J)."""
+    twins = [task.twin_of(row) for row in rows] if task.twin_of is not None else []
+    texts = sample_completions(engine, task, [*rows, *twins], samples, seed=seed, max_new_tokens=max_new_tokens,
                                batch_size=batch_size, adapter=adapter, progress=progress, temperature=temperature)
+    texts, twin_texts = texts[: len(rows)], texts[len(rows):]
     successes = np.array([[bool(task.is_success(t, row)) for t in drawn] for row, drawn in zip(rows, texts)])
     metrics = ProblemSetMetrics(
         problems=len(rows),
@@ -111,6 +119,10 @@ def score_problem_set(engine, task: Task, rows: Sequence[Row], samples: int, *, 
         successes=[int(count) for count in successes.sum(axis=1)],
         labels=[row["answer"] for row in rows] if all(isinstance(row.get("answer"), str) for row in rows) else [],
     )
+    if twins:
+        twin_successes = np.array([[bool(task.is_success(t, row)) for t in drawn] for row, drawn in zip(twins, twin_texts)])
+        metrics.twin_successes = [int(count) for count in twin_successes.sum(axis=1)]
+        metrics.pair_accuracy = float((successes.mean(axis=1) + twin_successes.mean(axis=1) - 1).mean())
     if task.calibration_point is not None:
         points = [task.calibration_point(t, row) for row, drawn in zip(rows, texts) for t in drawn]
         parsed = [p for p in points if p is not None]
@@ -147,7 +159,7 @@ def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[st
         metrics = result.sets[set_name]
         for k, value in metrics.pass_at_k.items():
             columns.setdefault(f"pass@{k}", []).append(value)
-        for name in ("escape_rate", "ece", "abstain_rate"):
+        for name in ("escape_rate", "ece", "abstain_rate", "pair_accuracy"):
             value = getattr(metrics, name)
             if value is not None:
                 columns.setdefault(name, []).append(value)

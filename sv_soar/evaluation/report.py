@@ -36,7 +36,7 @@ from sv_soar.run_dir import Run, RunDirError, open_run
 
 UNSTUCK_ACCURACY = 0.5  # sample efficiency: outer steps until the baseline student's Acc(Q_R) first reaches this
 PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_reward", "teacher_update", "total")
-OTHER_METRICS = ("escape_rate", "ece", "abstain_rate")
+OTHER_METRICS = ("pair_accuracy", "escape_rate", "ece", "abstain_rate")  # pair_accuracy: J, tasks with twin pairs
 METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
 
 
@@ -161,11 +161,19 @@ def paired_difference(a: dict[int, list[int]], b: dict[int, list[int]], *, sampl
     is the unit that repeats the experiment; D_test's problems are a sample of the task. The bootstrap
     resamples both together (seeds, then problems, the same indices for A and B), so a difference that
     holds on a few problems only, or in one seed only, gets a wide interval."""
+    return paired_values_difference({s: _per_problem(np.asarray(v), samples, metric) for s, v in a.items()},
+                                    {s: _per_problem(np.asarray(v), samples, metric) for s, v in b.items()},
+                                    resamples=resamples, level=level, seed=seed)
+
+
+def paired_values_difference(a: dict[int, np.ndarray], b: dict[int, np.ndarray], *,
+                             resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """A − B of per-problem values {seed: [value of each problem]}, bootstrapped over seeds and problems together
+    (`paired_difference`; J's per-pair values come from `pair_values_by_seed`)."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError("paired_difference: the two methods share no seed")
-    diffs = np.stack([_per_problem(np.asarray(a[s]), samples, metric) - _per_problem(np.asarray(b[s]), samples, metric)
-                      for s in seeds])  # [seeds, problems]
+    diffs = np.stack([np.asarray(a[s], dtype=float) - np.asarray(b[s], dtype=float) for s in seeds])  # [seeds, problems]
     rng = np.random.default_rng(seed)
     seed_index = rng.integers(0, len(seeds), size=(resamples, len(seeds)))
     problem_index = rng.integers(0, diffs.shape[1], size=(resamples, diffs.shape[1]))
@@ -200,6 +208,21 @@ def successes_by_seed(runs: list[RunData], label: str, set_name: str = "d_test")
     return table, samples
 
 
+def pair_values_by_seed(runs: list[RunData], label: str) -> dict[int, np.ndarray]:
+    """{run seed: J of each D_test pair, pass@1(x) + pass@1(x') − 1} of one method's runs, for tasks with twin pairs."""
+    table = {}
+    for data in runs:
+        for evaluation_label, evaluation in data.evaluations():
+            if evaluation_label != label or not evaluation["seeds"]:
+                continue
+            metrics = evaluation["seeds"][0]["sets"].get("d_test") or {}
+            if metrics.get("twin_successes"):
+                n = metrics["samples"]
+                table[data.run.config.run.seed] = (np.asarray(metrics["successes"]) / n
+                                                   + np.asarray(metrics["twin_successes"]) / n - 1)
+    return table
+
+
 PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"),
           ("soar (loop student)", "base-t (loop student)"))
 
@@ -212,6 +235,9 @@ def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", 
         b, _ = successes_by_seed(runs, right)
         if not (set(a) & set(b)):
             continue
+        pairs_a, pairs_b = pair_values_by_seed(runs, left), pair_values_by_seed(runs, right)
+        if set(pairs_a) & set(pairs_b):  # twin pairs: J first, the primary metric (docs/design.md §7)
+            rows.append({"pair": f"{left} − {right}", "metric": "J", **paired_values_difference(pairs_a, pairs_b)})
         for metric in metrics:
             if metric.startswith("pass@") and int(metric[5:]) > samples:
                 continue
@@ -331,7 +357,9 @@ def metrics_table(summaries: list[MethodSummary], base: dict[str, Any] | None) -
     names += [name for name in OTHER_METRICS if any(name in s.metrics for s in summaries)]
     names += sorted({name for s in summaries for name in s.metrics if name.startswith("pass@1 ")})
     lines = ["Mean over final students with a 95 % bootstrap interval over students; the base row is the untrained "
-             "student. Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
+             "student. pair_accuracy (tasks with twin pairs): J = pass@1(x) + pass@1(x') − 1 over each problem and "
+             "its twin, 0 for any answer that ignores the causal feature. "
+             "Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
              "the problems of that label (a student that flips its label prior gains on one label, loses on the "
              "other)." + (" A \"(loop student)\" row is the outer loop's own student, the last promoted baseline "
                           "(`sv-soar evaluate --loop-student`): trained on the teacher's problems only, one a run."

@@ -41,6 +41,7 @@ from sv_soar.student.trainer import (
     format_step,
     group_rewards,
     learning_rate_at,
+    mixed_group_share,
     student_reference,
     student_update,
 )
@@ -181,6 +182,8 @@ def _update(policy, state: _State, task: Task, batch: Sequence[Row], groups, con
         "step": step + 1,
         "mean_reward": rewards.mean().item(),
         "pass_rate": successes / rewards.numel(),
+        # share of the step's groups whose rewards differ: the only ones that carry a policy gradient
+        "mixed_groups": mixed_group_share(rewards),
         "kl": update["kl"],
         "loss": update["loss"],
         "lr": lr,

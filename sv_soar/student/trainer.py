@@ -380,6 +380,11 @@ def group_rewards(task: Task, batch: Sequence[Row], groups, config: StudentTrain
     return rewards, successes
 
 
+def mixed_group_share(rewards: torch.Tensor) -> float:
+    """The share of a (prompts x group) reward matrix's groups that are not unanimous."""
+    return (rewards.max(dim=1).values != rewards.min(dim=1).values).float().mean().item()
+
+
 def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, lr: float,
                    config: StudentTrainConfig, step: int, reference=None) -> dict[str, float]:
     """One policy-gradient step of a student over every sampled token of the step's groups, with the run's
@@ -485,6 +490,8 @@ def train_student(
             "step": step + 1,
             "mean_reward": rewards.mean().item(),
             "pass_rate": successes / rewards.numel(),
+            # share of the step's groups whose rewards differ: the only ones that carry a policy gradient
+            "mixed_groups": mixed_group_share(rewards),
             "kl": update["kl"],  # mean per-token k3 estimate of KL(π‖π_ref), π_ref where the student started
             "loss": update["loss"],
             "lr": lr,
