@@ -80,3 +80,20 @@ def test_loop_students_are_paired_soar_against_base_t_and_kept_apart_from_the_fi
     assert loop["per_seed"] == {0: 0.5, 1: 1.0} and loop["mean"] == 0.75
     assert [s.method for s in summarise_methods(runs)] == ["soar", "soar (loop student)", "base-t",
                                                            "base-t (loop student)"]
+
+
+def test_stepping_stone_share_first_and_last_steps_and_the_plot(tmp_path):
+    from sv_soar.evaluation.report import stepping_stone_lines
+    from sv_soar.evaluation.report_plots import plot_mechanism
+
+    def data(method, shares):
+        config = SimpleNamespace(run=SimpleNamespace(seed=0, method=method))
+        steps = [{"step": t, "stepping_stone_share": s, "teacher_label_agreement": 0.5, "baseline_accuracy": 0.1 * t}
+                 for t, s in enumerate(shares)]
+        return RunData(SimpleNamespace(config=config, folder=SimpleNamespace(name=f"{method}-s0")), steps, None)
+
+    runs = [data("soar", [0.1] * 5 + [0.5] * 5), data("base-t", [0.1] * 10)]
+    lines = stepping_stone_lines(runs)
+    assert "| `soar-s0` | soar | 0.100 → 0.500 | 0.50 |" in lines and "| `base-t-s0` | base-t | 0.100 → 0.100 | 0.50 |" in lines
+    assert stepping_stone_lines([run_data("soar", 0, [[]])]) == []  # a task without stepping stones: no section
+    assert plot_mechanism(runs, tmp_path / "mechanism.png").stat().st_size > 0

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, PASS_KS, bootstrap_interval
-from sv_soar.evaluation.report_plots import plot_drift, plot_pass_at_k, plot_reward, plot_teacher
+from sv_soar.evaluation.report_plots import plot_drift, plot_mechanism, plot_pass_at_k, plot_reward, plot_teacher
 from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.run_dir import Run, RunDirError, open_run
 
@@ -326,7 +326,9 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         lines.append("")
         lines += divergence_lines(runs)
         lines += label_share_lines(looped)
-        for key, title in (("reward", "R̂_t and its moving average, promotions marked"),
+        lines += stepping_stone_lines(looped)
+        for key, title in (("mechanism", "the baseline's J on Q_R's hard pairs and the teacher's stepping-stone share"),
+                           ("reward", "R̂_t and its moving average, promotions marked"),
                            ("teacher", "teacher valid rate and question diversity")):
             if key in plots:
                 lines += [f"![{title}]({plots[key].name})", ""]
@@ -459,6 +461,26 @@ def label_share_lines(looped: list[RunData], edge: int = 5) -> list[str]:
     return lines + [""]
 
 
+def stepping_stone_lines(looped: list[RunData], edge: int = 5) -> list[str]:
+    """Tasks with stepping stones (the mechanism task): their share among the teacher's valid problems over the first
+    and the last `edge` steps, and the teacher's agreement with the oracle's labels. SOAR's teacher should write
+    more of them as it learns; Base-T's, never updated, should not."""
+    rows = []
+    for data in looped:
+        shares = [s["stepping_stone_share"] for s in data.steps if s.get("stepping_stone_share") is not None]
+        if shares:
+            agreement = [s["teacher_label_agreement"] for s in data.steps if s.get("teacher_label_agreement") is not None]
+            rows.append(f"| `{data.name}` | {data.method} | {np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f} "
+                        f"| {np.mean(agreement):.2f} |" if agreement else
+                        f"| `{data.name}` | {data.method} | {np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f} | — |")
+    if not rows:
+        return []
+    return ["## The teacher's stepping stones", "",
+            f"Share of stepping stones among the teacher's valid problems, mean of the first {edge} steps → the last "
+            f"{edge}; the teacher's label agreement with the oracle over the run (its labels are not used).", "",
+            "| run | method | stepping-stone share | label agreement |", "|---|---|---|---:|", *rows, ""]
+
+
 def _label_shares(steps_balances: list[list[dict[str, int]]]) -> dict[str, float]:
     total: dict[str, int] = {}
     for balances in steps_balances:
@@ -507,6 +529,8 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
         plots["reward"] = plot_reward(runs, out / "reward.png")
         plots["teacher"] = plot_teacher(runs, out / "teacher.png")
         plots["drift"] = plot_drift(runs, out / "drift.png")
+    if any("stepping_stone_share" in step for data in runs for step in data.steps):
+        plots["mechanism"] = plot_mechanism(runs, out / "mechanism.png")
     return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
 
 

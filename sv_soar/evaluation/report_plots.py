@@ -99,6 +99,14 @@ def plot_teacher(runs: list[Any], path: Path) -> Path:
          lambda step: step.get("diversity", {}).get("pairwise_jaccard_distance", np.nan), False)])
 
 
+def plot_mechanism(runs: list[Any], path: Path) -> Path:
+    """Tasks with twin pairs and stepping stones (the mechanism task): per step, the baseline student's J on Q_R's
+    hard pairs (Acc is J there) and the share of stepping stones among the teacher's valid problems."""
+    return _step_panels(runs, path, [
+        ("baseline student's J on Q_R's pairs", lambda step: step.get("baseline_accuracy", np.nan), False),
+        ("stepping stones / valid teacher problems", lambda step: step.get("stepping_stone_share", np.nan), True)])
+
+
 def _step_panels(runs: list[Any], path: Path, panels: list[tuple[str, Any, bool]]) -> Path:
     """Side-by-side panels of one per-step value each, a line a run: (title, value of a step log entry, whether
     the value is a share in [0, 1]); the first panel carries the legend."""
