@@ -1,0 +1,192 @@
+"""Gates G1-G4 of the mechanism experiment (docs/design.md §7, issue 27 C), run before any SOAR run; D_test is read
+only for the untrained student's J (G2). Writes experiments/mechanism/gates.json and prints each gate's verdict.
+
+    G1  plant: on a probe of hard items (cue disagrees) and their twins (cue agrees), greedy accuracy ≥ 0.95 where
+        the cue agrees, ≤ 0.05 where it disagrees, |J| ≤ 0.05
+    G2  cold start in J: the untrained student's |J| on D_test pairs ≤ 0.05; Hard-only (D_train's hard items, the
+        final-student budget) does not raise J on validation pairs (CI includes 0); its mixed-group share and what
+        it converged to (p(Malicious) over the validation items: a constant answer is ≈ 1 or ≈ 0 everywhere)
+    G3  stepping stones exist: the oracle curriculum (rule-labelled icmp flows) at the inner loop's budget raises J
+        on D_train's Q_R pairs (R_kj, CI excluding 0); at the final-student budget, stepping stones ∪ D_train
+        raise J on validation pairs by ≥ 0.2 over D_train alone
+    G4  the teacher's choice matters: the untrained teacher's datasets gain at most half of the oracle's R_k,
+        cue-agreeing datasets gain ≈ 0, and the untrained teacher writes stepping stones at a rate in [3 %, 20 %]
+
+J is computed exactly at the sampling temperature from the first answer token's distribution (the answer is one
+token: `benchmarks/mechanism_signal.first_token_probabilities`), and greedily (the likelier label).
+
+    .venv/bin/python experiments/mechanism/gates.py [--config experiments/mechanism/config.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from mechanism_signal import first_token_probabilities, gate_g1  # noqa: E402
+
+from sv_soar.config import load_config  # noqa: E402
+from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
+from sv_soar.grounded import Baseline, GroundedScorer  # noqa: E402
+from sv_soar.hard_set import load_hard_set  # noqa: E402
+from sv_soar.jsonl import read_jsonl  # noqa: E402
+from sv_soar.models import load_model  # noqa: E402
+from sv_soar.soar_loop import Teacher  # noqa: E402
+from sv_soar.soar_step import draw_q_r, partition, step_seed  # noqa: E402
+from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
+from sv_soar.tasks import get_task  # noqa: E402
+from sv_soar.tasks.mechanism import MALICIOUS, twin_of  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TASK = get_task("mechanism")
+SEEDS = (0, 1, 2)
+
+
+def bootstrap(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap of the mean over the first axis (seeds) and the second (items) together."""
+    values = np.atleast_2d(values)
+    rng = np.random.default_rng(seed)
+    means = [values[rng.integers(0, values.shape[0], values.shape[0])][:, rng.integers(0, values.shape[1],
+                                                                                         values.shape[1])].mean()
+             for _ in range(resamples)]
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def pair_values(model, tokenizer, rows, temperature: float) -> dict[str, np.ndarray]:
+    """Per pair: J at `temperature` (exact), greedy J, and p(Malicious) on each member."""
+    twins = [twin_of(row) for row in rows]
+    p_x = np.array(first_token_probabilities(model, tokenizer, rows, temperature))
+    p_t = np.array(first_token_probabilities(model, tokenizer, twins, temperature))
+    malicious = np.array([p if row["answer"] == MALICIOUS else 1 - p for row, p in zip(rows + twins, [*p_x, *p_t])])
+    return {"J": p_x + p_t - 1, "J_greedy": (p_x > 0.5).astype(float) + (p_t > 0.5) - 1, "p_malicious": malicious}
+
+
+def final_budget_students(policy, engine, tokenizer, rows, steps, config, validation, label):
+    """One student a seed on `rows` for `steps`; its per-pair J on validation, its mixed-group share."""
+    out = {"J": [], "J_greedy": [], "p_malicious": [], "mixed_groups": [], "seconds": []}
+    for seed in SEEDS:
+        name = f"{label}-{seed}"
+        started = time.perf_counter()
+        run = train_student(policy, engine, TASK, rows, config, adapter_name=name, seed=seed, steps=steps,
+                            log=lambda entry: None)
+        values = pair_values(policy, tokenizer, validation, config.temperature)
+        remove_student_adapter(policy, name)
+        for key in ("J", "J_greedy", "p_malicious"):
+            out[key].append(values[key])
+        out["mixed_groups"].append(statistics.mean(e["mixed_groups"] for e in run.log))
+        out["seconds"].append(time.perf_counter() - started)
+        print(f"  {label} seed {seed}: J {values['J'].mean():+.3f} greedy {values['J_greedy'].mean():+.3f} "
+              f"p(M) {values['p_malicious'].mean():.2f} mixed {out['mixed_groups'][-1]:.2f} "
+              f"({out['seconds'][-1]:.0f} s)", flush=True)
+    return {key: np.array(value) for key, value in out.items()}
+
+
+def summary(values: np.ndarray) -> dict:
+    low, high = bootstrap(values)
+    return {"mean": float(values.mean()), "low": low, "high": high,
+            "per_seed": [float(v.mean()) for v in np.atleast_2d(values)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=HERE / "config.toml")
+    parser.add_argument("--final-steps", type=int, default=None, help="default: the config's final budget for "
+                        "stepping stones ∪ D_train (evaluation.epochs over it)")
+    parser.add_argument("--out", type=Path, default=HERE / "gates.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    config = load_config(args.config)
+    student = config.student_train_config()
+    hard = load_hard_set(config.data.hard_set, "mechanism")
+    d_train, d_test = hard.d_train, read_jsonl(Path(config.data.hard_set) / "d_test.jsonl", TASK.validate_row)
+    validation = read_jsonl(HERE / "validation.jsonl", TASK.validate_row)
+    stones = read_jsonl(HERE / "stepping-stones.jsonl", TASK.validate_row)
+    agreeing = read_jsonl(HERE / "cue-agreeing.jsonl", TASK.validate_row)
+    result: dict = {"config": str(args.config), "student": student.model_dump()}
+
+    model, tokenizer = load_model(config.student.model)
+    result["G1"] = gate_g1(model, tokenizer, 64, seed=7)
+    print(f"G1: {result['G1']}", flush=True)
+
+    base = pair_values(model, tokenizer, d_test, student.temperature)
+    result["G2_base_d_test"] = {"J": float(base["J"].mean()), "J_greedy": float(base["J_greedy"].mean())}
+    print(f"G2 base on D_test: {result['G2_base_d_test']}", flush=True)
+
+    policy = student_policy(model, student)
+    engine = TransformersEngine(policy, tokenizer)
+    mixed_rows = stones + d_train
+    steps = args.final_steps or max(1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
+    result["final_steps"] = steps
+    base_validation = pair_values(policy, tokenizer, validation, student.temperature)
+    hard_only = final_budget_students(policy, engine, tokenizer, d_train, steps, student, validation, "hard-only")
+    oracle = final_budget_students(policy, engine, tokenizer, mixed_rows, steps, student, validation, "oracle")
+    result["G2_hard_only"] = {"J_gain": summary(hard_only["J"] - base_validation["J"]),
+                              "J_greedy_gain": summary(hard_only["J_greedy"] - base_validation["J_greedy"]),
+                              "p_malicious": [float(v.mean()) for v in hard_only["p_malicious"]],
+                              "mixed_groups": hard_only["mixed_groups"].tolist()}
+    result["G3_final"] = {"J_gain_over_hard_only": summary(oracle["J"] - hard_only["J"]),
+                          "J_gain_over_base": summary(oracle["J"] - base_validation["J"]),
+                          "p_malicious": [float(v.mean()) for v in oracle["p_malicious"]]}
+    print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
+    del policy, engine, model
+
+    # inner-loop budget: datasets scored as SOAR scores them (r students from the base, R_k on D_train's Q_R)
+    run_config = config
+    teacher = Teacher(run_config)
+    n = run_config.teacher.n
+    sample = teacher.sample("mechanism", hard.index, step_seed(run_config.run.seed, 0) ^ 0x5EED)
+    rows = sample.rows
+    share = [bool(TASK.stepping_stone(row)) for row in rows]
+    result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "stepping_stone_share": statistics.mean(share)
+                            if rows else None, "rejected": sample.rejected}
+    print(f"G4 teacher: {result['G4_teacher']}", flush=True)
+    del teacher
+    scorer = GroundedScorer(config.student.model, "mechanism", student, students=config.soar.students,
+                            progress=False)
+    inner = {"oracle": [], "cue-agreeing": [], "base-t": []}
+    for seed in SEEDS:
+        q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, 0))
+        base_t = [[rows[i] for i in group] for group in partition(range(len(rows)), 2, n)] if len(rows) >= 2 * n else []
+        datasets = {"oracle": stones[seed * n % len(stones):][:n], "cue-agreeing": agreeing[seed * n % len(agreeing):][:n]}
+        datasets |= {f"base-t-{k}": dataset for k, dataset in enumerate(base_t)}
+        scores = scorer.score(list(datasets.values()), q_r, Baseline("base"), seed=seed)
+        for name, score in zip(datasets, scores):
+            inner[name.rsplit("-", 1)[0] if name.startswith("base-t") else name].extend(score.student_rewards)
+        print(f"  inner seed {seed}: " + " ".join(f"{name} {score.reward:+.3f}" for name, score in zip(datasets, scores)),
+              flush=True)
+    result["G3_inner"] = {name: summary(np.array([values])) for name, values in inner.items() if values}
+    result["G3_inner"]["R_kj"] = inner
+    print(f"G3/G4 inner: {json.dumps({k: v for k, v in result['G3_inner'].items() if k != 'R_kj'})}", flush=True)
+
+    g3i, g3f = result["G3_inner"].get("oracle"), result["G3_final"]["J_gain_over_hard_only"]
+    verdicts = {
+        "G1": result["G1"]["pass"],
+        "G2": abs(result["G2_base_d_test"]["J_greedy"]) <= 0.05 and result["G2_hard_only"]["J_gain"]["low"] <= 0,
+        "G3": bool(g3i and g3i["low"] > 0) and g3f["mean"] >= 0.2,
+        "G4": bool(g3i and "base-t" in result["G3_inner"]
+                   and result["G3_inner"]["base-t"]["mean"] <= 0.5 * g3i["mean"]
+                   and abs(result["G3_inner"]["cue-agreeing"]["mean"]) <= 0.05
+                   and result["G4_teacher"]["stepping_stone_share"] is not None
+                   and 0.03 <= result["G4_teacher"]["stepping_stone_share"] <= 0.20),
+    }
+    result["verdicts"] = verdicts
+    result["seconds"] = time.perf_counter() - started
+    args.out.write_text(json.dumps(result, indent=1, default=float))
+    print(f"verdicts: {verdicts} ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
