@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -63,15 +64,19 @@ def v1_python(request) -> Path:
 
 
 @functools.cache
+def verifiers_version(python: Path) -> str:
+    return subprocess.run([str(python), "-c", "import verifiers; print(verifiers.__version__)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@functools.cache
 def harness_env(python: Path) -> dict[str, str]:
     """Variables for the null harness's chat program. verifiers 0.3.1's program (as prime-rl's pinned git build's)
     leaves openai unpinned, and openai 3.0 (PyPI, 2026-08-12) moved to httpx2, which that program cannot drive
     (TypeError: Invalid timeout ... got httpx.Timeout); so on 0.3.x its uv environment resolves as of 2026-08-11,
     in a uv cache of its own (uv keeps a script's environment by the script's path, whatever the settings).
     verifiers 0.4.0's program pins what it needs: nothing to add."""
-    version = subprocess.run([str(python), "-c", "import verifiers; print(verifiers.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    if not version.startswith("0.3."):
+    if not verifiers_version(python).startswith("0.3."):
         return {}
     cache = Path(os.environ.get("SV_SOAR_CACHE_HOME", Path.home() / ".cache" / "sv-soar")) / "uv-verifiers-0.3"
     return {"UV_EXCLUDE_NEWER": "2026-08-11T00:00:00Z", "UV_CACHE_DIR": str(cache)}
@@ -158,6 +163,45 @@ def test_configs_prime_or_the_env_must_refuse_are_refused(v1_python, tmp_path):
     assert not any(r["ok"] for r in results.values())
 
 
+def schema_venvs() -> list[Path]:
+    cache = Path(os.environ.get("SV_SOAR_CACHE_HOME", Path.home() / ".cache" / "sv-soar")) / "prime-rl-schema"
+    return sorted(p.parent for p in cache.glob("*/.installed"))
+
+
+def test_prime_018s_schema_worker_normalises_the_hosted_configs(v1_python, tmp_path):
+    """prime 0.18.0's own schema worker (`normalize`, what `prime train validate` runs before anything is sent) on
+    each config, against every prime-rl schema venv built here (scripts/build_prime_rl_schema_venv.sh: prime-rl's
+    own config package at one commit; main of Aug 2026 when this was written). The shipped configs pass;
+    misspelt keys are refused, and so is the newer layout's [orchestrator.train] group_size by main's schema."""
+    venvs = schema_venvs()
+    if not venvs:
+        pytest.skip("no prime-rl schema venv: bash scripts/build_prime_rl_schema_venv.sh PRIME_RL_GIT [REV]")
+    results = check_configs(v1_python, sorted(HOSTED.glob("*.toml")), tmp_path)
+    inputs = {name: r["schema_input"] for name, r in results.items()}
+    teacher = inputs["teacher-e1.toml"]
+    newer = json.loads(json.dumps(teacher))
+    newer["orchestrator"]["train"]["group_size"] = 1
+    typo = json.loads(json.dumps(teacher))
+    typo["orchestrator"]["concurrency"]["max_in_flight"] = 1
+    source_typo = json.loads(json.dumps(teacher))
+    source_typo["orchestrator"]["train"]["source"][0]["groupsize"] = 1
+    refused = {"newer-layout": newer, "typo": typo, "source-typo": source_typo}
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs | refused), encoding="utf-8")
+    (worker,) = v1_python.parent.parent.glob("lib/python3*/site-packages/prime_cli/utils/training_schema_worker.py")
+    for venv in venvs:
+        done = subprocess.run([str(venv / "bin" / "python"), str(REPO / "tests" / "hosted_v1" / "schema_normalize.py"),
+                               str(worker), str(tmp_path / "inputs.json")], capture_output=True, text=True,
+                              timeout=300, env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")})
+        out = {r["config"]: r for r in map(json.loads, done.stdout.splitlines())}
+        assert len(out) == len(inputs) + len(refused), done.stderr[-3000:]
+        commit = (venv / "PRIME_RL_COMMIT").read_text().strip()
+        for name in inputs:
+            assert out[name]["ok"], f"prime-rl {commit}: {name}: {out[name]['error']}"
+        if not out["newer-layout"]["ok"]:  # main of Aug 2026; a schema with SourceGroupConfig accepts it
+            assert "orchestrator.train.group_size" in out["newer-layout"]["error"]
+        assert "max_in_flight" in out["typo"]["error"] and "groupsize" in out["source-typo"]["error"]
+
+
 def test_export_vf_prime_rl_config_passes_the_same_checks(v1_python, tmp_path, tiny_model_dir):
     from tests.test_final_evaluation import make_run
 
@@ -201,14 +245,19 @@ def served(tiny_model_dir, tmp_path_factory):
 
 def vf_eval(python: Path, project: Path, port: int, tmp_path: Path, env_toml: str, run: str,
             max_tokens: int = 48, temperature: float = 1.0) -> list[dict]:
-    """verifiers 0.4's own `vf-eval` on an eval TOML; returns the episode records of its traces.jsonl."""
+    """verifiers' own v1 eval CLI on an eval TOML; returns the episode records of its traces.jsonl."""
     config = tmp_path / f"{run}.toml"
+    top = ""
+    if verifiers_version(python).startswith("0.3."):  # 0.3.x's EvalConfig has num_tasks, not [select] limit
+        limit = re.search(r"\[select\]\nlimit = (\d+)\n", env_toml)
+        env_toml, top = env_toml.replace(limit.group(0), ""), f"num_tasks = {limit.group(1)}\n"
     config.write_text(
-        f'model = "{SERVED}"\nnum_rollouts = 1\npush = false\noutput_dir = "{tmp_path / "outputs"}"\n\n'
+        f'model = "{SERVED}"\n{top}num_rollouts = 1\npush = false\noutput_dir = "{tmp_path / "outputs"}"\n\n'
         f'[run]\ndir = "{run}"\n\n[client]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
         f'api_key_var = "SV_SOAR_TEST_KEY"\n\n[sampling]\nmax_tokens = {max_tokens}\ntemperature = {temperature}\n\n'
         + env_toml, encoding="utf-8")
-    vf_eval_bin = python.parent / "vf-eval"
+    # verifiers 0.3.x names the v1 eval CLI `eval` (its `vf-eval` is the v0 one); 0.4 names it `vf-eval`
+    vf_eval_bin = python.parent / ("eval" if verifiers_version(python).startswith("0.3.") else "vf-eval")
     done = run_v1(python, [str(vf_eval_bin), "@", str(config), "--no-rich"], pythonpath=[project, REPO],
                   cwd=tmp_path, env={"SV_SOAR_TEST_KEY": "unused", "SV_SOAR_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-4000:]}"
