@@ -419,7 +419,7 @@ def run_episodes(python: Path, hard_set: Path, tiny_model_dir: Path, tmp_path: P
 
 def prime_rl_advantages(episode: dict) -> list[float | None]:
     """What prime-rl makes of an episode (its source, main of Aug 2026): a not-ok episode fails every trace
-    (src/prime_rl/orchestrator/envs.py:104-113); only ok traces of trainable agents are scored
+    (src/prime_rl/orchestrator/envs.py:108-114); only ok traces of trainable agents are scored
     (orchestrator/algo/base.py:35-42, iter_trainable_traces; its check for sampled tokens is left out: the
     eval client records none) and get reward − their mean (algo/grpo.py:25-30, no length penalty). None: the
     trace trains nothing."""
