@@ -116,11 +116,11 @@ async def main(spec: dict, out: Path) -> None:
     scoring: list[dict] = []  # when each OuterStep.score ran (it is called as is; only timed)
     score = taskset.OuterStep.score
 
-    def timed_score(self, texts, cancelled=None):
+    def timed_score(self, *args, **kwargs):
         window = {"start": time.time()}
         scoring.append(window)
         try:
-            return score(self, texts, cancelled)
+            return score(self, *args, **kwargs)
         finally:
             window["end"] = time.time()
 
