@@ -28,9 +28,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
-# the verifiers v1 venv (verifiers 0.4 + prime 0.18) for tests/test_hosted_v1.py; cached in ~/.cache/sv-soar
+# the verifiers v1 venvs for tests/test_hosted_v1.py, on the newest (0.4.0) and the oldest (0.3.1) verifiers the
+# env projects allow, each with prime 0.18; cached in ~/.cache/sv-soar
 v1-venv:
-	bash scripts/build_v1_venv.sh
+	bash scripts/build_v1_venv.sh --verifiers newest
+	bash scripts/build_v1_venv.sh --verifiers oldest
 
 # lint-imports: the layering contracts in pyproject.toml ([tool.importlinter]: the core imports no environment)
 test: setup v1-venv

@@ -99,14 +99,17 @@ def prime_rl_config(run, rows_name: str, model: str) -> dict[str, Any]:
         "model": {"name": model},
         "orchestrator": {
             "batch_size": student.batch_prompts * student.group_size,  # rollouts a step: 8 prompts × 32
-            "group_size": student.group_size,  # SOAR's RLOO group (32); prime-rl: reward − group mean
             "train": {
                 "sampling": {"max_completion_tokens": max_tokens, "temperature": student.temperature},
                 "source": [{
+                    # SOAR's RLOO group (32); prime-rl: reward − group mean. On the source: the one place both
+                    # live prime-rl layouts accept it (docs/hosted.md)
+                    "group_size": student.group_size,
                     "name": f"sv-soar-student-{task}",
                     "env": {
                         "taskset": {"id": f"sv-soar/{STUDENT_ENV_V1}", "svbench_task": task, "rows": rows_name},
-                        "agent": {"harness": {"id": "null"}, "runtime": {"type": "subprocess"}},
+                        "agent": {"harness": {"id": "null"}, "runtime": {"type": "subprocess"},
+                                  "retries": {"max_retries": 2}},  # a rollout that failed is run again
                     },
                 }],
             },

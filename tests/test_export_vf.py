@@ -17,6 +17,7 @@ import pytest
 import sv_soar_student
 from sv_soar.export_vf import export
 from sv_soar.jsonl import read_jsonl
+from sv_soar.student.config import LORA_LEARNING_RATE, StudentTrainConfig
 from sv_soar.tasks.e1_flows import generate_e1_flows
 from tests.test_final_evaluation import make_run
 
@@ -97,7 +98,15 @@ def test_hard_only_exports_d_train_alone_and_prime_rl_layout(tmp_path, tiny_mode
     taskset = source["env"]["taskset"]
     assert taskset["id"] == "sv-soar/sv-soar-student-v1" and taskset["svbench_task"] == "e1"
     assert not taskset["rows"].startswith("/")  # a name packaged into the env, never a path of this machine
-    assert config["orchestrator"]["batch_size"] % config["orchestrator"]["group_size"] == 0
+    assert "group_size" not in config["orchestrator"]  # on the source: both live prime-rl layouts accept it there
+    assert config["orchestrator"]["batch_size"] % source["group_size"] == 0
+    assert source["env"]["agent"]["retries"]["max_retries"] >= 1
+    # the same LoRA rate as configs/hosted/student-hard-only-e1.toml: a hosted Hard-only baseline and a SOAR
+    # final student train alike (the run's student learning_rate, by default the calibrated LoRA rate)
+    hard_only = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "hosted" /
+                               "student-hard-only-e1.toml").read_text(encoding="utf-8"))
+    assert config["trainer"]["optim"]["lr"] == run.config.final_student_config().learning_rate
+    assert hard_only["trainer"]["optim"]["lr"] == LORA_LEARNING_RATE == StudentTrainConfig().learning_rate
     assert config["orchestrator"]["train"]["sampling"]["temperature"] == 1.0
     assert f"package-env {out / 'train.jsonl'}" in result.stdout and f"--name {taskset['rows']}" in result.stdout
     assert "prime train" in result.stdout

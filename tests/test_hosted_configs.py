@@ -46,7 +46,13 @@ def test_a_prime_rl_rl_config_without_local_paths_or_unforwarded_secrets(path):
     config = load(path)
     # prime 0.18 refuses a top-level `model = "..."` or [[env]] (the retired shared-LoRA layout) outright
     assert isinstance(config["model"], dict) and "env" not in config
-    assert config["model"]["name"] and config["orchestrator"]["batch_size"] % config["orchestrator"]["group_size"] == 0
+    (source,) = config["orchestrator"]["train"]["source"]
+    # group_size on the source: prime-rl's main of Aug 2026 also has [orchestrator] group_size, its newer layout
+    # [orchestrator.train] group_size; neither accepts the other's (docs/hosted.md)
+    assert "group_size" not in config["orchestrator"] and "group_size" not in config["orchestrator"]["train"]
+    assert config["model"]["name"] and config["orchestrator"]["batch_size"] % source["group_size"] == 0
+    agent = source["env"].get("teacher") or source["env"]["agent"]
+    assert agent["retries"]["max_retries"] >= 1  # a failed generation is run again before it counts as failed
     assert config["orchestrator"]["train"]["sampling"]["temperature"] == 1.0  # SOAR samples at 1.0
     taskset = source_env(config)["taskset"]
     assert taskset["id"].startswith("sv-soar/") and "task" not in taskset  # `task` is the taskset's reserved key
@@ -65,9 +71,23 @@ def test_teacher_config_is_one_outer_step_an_episode(path):
     config = load(path)
     env = source_env(config)
     args = env["taskset"]
-    assert config["orchestrator"]["group_size"] == 1  # the g datasets are compared inside one episode
+    (source,) = config["orchestrator"]["train"]["source"]
+    assert source["group_size"] == 1  # the g datasets are compared inside one episode
+    assert config["orchestrator"]["concurrency"]["max_inflight"] == 1  # one outer step at a time
     assert config["orchestrator"]["batch_size"] == args["g"] * args["n"]  # a trainer step: one step's traces
     assert args["model"] == config["model"]["name"]  # SOAR: teacher and students start from the same model
     assert args["floor"] == "neutral" and args["svbench_task"] == path.stem.split("-")[1]
     assert "students_token" not in args  # the token comes from the env server's environment, never the config
     assert env["teacher"]["harness"]["id"] == "null"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_hosted_lora_trains_at_the_calibrated_rate(path):
+    """One learning-rate story: every hosted LoRA config, and `sv-soar export-vf --prime-rl` for a LoRA final
+    student (tests/test_export_vf.py), train at the project's calibrated LoRA rate, not SOAR's full-fine-tuning
+    1e-5 (sv_soar/student/config.py)."""
+    from sv_soar.student.config import LORA_LEARNING_RATE
+
+    config = load(path)
+    assert "lora" in config["trainer"]["model"]
+    assert config["trainer"]["optim"]["lr"] == LORA_LEARNING_RATE

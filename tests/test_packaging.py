@@ -220,3 +220,19 @@ def test_vf_install_from_environments_folder_into_fresh_venv(env_id, tmp_path):
     )
     assert extra.returncode == 0, extra.stdout + extra.stderr
     assert subprocess.run([str(fresh_python), "-c", "import semgrep"], env=_clean_env(), cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("env", ["sv_soar_teacher_v1", "sv_soar_student_v1"])
+def test_v1_env_admits_prime_rls_pinned_verifiers_and_the_0_4_releases(env):
+    """DESIGN.md §2: installing a v1 env beside prime-rl must not replace prime-rl's verifiers, a git build
+    (`git describe` of its deps/verifiers submodule at prime-rl's main of Aug 2026: v0.3.0-62-ga60a606ec, so
+    hatch-vcs versions it 0.3.1.dev62+ga60a606ec). tests/test_hosted_v1.py installs into venvs on both ends."""
+    from packaging.requirements import Requirement
+
+    with open(REPO / "environments" / env / "pyproject.toml", "rb") as f:
+        deps = [Requirement(d) for d in tomllib.load(f)["project"]["dependencies"]]
+    (verifiers,) = [d for d in deps if d.name == "verifiers"]
+    for version in ("0.3.1.dev62+ga60a606ec", "0.3.1", "0.4.0", "0.4.9"):
+        assert verifiers.specifier.contains(version, prereleases=True), version
+    for version in ("0.3.0", "0.1.9.post3", "0.5.0"):  # v0 API, before v1's run semantics, or a future API
+        assert not verifiers.specifier.contains(version, prereleases=True), version

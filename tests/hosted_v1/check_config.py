@@ -1,6 +1,7 @@
 """Run in the v1 venv (verifiers 0.4 + prime 0.18.0): does `prime train CONFIG` accept CONFIG client-side, and do
 its taskset arguments validate against the env's own config classes? Prints one JSON line per config:
-{"config": path, "ok": bool, "error": str | None, "sources": [{"env": class, "taskset": {...}}]}.
+{"config": path, "ok": bool, "error": str | None, "sources": [{"env": class, "taskset": {...}}],
+"schema_input": what prime's schema worker would be given}.
 
 The prime CLI's checks are its own functions, called in the order `prime train` calls them before anything is
 sent (prime_cli/commands/rl.py, create_run and _dispatch_dedicated_run): the TOML parse, the retired
@@ -11,6 +12,7 @@ keys it strips, the request-level strings, and the payload it would post. The pl
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -43,6 +45,14 @@ def prime_checks(path: Path) -> dict:
                                       hf_token=secrets.get("HF_TOKEN"))
     json.dumps(payload)  # what the CLI posts must serialise
     return hosted
+
+
+def rl_schema_input(hosted: dict) -> dict:
+    """What `prime train validate` hands prime's schema worker (prime_cli/commands/rl.py: the config without
+    the CLI-only keys and `name`); tests/hosted_v1/schema_normalize.py runs the worker on it."""
+    from prime_cli.commands import rl
+
+    return rl._schema_input(hosted)
 
 
 def env_checks(config: dict) -> list[dict]:
@@ -80,6 +90,7 @@ def main(paths: list[str]) -> int:
         result = {"config": name, "ok": False, "error": None, "sources": []}
         try:
             hosted = prime_checks(path)
+            result["schema_input"] = rl_schema_input(copy.deepcopy(hosted))  # env_checks narrows in place
             result["sources"] = env_checks(hosted)
             result["ok"] = True
         except (typer.Exit, click.exceptions.Exit, SystemExit) as exc:

@@ -3,13 +3,15 @@ scoring half of an episode: the core's SOAR step, real students on the tiny mode
 
     python outer_step.py SPEC.json OUT.json
     SPEC: {"steps": [{"args": {SoarTeacherConfig fields}, "texts": [str | null, ...]}, ...]}
-    OUT:  [{"rewards": [...], "metrics": [...]}, ...]   (null text: the teacher's agent run failed)
+    OUT:  [{"rewards": [...], "metrics": [...], "state": state.json after the step}, ...]
+          (null text: the teacher's agent run failed)
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,8 +24,10 @@ def main(spec_path: str, out_path: str) -> int:
     spec = json.loads(open(spec_path, encoding="utf-8").read())
     results = []
     for step in spec["steps"]:
-        rewards, metrics = OuterStep(SoarTeacherConfig(**step["args"])).score(step["texts"])
-        results.append({"rewards": rewards, "metrics": metrics})
+        outer = OuterStep(SoarTeacherConfig(**step["args"]))
+        rewards, metrics = outer.score(step["texts"])
+        state = json.loads((Path(outer.run.run_dir) / "state.json").read_text(encoding="utf-8"))
+        results.append({"rewards": rewards, "metrics": metrics, "state": state})
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(results, f)
     return 0

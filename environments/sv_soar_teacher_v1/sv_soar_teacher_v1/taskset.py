@@ -9,12 +9,24 @@ episode, run with group_size = 1:
                 on a fresh Q_R -> SOAR's promotion rule, committed to the run directory; then every trace
                 of X_k records reward R_k ("grounded_improvement") and the step's metrics
 
-Invalid rollouts (a parse error, a hard-set near-duplicate, a failed agent run) and traces of a dataset whose
-students all failed get the `floor`: by default "neutral", R̂_t (the step's mean R_k), so that under the
-trainer's baseline (the mean reward of the episode's traces) they carry ~0 advantage, as SOAR's own loop
-discards invalid rollouts; a number there (−1) would make a parse error or a machine fault the strongest
-signal of the step (typical R_k are ±0.05). With every trace of X_k rewarded R_k, reward − mean over the
-episode is SOAR's RLOO advantage R_k − mean_{k'≠k} R_k' up to the factor (g−1)/g.
+Invalid rollouts (a parse error, a hard-set near-duplicate) and traces of a dataset whose students all failed
+get the `floor`: by default "neutral", R̂_t (the step's mean R_k), so that under the trainer's baseline (the
+mean reward of the episode's traces) they carry ~0 advantage, as SOAR's own loop discards invalid rollouts; a
+number there (−1) would make a parse error the strongest signal of the step (typical R_k are ±0.05). With
+every trace of X_k rewarded R_k, reward − mean over the episode is SOAR's RLOO advantage R_k − mean_{k'≠k} R_k'
+up to the factor (g−1)/g.
+
+What a real run must survive (prime-rl's run semantics, docs/hosted.md "Failures and concurrency"):
+- A failed teacher generation (model error, timeout, an agent run that raised) stays inside the episode: its
+  trace is made ok and untrainable (`agent.trainable = False`), so it carries no advantage and the episode
+  stays ok. prime-rl fails every trace of an episode that is not ok ("A sibling trace in this episode
+  failed", prime_rl/orchestrator/envs.py) and trains only ok, trainable traces (algo/base.py,
+  iter_trainable_traces); verifiers' episode is ok only when all its traces are (Env.run_episode).
+- A step whose students could not be trained (the student model failed to load, every student failed)
+  commits nothing; its traces get the floor and the next episode redoes the step.
+- One outer step at a time: episodes of one run directory run one after another (a lock file in the run
+  directory, across env-server workers), and an episode cancelled mid-step (prime-rl drops stale
+  episodes) commits nothing; its students finish in their thread, their result is discarded.
 
 The taskset's arguments are `SoarTeacherConfig` (TOML: [orchestrator.train.source.env.taskset]); the hard
 set is a *name* packaged into this env (`sv-soar package-env`), never a path. Students train in the env
@@ -25,6 +37,8 @@ the env server's environment variable SV_SOAR_STUDENTS_TOKEN (README, "Hosted tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -45,6 +59,7 @@ log = logging.getLogger(__name__)
 NEUTRAL = "neutral"
 REWARD = "grounded_improvement"
 STUDENTS_TOKEN_VAR = "SV_SOAR_STUDENTS_TOKEN"
+EPISODE_LOCK = "episode.lock"
 # per trace: valid, rejected_<reason>, dataset (k, 1-based; 0 = in none), dataset_reward (R_k), students_failed;
 # per step (the same on every trace of the episode): the rest
 METRIC_NAMES = (
@@ -56,6 +71,7 @@ METRIC_NAMES = (
     "dataset_reward",
     "students_failed",
     "scoring_error",
+    "committed",
     "datasets",
     "baseline_accuracy",
     "reward_hat",
@@ -164,9 +180,19 @@ class SoarTeacherEnv(vf.Env[SoarTeacherEnvConfig]):
                 self._outer = OuterStep(self.args)
             return self._outer
 
+    async def run_episode(self, task: vf.Task, ctx, **hooks) -> vf.Episode:
+        """verifiers' episode (setup, run, finalize), one at a time per run directory: an outer step starts
+        from the state the previous one committed (module docstring)."""
+        try:
+            outer = await asyncio.to_thread(self.outer)  # builds the hard set's index and the run dir once
+        except Exception:  # noqa: BLE001 - finalize meets the same error and records it on the episode
+            return await super().run_episode(task, ctx, **hooks)
+        async with one_outer_step_at_a_time(outer.run.run_dir):
+            return await super().run_episode(task, ctx, **hooks)
+
     async def run(self, task: vf.Task, agents: vf.Agents) -> None:
         # TaskGroup: a raising run cancels its siblings; a failed agent run is data on its trace (finalize
-        # gives it the floor). How many run at once is --env.max-concurrent-agents.
+        # decides what it means). How many run at once is --env.max-concurrent-agents.
         async with asyncio.TaskGroup() as tg:
             for _ in range(self.args.g * self.args.n):
                 tg.create_task(agents.teacher.run(task))
@@ -174,8 +200,19 @@ class SoarTeacherEnv(vf.Env[SoarTeacherEnvConfig]):
     async def finalize(self, task: vf.Task, episode: vf.Episode) -> None:
         traces = [t for t in episode.traces if t.agent.name == "teacher"]
         texts = [(t.last_reply or "") if t.ok else None for t in traces]
-        outer = await asyncio.to_thread(self.outer)  # builds the hard set's index and the run dir once
-        rewards, metrics = await asyncio.to_thread(outer.score, texts)
+        for trace in traces:
+            if not trace.ok:  # a failed generation: ok, so its siblings train; untrainable, so it carries nothing
+                trace.ok = True
+                trace.agent.trainable = False
+        outer = await asyncio.to_thread(self.outer)
+        cancelled = threading.Event()
+        scoring = asyncio.ensure_future(asyncio.to_thread(outer.score, texts, cancelled))
+        scoring.add_done_callback(lambda done: done.cancelled() or done.exception())  # read when abandoned
+        try:
+            rewards, metrics = await asyncio.shield(scoring)
+        except asyncio.CancelledError:  # a stale episode dropped, or a finalize deadline: nothing is committed
+            cancelled.set()
+            raise
         for trace, reward, row in zip(traces, rewards, metrics):
             trace.record_metrics(row)
             trace.record_reward(REWARD, reward)
@@ -209,42 +246,48 @@ class OuterStep:
         )
         self.problem_options = {k: v for k in ("difficulty", "sub_skill") if (v := getattr(args, k))}
         self.limits = core.ProblemLimits()
-        self._lock = threading.Lock()
-        self._next_step = self.run.state.next_step
         log.info("sv-soar-teacher-v1: hard set %r (%d D_train rows), run dir %s", args.hard_set,
                  len(self.hard.d_train), run_dir)
 
-    def score(self, texts: list[str | None]) -> tuple[list[float], list[dict[str, float]]]:
-        """Rewards and metrics of one episode's traces (None: the agent run failed); blocking."""
+    def score(self, texts: list[str | None], cancelled: threading.Event | None = None,
+              ) -> tuple[list[float], list[dict[str, float]]]:
+        """Rewards and metrics of one episode's traces (None: the agent run failed); blocking.
+
+        The step is committed unless its students could not be trained (there were datasets but no R_k: the
+        student model failed to load, or every student failed) or `cancelled` was set (the episode was
+        dropped): then the run directory is left as it was and the next episode redoes the step."""
         args = self.args
         batch = core.validate_batch([t or "" for t in texts], self.hard.index, self.limits, task=self.task,
                                     options=self.problem_options)
         valid = [i for i in batch.valid_indices if texts[i] is not None]
         parts = core.partition(valid, args.g, args.n)
         datasets = [[batch.outcomes[i].to_row() for i in part] for part in parts]
-        with self.scorers.slot() as build:
-            with self._lock, self.run.locked():
-                step = max(self._next_step, self.run.state.next_step)
-                self._next_step = step + 1
+        committed = False
+
+        def commit(decision: core.PromotionDecision) -> None:  # under the run directory's lock
+            nonlocal committed
+            trained = not datasets or decision.record.reward_hat is not None
+            if trained and not (cancelled is not None and cancelled.is_set()):
+                self.run.commit(decision, config=self.config)
+                committed = True
+
+        with self.scorers.slot() as build:  # one scorer: a cancelled step's students finish before the next's
+            with self.run.locked():
+                step = self.run.state.next_step
                 baseline, promoted = self.run.baseline(), self.run.state.promoted
-            try:
-                scorer = build() if datasets else None
-                result = core.soar_step(datasets, self.hard.d_train, scorer, self.run, q_r=args.q_r, seed=args.seed,
-                                        step=step, baseline=baseline, promoted=promoted, on_error="record",
-                                        lock=self._lock)
-            except Exception as exc:  # noqa: BLE001 - the student model failed to load: the floor, counted
-                log.exception("sv-soar-teacher-v1: step %d failed", step)
-                result = core.soar_step([], self.hard.d_train, None, self.run, q_r=args.q_r, seed=args.seed,
-                                        step=step, baseline=baseline, promoted=promoted, lock=self._lock)
-                result.error = f"step {step}: {type(exc).__name__}: {exc}"[:1000]
-            with self._lock, self.run.locked():
-                self.run.commit(result.decision, config=self.config)
+            result = core.soar_step(datasets, self.hard.d_train, build if datasets else None, self.run, q_r=args.q_r,
+                                    seed=args.seed, step=step, baseline=baseline, promoted=promoted,
+                                    on_error="record", commit=commit)
+        if not committed:
+            log.warning("sv-soar-teacher-v1: step %d not committed (%s); the next episode redoes it", step,
+                        "episode cancelled" if cancelled is not None and cancelled.is_set() else result.error
+                        or "every student failed")
         for score in result.scores:  # adapters were kept for promotion only
             for student in score.students:
                 student.adapter_state = None
-        return self._rewards(texts, batch, parts, result)
+        return self._rewards(texts, batch, parts, result, committed)
 
-    def _rewards(self, texts, batch, parts, result) -> tuple[list[float], list[dict[str, float]]]:
+    def _rewards(self, texts, batch, parts, result, committed) -> tuple[list[float], list[dict[str, float]]]:
         record = result.decision.record
         r_hat = record.reward_hat
         floor = (r_hat if r_hat is not None else 0.0) if self.args.floor == NEUTRAL else float(self.args.floor)
@@ -258,6 +301,7 @@ class OuterStep:
             "promoted": float(record.promoted),
             "outer_step": float(result.step),
             "scoring_error": float(result.error is not None),
+            "committed": float(committed),
             **core.question_diversity([p.question for p in batch.problems], seed=result.step).as_metrics("diversity_"),
         }
         dataset_of = {i: k for k, part in enumerate(parts) for i in part}
@@ -291,3 +335,22 @@ def default_run_dir(args: SoarTeacherConfig, hard: core.HardSet, config: core.St
     digest = hashlib.sha256(identity.encode() + hard.source.read_bytes()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.-]+", "-", Path(args.model).name or args.model)[:40]
     return core.cache_dir() / "runs" / f"teacher-v1-{args.svbench_task}-{slug}-{digest}"
+
+
+@contextlib.asynccontextmanager
+async def one_outer_step_at_a_time(run_dir: Path):
+    """Hold the run directory's episode lock (a file lock: env-server workers are processes) while an
+    episode runs. Polled rather than awaited in a thread, so an episode cancelled while it waits leaves
+    nothing behind that takes the lock later."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / EPISODE_LOCK, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
