@@ -146,6 +146,7 @@ E2_TASK = Task(
     # SV-Bench's reward_config_auditing, which is F1 + 0.05 (+ a patch delta, so a good patch with F1 below 0.5
     # can also pass there)
     success_metrics=(("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
+    svbench_envs=("sv-env-config-verification",),
     teacher_prompt=e2_teacher_prompt,
     parse_problem=parse_problem,
     prefetch_problems=prefetch_oracle,
