@@ -238,7 +238,8 @@ def _problem_row(record: dict, question: str, task: Task, by_question: dict[str,
         matching = [row for row in candidates if answer in (None, "") or row.get("answer") == answer]
         if not matching:
             raise ValueError(
-                f"answer {answer!r} differs from the data file's {candidates[0].get('answer')!r} for this question"
+                f"answer {_describe(answer)} differs from the data file's {_describe(candidates[0].get('answer'))} "
+                "for this question"
             )
         return matching[0]
     row: dict[str, Any] = {"question": question}
@@ -262,9 +263,15 @@ def _metric(record: dict, metrics: Sequence[tuple[str, float]]) -> tuple[float |
             if isinstance(holder, dict) and name in holder and holder[name] is not None:
                 value = holder[name]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"metric {name!r} is {value!r}, not a number")
+                    raise ValueError(f"metric {name!r} is {_describe(value)}, not a number")
                 return float(value), name, threshold
     return None, "", 1.0
+
+
+def _describe(value: Any) -> str:
+    """A value as an error quotes it: its repr, cut to 60 characters (never a whole input echoed back)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _run_read(results: Path, levels: int = 3) -> RunRead:
@@ -286,7 +293,7 @@ def _run_read(results: Path, levels: int = 3) -> RunRead:
     tasks = {name for name in (_task_of_envs([env]) for env in envs) if name is not None}
     if len(tasks) == 1:
         task_name = tasks.pop()
-        task_from = f"metadata.json: environment {next(e for e in envs if _task_of_envs([e]) == task_name)[0]!r}"
+        task_from = f"metadata.json: environment {_describe(next(e for e in envs if _task_of_envs([e]) == task_name)[0])}"
     else:
         task_name = None
         task_from = ("metadata.json names environments of several tasks" if tasks
