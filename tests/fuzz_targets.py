@@ -1103,6 +1103,7 @@ def _e2_rows() -> st.SearchStrategy[Any]:
                        {"question": _POD, "info": {"violations": []}, "meta": {"lang": "x" * 3000}},
                        {"question": "x", "answer": json.dumps({"oracle": [], "fixture_path": "x" * 3000})},
                        {"question": _POD, "answer": "null"},
+                       {"question": 1.0, "answer": '{"oracle": []}'},  # a prompt that is a number (TypeError)
                        {"question": _e2_prompt(""), "answer": json.dumps({"question": _POD, "info": {"violations": []}})}))
 def check_e2_row(value: Any) -> str:
     from sv_soar.tasks.e2 import E2_TASK

@@ -243,7 +243,9 @@ def _fixture_text(fixture_path: Any) -> str | None:
 def prompt_user_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    for message in reversed(list(prompt or [])):
+    if not isinstance(prompt, (list, tuple)):  # a row's prompt from a file: anything (a number, an object)
+        return ""
+    for message in reversed(prompt):
         role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
         if role == "user":
             content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
