@@ -123,6 +123,8 @@ def load_eval_results(
     metric is an error naming the metrics it has, unless `rescore` (then task.is_success scores it).
     Problems are grouped by content (question, answer); the question is the user message's text.
     `known_rows` (the SV-Bench data the eval ran on) restores each problem's full row, meta included.
+    Rollouts of another task (their env_name, the run's metadata.json or their metrics say so) are skipped
+    and counted in their run's RunRead (`results.runs`), never an error.
     """
     table = dict(task.success_metrics)
     if success_metric:
