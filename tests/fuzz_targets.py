@@ -1159,7 +1159,12 @@ def _svbench_e2_cases() -> st.SearchStrategy[tuple]:
                        ([{"role": "tool", "content": "[" * 5000}], "{}", None),
                        # found by fuzzing: an oracle that is not a list (TypeError: 'bool' object is not iterable)
                        ('{"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5}',
-                        json.dumps({"oracle": True}), None)))
+                        json.dumps({"oracle": True}), None),
+                       # found by fuzzing: a lone surrogate in the patch or the config (UnicodeEncodeError)
+                       *[(json.dumps({"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5,
+                                      "patch": "--- a/config\n+++ b/config\n" + hunk}),
+                          json.dumps({"oracle": [{"id": "kube-linter/latest-tag"}], "config": config}), None)
+                         for hunk, config in ((_HUNKS[6], _POD), (_HUNKS[0], _POD + "# \ud800\n"))]))
 def check_e2_svbench(case: tuple) -> str:
     from sv_soar.scoring import e2_svbench as sv
 

@@ -263,13 +263,18 @@ def apply_unified_diff(original: str, patch: str) -> str | None:
         return None
     with tempfile.TemporaryDirectory(prefix="sv-soar-patch-") as folder:
         path = Path(folder, "file.txt")
-        path.write_text(original, encoding="utf-8")
-        try:
+        try:  # a lone surrogate (JSON "\ud800") in the config or the patch has no UTF-8: no patch applies
+            path.write_text(original, encoding="utf-8")
             proc = subprocess.run(["patch", "--forward", "--silent", str(path)], input=patch, text=True,
-                                  capture_output=True, check=False, cwd=folder, timeout=PATCH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+                                  encoding="utf-8", errors="replace", capture_output=True, check=False, cwd=folder, timeout=PATCH_TIMEOUT_S)
+        except (subprocess.TimeoutExpired, UnicodeEncodeError):
             return None
-        return path.read_text(encoding="utf-8") if proc.returncode == 0 else None
+        if proc.returncode != 0:
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # GNU patch writes bytes as given; a result that is not UTF-8 is no config
+            return None
 
 
 _POST_PATCH_ORACLE = OracleCache()
