@@ -1230,8 +1230,9 @@ def _v1_envs_importable() -> None:
 
 def _v1_args() -> st.SearchStrategy[tuple[str, Any]]:
     def args(fields: dict) -> st.SearchStrategy[dict]:
-        return st.dictionaries(st.sampled_from(sorted(fields)), JSON_VALUES, max_size=3) | st.fixed_dictionaries(
-            {}, optional={k: v | JSON_VALUES for k, v in fields.items()})
+        one_changed = st.sampled_from(sorted(fields)).flatmap(lambda k: fields[k].map(lambda v: {k: v}))  # mostly valid
+        return st.one_of(one_changed, one_changed, st.dictionaries(st.sampled_from(sorted(fields)), JSON_VALUES, max_size=3),
+                         st.fixed_dictionaries({}, optional={k: v | JSON_VALUES for k, v in fields.items()}))
     return st.one_of(st.tuples(st.just("teacher"), args(_TEACHER_V1_ARGS) | JSON_VALUES),
                      st.tuples(st.just("student"), args(_STUDENT_V1_ARGS) | JSON_VALUES))
 
@@ -1258,7 +1259,8 @@ def check_taskset_v1_args(case: tuple[str, Any]) -> str:
         config = Config.model_validate(args)
     except ValidationError as exc:
         _reason(exc)
-        fields = {str(e["loc"][0]) if e["loc"] else "body" for e in exc.errors()}
+        fields = {(str(e["loc"][0]) if str(e["loc"][0]) in Config.model_fields else "unknown_field") if e["loc"]
+                  else "body" for e in exc.errors()}
         return "rejected:" + ("several_fields" if len(fields) > 1 else fields.pop())
     if which == "teacher":
         assert config.g >= 1 and config.n >= 1 and config.students >= 1 and config.q_r >= 1 and config.window >= 1
