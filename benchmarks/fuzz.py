@@ -83,9 +83,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true",
                         help="keep the other targets' results already in --out, replacing only those run now")
+    parser.add_argument("--note", default="", help="with --merge: why these targets ran apart (RELIABILITY.md says it)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the readers log every corrupt file they skip; thousands here
-    command = "python " + " ".join(sys.argv)
+    argv = [a for i, a in enumerate(sys.argv) if not (a.startswith("--note") or sys.argv[i - 1] == "--note")]
+    command = "python " + " ".join(argv)  # the note is recorded on its own
     results = []
     for name in args.target or sorted(TARGETS):
         if missing := missing_requirement(TARGETS[name]):
@@ -105,7 +107,7 @@ def main() -> int:
                                     key=lambda t: t["target"])
         written["merged"] = [m for m in written.get("merged", []) if not set(m["targets"]) & ran] + [
             {"command": command, "targets": sorted(ran), "examples_per_target": args.examples, "seed": args.seed,
-             "python": platform.python_version(), "verifiers": _version("verifiers")}]
+             "python": platform.python_version(), "verifiers": _version("verifiers"), "note": args.note}]
     args.out.write_text(json.dumps(written, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 1 if any(r["crash"] for r in results) else 0

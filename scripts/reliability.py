@@ -47,8 +47,8 @@ def fuzz_section(result: dict | None) -> list[str]:
     lines = [f"`{result['command']}` (Python {result['python']}, seed {result['seed']}). Contract: every input "
              "ends in an accepted value or a rejection whose reason names the problem (never an exception of "
              "another kind, never an unbounded echo of the input); tests/fuzz_targets.py states each target's checks.",
-             *[f"`{m['command']}` (Python {m['python']}, verifiers {m['verifiers']}, seed {m['seed']}) ran "
-               f"{', '.join(f'`{t}`' for t in m['targets'])} in the venv those need, and its counts are merged below."
+             *[f"`{m['command']}` (Python {m['python']}, verifiers {m['verifiers']}, seed {m['seed']}): its counts for "
+               f"{', '.join(f'`{t}`' for t in m['targets'])} are those in the table" + (f" ({m['note']})." if m.get("note") else ".")
                for m in result.get("merged", [])],
              "", "| parser (untrusted input) | inputs | accepted | rejected (by reason) | crashes | slowest input |",
              "|---|---:|---:|---|---:|---:|"]
