@@ -1,6 +1,6 @@
 """Write RELIABILITY.md from the results the reliability benchmarks wrote (benchmarks/results/*.json).
 
-    python benchmarks/fuzz.py --examples 20000
+    python benchmarks/fuzz.py --examples 10000   (and the v1 target with --merge: benchmarks/fuzz.py)
     python benchmarks/faults.py --trials 10
     python benchmarks/kill_resume.py --kills 30 --outer-steps 8
     python benchmarks/load.py --groups 32 --pool 2
@@ -47,6 +47,9 @@ def fuzz_section(result: dict | None) -> list[str]:
     lines = [f"`{result['command']}` (Python {result['python']}, seed {result['seed']}). Contract: every input "
              "ends in an accepted value or a rejection whose reason names the problem (never an exception of "
              "another kind, never an unbounded echo of the input); tests/fuzz_targets.py states each target's checks.",
+             *[f"`{m['command']}` (Python {m['python']}, verifiers {m['verifiers']}, seed {m['seed']}): its counts for "
+               f"{', '.join(f'`{t}`' for t in m['targets'])} are those in the table" + (f" ({m['note']})." if m.get("note") else ".")
+               for m in result.get("merged", [])],
              "", "| parser (untrusted input) | inputs | accepted | rejected (by reason) | crashes | slowest input |",
              "|---|---:|---:|---|---:|---:|"]
     for target in result["targets"]:

@@ -86,7 +86,8 @@ def packaged_set(module: str, name: str, *, arg: str = "hard_set") -> Path:
         raise PackagedDataError(f"{arg} is empty: name a set packaged in {module} (packaged: {available or 'none'}); "
                                 f"{how}")
     if not NAME_PATTERN.match(name):
-        raise PackagedDataError(f"{arg}={name!r} is not a packaged-set name: a hosted env cannot read a path of your "
+        shown = repr(name) if len(name) <= 80 else repr(name[:77]) + "..."  # an argument from a TOML: never echoed whole
+        raise PackagedDataError(f"{arg}={shown} is not a packaged-set name: a hosted env cannot read a path of your "
                                 f"machine; {how} (packaged: {available or 'none'})")
     folder = root / name
     if not (folder / "d_train.jsonl").is_file():

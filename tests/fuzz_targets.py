@@ -39,18 +39,38 @@ class FuzzTarget:
     strategy: Callable[[], st.SearchStrategy]
     check: Callable[[Any], str]
     examples: tuple = ()  # inputs always tried first: the crashes fuzzing found, kept as regressions
+    needs: str | None = None  # a distribution only another venv has, "verifiers>=0.4" (the v1 envs' venv), else None
 
 
 TARGETS: dict[str, FuzzTarget] = {}
 
 
-def fuzz_target(name: str, parses: str, strategy: Callable[[], st.SearchStrategy], examples: tuple = ()):
+def fuzz_target(name: str, parses: str, strategy: Callable[[], st.SearchStrategy], examples: tuple = (),
+                needs: str | None = None):
     def register(check: Callable[[Any], str]) -> Callable[[Any], str]:
         assert name not in TARGETS, f"two fuzz targets named {name}"
-        TARGETS[name] = FuzzTarget(name, parses, strategy, check, examples)
+        TARGETS[name] = FuzzTarget(name, parses, strategy, check, examples, needs)
         return check
 
     return register
+
+
+def missing_requirement(target: FuzzTarget) -> str | None:
+    """Why `target` cannot run in this venv (its `needs` is not installed here), or None when it can."""
+    if target.needs is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    requirement = Requirement(target.needs)
+    try:
+        installed = version(requirement.name)
+    except PackageNotFoundError:
+        return f"{target.name} needs {target.needs}, not installed here"
+    if installed not in requirement.specifier:
+        return f"{target.name} needs {target.needs}, this venv has {installed}"
+    return None
 
 
 def _reason(message: Any, where: str = "") -> str:
@@ -837,4 +857,418 @@ def check_student_service_request(body: Any) -> str:
     for rows in [*request["datasets"], request["q_r"]]:
         assert rows and all(validate_row(r) == r for r in rows)
     _digest(request)
+    return "accepted"
+
+
+# --------------------------------------------------------------------------------- saved evaluation results
+
+# SV-Bench's and vf-eval's rollout records (sv_soar.evaluation.saved_results): chat messages or text, columns as
+# JSON strings (a hosted run), E1 labels and E2 answer JSONs, metrics of both tasks, env names, failed calls
+_E1_Q = "Device unknown-device observed tcp 43750→23, duration 3.1, bytes ?, flags [S]. Decide."
+_FIXTURE_PATHS = ["/app/fixtures/k8s/pod.yaml", "", "/nonexistent/x.tf", "/bin/sh", "/etc/hostname", "/", "/dev/null",
+                  "../../etc/passwd", "a\x00b", "x" * 3000]
+
+
+def _e2_prompt(config: str, path: str = "/app/fixtures/k8s/pod.yaml") -> str:
+    return f"File path: {path}\n\nConfiguration:\n```text\n{config}\n```"
+
+
+def _e2_answers() -> st.SearchStrategy[Any]:
+    """SV-Bench's E2 answer as its envs store it (the JSON of a row's info: "oracle" ids or build-format
+    "violations", fixture_type, fixture_path) and this project's (with "config" and "meta"), mutated."""
+    ids = st.sampled_from(["kube-linter/latest-tag", "semgrep/terraform-acl-public-read", "opa/GEN_001", "x", ""])
+    oracle = st.lists(st.fixed_dictionaries({"id": ids | JSON_VALUES},
+                                            optional={"severity": st.sampled_from(["high", "med", "medium", "INFO"]) | JSON_VALUES})
+                      | JSON_VALUES, max_size=3)
+    violations = st.lists(st.fixed_dictionaries({"tool": st.sampled_from(["kube-linter", "semgrep"]) | JSON_VALUES,
+                                                 "rule_id": st.sampled_from(["latest-tag", "a.b.c"]) | JSON_VALUES},
+                                                optional={"severity": JSON_VALUES, "msg": JSON_VALUES, "loc": JSON_VALUES})
+                          | JSON_VALUES, max_size=3)
+    optional = {"fixture_path": st.sampled_from(_FIXTURE_PATHS) | JSON_VALUES,
+                "fixture_type": st.sampled_from(["tf", "k8s", "terraform", "helm", ""]) | JSON_VALUES,
+                "config": st.sampled_from([_POD, _TF, "", "   "]) | JSON_VALUES, "patch": JSON_VALUES,
+                "meta": JSON_VALUES | st.fixed_dictionaries({"lang": st.sampled_from(["k8s", "tf", "x" * 2000]) | JSON_VALUES})}
+    answer = st.one_of(st.fixed_dictionaries({"oracle": oracle | JSON_VALUES}, optional=optional),
+                       st.fixed_dictionaries({"violations": violations | JSON_VALUES}, optional=optional),
+                       st.fixed_dictionaries({"question": st.sampled_from([_POD, ""]) | JSON_VALUES,
+                                              "info": st.fixed_dictionaries({"violations": violations}) | JSON_VALUES},
+                                             optional={"meta": JSON_VALUES}))
+    return answer | JSON_VALUES
+
+
+def _rollout_records() -> st.SearchStrategy[dict]:
+    e1_question = st.sampled_from([_E1_Q, _E1_Q.replace("43750", "1"), "", "x" * 2000]) | st.text(max_size=20)
+    e2_question = st.sampled_from([_POD, _TF, "", "apiVersion: v1\n"]).map(_e2_prompt) | st.sampled_from([_POD, "x"])
+    question = e1_question | e2_question
+    message = st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "tool"]) | JSON_VALUES,
+                                     "content": question | JSON_VALUES},
+                                    optional={"reasoning_content": st.text(max_size=30) | JSON_VALUES})
+    prompt = st.one_of(question, st.lists(message, max_size=3), st.builds(
+        lambda q: [{"role": "system", "content": "s"}, {"role": "user", "content": q}], question), JSON_VALUES)
+    completion = st.one_of(st.text(max_size=40), st.lists(message, max_size=2), JSON_VALUES,
+                           st.just([{"role": "assistant", "content": None, "reasoning_content": '{"label": "Benign"}'}]))
+    answer = st.sampled_from(["Malicious", "Benign", "benign", "", 1, 0]) | _e2_answers().map(json.dumps) | JSON_VALUES
+    metric_names = st.sampled_from(["reward_accuracy", "accuracy", "detection_f1", "reward_config_auditing",
+                                    "format_reward", "num_turns", "x"])
+    metric_value = st.floats(allow_nan=True) | st.integers(-(2**70), 2**70) | st.booleans() | st.none() | st.text(max_size=3000)
+    metrics = st.dictionaries(metric_names, metric_value, max_size=4) | JSON_VALUES
+    env = st.sampled_from(["intertwine/sv-env-network-logs", "intertwine/sv-env-config-verification", "sv-soar-student",
+                           "other/env", ""]) | JSON_VALUES
+    record = st.fixed_dictionaries(
+        {"prompt": prompt, "answer": answer},
+        optional={"completion": completion, "metrics": metrics, "rewards": metrics, "env_name": env, "info": JSON_VALUES,
+                  "example_id": JSON_VALUES, "error": JSON_VALUES, "completion_error": st.sampled_from(["", "rate limited"]),
+                  "question": question | JSON_VALUES, "reward_accuracy": metric_value})
+    # a hosted run's results.jsonl: prompt, completion, metrics and info as JSON strings
+    hosted = record.map(lambda r: {k: (json.dumps(v) if k in ("prompt", "completion", "metrics", "info") else v)
+                                   for k, v in r.items()})
+    return record | hosted
+
+
+def _well_formed_records() -> st.SearchStrategy[dict]:
+    """Rollouts as vf-eval, a hosted run or SV-Bench's scripts write them, E1 and E2, one field at times
+    broken: most lines of a real file are good, and a reader must get past them to the odd one."""
+    e1 = st.builds(lambda q, label, ok: {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": q}],
+                                         "completion": [{"role": "assistant", "content": json.dumps({"label": label})}],
+                                         "answer": label, "metrics": {"reward_accuracy": float(ok), "format_reward": 1.0}},
+                   st.sampled_from([_E1_Q, _E1_Q.replace("43750", "9")]), st.sampled_from(["Malicious", "Benign"]), st.booleans())
+    good_answer = {"oracle": [{"id": "kube-linter/latest-tag", "severity": "med"}], "fixture_type": "k8s",
+                   "fixture_path": "/app/fixtures/k8s/pod.yaml"}
+    e2 = st.builds(lambda config, value: {"prompt": [{"role": "user", "content": _e2_prompt(config)}],
+                                          "completion": [{"role": "assistant", "content": "{}"}],
+                                          "answer": json.dumps(good_answer), "metrics": {"reward_config_auditing": value}},
+                   st.sampled_from([_POD, _POD.replace("web", "db")]), st.sampled_from([0.0, 0.05, 1.05]))
+    envs = st.sampled_from(["intertwine/sv-env-network-logs", "intertwine/sv-env-config-verification", "sv-soar-student"])
+    tagged = st.tuples(e1 | e2, envs).map(lambda re: {**re[0], "env_name": re[1]})
+    base = st.one_of(e1, e2, tagged)
+    broken = st.tuples(base, st.sampled_from(["prompt", "completion", "answer", "metrics", "env_name", "error", "info"]),
+                       JSON_VALUES).map(lambda b: {**b[0], b[1]: b[2]})
+    hosted = base.map(lambda r: {k: (json.dumps(v) if k in ("prompt", "completion", "metrics", "info") else v)
+                                 for k, v in r.items()})
+    return st.one_of(base, base, hosted, broken)
+
+
+def _results_lines() -> st.SearchStrategy[bytes]:
+    good = _well_formed_records().map(lambda r: json.dumps(r, allow_nan=True).encode())
+    line = st.one_of(good, good, good, _rollout_records().map(lambda r: json.dumps(r, allow_nan=True).encode()),
+                     JSON_VALUES.map(lambda v: json.dumps(v).encode()), st.binary(max_size=30),
+                     st.sampled_from([b"", b"[" * 3000 + b"]" * 3000, b'{"prompt": "q", "answer": "Benign"', b"\xff"]))
+    return st.lists(line, min_size=1, max_size=6).map(b"\n".join)
+
+
+def _saved_results_reason(message: str) -> str:
+    for words, reason in ((("no success metric",), "no_metric"), (("not a number",), "bad_metric"),
+                          (("not valid JSON", "not UTF-8", "nested too deeply", "bytes, over"), "not_json"),
+                          (("expected a JSON object",), "not_object"), (("prompt", "question"), "no_question"),
+                          (("completion",), "no_completion")):
+        if any(w in message for w in words):
+            return reason
+    return "bad_row"
+
+
+def _check_eval_results(results: Any, task: Any) -> None:
+    """What load_eval_results returns: problems with at least one sample each, rows of the task, runs that
+    account for every rollout, and a report's notes that never echo an input whole."""
+    assert len(results.rows) == len(results.outcomes)
+    assert all(o and all(isinstance(x, bool) for x in o) for o in results.outcomes)
+    assert sum(run.rollouts for run in results.runs) == sum(len(o) for o in results.outcomes)
+    for row in results.rows:
+        assert isinstance(row["question"], str) and row["question"].strip()
+        assert isinstance(row.get("meta"), dict)
+    for run in results.runs:
+        assert run.task is None or run.task in task_names_all()
+        assert run.model is None or (isinstance(run.model, str) and run.model.strip())
+        assert run.temperature is None or math.isfinite(run.temperature)
+        assert run.k is None or (isinstance(run.k, int) and run.k >= 1)
+        assert all(n > 0 for n in run.other_task.values()) and task.name not in run.other_task
+    for note in results.run_notes(task):
+        _reason(note)
+
+
+def task_names_all() -> tuple[str, ...]:
+    from sv_soar.tasks import task_names
+
+    return task_names()
+
+
+@fuzz_target("saved-results", "saved rollouts, one results.jsonl (sv_soar.evaluation.saved_results.load_eval_results, "
+             "E1 and E2; vf-eval, hosted-run and SV-Bench-script records)",
+             lambda: st.tuples(st.sampled_from(["e1", "e2"]), st.booleans(), _results_lines()),
+             examples=(("e2", False, json.dumps({"prompt": _e2_prompt(_POD), "answer": json.dumps(
+                 {"oracle": [], "fixture_path": "/bin/sh"}), "metrics": {"reward_config_auditing": 1.0}}).encode()),
+                       ("e1", False, json.dumps({"prompt": _E1_Q, "answer": "Benign",
+                                                 "metrics": {"reward_accuracy": "y" * 5000}}).encode())))
+def check_saved_results(case: tuple[str, bool, bytes]) -> str:
+    from sv_soar.evaluation.saved_results import load_eval_results, per_problem
+    from sv_soar.jsonl import JsonlError
+    from sv_soar.tasks import get_task
+
+    name, rescore, data = case
+    task = get_task(name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "results.jsonl"
+        path.write_bytes(data)
+        try:
+            results = load_eval_results([path], task, rescore=rescore and name == "e1")
+        except JsonlError as exc:
+            return f"rejected:{_saved_results_reason(_reason(exc, where=f'{path}:'))}"
+        _check_eval_results(results, task)
+        if not results.rows:
+            return "accepted:no_rollout_of_task" if results.skipped_other_task else "accepted:empty"
+        try:
+            rows, outcomes, notes, rule = per_problem(results)
+        except ValueError as exc:  # every problem short of its run's K
+            _reason(exc)
+            return "accepted:all_short_of_k"
+        assert len(rows) == len(outcomes) and rows and rule
+        return "accepted"
+
+
+def _metadata_texts() -> st.SearchStrategy[str]:
+    env = st.sampled_from(["intertwine/sv-env-network-logs", "intertwine/sv-env-config-verification", "sv-soar-student",
+                           "sv_soar_student", "x"]) | JSON_VALUES
+    run = st.fixed_dictionaries({}, optional={
+        "base_model": st.sampled_from(["Qwen/Qwen3.5-2B", "", "x" * 3000]) | JSON_VALUES,
+        "rollouts_per_example": st.sampled_from([1, 4, 8, 0, -1, True, 2**70, 2.5]) | JSON_VALUES,
+        "environments": st.lists(st.fixed_dictionaries({"id": env}, optional={"args": JSON_VALUES}) | env, max_size=3) | JSON_VALUES})
+    meta = st.fixed_dictionaries({}, optional={
+        "model": st.sampled_from(["gpt-4.1-mini", ""]) | JSON_VALUES | st.fixed_dictionaries({"name": JSON_VALUES}),
+        "env_id": env, "env": env, "env_args": st.fixed_dictionaries({"task": st.sampled_from(["e1", "e2", "e1+e2"]) | JSON_VALUES})
+        | JSON_VALUES, "rollouts_per_example": JSON_VALUES | st.integers(-3, 9),
+        "sampling_args": st.fixed_dictionaries({"temperature": st.floats() | JSON_VALUES}) | JSON_VALUES,
+        "temperature": st.floats() | JSON_VALUES, "run": run | JSON_VALUES, "config": run | JSON_VALUES})
+    return st.one_of(meta.map(lambda m: json.dumps(m, allow_nan=True)), JSON_VALUES.map(json.dumps), st.text(max_size=50),
+                     st.just("[" * 5000), st.just("\ud800"))
+
+
+@fuzz_target("saved-results-folder", "a folder of saved runs, metadata.json beside each results.jsonl (`sv-soar hardset "
+             "--from-results FOLDER` up to the mining: commands.hardset._problems_from_results)",
+             lambda: st.tuples(st.sampled_from(["e1", "e2"]), _metadata_texts(), st.sampled_from(["run", "claim"]),
+                               st.lists(_results_lines(), min_size=1, max_size=2), st.sampled_from([None, 1, 4])),
+             examples=(("e1", json.dumps({"run": {"base_model": "m", "rollouts_per_example": 2**70}}), "run",
+                        [json.dumps({"prompt": _E1_Q, "answer": "Benign", "metrics": {"reward_accuracy": 1}}).encode()], None),
+                       ("e1", "{}", "run", [b"{}"], None)))
+def check_saved_results_folder(case: tuple[str, str, str, list[bytes], int | None]) -> str:
+    from argparse import Namespace
+
+    from sv_soar.commands.hardset import _problems_from_results
+    from sv_soar.tasks import get_task
+
+    name, metadata, where, files, min_samples = case
+    task = get_task(name)
+    with tempfile.TemporaryDirectory() as folder:
+        claim = Path(folder) / "results" / "runs" / "claim"
+        for i, data in enumerate(files):
+            run = claim / f"run{i}"
+            run.mkdir(parents=True)
+            (run / "results.jsonl").write_bytes(data)
+        (claim / "run0" if where == "run" else claim).joinpath("metadata.json").write_text(
+            metadata, encoding="utf-8", errors="surrogatepass")
+        args = Namespace(from_results=[str(Path(folder) / "results")], source=None, path=None, samples=None,
+                         min_samples=min_samples, success_metric=None, success_threshold=None, rescore=False, model=None)
+        try:
+            problems = _problems_from_results(task, "builtin", args)
+        except ValueError as exc:  # JsonlError (file:line: why), or nothing to mine
+            _reason(exc)
+            return "rejected:" + ("jsonl_error" if str(exc).startswith(str(claim)) else "nothing_to_mine")
+        fields = problems.report_fields
+        assert len(problems.rows) == len(problems.successes) > 0
+        assert isinstance(fields["model"], str) and fields["model"]
+        assert fields["temperature"] is None or math.isfinite(fields["temperature"])
+        assert all(isinstance(note, str) and note for note in fields["notes"])
+        return "accepted"
+
+
+# --------------------------------------------------------------------------------- E2 rows and answers
+
+
+def _e2_rows() -> st.SearchStrategy[Any]:
+    """E2 rows in every form a reader meets: SV-Bench's build rows, its env's (prompt with a `File path:` line,
+    answer = the JSON of info), this project's dataset records (answer = the row as JSON), mutated."""
+    config = st.sampled_from([_POD, _TF, "", " ", "x" * 3000]) | st.text(max_size=30)
+    build = st.fixed_dictionaries({"question": config | JSON_VALUES, "info": _e2_answers() | JSON_VALUES},
+                                  optional={"meta": JSON_VALUES | st.fixed_dictionaries(
+                                      {"lang": st.sampled_from(["k8s", "tf", "Terraform", "x" * 3000]) | JSON_VALUES})})
+    env = st.fixed_dictionaries({"question": config.map(_e2_prompt) | config | JSON_VALUES,
+                                 "answer": _e2_answers().map(json.dumps) | st.text(max_size=20) | JSON_VALUES},
+                                optional={"meta": JSON_VALUES, "prompt": config | JSON_VALUES})
+    return st.one_of(build, env, JSON_VALUES)
+
+
+@fuzz_target("e2-row", "E2 rows and answers (sv_soar.tasks.e2.validate_row, sv_soar.scoring.e2.row_from_answer: "
+             "SV-Bench's build rows, its env's answer JSON with oracle ids and fixture paths, dataset records)", _e2_rows,
+             examples=({"question": _e2_prompt(""), "answer": json.dumps({"oracle": [], "fixture_path": "/bin/sh"})},
+                       # found by fuzzing: a lang echoed whole; a path too long to stat (OSError); an answer of
+                       # JSON null (TypeError); an empty config inside SV-Bench's prompt, accepted as a row
+                       {"question": _POD, "info": {"violations": []}, "meta": {"lang": "x" * 3000}},
+                       {"question": "x", "answer": json.dumps({"oracle": [], "fixture_path": "x" * 3000})},
+                       {"question": _POD, "answer": "null"},
+                       {"question": 1.0, "answer": '{"oracle": []}'},  # a prompt that is a number (TypeError)
+                       {"question": _e2_prompt(""), "answer": json.dumps({"question": _POD, "info": {"violations": []}})}))
+def check_e2_row(value: Any) -> str:
+    from sv_soar.tasks.e2 import E2_TASK
+
+    try:
+        row = E2_TASK.validate_row(value)
+    except ValueError as exc:
+        _reason(exc)
+        return "rejected:invalid_row"
+    assert isinstance(row["question"], str) and row["question"].strip()
+    assert row["meta"]["lang"] in ("k8s", "tf")
+    assert all(isinstance(v["tool"], str) and isinstance(v["rule_id"], str) for v in row["info"]["violations"])
+    assert isinstance(E2_TASK.breakdown(row), str)
+    # the record a dataset writes for the row reads back as the same problem (the student env's answer column)
+    again = E2_TASK.validate_row({"question": E2_TASK.question(row), "answer": E2_TASK.answer(row)})
+    assert [(v["tool"], v["rule_id"]) for v in again["info"]["violations"]] == \
+        [(v["tool"], v["rule_id"]) for v in row["info"]["violations"]]
+    return "accepted"
+
+
+# --------------------------------------------------------------------------------- SV-Bench's E2 rubric
+
+
+def _tool_contents() -> st.SearchStrategy[Any]:
+    finding = st.fixed_dictionaries({"tool": st.sampled_from(["kube-linter", "semgrep", "opa"]) | JSON_VALUES,
+                                     "rule_id": st.sampled_from(["latest-tag", "run-as-non-root", "x"]) | JSON_VALUES},
+                                    optional={"severity": JSON_VALUES})
+    findings = st.lists(finding | JSON_VALUES, max_size=4)
+    return st.one_of(findings.map(json.dumps), findings.map(repr), findings, JSON_VALUES, st.text(max_size=40),
+                     st.sampled_from(["[" * 5000, "{'a': " * 500, "(" * 200 + ")" * 200, "1e999", "[{'tool': b'x'}]",
+                                      "{1, 2}", "__import__('os')"]))
+
+
+def _svbench_e2_cases() -> st.SearchStrategy[tuple]:
+    answer_text = _student_e2_texts()
+    message = st.fixed_dictionaries({"role": st.just("tool"), "content": _tool_contents()}) | st.fixed_dictionaries(
+        {"role": st.just("assistant"), "content": answer_text | JSON_VALUES})
+    completion = answer_text | st.lists(message, max_size=3) | answer_text.map(
+        lambda t: [{"role": "assistant", "content": t}]) | JSON_VALUES
+    good = json.dumps({"oracle": [{"id": "kube-linter/latest-tag", "severity": "med"},
+                                  {"id": "kube-linter/run-as-non-root", "severity": "med"}],
+                       "fixture_path": "/app/fixtures/k8s/pod.yaml", "fixture_type": "k8s"})
+    answer = st.just(good) | _e2_answers().map(json.dumps) | JSON_VALUES | st.text(max_size=20)
+    prompt = st.sampled_from([_e2_prompt(_POD), [{"role": "user", "content": _e2_prompt(_POD)}], "", None]) | JSON_VALUES
+    return st.tuples(completion, answer, prompt)
+
+
+@fuzz_target("e2-svbench", "SV-Bench's E2 rubric as reproduced (sv_soar.scoring.e2_svbench: answer parser, oracle "
+             "answer JSON, tool messages read as JSON or Python literals, unified-diff patches applied and re-scanned)",
+             _svbench_e2_cases,
+             examples=(('{"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5}',
+                        json.dumps({"oracle": [{"id": "kube-linter/latest-tag"}], "fixture_path": "/bin/sh"}), None),
+                       ([{"role": "tool", "content": "[" * 5000}], "{}", None),
+                       # found by fuzzing: an oracle that is not a list (TypeError: 'bool' object is not iterable)
+                       ('{"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5}',
+                        json.dumps({"oracle": True}), None),
+                       # found by fuzzing: a lone surrogate in the patch or the config (UnicodeEncodeError)
+                       *[(json.dumps({"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5,
+                                      "patch": "--- a/config\n+++ b/config\n" + hunk}),
+                          json.dumps({"oracle": [{"id": "kube-linter/latest-tag"}], "config": config}), None)
+                         for hunk, config in ((_HUNKS[6], _POD), (_HUNKS[0], _POD + "# \ud800\n"))]))
+def check_e2_svbench(case: tuple) -> str:
+    from sv_soar.scoring import e2_svbench as sv
+
+    completion, answer, prompt = case
+    scratch = _private_tempdir()
+    try:
+        with mock.patch.object(tempfile, "tempdir", str(scratch)):
+            fmt = sv.format_reward(completion, answer)
+            tool = sv.tool_observation_reward(completion, answer)
+            audit = sv.reward_config_auditing(completion, answer, prompt)
+    except ValueError as exc:  # an answer with no oracle: named, never scored as a clean config
+        assert str(exc).startswith("E2 answer"), exc
+        _reason(exc)
+        try:
+            sv.answer_object(answer)
+        except ValueError:
+            return "rejected:answer_without_oracle"
+        raise AssertionError(f"a readable answer raised: {exc}") from None
+    finally:
+        assert not any(scratch.iterdir()), f"left behind: {sorted(p.name for p in scratch.iterdir())}"
+    assert fmt in (0.0, 1.0) and 0.0 <= tool <= 1.0 and 0.0 <= audit <= 2.0, (fmt, tool, audit)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in (fmt, tool, audit))
+    if fmt == 0.0:
+        assert audit == 0.0
+        return "accepted:invalid_format"
+    return "accepted" if audit > 0 else "accepted:no_credit"
+
+
+# --------------------------------------------------------------------------------- v1 taskset arguments
+
+# The v1 envs' arguments come from a prime-rl TOML ([orchestrator.train.source.env.taskset]) that anyone may
+# write. Their config classes subclass verifiers 0.4's vf.TasksetConfig, which the project's .venv (verifiers
+# 0.1.x) cannot import: this target runs in the v1 venv (scripts/build_v1_venv.sh), see benchmarks/fuzz.py.
+_TEACHER_V1_ARGS = {"svbench_task": st.sampled_from(["e1", "e2", "e3", "E1", ""]), "hard_set": st.sampled_from(
+                        ["e1-t01", "", "../../etc", "/etc/passwd", "x" * 3000, "A", "a b", "a\x00"]),
+                    "hard_set_task": st.sampled_from(["e1", "e2", None, "x"]), "model": st.sampled_from(["m", ""]),
+                    "preset": st.sampled_from(["paper", "cpu", "x"]), "student": st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=2),
+                    "g": st.integers(-2, 5), "n": st.integers(-2, 70), "students": st.integers(-1, 5), "q_r": st.integers(-1, 70),
+                    "grounding": st.sampled_from(["correctness", "full", "x"]),
+                    "floor": st.sampled_from(["neutral", -1.0, 0, "nan", float("nan"), float("inf"), "x"]),
+                    "seed": st.integers(-(2**70), 2**70), "tau": st.floats(), "window": st.integers(-1, 5),
+                    "num_prompts": st.integers(-1, 300), "run_dir": st.sampled_from([None, "/tmp/x", ""]),
+                    "students_url": st.sampled_from([None, "http://127.0.0.1:8765", "file:///etc/passwd", ""]),
+                    "time_limit_s": st.sampled_from([None, 0, -1, 1.5, float("inf")]),
+                    "difficulty": st.sampled_from([None, "hard", "x"]), "sub_skill": st.sampled_from([None, "x"]),
+                    "lang": st.sampled_from([None, "k8s", "tf", "x"]), "unknown_key": JSON_VALUES}
+_STUDENT_V1_ARGS = {"svbench_task": st.sampled_from(["e1", "e2", "e1+e2", "x"]),
+                    "rows": st.sampled_from(["d-train", "", "../x", "x" * 3000]), "limit": st.sampled_from([None, 0, 1, -1, 2**70]),
+                    "unknown_key": JSON_VALUES}
+
+
+@functools.cache
+def _v1_envs_importable() -> None:
+    """The v1 env packages from the working tree, as tests/test_hosted_v1.py runs them (the v1 venv holds their
+    dependencies, not the projects)."""
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    for env in ("sv_soar_teacher_v1", "sv_soar_student_v1"):
+        if str(repo / "environments" / env) not in sys.path:
+            sys.path.append(str(repo / "environments" / env))
+
+
+def _v1_args() -> st.SearchStrategy[tuple[str, Any]]:
+    def args(fields: dict) -> st.SearchStrategy[dict]:
+        one_changed = st.sampled_from(sorted(fields)).flatmap(lambda k: fields[k].map(lambda v: {k: v}))  # mostly valid
+        return st.one_of(one_changed, one_changed, st.dictionaries(st.sampled_from(sorted(fields)), JSON_VALUES, max_size=3),
+                         st.fixed_dictionaries({}, optional={k: v | JSON_VALUES for k, v in fields.items()}))
+    return st.one_of(st.tuples(st.just("teacher"), args(_TEACHER_V1_ARGS) | JSON_VALUES),
+                     st.tuples(st.just("student"), args(_STUDENT_V1_ARGS) | JSON_VALUES))
+
+
+@fuzz_target("taskset-v1-args", "the v1 envs' taskset arguments from a prime-rl TOML (sv_soar_teacher_v1 "
+             "SoarTeacherConfig, sv_soar_student_v1 SoarStudentConfig, then the packaged set they name: "
+             "sv_soar.hosted.packaged_set); runs in the verifiers v1 venv", _v1_args, needs="verifiers>=0.4",
+             examples=(("student", {"rows": "x" * 3000}),  # found by fuzzing: the name echoed whole
+                       ("teacher", {"hard_set": "../../etc"})))
+def check_taskset_v1_args(case: tuple[str, Any]) -> str:
+    from pydantic import ValidationError
+
+    from sv_soar.hosted import PackagedDataError, packaged_set
+
+    which, args = case
+    _v1_envs_importable()
+    if which == "teacher":
+        from sv_soar_teacher_v1.taskset import SoarTeacherConfig as Config
+        module, name_field = "sv_soar_teacher_v1", "hard_set"
+    else:
+        from sv_soar_student_v1.taskset import SoarStudentConfig as Config
+        module, name_field = "sv_soar_student_v1", "rows"
+    try:
+        config = Config.model_validate(args)
+    except ValidationError as exc:
+        _reason(exc)
+        fields = {(str(e["loc"][0]) if str(e["loc"][0]) in Config.model_fields else "unknown_field") if e["loc"]
+                  else "body" for e in exc.errors()}
+        return "rejected:" + ("several_fields" if len(fields) > 1 else fields.pop())
+    if which == "teacher":
+        assert config.g >= 1 and config.n >= 1 and config.students >= 1 and config.q_r >= 1 and config.window >= 1
+        assert config.floor == "neutral" or math.isfinite(config.floor)
+    try:  # the set the arguments name: a folder inside the env's package data, never a path of the machine
+        folder = packaged_set(module, getattr(config, name_field), arg=name_field)
+    except PackagedDataError as exc:
+        _reason(exc, where=name_field)
+        return "accepted:set_not_packaged"
+    assert folder.name == getattr(config, name_field) and "/" not in folder.name
     return "accepted"

@@ -117,7 +117,10 @@ def test_oracle_format_answers_are_read():
     assert reward_config_auditing(completion=answer([BOTH[0]]), answer=row_answer) == pytest.approx(1.05)
 
 
-@pytest.mark.parametrize("bad", ["not json", json.dumps("Malicious"), json.dumps({"fixture_type": "k8s"}), ""])
+@pytest.mark.parametrize("bad", ["not json", json.dumps("Malicious"), json.dumps({"fixture_type": "k8s"}), "",
+                                 # an oracle that is not a list: SV-Bench raises TypeError on "oracle", reads
+                                 # "violations" as clean (fuzzing found both: tests/fuzz_targets.py, e2-svbench)
+                                 json.dumps({"oracle": True}), json.dumps({"violations": "kube-linter/latest-tag"})])
 def test_unreadable_oracle_is_an_error_never_a_clean_config(bad):
     # SV-Bench reads these as a clean config (any valid answer then scores 0.05); here they are an error
     with pytest.raises(ValueError, match="E2 answer"):

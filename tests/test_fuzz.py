@@ -11,7 +11,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from tests.fuzz_targets import TARGETS
+from tests.fuzz_targets import TARGETS, missing_requirement
 
 FUZZ_EXAMPLES = int(os.environ.get("SV_SOAR_FUZZ_EXAMPLES", "150"))
 
@@ -19,6 +19,8 @@ FUZZ_EXAMPLES = int(os.environ.get("SV_SOAR_FUZZ_EXAMPLES", "150"))
 @pytest.mark.parametrize("name", sorted(TARGETS))
 def test_parser_never_crashes_and_every_rejection_says_why(name):
     target = TARGETS[name]
+    if missing := missing_requirement(target):
+        pytest.skip(f"{missing}: run it in that venv (benchmarks/fuzz.py --target {name} --merge)")
 
     @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -34,4 +36,6 @@ def test_parser_never_crashes_and_every_rejection_says_why(name):
 
 def test_every_parser_of_untrusted_text_has_a_target():
     assert {"teacher-e1", "student-e1", "teacher-e2", "student-e2", "config", "config-overrides", "jsonl",
-            "promotion-state", "reward-cache-entry", "chat-request", "tool-calls", "student-service-request"} <= set(TARGETS)
+            "promotion-state", "reward-cache-entry", "chat-request", "tool-calls", "student-service-request",
+            # the readers SV-Bench's formats brought (issue 25)
+            "saved-results", "saved-results-folder", "e2-row", "e2-svbench", "taskset-v1-args"} <= set(TARGETS)

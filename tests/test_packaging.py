@@ -236,3 +236,100 @@ def test_v1_env_admits_prime_rls_pinned_verifiers_and_the_0_4_releases(env):
         assert verifiers.specifier.contains(version, prereleases=True), version
     for version in ("0.3.0", "0.1.9.post3", "0.5.0"):  # v0 API, before v1's run semantics, or a future API
         assert not verifiers.specifier.contains(version, prereleases=True), version
+
+
+# --- the README's SV-Bench install steps, in a venv made as SV-Bench makes it ------------------------------
+
+SVBENCH_VERIFIERS = "0.1.9.post3"  # what SV-Bench's lock holds (docs/design.md §2); the install must keep it
+# the README's lines this test runs, as written there ("/path/to/sv-soar" standing for the repository)
+README_STEPS = [
+    "vf-install sv-soar-student -p /path/to/sv-soar/environments",
+    "sv-soar --help",
+    """vf-eval sv-soar-student -a '{"source": "jsonl", "path": "datasets/public_mini/e1.jsonl"}'""",
+    "uv pip install torch --index-url https://download.pytorch.org/whl/cpu",
+]
+
+
+def _uv() -> str:
+    """uv as SV-Bench's setup has it: on PATH, else this venv's (the dev extra), else `pip install uv` here."""
+    found = shutil.which("uv")
+    if found:
+        return found
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "uv"], check=True)
+        from uv import find_uv_bin
+    return find_uv_bin()
+
+
+def _pypi_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _local_cpu_torch() -> list[str]:
+    """uv's arguments for this machine's local CPU torch wheel (pip's find-links, as `make setup` gets it), or the
+    CPU index a user passes (README) where there is none."""
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                            capture_output=True, text=True)
+    for folder in [*os.environ.get("PIP_FIND_LINKS", "").split(), *config.stdout.split()]:
+        if list(Path(folder).glob("torch-2.13.0+cpu-*.whl")):
+            return ["--find-links", folder]
+    return ["--index-url", "https://download.pytorch.org/whl/cpu", "--extra-index-url", "https://pypi.org/simple"]
+
+
+@pytest.mark.slow
+def test_readme_svbench_install_steps_in_a_uv_venv(svbench_mini, tmp_path):
+    """README, "Install into an SV-Bench checkout", run as written in a checkout with SV-Bench's venv: made by
+    `uv venv` (no pip), SV-Bench's verifiers in it, uv on PATH. Downloads from PyPI (uv's cache keeps them)."""
+    readme = (REPO / "README.md").read_text()
+    for line in README_STEPS:  # the test runs what the README says
+        assert line in readme, line
+    if not _pypi_reachable():
+        pytest.skip("PyPI is not reachable: the steps install the envs' dependencies from it")
+    uv = _uv()
+    repo = tmp_path / "sv-soar"  # a copy: the editable install builds there, not in the working tree
+    shutil.copytree(REPO, repo, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", "runs", "outputs", "experiments", "dist", "build", "__pycache__", ".pytest_cache", "*.egg-info"))
+    checkout = tmp_path / "security-verifiers"  # what a fresh checkout has: SV-Bench's public mini sets
+    (checkout / "datasets" / "public_mini").mkdir(parents=True)
+    shutil.copy(svbench_mini / "e1.jsonl", checkout / "datasets" / "public_mini" / "e1.jsonl")
+    uv_bin = tmp_path / "uv-bin"  # uv on PATH, on its own (SV-Bench's machines have it as a system tool)
+    uv_bin.mkdir()
+    (uv_bin / "uv").symlink_to(uv)
+    venv_dir = checkout / ".venv"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv_dir)], check=True, cwd=checkout,
+                   env=_clean_env())
+    python = venv_dir / "bin" / "python"
+    assert not (venv_dir / "bin" / "pip").exists()  # SV-Bench's venv has no pip: every step below is uv
+    # `source .venv/bin/activate`: the venv first on PATH, VIRTUAL_ENV set, uv on PATH
+    active = _clean_env(VIRTUAL_ENV=str(venv_dir), UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
+                        PATH=os.pathsep.join([str(venv_dir / "bin"), str(uv_bin), os.environ.get("PATH", "")]))
+
+    def step(*argv: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(argv), capture_output=True, text=True, cwd=checkout, env=active, timeout=900)
+        assert done.returncode == 0, f"{argv}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done
+
+    step("uv", "pip", "install", "-q", f"verifiers=={SVBENCH_VERIFIERS}")  # SV-Bench's setup put it there
+    step("uv", "pip", "install", "-q", "torch==2.13.0", *_local_cpu_torch())  # README: the CPU index
+    step("vf-install", "sv-soar-student", "-p", str(repo / "environments"))
+    cli = step("sv-soar", "--help")
+    assert "hardset" in cli.stdout
+    # what vf-eval does first: load the env on the data file the README names, which a fresh checkout has
+    probe = ("import json, sv_soar_student, torch, verifiers; from importlib.metadata import distributions; "
+             "env = sv_soar_student.load_environment(source='jsonl', path='datasets/public_mini/e1.jsonl'); "
+             "print(json.dumps({'file': sv_soar_student.__file__, 'rows': len(env.dataset), 'env': type(env).__name__, "
+             "'verifiers': verifiers.__version__, 'cuda': torch.version.cuda, 'torch': torch.__version__, "
+             "'nvidia': sorted(d.metadata['Name'] for d in distributions() if d.metadata['Name'].startswith('nvidia'))}))")
+    out = json.loads(step(str(python), "-c", probe).stdout.strip().splitlines()[-1])
+    assert out["file"] == str(repo / "environments" / "sv_soar_student" / "sv_soar_student" / "__init__.py"), out
+    assert out["rows"] == 100 and out["env"] == "SingleTurnEnv", out
+    assert out["verifiers"] == SVBENCH_VERIFIERS, out  # SV-Bench's verifiers was not moved
+    assert out["torch"].startswith("2.13.0") and out["cuda"] is None and out["nvidia"] == [], out  # CPU only

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.cold_start_report import OVERALL
+from sv_soar.evaluation.cold_start_report import OVERALL, k_spread
 from sv_soar.evaluation.hardset import DEFAULT_SAMPLES, FailAtK, mine_hard_set, row_hash
 from sv_soar.evaluation.saved_results import load_eval_results, per_problem, rectangular
 from sv_soar.tasks import Row, Task, get_task, task_names
@@ -68,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="value of --success-metric that counts as success (default: 1, or the e2 values above)")
     parser.add_argument("--rescore", action="store_true",
                         help="with --from-results: score rollouts that lack the metric again with the task's rubric")
-    parser.add_argument("--min-samples", type=int, default=1,
-                        help="with --from-results: leave out problems with fewer samples than this (default 1)")
+    parser.add_argument("--min-samples", type=int, default=None,
+                        help="with --from-results: leave out problems with fewer samples than this (default: the "
+                        "K of the problem's run, metadata.json's rollouts_per_example or else the sample count most "
+                        "of its problems have, so a problem cut short never counts as fail@K; 1 keeps every problem)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--out", required=True, help="output folder")
 
@@ -110,10 +112,15 @@ def _problems_from_results(task: Task, source: str, args: argparse.Namespace) ->
     known = _load_rows(task, source, args) if (args.source or args.path) else []
     results = load_eval_results(paths, task, success_metric=args.success_metric,
                                 success_threshold=args.success_threshold, rescore=args.rescore, known_rows=known)
+    if not results.rows:
+        raise ValueError(f"no rollout of task {task.name} in {len(paths)} results files: "
+                         + ("; ".join(results.run_notes(task)) or "they hold no rollouts"))
     if args.samples is not None:  # S samples a problem, as when sampling here
         rows, successes, notes = rectangular(results, args.samples)
+        rule = None
     else:
-        rows, successes, notes = per_problem(results, args.min_samples)
+        rows, successes, notes, rule = per_problem(results, args.min_samples)
+    notes += results.run_notes(task)
     if results.skipped_errors:
         notes.append(f"{results.skipped_errors} rollouts with an error were not counted as samples")
     if len(results.models) > 1:
@@ -129,6 +136,7 @@ def _problems_from_results(task: Task, source: str, args: argparse.Namespace) ->
             "source": "saved results: " + ", ".join(str(p) for p in paths),
             "temperature": results.temperatures[0] if len(results.temperatures) == 1 else None,
             "notes": notes,
+            "min_samples": rule,
         },
     )
 
@@ -228,7 +236,7 @@ def _command_line(args: argparse.Namespace) -> str:
         ("--samples", args.samples),
         ("--success-metric", args.success_metric),
         ("--success-threshold", args.success_threshold),
-        ("--min-samples", args.min_samples if args.min_samples != 1 else None),
+        ("--min-samples", args.min_samples),
     ):
         if value is not None:
             parts += [flag, str(value)]
@@ -247,11 +255,16 @@ def _command_line(args: argparse.Namespace) -> str:
 def _print_summary(mined: FailAtK, seconds: float | None) -> None:
     r = mined.report
     took = f" in {seconds:.1f} s" if seconds is not None else ""
-    print(f"hardset: {r.task}, {r.model}: {r.problems} problems x {r.samples} samples (T={r.temperature}){took}")
+    ks = sorted(r.k_per_problem)
+    samples = f"K {ks[0]}..{ks[-1]} samples a problem" if len(ks) > 1 else f"{r.samples} samples"
+    print(f"hardset: {r.task}, {r.model}: {r.problems} problems x {samples} (T={r.temperature}){took}")
+    if len(ks) > 1:
+        counts = [k for k, n in r.k_per_problem.items() for _ in range(n)]
+        print(f"  K per problem: {k_spread(counts)}; min samples: {r.min_samples}")
     print("  zero-pass: " + "  ".join(f"K={k} {100 * v:.1f}%" for k, v in r.zero_pass[OVERALL].items()))
     if r.pass_at_k:
         print("  pass@k:    " + "  ".join(f"@{k} {100 * v:.1f}%" for k, v in r.pass_at_k.items()))
-    print(f"  hard set D (0/{r.samples}): {r.hard_set} -> D_train {r.d_train}, D_test {r.d_test}")
+    print(f"  hard set D (0/{'K' if len(ks) > 1 else r.samples}): {r.hard_set} -> D_train {r.d_train}, D_test {r.d_test}")
     for note in r.notes:
         print(f"  note: {note}")
     print(f"  wrote {len(mined.files)} files to {mined.files[0].parent}")

@@ -8,6 +8,9 @@ for K = 8, 16, 32, 64, 128, and how that varies by difficulty. This module only 
 from __future__ import annotations
 
 import os
+import statistics
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +39,17 @@ class ColdStartReport:
     d_test: int
     seconds: float | None = None  # wall time of sampling, where this run sampled
     notes: list[str] = field(default_factory=list)
+    # K -> problems with K samples; saved results give each problem its own K (`samples` is the fewest)
+    k_per_problem: dict[int, int] = field(default_factory=dict)
+    # the --min-samples rule applied to saved results, as the report states it
+    min_samples: str | None = None
+
+
+def k_spread(counts: Sequence[int]) -> str:
+    """Samples a problem in one line: "min 1, median 8, max 8 (K=1 x1, K=8 x3)"."""
+    histogram = Counter(counts)
+    bars = ", ".join(f"K={k} x{histogram[k]}" for k in sorted(histogram))
+    return f"min {min(counts)}, median {statistics.median(counts):g}, max {max(counts)} ({bars})"
 
 
 def render_markdown(report: ColdStartReport) -> str:
@@ -52,7 +66,7 @@ def render_markdown(report: ColdStartReport) -> str:
         f"| task | {report.task} |",
         f"| model | `{report.model}` |",
         f"| problems | {report.source} |",
-        f"| samples a problem (S) | {report.samples} |",
+        *_samples_rows(report),
         f"| temperature | {'not recorded' if report.temperature is None else report.temperature} |",
         f"| seed | {report.seed} |",
     ]
@@ -63,7 +77,7 @@ def render_markdown(report: ColdStartReport) -> str:
         "## Counts",
         "",
         f"- problems: {report.problems}",
-        f"- hard set D (0/{report.samples} solved): {report.hard_set} "
+        f"- hard set D (0/{'K' if len(report.k_per_problem) > 1 else report.samples} solved): {report.hard_set} "
         f"({_percent(report.hard_set / report.problems if report.problems else 0.0)})",
         f"- D_train: {report.d_train}, D_test: {report.d_test}",
         "",
@@ -89,6 +103,20 @@ def render_markdown(report: ColdStartReport) -> str:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
     lines += ["", "## Command", "", "```", report.command, "```", ""]
     return "\n".join(lines)
+
+
+def _samples_rows(report: ColdStartReport) -> list[str]:
+    """The settings rows on samples: S, or each problem's own K (min / median / max, a histogram) and the rule
+    that kept them."""
+    if len(report.k_per_problem) <= 1:
+        rows = [f"| samples a problem (S) | {report.samples} |"]
+    else:
+        counts = [k for k, n in report.k_per_problem.items() for _ in range(n)]
+        rows = [f"| samples a problem (K, each problem its own) | {k_spread(counts)}; hard = 0/K; the table and "
+                f"pass@k below use each problem's first {report.samples} |"]
+    if report.min_samples:
+        rows.append(f"| min samples | {report.min_samples} |")
+    return rows
 
 
 def plot_zero_pass(report: ColdStartReport, path: str | os.PathLike) -> Path:

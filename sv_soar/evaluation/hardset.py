@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,7 @@ def mine_hard_set(
     command: str = "",
     seconds: float | None = None,
     notes: Sequence[str] = (),
+    min_samples: str | None = None,
 ) -> FailAtK:
     """Mine fail@S from a (problems x S) success matrix and write every output file to out_dir.
 
@@ -234,6 +236,8 @@ def mine_hard_set(
         d_test=len(d_test),
         seconds=seconds,
         notes=list(notes),
+        k_per_problem=dict(sorted(Counter(len(o) for o in per).items())),
+        min_samples=min_samples,
     )
     files += list(write_cold_start_report(report, out_dir))
     return FailAtK(report=report, hard_set=hard, d_train=d_train, d_test=d_test, files=files)

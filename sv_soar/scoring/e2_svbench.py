@@ -132,6 +132,9 @@ def answer_object(answer: Any) -> dict[str, Any]:
         raise ValueError(f"E2 answer is a JSON {type(answer).__name__}, expected the object of a row's info")
     if "oracle" not in answer and "violations" not in answer:
         raise ValueError(f"E2 answer has no oracle: neither 'oracle' nor 'violations' among keys {sorted(answer)[:8]}")
+    key = "oracle" if "oracle" in answer else "violations"
+    if not isinstance(answer[key], (list, type(None))):  # SV-Bench iterates it (TypeError) or skips it (clean)
+        raise ValueError(f"E2 answer's {key!r} is a JSON {type(answer[key]).__name__}, expected a list of findings")
     return answer
 
 
@@ -211,18 +214,38 @@ def row_config(answer_obj: dict[str, Any], prompt: Any) -> str | None:
     config = answer_obj.get("config")
     if isinstance(config, str):
         return config
-    fixture_path = answer_obj.get("fixture_path")
-    if isinstance(fixture_path, str) and fixture_path and Path(fixture_path).is_file():
-        return Path(fixture_path).read_text(encoding="utf-8")
+    fixture = _fixture_text(answer_obj.get("fixture_path"))
+    if fixture is not None:
+        return fixture
     text = prompt_user_text(prompt)
     match = PROMPT_CONFIG.search(text)
     return match.group("config") if match else (text or None)
 
 
+MAX_FIXTURE_BYTES = 1 << 20  # SV-Bench's fixtures are a few KB; a path to anything larger is not one
+
+
+def _fixture_text(fixture_path: Any) -> str | None:
+    """The config at `fixture_path` where that is a readable UTF-8 file of fixture size, else None (the caller
+    then reads the prompt): the path comes from a row, so a name too long, a binary or unreadable file, or a
+    device never raises here."""
+    if not isinstance(fixture_path, str) or not fixture_path:
+        return None
+    try:
+        path = Path(fixture_path)
+        if not path.is_file() or path.stat().st_size > MAX_FIXTURE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):  # ENAMETOOLONG, EACCES, a NUL in the path, not UTF-8
+        return None
+
+
 def prompt_user_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    for message in reversed(list(prompt or [])):
+    if not isinstance(prompt, (list, tuple)):  # a row's prompt from a file: anything (a number, an object)
+        return ""
+    for message in reversed(prompt):
         role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
         if role == "user":
             content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
@@ -240,13 +263,18 @@ def apply_unified_diff(original: str, patch: str) -> str | None:
         return None
     with tempfile.TemporaryDirectory(prefix="sv-soar-patch-") as folder:
         path = Path(folder, "file.txt")
-        path.write_text(original, encoding="utf-8")
-        try:
+        try:  # a lone surrogate (JSON "\ud800") in the config or the patch has no UTF-8: no patch applies
+            path.write_text(original, encoding="utf-8")
             proc = subprocess.run(["patch", "--forward", "--silent", str(path)], input=patch, text=True,
-                                  capture_output=True, check=False, cwd=folder, timeout=PATCH_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+                                  encoding="utf-8", errors="replace", capture_output=True, check=False, cwd=folder, timeout=PATCH_TIMEOUT_S)
+        except (subprocess.TimeoutExpired, UnicodeEncodeError):
             return None
-        return path.read_text(encoding="utf-8") if proc.returncode == 0 else None
+        if proc.returncode != 0:
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # GNU patch writes bytes as given; a result that is not UTF-8 is no config
+            return None
 
 
 _POST_PATCH_ORACLE = OracleCache()

@@ -103,6 +103,7 @@ E1_TASK = Task(
     calibration_point=calibration_point,
     rubric="rubrics:e1_rubric",
     success_metrics=(("reward_accuracy", 1.0), ("accuracy", 1.0)),  # SV-Bench's accuracy reward: label == answer
+    svbench_envs=("sv-env-network-logs",),
     teacher_prompt=e1_teacher_prompt,
     parse_problem=parse_e1_problem,
     hub_dataset="intertwine-ai/security-verifiers-e1",

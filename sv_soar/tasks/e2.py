@@ -81,8 +81,10 @@ def validate_row(value: Any) -> Row:
     if "info" not in value and isinstance(value.get("answer"), str):
         try:
             inner = json.loads(value["answer"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ValueError("'answer' is not the JSON of an E2 row") from None
+        if not isinstance(inner, dict):
+            raise ValueError(f"'answer' is the JSON of a {type(inner).__name__}, not of an E2 row (an object)")
         if isinstance(inner, dict) and "info" not in inner:  # SV-Bench's env format: answer = JSON of info
             from sv_soar.scoring.e2 import row_from_answer
 
@@ -96,6 +98,8 @@ def validate_row(value: Any) -> Row:
     wrapped = PROMPT_CONFIG.fullmatch(question.strip())
     if wrapped:  # SV-Bench's env prompt around the config: keep the config itself
         question = wrapped.group("config")
+        if not question.strip():
+            raise ValueError("'question' wraps an empty config (SV-Bench's `File path:` prompt with no configuration)")
     info = value.get("info")
     if not isinstance(info, dict):
         raise ValueError("'info' must be an object with 'violations'")
@@ -110,13 +114,19 @@ def validate_row(value: Any) -> Row:
         raise ValueError("'meta' must be an object")
     lang = LANG_ALIASES.get(str(meta.get("lang") or info.get("fixture_type") or "k8s").lower())
     if lang is None:
-        raise ValueError(f"'meta.lang' is {meta.get('lang')!r}: expected 'k8s' or 'tf'")
+        raise ValueError(f"'meta.lang' is {_describe(meta.get('lang') or info.get('fixture_type'))}: expected 'k8s' or 'tf'")
     clean = [{"tool": v["tool"], "rule_id": v["rule_id"], "severity": str(v.get("severity", "")),
               "msg": str(v.get("msg", "")), "loc": str(v.get("loc", ""))} for v in violations]
     out_info: dict[str, Any] = {"violations": clean, "patch": info.get("patch")}
     if isinstance(info.get("config"), str) and info["config"].strip():
         out_info["config"] = info["config"]  # the config itself when the question wraps it (sub-skills)
     return {"question": question, "info": out_info, "meta": {**meta, "lang": lang}}
+
+
+def _describe(value: Any) -> str:
+    """A value as a reason quotes it: its repr, cut to 60 characters (a row is untrusted; never echo it whole)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_problem(text: Any, *, limits: ProblemLimits | None = None, hard_set_index: HardSetIndex | None = None,
@@ -146,6 +156,7 @@ E2_TASK = Task(
     # SV-Bench's reward_config_auditing, which is F1 + 0.05 (+ a patch delta, so a good patch with F1 below 0.5
     # can also pass there)
     success_metrics=(("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
+    svbench_envs=("sv-env-config-verification",),
     teacher_prompt=e2_teacher_prompt,
     parse_problem=parse_problem,
     prefetch_problems=prefetch_oracle,

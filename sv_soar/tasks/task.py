@@ -43,6 +43,9 @@ class Task:
     # saved-results metrics that mean "solved", with the value that counts, first found wins (`sv-soar hardset
     # --from-results`; E1: SV-Bench's reward_accuracy = 1)
     success_metrics: tuple[tuple[str, float], ...] = ()
+    # SV-Bench's environment ids of this task (E1: sv-env-network-logs): how a saved run's metadata.json or
+    # its rows' env_name say which task it ran (`sv-soar hardset --from-results` on a folder of mixed runs)
+    svbench_envs: tuple[str, ...] = ()
     # the teacher's side (docs/design.md §4): the chat prompt of one teacher rollout, keyword options the
     # task's own (E2: difficulty, sub_skill, lang) ...
     teacher_prompt: Callable[..., ChatPrompt] | None = None
