@@ -7,13 +7,13 @@ only for the untrained student's J (G2). Writes experiments/mechanism/gates.json
         final-student budget) does not raise J on validation pairs (CI includes 0); its mixed-group share and what
         it converged to (p(Malicious) over the validation items: a constant answer is ≈ 1 or ≈ 0 everywhere)
     G3  stepping stones exist: the oracle curriculum (rule-labelled icmp flows) at the inner loop's budget raises J
-        on D_train's Q_R pairs (R_kj, CI excluding 0); at the final-student budget, stepping stones ∪ D_train
+        on D_train's Q_R pairs (R_k over seeds, CI excluding 0: benchmarks/mechanism_signal.py's share 1.0); at the final-student budget, stepping stones ∪ D_train
         raise J on validation pairs by ≥ 0.2 over D_train alone
     G4  the teacher's choice matters: the untrained teacher's datasets gain at most half of the oracle's R_k,
         cue-agreeing datasets gain ≈ 0, and the untrained teacher writes stepping stones at a rate in [3 %, 20 %]
 
 J is computed exactly at the sampling temperature from the first answer token's distribution (the answer is one
-token: `benchmarks/mechanism_signal.first_token_probabilities`), and greedily (the likelier label).
+token: `benchmarks/mechanism_signal.label_probabilities`), and greedily (the likelier label).
 
     .venv/bin/python experiments/mechanism/gates.py [--config experiments/mechanism/config.toml]
 """
@@ -21,6 +21,7 @@ token: `benchmarks/mechanism_signal.first_token_probabilities`), and greedily (t
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import math
 import statistics
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mechanism_signal import first_token_probabilities, gate_g1  # noqa: E402
+from mechanism_signal import config_name, gate_g1, label_probabilities  # noqa: E402
 
 from sv_soar.config import load_config  # noqa: E402
 from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
@@ -43,8 +44,8 @@ from sv_soar.grounded import Baseline, GroundedScorer  # noqa: E402
 from sv_soar.hard_set import load_hard_set  # noqa: E402
 from sv_soar.jsonl import read_jsonl  # noqa: E402
 from sv_soar.models import load_model  # noqa: E402
-from sv_soar.soar_loop import Teacher  # noqa: E402
-from sv_soar.soar_step import draw_q_r, partition, step_seed  # noqa: E402
+from sv_soar.soar_loop import TEACHER_SEED_SALT, Teacher  # noqa: E402
+from sv_soar.soar_step import draw_q_r, partition, problem_mix, step_seed  # noqa: E402
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
 from sv_soar.tasks.mechanism import MALICIOUS, twin_of  # noqa: E402
@@ -67,9 +68,10 @@ def bootstrap(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple
 def pair_values(model, tokenizer, rows, temperature: float) -> dict[str, np.ndarray]:
     """Per pair: J at `temperature` (exact), greedy J, and p(Malicious) on each member."""
     twins = [twin_of(row) for row in rows]
-    p_x = np.array(first_token_probabilities(model, tokenizer, rows, temperature))
-    p_t = np.array(first_token_probabilities(model, tokenizer, twins, temperature))
-    malicious = np.array([p if row["answer"] == MALICIOUS else 1 - p for row, p in zip(rows + twins, [*p_x, *p_t])])
+    labels = label_probabilities(model, tokenizer, rows + twins, temperature)
+    p_x = np.array([p[row["answer"]] for p, row in zip(labels[: len(rows)], rows)])
+    p_t = np.array([p[row["answer"]] for p, row in zip(labels[len(rows):], twins)])
+    malicious = np.array([p[MALICIOUS] for p in labels])
     return {"J": p_x + p_t - 1, "J_greedy": (p_x > 0.5).astype(float) + (p_t > 0.5) - 1, "p_malicious": malicious}
 
 
@@ -104,17 +106,21 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=HERE / "config.toml")
     parser.add_argument("--final-steps", type=int, default=None, help="default: the config's final budget for "
                         "stepping stones ∪ D_train (evaluation.epochs over it)")
+    parser.add_argument("--signal", type=Path, default=ROOT / "benchmarks/results/mechanism_signal.json",
+                        help="benchmarks/mechanism_signal.py's results with the same config (the oracle's and the "
+                        "cue-agreeing datasets' R_k at the inner loop's budget)")
+    parser.add_argument("--wait-for-signal", action="store_true", help="wait for a --signal file newer than this "
+                        "run (the benchmark running beside it) before the inner-loop part")
     parser.add_argument("--out", type=Path, default=HERE / "gates.json")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    started = time.perf_counter()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    started, started_wall = time.perf_counter(), time.time()
     config = load_config(args.config)
     student = config.student_train_config()
     hard = load_hard_set(config.data.hard_set, "mechanism")
     d_train, d_test = hard.d_train, read_jsonl(Path(config.data.hard_set) / "d_test.jsonl", TASK.validate_row)
     validation = read_jsonl(HERE / "validation.jsonl", TASK.validate_row)
     stones = read_jsonl(HERE / "stepping-stones.jsonl", TASK.validate_row)
-    agreeing = read_jsonl(HERE / "cue-agreeing.jsonl", TASK.validate_row)
     result: dict = {"config": str(args.config), "student": student.model_dump()}
 
     model, tokenizer = load_model(config.student.model)
@@ -143,33 +149,36 @@ def main() -> None:
     print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
     del policy, engine, model
 
-    # inner-loop budget: datasets scored as SOAR scores them (r students from the base, R_k on D_train's Q_R)
-    run_config = config
-    teacher = Teacher(run_config)
-    n = run_config.teacher.n
-    sample = teacher.sample("mechanism", hard.index, step_seed(run_config.run.seed, 0) ^ 0x5EED)
+    # inner-loop budget: datasets scored as SOAR scores them (from the base, R_k on the first step's Q_R draw of
+    # D_train), one student a dataset and seed, as benchmarks/mechanism_signal.py scores the oracle (share 1.0) and
+    # cue-agreeing (share 0.0) datasets with this config: their R_kj are read from its results
+    while args.wait_for_signal and not (args.signal.exists() and args.signal.stat().st_mtime > started_wall):
+        print(f"waiting for {args.signal} (benchmarks/mechanism_signal.py running beside)", flush=True)
+        time.sleep(60)
+    signal = json.loads(args.signal.read_text())
+    if signal.get("config") != config_name(args.config) or signal["student"] != student.model_dump():
+        raise SystemExit(f"{args.signal}: measured with another config or student; rerun benchmarks/mechanism_signal.py")
+    inner = {"oracle": [r["R_k"] for r in signal["runs"] if r["share"] == 1.0],
+             "cue-agreeing": [r["R_k"] for r in signal["runs"] if r["share"] == 0.0], "base-t": []}
+    teacher = Teacher(config)
+    sample = teacher.sample("mechanism", hard.index, step_seed(config.run.seed, 0) ^ TEACHER_SEED_SALT)
     rows = sample.rows
-    share = [bool(TASK.stepping_stone(row)) for row in rows]
-    result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "stepping_stone_share": statistics.mean(share)
-                            if rows else None, "rejected": sample.rejected}
+    result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
+                            "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
+                            "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement")}
     print(f"G4 teacher: {result['G4_teacher']}", flush=True)
     del teacher
-    scorer = GroundedScorer(config.student.model, "mechanism", student, students=config.soar.students,
-                            progress=False)
-    inner = {"oracle": [], "cue-agreeing": [], "base-t": []}
-    for seed in SEEDS:
+    datasets = [[rows[i] for i in group] for group in partition(range(len(rows)), config.teacher.g, config.teacher.n)]
+    scorer = GroundedScorer(config.student.model, "mechanism", student, students=1, progress=False)
+    for seed, dataset in zip(signal["seeds"], datasets):  # Base-T's dataset k with seed k
         q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, 0))
-        base_t = [[rows[i] for i in group] for group in partition(range(len(rows)), 2, n)] if len(rows) >= 2 * n else []
-        datasets = {"oracle": stones[seed * n % len(stones):][:n], "cue-agreeing": agreeing[seed * n % len(agreeing):][:n]}
-        datasets |= {f"base-t-{k}": dataset for k, dataset in enumerate(base_t)}
-        scores = scorer.score(list(datasets.values()), q_r, Baseline("base"), seed=seed)
-        for name, score in zip(datasets, scores):
-            inner[name.rsplit("-", 1)[0] if name.startswith("base-t") else name].extend(score.student_rewards)
-        print(f"  inner seed {seed}: " + " ".join(f"{name} {score.reward:+.3f}" for name, score in zip(datasets, scores)),
-              flush=True)
+        (score,) = scorer.score([dataset], q_r, Baseline("base"), seed=seed)
+        inner["base-t"].append(score.reward)
+        print(f"  Base-T dataset, seed {seed}: R_k {score.reward:+.3f} (stepping stones "
+              f"{sum(map(TASK.stepping_stone, dataset))}/{len(dataset)})", flush=True)
     result["G3_inner"] = {name: summary(np.array([values])) for name, values in inner.items() if values}
-    result["G3_inner"]["R_kj"] = inner
-    print(f"G3/G4 inner: {json.dumps({k: v for k, v in result['G3_inner'].items() if k != 'R_kj'})}", flush=True)
+    result["G3_inner"]["R_k"] = inner
+    print(f"G3/G4 inner: {json.dumps({k: v for k, v in result['G3_inner'].items() if k != 'R_k'})}", flush=True)
 
     g3i, g3f = result["G3_inner"].get("oracle"), result["G3_final"]["J_gain_over_hard_only"]
     verdicts = {

@@ -13,7 +13,8 @@ from sv_soar.grounded import Baseline, DatasetScore
 from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.hosted import PackagedDataError, packaged_set
 from sv_soar.models import DEFAULT_MODEL, cache_dir
-from sv_soar.promotion import TAU, WINDOW, PromotionDecision, PromotionRun
+from sv_soar.promotion import PromotionDecision, PromotionRun
+from sv_soar.soar_defaults import FLOOR, NEUTRAL, TAU, WINDOW
 from sv_soar.soar_step import StepResult, partition, soar_step
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import Row, Task, get_task, task_names
@@ -22,7 +23,7 @@ from sv_soar.teacher.diversity import question_diversity
 from sv_soar.teacher.problems import ProblemLimits, RejectReason, Rejection, TeacherProblem
 
 __all__ = [
-    "DEFAULT_MODEL", "PRESETS", "TAU", "WINDOW", "Baseline", "DatasetScore", "HardSet", "PackagedDataError",
+    "DEFAULT_MODEL", "FLOOR", "NEUTRAL", "PRESETS", "TAU", "WINDOW", "Baseline", "DatasetScore", "HardSet", "PackagedDataError",
     "ProblemLimits", "PromotionDecision", "PromotionRun", "RejectReason", "Rejection", "Row", "ScorerPool",
     "StepResult", "StudentTrainConfig", "Task", "TeacherProblem", "cache_dir", "get_task", "load_hard_set",
     "make_scorer", "packaged_set", "partition", "question_diversity", "soar_step", "student_config",

@@ -56,7 +56,7 @@ from sv_soar_teacher_v1 import core
 
 log = logging.getLogger(__name__)
 
-NEUTRAL = "neutral"
+NEUTRAL = core.NEUTRAL
 REWARD = "grounded_improvement"
 STUDENTS_TOKEN_VAR = "SV_SOAR_STUDENTS_TOKEN"
 EPISODE_LOCK = "episode.lock"
@@ -107,7 +107,7 @@ class SoarTeacherConfig(vf.TasksetConfig):
     q_r: int = Field(64, ge=1)
     """|Q_R|, hard-set questions drawn afresh each step to measure the students."""
     grounding: Literal["correctness", "full"] = "correctness"
-    floor: float | Literal["neutral"] = NEUTRAL
+    floor: float | Literal["neutral"] = core.FLOOR  # the one default (sv_soar/soar_defaults.py)
     """Reward of an invalid rollout: "neutral" (R̂_t, ~0 advantage) or a number."""
     seed: int = 0
     tau: float = core.TAU
