@@ -41,7 +41,7 @@ the other datasets of the call are still scored. Faults, and what each ends in:
     scores = scorer.score([x_1, x_2, x_3, x_4], q_r, Baseline("base"), seed=step)
     [s.reward for s in scores]                                    # R_1 .. R_g
 
-`sv-soar score` (bottom of this file) scores JSONL datasets against a hard set from the command line.
+`sv-soar score` (sv_soar/commands/score.py) scores JSONL datasets against a hard set from the command line.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Each outer step t scores g teacher datasets X_1..X_g against the current baselin
 
 Defaults are the paper's: window = 3 steps, tau = 0.01 (docs/design.md §4).
 
-Decisions where docs/design.md §4 and SOAR-INVESTIGATION.md are silent, and why:
-- The moving-average window restarts after a promotion (docs/design.md §4 and SOAR-INVESTIGATION.md do not
+Decisions where docs/design.md §4 and the seed write-up (docs/design.md §1) are silent, and why:
+- The moving-average window restarts after a promotion (docs/design.md §4 and the seed write-up (docs/design.md §1) do not
   say; the rule is "moving average over the last 3 steps"), and it needs `window` full steps before
   it can promote. Why: R_k is an improvement *over the baseline*; after a promotion the baseline is a
   better student, so earlier R̂ measure improvement over another model. Keeping them in the window

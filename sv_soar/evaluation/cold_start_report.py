@@ -1,6 +1,6 @@
 """The cold-start report: how much of a task the base student cannot solve at all (fail@K).
 
-SOAR-INVESTIGATION.md, "Phase 1: Cold-Start Analysis": what fraction of examples has zero pass rate
+the seed write-up (docs/design.md §1), "Phase 1: Cold-Start Analysis": what fraction of examples has zero pass rate
 for K = 8, 16, 32, 64, 128, and how that varies by difficulty. This module only renders numbers that
 `sv_soar.evaluation.hardset` computed: a markdown file and a PNG of zero-pass fraction against K.
 """
@@ -57,7 +57,7 @@ def render_markdown(report: ColdStartReport) -> str:
     lines = [
         f"# Cold-start report: {report.task}, {report.model}",
         "",
-        "Fail@K analysis (SOAR-INVESTIGATION.md, Phase 1): the fraction of problems the model solves in",
+        "Fail@K analysis (the seed write-up's Phase 1): the fraction of problems the model solves in",
         "none of its first K samples. The hard set D is fail@S; it is split 50/50 into D_train (SOAR's",
         "reward questions) and D_test (final evaluation only), docs/design.md §4.",
         "",

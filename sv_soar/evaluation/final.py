@@ -9,7 +9,7 @@ draws `samples` completions (at student.temperature, default 1.0) a D_test probl
 
 - pass@k, k ∈ {1, 4, 8, 16, 32} up to `samples` (unbiased estimator, Chen et al. 2021);
 - the cold-start escape rate: the share of D_test problems with pass@1 > 0, i.e. solved by at least
-  one sample (SOAR-INVESTIGATION.md, "Cold-start escape rate");
+  one sample (the seed write-up (docs/design.md §1), "Cold-start escape rate");
 - for tasks whose answers state a confidence (E1): the expected calibration error (10 equal-width
   bins over the stated confidence, against label correctness) and the abstain rate;
 - each metric's mean over seeds with a percentile bootstrap interval over seeds.

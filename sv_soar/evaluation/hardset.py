@@ -3,7 +3,7 @@
 The paper samples K = 128 completions a problem at temperature 1.0 and keeps the problems solved
 0/K times; that hard set D is split 50/50 at random into D_train (the questions SOAR's teacher reward
 is measured on) and D_test (final evaluation only). The same success matrix answers
-SOAR-INVESTIGATION.md's Phase 1 question: what fraction of problems has zero pass rate at
+the seed write-up's Phase 1 question (docs/design.md §1): what fraction of problems has zero pass rate at
 K = 1, 8, ..., 128, overall and by difficulty group (task.breakdown).
 
 This module holds the numbers and the mining (`mine_hard_set`). The success matrix comes from sampling a
@@ -36,7 +36,7 @@ from sv_soar.evaluation.pass_at_k import mean_pass_at_k
 from sv_soar.jsonl import write_jsonl
 from sv_soar.tasks import Row, Task
 
-COLD_START_KS = (1, 8, 16, 32, 64, 128)  # SOAR-INVESTIGATION.md Phase 1 (K = 8..128) plus K = 1
+COLD_START_KS = (1, 8, 16, 32, 64, 128)  # the seed write-up (docs/design.md §1) Phase 1 (K = 8..128) plus K = 1
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
 DEFAULT_SAMPLES = 128  # the paper's K for the hard set (docs/design.md §4)
 

@@ -3,7 +3,7 @@ its batch)?
 
 SOAR rewards the teacher by student improvement on D_train (docs/design.md §4). A teacher that learned to
 reproduce hard-set questions would be rewarded for leaking the answers, not for teaching, and its
-problems would inflate the final D_test numbers (SOAR-INVESTIGATION.md, open question 8). So every
+problems would inflate the final D_test numbers (the seed write-up (docs/design.md §1), open question 8). So every
 teacher question is checked against the whole hard set before it can be used.
 
 Two tests, on a normalised text (`normalize_question`: Unicode NFKC, case, whitespace, arrow

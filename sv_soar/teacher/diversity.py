@@ -1,5 +1,5 @@
 """How varied a set of questions is: the diversity collapse SOAR's paper watches for in teachers
-trained on intrinsic rewards (arXiv 2601.18778; SOAR-INVESTIGATION.md, "Grounded vs. Intrinsic").
+trained on intrinsic rewards (arXiv 2601.18778; the seed write-up (docs/design.md §1), "Grounded vs. Intrinsic").
 
 Two standard measures, over word tokens (lower-cased; a number such as 3.107256 is one token,
 punctuation and the → arrow are tokens of their own):
