@@ -140,3 +140,17 @@ def test_a_sampled_acc_on_q_r_is_checked_and_named():
                       "compute": {"students_url": "http://127.0.0.1:9"}})
     with pytest.raises(ConfigError, match="the teacher env scores Q_R greedily"):  # never a silently greedy env
         teacher_env_arguments({"soar": {"q_r_samples": 8, "q_r_temperature": 1.0}})
+
+
+def test_every_shipped_run_config_loads_and_its_hard_set_exists():
+    """configs/*.toml and the experiments' config.toml: `sv-soar train --config` accepts each, and the hard set
+    it names ships with the repository or is built by the experiment's run.sh (runs/...)."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    paths = sorted(repo.glob("configs/*.toml")) + sorted(repo.glob("experiments/*/config.toml"))
+    assert repo / "configs/cpu-demo-mechanism.toml" in paths
+    for path in paths:
+        config = load_config(path)
+        hard_set = Path(config.data.hard_set)
+        assert hard_set.exists() or "runs" in hard_set.parts, f"{path}: no hard set at {hard_set}"
