@@ -362,3 +362,29 @@ def test_other_estimators_run(shared, estimator):
     config = toy_config(steps=1, estimator=estimator, reward="correctness")
     run = train_student(policy, engine, DIGITS, DIGIT_ROWS, config, adapter_name=estimator, seed=0, log=quiet)
     assert run.log[0]["mean_reward"] == run.log[0]["pass_rate"]  # correctness reward = success indicator
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_first_step_grows_with_the_signal_under_sgd_not_under_adamw(shared, optimizer):
+    """issue 27: a fresh AdamW's first step is ≈ lr·sign(g) whatever the size of g, so a dataset that carries half
+    the signal moves a student as far as one that carries all of it; SGD's step is lr·g (student.optimizer)."""
+    from sv_soar.student.trainer import add_student_adapter, policy_gradient_step, remove_student_adapter
+
+    policy, engine = shared
+    config = toy_config(optimizer=optimizer, learning_rate=1e-2 if optimizer == "adamw" else 1.0, kl_coef=0.0,
+                        max_grad_norm=1e6)
+    text = engine.tokenizer.apply_chat_template(DIGITS.prompt(DIGIT_ROWS[0]), add_generation_prompt=True,
+                                                tokenize=False)
+    prompt = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+    moved = {}
+    for scale in (1.0, 2.0):
+        torch.manual_seed(0)
+        params = add_student_adapter(policy, "signal", config)
+        before = [p.detach().clone() for p in params]
+        policy_gradient_step(policy, params, config.make_optimizer(params),
+                             [(prompt, [([5, 6, 7], 0.5 * scale), ([8, 9], -0.5 * scale)])], lr=config.learning_rate,
+                             kl_coef=0.0, temperature=1.0, max_grad_norm=1e6, micro_batch_size=16)
+        moved[scale] = sum((p.detach() - b).norm() ** 2 for p, b in zip(params, before)).sqrt().item()
+        remove_student_adapter(policy, "signal")
+    ratio = moved[2.0] / moved[1.0]
+    assert ratio == pytest.approx(2.0 if optimizer == "sgd" else 1.0, rel=0.05)

@@ -61,11 +61,14 @@ def full_fine_tuning_rate(self):
 
 
 def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-    """A config's dump without `finetune` at its default "lora": what runs wrote before the option existed, so
-    their config.toml, reward-cache keys and the student service's settings check stay as they were."""
+    """A config's dump without `finetune` at its default "lora" and `optimizer` at its default "adamw": what runs
+    wrote before the options existed, so their config.toml, reward-cache keys and the student service's settings
+    check stay as they were."""
     values = handler(self)
     if self.finetune == "lora":
         values.pop("finetune", None)
+    if getattr(self, "optimizer", "adamw") == "adamw":
+        values.pop("optimizer", None)
     return values
 
 
@@ -82,6 +85,10 @@ class StudentTrainConfig(BaseModel):
         LORA_LEARNING_RATE, gt=0, description="peak AdamW learning rate. Default: 1e-3 with finetune = 'lora', "
         "calibrated (benchmarks/results/lr_calibration.json: of 1e-5..1e-3 only 1e-3 raised the training reward in "
         "10 steps), 1e-5 with 'full' (SOAR's full-fine-tuning rate, which does not move a LoRA adapter)")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw (SOAR's): each weight's step ≈ lr whatever the gradient's size, so a fresh "
+        "student's first steps move as far on noise as on signal; sgd: the step is lr × the gradient, so it grows "
+        "with the signal a dataset carries (issue 27; benchmarks/results/mechanism_signal.json)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the trained weights (LoRA's, or all)")
@@ -166,6 +173,14 @@ class StudentTrainConfig(BaseModel):
         )
         values.update(overrides)
         return cls(**values)
+
+    def make_optimizer(self, params):
+        """The student's optimizer over `params` (`optimizer`, `learning_rate`, `weight_decay`)."""
+        import torch  # here, not at the top: this module loads without torch
+
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def tokens_for(self, task: Task) -> int:
         """The completion budget with `task`: max_new_tokens, else the task's answer length."""

@@ -113,7 +113,7 @@ def train_students_lockstep(
         torch.manual_seed(student.seed)  # peft's default init of lora_A draws from torch's global generator
         params = add_student_adapter(policy, student.adapter_name, config, student.init_adapter_state)
         reference = student_reference(policy, student.adapter_name, config, student.init_adapter_state)
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = config.make_optimizer(params)
         batches = _shuffled_batches(student.rows, config.batch_prompts, random.Random(student.seed))
         states.append(_State(student, params, optimizer, batches, reference, seconds=time.perf_counter() - started))
 

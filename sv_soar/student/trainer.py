@@ -454,7 +454,7 @@ def train_student(
         model, adapter = policy, adapter_name
         params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
     reference = student_reference(policy, adapter_name, config, init_adapter_state)
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = config.make_optimizer(params)
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed))
     history: list[dict[str, float]] = []
 
