@@ -16,6 +16,7 @@ TrainSourceConfig fields.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,8 +27,10 @@ def main(worker_path: str, inputs_path: str) -> int:
 
     from prime_rl.configs.orchestrator import TrainSourceConfig
 
-    worker: dict = {"__name__": "prime_schema_worker"}
-    exec(compile(Path(worker_path).read_text(encoding="utf-8"), worker_path, "exec"), worker)  # noqa: S102
+    spec = importlib.util.spec_from_file_location("prime_schema_worker", worker_path)  # prime's file, as a module
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    worker = vars(module)
     failed = 0
     for name, config in json.loads(Path(inputs_path).read_text(encoding="utf-8")).items():
         result = {"config": name, "ok": False, "error": None, "sources": []}
