@@ -116,7 +116,7 @@ def test_registration_is_the_only_step_and_is_undone(tmp_path):
         parse_config({"data": {"task": "parity", "hard_set": str(tmp_path)}})
     register_task(PARITY)
     try:
-        assert task_names() == ("e1", "e2", "parity") and get_task("parity") is PARITY
+        assert task_names() == ("e1", "e2", "mechanism", "parity") and get_task("parity") is PARITY
         assert parse_config({"data": {"task": "parity", "hard_set": str(tmp_path)}}).scoring_task() is PARITY
         with pytest.raises(ValueError, match="taken"):
             register_task(PARITY)
@@ -169,7 +169,8 @@ def test_toy_task_through_hardset_score_and_the_teacher_env(parity_task, tiny_mo
     assert [m["valid"] for m in metrics] == [1.0, 0.0, 1.0, 0.0]
     assert metrics[1]["rejected_not_json"] == 1.0 and metrics[3]["rejected_duplicate_of_hard_set"] == 1.0
     assert [m["dataset"] for m in metrics] == [1.0, 0.0, 2.0, 0.0]  # X_1 = {7}, X_2 = {8}
-    assert states[1]["reward"] == states[3]["reward"] == -1.0  # invalid rollouts get the floor
+    # invalid rollouts get the floor, by default "neutral": R̂_t, no advantage
+    assert states[1]["reward"] == states[3]["reward"] == metrics[1]["reward_hat"]
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     (record,) = state["history"]
     assert state["step"] == 1 and [states[0]["reward"], states[2]["reward"]] == record["dataset_rewards"]

@@ -186,7 +186,8 @@ def test_group_reward_on_hand_written_teacher_completions(hard_set, tiny_model_d
     for i, s in enumerate(states):
         assert s["metrics"]["grounded_reward"] == s["reward"]
         if i not in valid_at:
-            assert s["reward"] == -1.0 and metrics[i]["valid"] == 0.0 and metrics[i]["dataset"] == 0.0
+            assert s["reward"] == metrics[i]["reward_hat"]  # the default floor, "neutral": R̂_t
+            assert metrics[i]["valid"] == 0.0 and metrics[i]["dataset"] == 0.0
     reasons = {name: sum(m[f"rejected_{name}"] for m in metrics) for name in bad}
     assert reasons == {name: 1.0 for name in bad}, reasons  # each invalid rollout counted under its own reason
     assert [metrics[i]["dataset"] for i in valid_at] == [1.0, 1.0, 2.0, 2.0]  # X_1 = rollouts 0,1; X_2 = 5,6
@@ -232,7 +233,7 @@ def test_group_reward_on_hand_written_teacher_completions(hard_set, tiny_model_d
     m = states[5]["metrics"]
     assert (m["dataset_reward"], m["student_reward_min"], m["student_reward_max"]) == (0.25, 0.2, 0.3)
     assert m["promoted"] == 1.0 and m["reward_hat"] == pytest.approx(0.125) and m["outer_step"] == 1.0
-    assert all(s["reward"] == -1.0 for i, s in enumerate(states) if i not in valid_at)
+    assert all(s["reward"] == pytest.approx(0.125) for i, s in enumerate(states) if i not in valid_at)  # R̂_t
 
     # promotion: X_2 joined PQ; the baseline is X_2's median student (lower median: 0.2, student 1)
     assert record["promoted"] and record["promoted_dataset"] == 1 and state["promotions"] == 1
