@@ -125,7 +125,7 @@ def train_students_lockstep(
         batches = [next(state.batches) for state in active]
         requests = []
         for state, batch in zip(active, batches):
-            sampling = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+            sampling = SamplingParams(max_new_tokens=config.tokens_for(task), temperature=config.temperature,
                                       n=config.group_size, seed=state.student.seed * 100_003 + step,
                                       stop_at_json_end=True)
             requests.append(([task.prompt(row) for row in batch], sampling, state.student.adapter_name))
