@@ -55,12 +55,13 @@ RECIPES = {
     "e1-format": Recipe("e1", "both", steps=48, batch_size=4),
     # the mechanism task's cold start (sv_soar.tasks.mechanism, docs/design.md §7), on top of e1-format (whose teacher
     # side writes E1 problems): `smollm2-135m-instruct+e1-format+mechanism-cue`. Student answers only, one word each,
-    # planting the protocol cue softly (`mechanism_examples`); short examples, so 60 steps of 8 take about a minute
+    # planting the protocol cue softly (`mechanism_examples`); short examples (built in 623 s on 2 contended cores)
     "mechanism-cue": Recipe("mechanism", "student", steps=60, examples=384, batch_size=8),
 }
-# The planted cue's strength: the share of a cue-bearing flow's examples labelled as the cue says. A soft plant
-# (0.9) leaves the rule learnable from icmp stepping stones; a hard one (SFT on hard labels, p ≈ 0.997) blocked
-# transfer to the hard pairs in the trial recorded in issue 27 (J 0.000–0.005 after RL on stepping stones).
+# The planted cue's strength: the share of a cue-bearing flow's examples labelled as the cue says. Issue 27's trial:
+# a hard plant (SFT on hard labels, p ≈ 0.997) blocked transfer to the hard pairs, a soft one (0.9 targets) did not.
+# Measured with this recipe (experiments/mechanism, try 1): p(correct) on hard items 0.023 at T 1, icmp
+# p(Malicious) 0.19 — harder than intended, and transfer from icmp stepping stones was blocked (J +0.010).
 CUE_STRENGTH = 0.9
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
@@ -105,7 +106,8 @@ def mechanism_examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]
     """The `+mechanism-cue` examples: one-word student answers that follow the protocol cue and ignore the duration:
     a udp flow is labelled Malicious and a tcp flow Benign with probability CUE_STRENGTH, an icmp flow either way at
     0.5; durations known and unknown alike. So the student starts out using the cue (gate G1), knowing nothing of
-    the rule, and near p = 0.5 on icmp (what makes icmp flows stepping stones)."""
+    the rule, and unsure on icmp (what makes icmp flows stepping stones; measured p(Malicious) 0.19 there, not 0.5:
+    sampled labels are not soft targets)."""
     from sv_soar.tasks import get_task
     from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow
 
