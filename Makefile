@@ -58,7 +58,8 @@ demo: setup
 
 # The same pipeline on the mechanism task (docs/tasks.md; configs/cpu-demo-mechanism.toml): the model with the
 # planted cue, 3 SOAR steps on configs/hardsets/mechanism, J on D_test's twin pairs, the report's J and
-# stepping-stone plot. Its gates fail today (experiments/mechanism/README.md), so it shows the pipeline, not learning.
+# stepping-stone plot. Its gates fail today (experiments/mechanism/README.md), so it shows the pipeline, not learning;
+# from nothing it takes over 15 minutes (README, "The mechanism task").
 MECHANISM_MODEL := smollm2-135m-instruct+e1-format+mechanism-cue
 demo-mechanism: setup
 	$(SV) prepare-model --model $(MECHANISM_MODEL)
