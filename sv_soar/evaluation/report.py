@@ -470,9 +470,9 @@ def stepping_stone_lines(looped: list[RunData], edge: int = 5) -> list[str]:
         shares = [s["stepping_stone_share"] for s in data.steps if s.get("stepping_stone_share") is not None]
         if shares:
             agreement = [s["teacher_label_agreement"] for s in data.steps if s.get("teacher_label_agreement") is not None]
+            agreed = f"{np.mean(agreement):.2f}" if agreement else "—"
             rows.append(f"| `{data.name}` | {data.method} | {np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f} "
-                        f"| {np.mean(agreement):.2f} |" if agreement else
-                        f"| `{data.name}` | {data.method} | {np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f} | — |")
+                        f"| {agreed} |")
     if not rows:
         return []
     return ["## The teacher's stepping stones", "",

@@ -71,8 +71,9 @@ def answer_label(text: str) -> str | None:
 
 
 def score(text: str, row: Row) -> dict[str, float]:
-    correct = answer_label(text) == row["answer"]
-    return {"reward": float(correct), "accuracy": float(correct), "format": float(answer_label(text) is not None)}
+    label = answer_label(text)
+    correct = label == row["answer"]
+    return {"reward": float(correct), "accuracy": float(correct), "format": float(label is not None)}
 
 
 def is_success(text: str, row: Row) -> bool:
