@@ -442,6 +442,11 @@ def phase_student_run(result: dict) -> None:
         say(f"  student run: {json.dumps(result['summary'])}")
 
 
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator to 2 places; None where the denominator is 0 (nothing was timed)."""
+    return round(numerator / denominator, 2) if denominator > 0 else None
+
+
 def phase_scored_dataset(result: dict) -> None:
     from sv_soar.grounded import Baseline, GroundedScorer
 
@@ -452,6 +457,7 @@ def phase_scored_dataset(result: dict) -> None:
     result["steps"] = steps
     config = student_config(steps=steps, steps_after_promotion=steps, max_new_tokens=WORK["score_tokens"])
     dataset, q_r = rows(WORK["score_rows"], seed=2), rows(WORK["score_q_r"], seed=3)
+    raw: dict[str, dict[str, float]] = {}  # unrounded seconds: a dry run's tiny students round to 0.0
     for mode, lockstep in (("lockstep", True), ("sequential", False)):
         say(f"  r={WORK['score_students']} {mode}: {steps} step(s) x {config.batch_prompts} x {config.group_size} x "
             f"{config.max_new_tokens} tokens each, |Q_R| {len(q_r)} ...")
@@ -461,6 +467,7 @@ def phase_scored_dataset(result: dict) -> None:
         started = time.perf_counter()
         [score] = scorer.score([dataset], q_r, Baseline("base"), seed=0)
         wall = time.perf_counter() - started
+        raw[mode] = {"train": score.seconds.get("train", 0.0), "one_student": score.students[0].seconds_train}
         result[mode] = {"seconds": round(wall, 1), "seconds_parts": {k: round(v, 1) for k, v in score.seconds.items()},
                         "student_seconds": [round(s.seconds_train, 1) for s in score.students],
                         "failures": [s.failure for s in score.students], "reward": score.reward,
@@ -470,11 +477,9 @@ def phase_scored_dataset(result: dict) -> None:
         if remaining() < 60 and not TINY and mode == "lockstep":
             result["sequential"] = {"skipped": f"{remaining():.0f}s left"}
             break
-    if "seconds_parts" in result.get("sequential", {}):
-        one_run = result["sequential"]["student_seconds"][0]
-        result["lockstep_train_over_one_student_run"] = round(result["lockstep"]["seconds_parts"]["train"] / one_run, 2)
-        result["sequential_train_over_lockstep_train"] = round(
-            result["sequential"]["seconds_parts"]["train"] / result["lockstep"]["seconds_parts"]["train"], 2)
+    if "sequential" in raw:
+        result["lockstep_train_over_one_student_run"] = ratio(raw["lockstep"]["train"], raw["sequential"]["one_student"])
+        result["sequential_train_over_lockstep_train"] = ratio(raw["sequential"]["train"], raw["lockstep"]["train"])
         say(f"  lockstep train / one student run = {result['lockstep_train_over_one_student_run']}, "
             f"sequential / lockstep = {result['sequential_train_over_lockstep_train']}")
 
