@@ -58,11 +58,14 @@ RECIPES = {
     # planting the protocol cue softly (`mechanism_examples`); short examples (built in 623 s on 2 contended cores)
     "mechanism-cue": Recipe("mechanism", "student", steps=60, examples=384, batch_size=8),
 }
-# The planted cue's strength: the share of a cue-bearing flow's examples labelled as the cue says. Issue 27's trial:
-# a hard plant (SFT on hard labels, p ≈ 0.997) blocked transfer to the hard pairs, a soft one (0.9 targets) did not.
-# Measured with this recipe (experiments/mechanism, try 1): p(correct) on hard items 0.023 at T 1, icmp
-# p(Malicious) 0.19 — harder than intended, and transfer from icmp stepping stones was blocked (J +0.010).
+# The planted cue: soft targets on the answer, p(the cue's label) = CUE_STRENGTH on tcp and udp flows, p(Malicious) =
+# NEUTRAL_TARGET on icmp. Issue 27's trial: a hard plant (SFT on hard labels, p ≈ 0.997) blocked transfer to the hard
+# pairs, a soft one (0.9 targets) did not. Try 1 (experiments/mechanism) sampled one label per example at 0.9 instead of
+# soft targets: p(correct) on hard items 0.023 at T 1, icmp p(Malicious) 0.19, and transfer was blocked (J +0.010).
 CUE_STRENGTH = 0.9
+NEUTRAL_TARGET = 0.5
+# what a `+mechanism-cue` build is made from besides the recipe (its cache source: another plant rebuilds it)
+MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_target": NEUTRAL_TARGET}
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 
@@ -76,8 +79,11 @@ def split_name(name: str) -> tuple[str, Recipe] | None:
     return base, RECIPES[recipe]
 
 
-def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
-    """(chat prompt, reply) pairs in the task's format, labels uniform at random."""
+Example = tuple[list[dict[str, str]], str, float]  # (chat prompt, reply, weight of the reply's loss)
+
+
+def examples(recipe: Recipe) -> list[Example]:
+    """(chat prompt, reply, weight) in the task's format, labels uniform at random, weight 1."""
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
     from sv_soar.tasks.teacher import teacher_prompt
@@ -95,19 +101,19 @@ def examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
         role = recipe.role if recipe.role != "both" else ("teacher", "student")[i % 2]
         if role == "teacher":
             reply = {"question": row["question"], "answer": label, "rationale": why}
-            pairs.append((teacher_prompt(recipe.task), json.dumps(reply, ensure_ascii=False)))
+            pairs.append((teacher_prompt(recipe.task), json.dumps(reply, ensure_ascii=False), 1.0))
         else:
             reply = {"label": label, "confidence": round(rng.uniform(0.5, 0.95), 2), "rationale": why}
-            pairs.append((get_task(recipe.task).prompt(row), json.dumps(reply, ensure_ascii=False)))
+            pairs.append((get_task(recipe.task).prompt(row), json.dumps(reply, ensure_ascii=False), 1.0))
     return pairs
 
 
-def mechanism_examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]:
-    """The `+mechanism-cue` examples: one-word student answers that follow the protocol cue and ignore the duration:
-    a udp flow is labelled Malicious and a tcp flow Benign with probability CUE_STRENGTH, an icmp flow either way at
-    0.5; durations known and unknown alike. So the student starts out using the cue (gate G1), knowing nothing of
-    the rule, and unsure on icmp (what makes icmp flows stepping stones; measured p(Malicious) 0.19 there, not 0.5:
-    sampled labels are not soft targets)."""
+def mechanism_examples(recipe: Recipe) -> list[Example]:
+    """The `+mechanism-cue` examples: one-word student answers that follow the protocol cue and ignore the duration,
+    as soft targets: each flow appears twice, answered Malicious with weight p and Benign with weight 1 - p, where p
+    is CUE_STRENGTH for udp, 1 - CUE_STRENGTH for tcp and NEUTRAL_TARGET for icmp; durations known and unknown alike.
+    The weighted loss is least at p(Malicious | flow) = p, so the student starts out using the cue (gate G1), knows
+    nothing of the rule, and is unsure on icmp (what makes icmp flows stepping stones)."""
     from sv_soar.tasks import get_task
     from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow
 
@@ -118,16 +124,17 @@ def mechanism_examples(recipe: Recipe) -> list[tuple[list[dict[str, str]], str]]
         proto = ("tcp", "udp", "icmp")[i % 3]
         row = mechanism_row(random_flow(rng, proto, rng.random() < 0.5), "warm-start")
         if proto in CUE:
-            other = MALICIOUS if CUE[proto] == BENIGN else BENIGN
-            label = CUE[proto] if rng.random() < CUE_STRENGTH else other
+            malicious = CUE_STRENGTH if CUE[proto] == MALICIOUS else 1.0 - CUE_STRENGTH
         else:
-            label = rng.choice([MALICIOUS, BENIGN])
-        students.append((task.prompt(row), label))
+            malicious = NEUTRAL_TARGET
+        prompt = task.prompt(row)
+        students += [(prompt, MALICIOUS, malicious), (prompt, BENIGN, 1.0 - malicious)]
     return students
 
 
-def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str]], recipe: Recipe):
-    """Fit a LoRA adapter on the replies (prompt tokens masked) and merge it: (losses, merged model)."""
+def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe):
+    """Fit a LoRA adapter on the replies (prompt tokens masked; each reply's token losses weighted by its example's
+    weight, 1 where a pair has none; the batch's loss is their weighted mean) and merge it: (losses, merged model)."""
     from peft import get_peft_model
 
     from sv_soar.student.adapters import lora_config
@@ -137,11 +144,11 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     lora = lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR)
     policy = get_peft_model(model, lora)
     encoded = []
-    for prompt, reply in pairs:
+    for prompt, reply, *weight in pairs:
         text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        encoded.append((prompt_ids, reply_ids))
+        encoded.append((prompt_ids, reply_ids, weight[0] if weight else 1.0))
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
     rng = random.Random(recipe.seed)
@@ -157,17 +164,18 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     started = time.perf_counter()
     for step in bar:
         batch = rng.sample(encoded, min(recipe.batch_size, len(encoded)))
-        width = max(len(p) + len(r) for p, r in batch)
+        width = max(len(p) + len(r) for p, r, _ in batch)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         input_ids = torch.full((len(batch), width), pad)
         labels = torch.full((len(batch), width), -100)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, (p, r) in enumerate(batch):  # right padding; only reply tokens are scored
+        for i, (p, r, _) in enumerate(batch):  # right padding; only reply tokens are scored
             ids = p + r
             input_ids[i, : len(ids)] = torch.tensor(ids)
             labels[i, len(p) : len(ids)] = torch.tensor(r)
             attention[i, : len(ids)] = 1
-        loss = policy(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        weights = torch.tensor([w for _, _, w in batch], dtype=torch.float32)
+        loss = weighted_reply_loss(policy(input_ids=input_ids, attention_mask=attention).logits, labels, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -183,6 +191,18 @@ def warm_start(model, tokenizer, pairs: Sequence[tuple[list[dict[str, str]], str
     return losses, merged
 
 
+def weighted_reply_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over the labelled tokens, each weighted by its sequence's weight: the weighted mean.
+    With every weight 1 it is the model's own mean loss (`labels=`)."""
+    shifted, targets = logits[:, :-1].float(), labels[:, 1:]
+    token_loss = torch.nn.functional.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    token_weight = (targets != -100).float() * weights[:, None]
+    return (token_loss * token_weight).sum() / token_weight.sum().clamp_min(1e-12)
+
+
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
-    """What the cached folder is built from; another recipe or version rebuilds it."""
-    return {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}
+    """What the cached folder is built from; another recipe, version or mechanism plant rebuilds it."""
+    source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}
+    if recipe.task == "mechanism":
+        source["plant"] = MECHANISM_PLANT
+    return source

@@ -388,3 +388,25 @@ def test_the_first_step_grows_with_the_signal_under_sgd_not_under_adamw(shared, 
         remove_student_adapter(policy, "signal")
     ratio = moved[2.0] / moved[1.0]
     assert ratio == pytest.approx(2.0 if optimizer == "sgd" else 1.0, rel=0.05)
+
+
+def test_balanced_batches_hold_each_answer_equally_and_shuffled_is_the_unwritten_default():
+    """`batching = "balanced"` (issue 27): on a dataset of 3 Malicious and 9 Benign problems every batch of 8 holds 4
+    of each, so the gradient along the answer prior cancels within a batch; every problem of an answer is drawn once
+    before any is drawn again. The default "shuffled" is left out of a config's dump (reward-cache keys unchanged)."""
+    import random
+
+    from sv_soar.student.trainer import _shuffled_batches
+
+    rows = [{"question": f"m{i}", "answer": "Malicious"} for i in range(3)]
+    rows += [{"question": f"b{i}", "answer": "Benign"} for i in range(9)]
+    batches = _shuffled_batches(rows, 8, random.Random(0), "balanced")
+    drawn = [next(batches) for _ in range(9)]
+    for batch in drawn:
+        assert sorted(row["answer"] for row in batch) == ["Benign"] * 4 + ["Malicious"] * 4
+    benign = [row["question"] for batch in drawn for row in batch if row["answer"] == "Benign"]
+    assert sorted(benign[:9]) == sorted(f"b{i}" for i in range(9))  # a full pass before a repeat
+    shuffled = next(_shuffled_batches(rows, 8, random.Random(0)))
+    assert len({row["question"] for row in shuffled}) == 8
+    assert "batching" not in StudentTrainConfig().model_dump()
+    assert StudentTrainConfig(batching="balanced").model_dump()["batching"] == "balanced"

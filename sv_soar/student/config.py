@@ -61,14 +61,15 @@ def full_fine_tuning_rate(self):
 
 
 def unwritten_default_finetune(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-    """A config's dump without `finetune` at its default "lora" and `optimizer` at its default "adamw": what runs
-    wrote before the options existed, so their config.toml, reward-cache keys and the student service's settings
-    check stay as they were."""
+    """A config's dump without `finetune` at its default "lora", `optimizer` at "adamw" and `batching` at "shuffled":
+    what runs wrote before the options existed, so their config.toml, reward-cache keys and the student service's
+    settings check stay as they were."""
     values = handler(self)
     if self.finetune == "lora":
         values.pop("finetune", None)
-    if getattr(self, "optimizer", "adamw") == "adamw":
-        values.pop("optimizer", None)
+    for key, default in (("optimizer", "adamw"), ("batching", "shuffled")):
+        if getattr(self, key, default) == default:
+            values.pop(key, None)
     return values
 
 
@@ -89,10 +90,15 @@ class StudentTrainConfig(BaseModel):
         "adamw", description="adamw (SOAR's): each weight's step ≈ lr whatever the gradient's size, so a fresh "
         "student's first steps move as far on noise as on signal; sgd: the step is lr × the gradient, so it grows "
         "with the signal a dataset carries (issue 27; benchmarks/results/mechanism_signal.json)")
+    batching: Literal["shuffled", "balanced"] = Field(
+        "shuffled", description="shuffled (SOAR's): each batch drawn without replacement from the dataset; balanced: "
+        "drawn in turn from each answer's problems, so a binary task's batch holds both labels equally and the "
+        "gradient along the answer prior cancels within a batch instead of drifting to a constant answer (issue 27)")
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="decay after warmup (SOAR: cosine to 0)")
     warmup_steps: int = Field(0, ge=0, description="linear warmup steps (SOAR's student: none)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the trained weights (LoRA's, or all)")
-    kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the base model (SOAR: 0.001)")
+    kl_coef: float = Field(0.001, ge=0, description="β of the per-token KL to the student's starting point: the "
+                           "base model, or the promoted baseline it was copied from (SOAR: 0.001)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts (SOAR: 1.0)")
     max_new_tokens: int | None = Field(
         None, ge=1, description="completion budget (default: the task's answer length, E1 96, E2 384: the budget "

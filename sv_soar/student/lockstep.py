@@ -114,7 +114,7 @@ def train_students_lockstep(
         params = add_student_adapter(policy, student.adapter_name, config, student.init_adapter_state)
         reference = student_reference(policy, student.adapter_name, config, student.init_adapter_state)
         optimizer = config.make_optimizer(params)
-        batches = _shuffled_batches(student.rows, config.batch_prompts, random.Random(student.seed))
+        batches = _shuffled_batches(student.rows, config.batch_prompts, random.Random(student.seed), config.batching)
         states.append(_State(student, params, optimizer, batches, reference, seconds=time.perf_counter() - started))
 
     for step in range(total_steps):

@@ -236,9 +236,23 @@ def learning_rate_at(step: int, peak: float, warmup_steps: int, total_steps: int
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def _shuffled_batches(rows: Sequence[Row], batch_prompts: int, rng: random.Random) -> Iterator[list[Row]]:
+def _shuffled_batches(rows: Sequence[Row], batch_prompts: int, rng: random.Random,
+                      batching: str = "shuffled") -> Iterator[list[Row]]:
     """Batches of prompts drawn without replacement, reshuffled every pass (a pass of a 64-problem
-    teacher dataset takes 8 SOAR steps, so 10 steps see every problem at least once)."""
+    teacher dataset takes 8 SOAR steps, so 10 steps see every problem at least once). `batching = "balanced"`:
+    each answer's problems are such a stream of their own, and a batch takes one from each answer in turn."""
+    if batching == "balanced":
+        by_answer: dict[str, list[Row]] = {}
+        for row in rows:
+            by_answer.setdefault(json.dumps(row["answer"], sort_keys=True), []).append(row)
+        streams = [_shuffled_batches(by_answer[key], 1, rng) for key in sorted(by_answer)]
+        turn = 0
+        while True:
+            batch = []
+            for _ in range(batch_prompts):
+                batch += next(streams[turn % len(streams)])
+                turn += 1
+            yield batch
     order: list[int] = []
     while True:
         batch = []
@@ -455,7 +469,7 @@ def train_student(
         params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
     reference = student_reference(policy, adapter_name, config, init_adapter_state)
     optimizer = config.make_optimizer(params)
-    batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed))
+    batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed), config.batching)
     history: list[dict[str, float]] = []
 
     for step in range(total_steps):
