@@ -39,6 +39,8 @@ import torch
 from sv_soar.config import ConfigError, RunConfig
 from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
+from sv_soar.promotion import promote
+from sv_soar.promotion_run import PromotionRun
 from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
 from sv_soar.tasks import Row, get_task
 from sv_soar.soar_step import (class_balance, learnability, partition, problem_mix, rloo_teacher_advantages, soar_step,
@@ -260,7 +262,6 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
 
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
     from sv_soar.backends import scorer_for
-    from sv_soar.promotion import PromotionRun, promote
     from sv_soar.teacher.contamination import HardSetIndex
 
     task = config.scoring_task()

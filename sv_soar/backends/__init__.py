@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sv_soar.scores import Scorer
+
 BACKENDS = ("local", "ray")
 Backend = Literal["local", "ray"]
 
@@ -32,7 +34,7 @@ def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
 
 def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local", ray_address: str | None = None,
                 ray_actors: int | None = None, students_url: str | None = None, students_token: str | None = None,
-                **kwargs: Any) -> Any:
+                **kwargs: Any) -> Scorer:
     """A scorer with GroundedScorer's `score` for the chosen backend; kwargs go to the scorer (students,
     grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
     if students_url:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sv_soar.backends.remote import JOB_STATUSES, _digest
+from sv_soar.baseline import Baseline
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.serving.openai_protocol import ApiError
 
@@ -163,9 +164,7 @@ class StudentService:
         return path.read_bytes()
 
     def put_baseline(self, baseline_id: str, raw: bytes) -> dict[str, Any]:
-        from safetensors.torch import load
-
-        from sv_soar.grounded import Baseline
+        from safetensors.torch import load  # here: safetensors.torch imports torch (seconds)
 
         if not BASELINE_ID.fullmatch(baseline_id) or baseline_id == "base":
             raise ApiError(f"{baseline_id!r} is not a Baseline.id (16 hex digits)", "baseline", status=400)
@@ -199,9 +198,7 @@ class StudentService:
         self._worker.join(timeout=5)
 
     def _baseline(self, baseline_id: str) -> Any:
-        from safetensors.torch import load_file
-
-        from sv_soar.grounded import Baseline
+        from safetensors.torch import load_file  # here: safetensors.torch imports torch (seconds)
 
         if baseline_id == "base":
             return Baseline("base")

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from sv_soar.baseline import is_full_state
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
 from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer's adapters on the shared model
@@ -58,8 +59,7 @@ from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer'
 )
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
-from sv_soar.student.full_finetune import (frozen_copy, full_state_dict, is_full_state, load_full_state,
-                                          write_full_weights)
+from sv_soar.student.full_finetune import frozen_copy, full_state_dict, load_full_state, write_full_weights
 
 class StudentTrainingError(RuntimeError):
     """A student run diverged (non-finite reward, loss, gradient or weights); the caller counts it."""
