@@ -42,7 +42,7 @@ from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write
 from sv_soar.promotion import promote
 from sv_soar.promotion_run import PromotionRun
 from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
-from sv_soar.tasks import Row, get_task
+from sv_soar.tasks import Row, get_task, scoring_task
 from sv_soar.soar_step import (class_balance, learnability, partition, problem_mix, rloo_teacher_advantages, soar_step,
                                step_seed)
 
@@ -264,7 +264,7 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
     from sv_soar.backends import scorer_for
     from sv_soar.teacher.contamination import HardSetIndex
 
-    task = config.scoring_task()
+    task = scoring_task(config)
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step

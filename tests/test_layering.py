@@ -1,7 +1,7 @@
 """The run config loads without any ML library or verifiers: the core's config schema is plain pydantic
 (a verifiers-v1 environment, or a machine without torch, reads the same TOML); and the rules of the algorithm
 (partition, Q_R, the teacher's RLOO, promotion) import and run without torch. The import directions themselves
-(the core imports no environment package; the rules import no ML library and none of the machinery)
+(the core imports no environment package; the rules and the config import no ML library and none of the machinery)
 are import-linter's contracts in pyproject.toml; these tests check what Python actually loads."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def test_the_run_config_loads_without_verifiers_torch_or_datasets():
 
 
 def test_importing_the_config_loads_no_ml_library():
-    """`import sv_soar.config`, validating a config (which loads the task registry) and mapping it onto the teacher
-    env's arguments leave every ML library and verifiers out of sys.modules, installed or not."""
+    """`import sv_soar.config`, validating a config (its task names against sv_soar.task_names) and mapping it onto
+    the teacher env's arguments leave every ML library and verifiers out of sys.modules, installed or not."""
     child = ("import sys, sv_soar.config as c\n"
              "c.load_config('configs/cpu-demo.toml'); c.teacher_env_arguments('configs/cpu-demo.toml')\n"
              f"print(sorted(m for m in {BLOCKED!r} if m in sys.modules))")
@@ -57,8 +57,10 @@ def test_importing_the_config_loads_no_ml_library():
     assert done.stdout.strip() == "[]"
 
 
-# The ground floor: the rules of the algorithm and their types (pyproject.toml's contract names the same modules).
-RULES = ("sv_soar.soar_step", "sv_soar.promotion", "sv_soar.scores", "sv_soar.baseline", "sv_soar.soar_defaults")
+# The ground floor: the rules of the algorithm, their types, and the run config (pyproject.toml's contract names the
+# same modules).
+RULES = ("sv_soar.soar_step", "sv_soar.promotion", "sv_soar.scores", "sv_soar.baseline", "sv_soar.config",
+         "sv_soar.soar_defaults", "sv_soar.task_names", "sv_soar.student.config")
 
 RULES_CHILD = BLOCKER + f"""
 import importlib, json

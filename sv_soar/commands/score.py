@@ -22,11 +22,11 @@ from sv_soar.scores import Scorer
 from sv_soar.config import RunConfig, parse_config
 from sv_soar.student.adapters import load_baseline
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
-from sv_soar.tasks import Task
+from sv_soar.tasks import Task, scoring_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.models import DEFAULT_MODEL
+    from sv_soar.soar_defaults import DEFAULT_MODEL
 
     parser.add_argument("--dataset", action="append", required=True, metavar="FILE",
                         help="teacher dataset X_k as SV-Bench JSONL; repeat for several (scored in one call)")
@@ -105,7 +105,7 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     config = run_config(args)
-    task = config.scoring_task()
+    task = scoring_task(config)
     datasets = [read_jsonl(path, task.validate_row) for path in args.dataset]
     for path, rows in zip(args.dataset, datasets):
         if not rows:
