@@ -122,7 +122,7 @@ def test_a_prior_flip_gains_per_item_accuracy_but_no_pair_accuracy():
     per-item accuracy on a hard set of tcp rows (all Malicious), and by exactly 0 in J."""
     import numpy as np
 
-    from sv_soar.evaluation.report import paired_difference, paired_values_difference
+    from sv_soar.evaluation.report_data import paired_difference, paired_values_difference
 
     n, problems = 4, 6
     flip = {0: [n] * problems}, {0: [0] * problems}  # (hard successes, twin successes): Malicious everywhere
