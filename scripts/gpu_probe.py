@@ -261,7 +261,8 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 
 def phase_scored_dataset(result: dict) -> None:
-    from sv_soar.grounded import Baseline, GroundedScorer
+    from sv_soar.baseline import Baseline
+    from sv_soar.grounded import GroundedScorer
 
     policy, _ = policy_and_engine()
     # One H200 run (2026-12-04) did not finish r = 4 x 2 steps x 192 tokens in 250 s (about 35 s a student

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import get_task, task_names
 from sv_soar.tasks.mechanism import (BENIGN, MALICIOUS, answer_label, cue_agreeing_rows, cue_relation, hard_rows,
