@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sv_soar.engines.peft_adapters import BASE_ADAPTER, PeftAdapters
 from sv_soar.engines.sampling import SAMPLER_BYTES_PER_VOCAB_ENTRY, check_params, next_tokens, row_uniforms
@@ -351,8 +352,6 @@ class TransformersEngine(PeftAdapters):
         """The SDPA kernels decoding may use (`sdpa_backends`), on CUDA; nothing changes on CPU."""
         if device.type != "cuda" or self.sdpa_backends is None:
             return contextlib.nullcontext()
-        from torch.nn.attention import sdpa_kernel
-
         return sdpa_kernel(list(self.sdpa_backends))
 
     def _completion(self, row: _Row) -> Completion:
@@ -373,8 +372,6 @@ def _sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
     """`torch.nn.attention.SDPBackend` members by name ("EFFICIENT_ATTENTION", ...); a clear error otherwise."""
     if names is None:
         return None
-    from torch.nn.attention import SDPBackend
-
     known = [name for name in SDPBackend.__members__ if name != "ERROR"]
     unknown = [name for name in names if name not in known]
     if unknown or not names:

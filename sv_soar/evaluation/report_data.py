@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,6 @@ def _per_problem(successes: np.ndarray, samples: int, metric: str) -> np.ndarray
     if metric == "escape_rate":
         return (successes > 0).astype(float)
     k = int(metric.removeprefix("pass@"))
-    from math import comb
-
     return np.array([1.0 - comb(samples - c, k) / comb(samples, k) for c in successes.tolist()])
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+# peft and safetensors.torch are imported inside the functions that use them: peft imports transformers
+# (seconds), which a process that only reads baselines' weights or writes adapter folders never needs.
 from sv_soar.baseline import Baseline
 from sv_soar.student.config import lora_config
 from sv_soar.student.full_finetune import FULL_WEIGHTS, write_full_weights, write_safetensors
