@@ -19,7 +19,7 @@ BACKENDS = ("local", "ray")
 Backend = Literal["local", "ray"]
 
 
-def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
+def scorer_for(config: Any, task: Any, **kwargs: Any) -> Scorer:
     """The scorer a run config (sv_soar.config.RunConfig) describes: [student] model and training, [soar] r,
     grounding, time limit and retries, [compute] where students train; kwargs as make_scorer's (cache_dir,
     progress, ...). `sv-soar train` and `sv-soar score` build theirs here."""

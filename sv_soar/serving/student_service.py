@@ -46,6 +46,7 @@ from typing import Any
 
 from sv_soar.backends.remote import JOB_STATUSES, _digest
 from sv_soar.baseline import Baseline
+from sv_soar.scores import Scorer
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.serving.openai_protocol import ApiError
 
@@ -94,7 +95,7 @@ class Job:
 class StudentService:
     """The job queue in front of one scorer (no HTTP here: `StudentServer` wraps it)."""
 
-    def __init__(self, scorer: Any, store: str | Path, limits: ServiceLimits = ServiceLimits()) -> None:
+    def __init__(self, scorer: Scorer, store: str | Path, limits: ServiceLimits = ServiceLimits()) -> None:
         from sv_soar.tasks import get_task
 
         self.scorer, self.limits = scorer, limits
