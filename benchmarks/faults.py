@@ -100,7 +100,7 @@ class Setup:
     @functools.cache
     def undisturbed(self, seed: int):
         """The healthy dataset scored in-process: what a retried run must equal."""
-        from sv_soar.grounded import Baseline
+        from sv_soar.baseline import Baseline
 
         return self.local.score([self.rows("healthy")], self.q_r, Baseline("base"), seed=seed)[0]
 
@@ -121,7 +121,7 @@ class StudentFaults:
         setup.faults.slow_s = 0.1
 
     def trial(self, trial: int) -> dict[str, list[Dataset]]:
-        from sv_soar.grounded import Baseline
+        from sv_soar.baseline import Baseline
 
         setup, names, timed = self.setup, list(SCENARIOS["student"]), ("hang", "slow")
         setup.faults.calls["oom-once"] = 0  # one out-of-memory a trial: student 0 of the oom-once dataset
@@ -153,7 +153,7 @@ class ServiceFaults:
         self.flaky = ServiceWithOutage(scorer, setup.folder / "store", down_s=0.5)
 
     def call(self, url: str, seed: int, **options: Any) -> tuple[Dataset, Any]:
-        from sv_soar.grounded import Baseline
+        from sv_soar.baseline import Baseline
         from sv_soar.backends.remote import RemoteScorer
         from tests.test_faults import TOKEN
 
@@ -198,7 +198,7 @@ class RayFaults:
                                         students=STUDENTS, progress=False)
 
     def trial(self, trial: int) -> dict[str, list[Dataset]]:
-        from sv_soar.grounded import Baseline
+        from sv_soar.baseline import Baseline
 
         setup = self.setup
         (self.marks / "exited-once").unlink(missing_ok=True)

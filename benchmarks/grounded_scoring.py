@@ -79,7 +79,8 @@ def naive(model_name, task, dataset, q_r, config, students: int, seed: int) -> d
 
 
 def scored(model_name, task, dataset, q_r, config, students: int, seed: int) -> dict:
-    from sv_soar.grounded import Baseline, GroundedScorer
+    from sv_soar.baseline import Baseline
+    from sv_soar.grounded import GroundedScorer
 
     t0 = time.perf_counter()
     scorer = GroundedScorer(model_name, task, config, students=students, progress=False)

@@ -41,7 +41,8 @@ def main() -> int:
     import torch
 
     from sv_soar.backends.ray_backend import RayGroundedScorer
-    from sv_soar.grounded import Baseline, GroundedScorer
+    from sv_soar.baseline import Baseline
+    from sv_soar.grounded import GroundedScorer
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
     from sv_soar.student.trainer import StudentTrainConfig

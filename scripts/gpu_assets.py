@@ -19,7 +19,8 @@ sys.path.insert(0, str(REPO))
 def write_tokenizer(out: Path) -> Path:
     from transformers import AutoTokenizer
 
-    from sv_soar.models import DEFAULT_MODEL, EMBEDDED_MODELS
+    from sv_soar.models import EMBEDDED_MODELS
+    from sv_soar.soar_defaults import DEFAULT_MODEL
 
     gguf = EMBEDDED_MODELS[DEFAULT_MODEL].gguf_path()
     # Straight from the GGUF: no weights are dequantised (the model's cache folder is not needed).

@@ -25,8 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer,
                       model_validator)
 
-from sv_soar.models import DEFAULT_MODEL
-from sv_soar.soar_defaults import FLOOR, TAU, WINDOW
+from sv_soar.soar_defaults import DEFAULT_MODEL, FLOOR, TAU, WINDOW
 from sv_soar.student.config import (
     LORA_LEARNING_RATE,
     StudentTrainConfig,
@@ -34,6 +33,7 @@ from sv_soar.student.config import (
     refuse_full_finetune,
     unwritten_default_finetune,
 )
+from sv_soar.task_names import task_names
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
@@ -66,9 +66,7 @@ class RunSection(_Section):
 
 
 def registered_task(name: str | None) -> str | None:
-    """A task name the registry knows (sv_soar.tasks.task_names: e1, e2 and any registered one)."""
-    from sv_soar.tasks import task_names
-
+    """A task name the registry knows (sv_soar.task_names: e1, e2, mechanism and any registered one)."""
     if name is not None and name not in task_names():
         raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in task_names())}")
     return name
@@ -264,14 +262,6 @@ class RunConfig(_Section):
     def rollouts_per_step(self) -> int:
         """g·n: one hosted-trainer group is one outer step (docs/design.md §5)."""
         return self.teacher.g * self.teacher.n
-
-    def scoring_task(self):
-        """The Task students are trained and measured with: data.task, or both tasks row by row when the
-        teacher writes another task's problems (sv_soar.tasks.mixed)."""
-        from sv_soar.tasks import get_task
-
-        problem_task = self.teacher.problem_task(self.data.task)
-        return get_task(self.data.task if problem_task == self.data.task else f"{problem_task}+{self.data.task}")
 
     def student_train_config(self) -> StudentTrainConfig:
         return StudentTrainConfig(**self.student.model_dump(exclude={"model"}))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sv_soar.config import _toml_value
-from sv_soar.tasks import get_task
+from sv_soar.tasks import get_task, scoring_task
 
 VF_TRAIN_FILE = "vf-train.toml"
 PRIME_RL_FILE = "prime-rl.toml"
@@ -57,7 +57,7 @@ def vf_train_config(run, train_path: Path, model: str) -> dict[str, Any]:
     """vf-train's TOML (verifiers 0.1.9.post3 scripts/train.py): model, [env] id and args, [trainer.args] RLConfig."""
     student = run.config.final_student_config()
     steps = run.config.evaluation.steps or student.steps
-    task = run.config.scoring_task().name
+    task = scoring_task(run.config).name
     return {
         "model": model,
         "env": {"id": STUDENT_ENV, "args": {"task": task, "source": "jsonl", "path": str(train_path)}},
@@ -92,7 +92,7 @@ def prime_rl_config(run, rows_name: str, model: str) -> dict[str, Any]:
     (environments/sv_soar_student_v1), whose rows are the set `rows_name` packaged into that env: a hosted env
     server cannot read a path of this machine."""
     student = run.config.final_student_config()
-    task = run.config.scoring_task().name
+    task = scoring_task(run.config).name
     max_tokens = student.max_new_tokens or get_task(task).answer_tokens
     return {
         "max_steps": run.config.evaluation.steps or student.steps,

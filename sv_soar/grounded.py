@@ -28,14 +28,12 @@ is trained, and only a kept student's weights stay: in its reward-cache file, re
 (`StoredWeights`), or in memory when the scorer has no cache.
 
 A student run that raises, diverges (StudentTrainingError) or runs past `time_limit_s` is left out of
-R_k and counted with its cause; a dataset whose students all failed gets R_k = None and an error, and
-the other datasets of the call are still scored. Faults, and what each ends in:
-- out of memory (MemoryError, CUDA OOM): may pass once memory is freed, so the run is retried
-  `retries` times with exponential backoff (`retry_backoff_s`, doubling), from the same seed, so a
-  retry that passes is the student an undisturbed run trains; `StudentResult.attempts` counts tries;
-- past the time limit: stopped after the step that went over (checked between steps); a step still
-  running `hang_grace_s` after the limit is hung, and is interrupted in-process (`_hard_deadline`);
-- anything else (a verifier bug, divergence): deterministic for a seed, so never retried.
+R_k and counted with its cause (sv_soar.student_runs says which faults are retried); a dataset whose students
+all failed gets R_k = None and an error, and the other datasets of the call are still scored.
+
+Three ideas, three modules: measuring Acc on Q_R (sv_soar.q_r_accuracy), training the students
+(sv_soar.student_runs), and here the scorer that composes them with the reward cache (`grounded_rewards`: the
+formula above).
 
     scorer = GroundedScorer("smollm2-135m-instruct", "e1", StudentTrainConfig.cpu_small(), students=4)
     scores = scorer.score([x_1, x_2, x_3, x_4], q_r, Baseline("base"), seed=step)
@@ -46,49 +44,29 @@ the other datasets of the call are still scored. Faults, and what each ends in:
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
-
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from sv_soar.baseline import Baseline
 from sv_soar.config import check_q_r_sampling
 from sv_soar.generation import SamplingParams
-from sv_soar.reward_cache import RewardCache, problem_content, reward_cache_key
+from sv_soar.q_r_accuracy import GROUNDINGS, Grounding, QRAccuracy, rows_hash
+from sv_soar.reward_cache import RewardCache, reward_cache_key
+from sv_soar.scores import DatasetScore, StudentResult
+from sv_soar.student.adapters import student_policy
+from sv_soar.student.full_finetune import StoredWeights, trainable_copy
+from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student_runs import StudentRuns
 from sv_soar.tasks import Row, Task, get_task
-from sv_soar.scores import DatasetScore, StudentResult  # noqa: F401 - re-exported
-from sv_soar.student.adapters import Baseline  # noqa: F401 - re-exported: the scorer's input
-from sv_soar.student.full_finetune import StoredWeights, full_state_dict, load_full_state, trainable_copy
-from sv_soar.student.watchdog import (  # noqa: F401 - re-exported
-    RETRYABLE,
-    StudentTimeout,
-    _free_memory,
-    _hard_deadline,
-    _RETRYABLE_NAMES,
-    _StudentHung,
-)
-from sv_soar.student.trainer import (
-    StudentTrainConfig,
-    add_student_adapter,
-    adapter_state_dict,
-    remove_student_adapter,
-    student_policy,
-    train_student,
-)
 
 log = logging.getLogger(__name__)
-
-Grounding = Literal["correctness", "full"]
-GROUNDINGS = ("correctness", "full")
-BASELINE_ADAPTER = "grounded-baseline"  # the baseline's weights while Acc(baseline, Q_R) is measured
 
 
 def student_seed(seed: int, j: int) -> int:
@@ -98,21 +76,17 @@ def student_seed(seed: int, j: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def question_seed(row: Row) -> int:
-    """The seed of a Q_R question's sampled answers: from its content alone, so the baseline and every student
-    (of any step) draw the same random numbers for it."""
-    return int(rows_hash([row]), 16) & 0x7FFFFFFF
+def grounded_rewards(students: Sequence[StudentResult], baseline_accuracy: float) -> float | None:
+    """R_{k,j} = Acc(student_{k,j}, Q_R) − Acc(baseline, Q_R) for each finished student (set on it), and
+    R_k = mean_j R_{k,j} over them: None when every student of X_k failed."""
+    for student in students:
+        if student.accuracy is not None:
+            student.reward = student.accuracy - baseline_accuracy  # R_{k,j}
+    finished = [s for s in students if s.failure is None]
+    return sum(s.reward for s in finished) / len(finished) if finished else None  # R_k
 
 
-def rows_hash(rows: Sequence[Row]) -> str:
-    text = json.dumps([problem_content(row) for row in rows], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# --- the scorer ------------------------------------------------------------------------------------------
-
-
-class GroundedScorer:
+class GroundedScorer(QRAccuracy, StudentRuns):
     """Scores teacher datasets by the grounded improvement of r students trained on each (SOAR's R_k).
 
     `model`: a name `sv_soar.models.load_model` accepts (embedded name, local folder, HF id), or a
@@ -191,6 +165,8 @@ class GroundedScorer:
     def _load(self, model: str | tuple[Any, Any]) -> None:
         """Load the base model once and wrap it into the shared student policy and its engine.
         (The Ray backend, sv_soar.backends.ray_backend, loads it in its actors instead.)"""
+        # here, not at the top: they import transformers (seconds), which a process that only drives scorers
+        # (the Ray backend's driver) never needs
         from sv_soar.engines.transformers_engine import TransformersEngine
         from sv_soar.models import load_model
 
@@ -202,7 +178,7 @@ class GroundedScorer:
             self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
         self.policy = student_policy(base, self.config)  # once per scorer: every student is an adapter on it
         if self.engine_kind == "vllm":  # rollouts and evaluation on vLLM; training stays on `policy` (GPU)
-            from sv_soar.engines.vllm_engine import VLLMEngine
+            from sv_soar.engines.vllm_engine import VLLMEngine  # here: vllm, an optional extra (GPU)
 
             self.engine = VLLMEngine(self.model_name, tokenizer=tokenizer, policy=self.policy, **self.engine_options)
         elif self.engine_kind == "transformers":
@@ -211,88 +187,6 @@ class GroundedScorer:
             raise ValueError(f"engine must be 'transformers' or 'vllm', got {self.engine_kind!r}")
         # full fine-tuning: the one copy of the base model that each student in turn loads and trains
         self.student_engine = self.engine.over(trainable_copy(base)) if self.config.finetune == "full" else None
-
-    # --- Acc ----------------------------------------------------------------------------------------
-
-    def baseline_accuracy(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
-        """Acc(baseline, Q_R), computed once per (baseline.id, Q_R) and memoised."""
-        memo_key = (baseline.id, rows_hash(q_r))
-        if memo_key not in self._baseline_memo:
-            self._baseline_memo[memo_key] = self._evaluate_baseline(baseline, q_r)
-        return self._baseline_memo[memo_key]
-
-    def _evaluate_baseline(self, baseline: Baseline, q_r: Sequence[Row]) -> float:
-        if not q_r:
-            raise ValueError("Q_R is empty: nothing to measure accuracy on")
-        with self.baseline_engine(baseline) as (engine, adapter):
-            return self._accuracies([adapter], q_r, "baseline", engine)[0]
-
-    @contextlib.contextmanager
-    def baseline_engine(self, baseline: Baseline, adapter_name: str = BASELINE_ADAPTER) -> Iterator[tuple[Any, str | None]]:
-        """(engine, adapter) that generate as `baseline` inside the block: the bare model; its LoRA weights as
-        adapter `adapter_name` on the shared policy (removed afterwards); or its full weights loaded into the
-        student copy (student.finetune = "full")."""
-        if baseline.adapter_state is None:
-            yield self.engine, None
-        elif self.student_engine is not None:
-            load_full_state(self.student_engine.model, baseline.adapter_state, where=f"baseline {baseline.name}")
-            yield self.student_engine, None
-        else:
-            add_student_adapter(self.policy, adapter_name, self.config, baseline.adapter_state)
-            try:
-                yield self.engine, adapter_name
-            finally:
-                remove_student_adapter(self.policy, adapter_name)
-
-    def _accuracies(self, adapters: Sequence[str | None], q_r: Sequence[Row], what: str,
-                    engine: Any = None) -> list[float]:
-        """Acc of each adapter (None = the bare model) on Q_R, all in mixed-adapter batches of
-        eval_batch_size (question, adapter) rows; question-major, so a batch mixes adapters.
-        `engine`: default the shared policy's (a full student's is the student copy's)."""
-        engine = engine or self.engine
-        questions = list(q_r)
-        if self.task.twin_of is not None:  # twin pairs: each question's twin is answered too (Acc is then J)
-            questions += [self.task.twin_of(row) for row in q_r]
-        pairs = [(a, q) for q in range(len(questions)) for a in range(len(adapters))]
-        prompts = [self.task.prompt(row) for row in questions]
-        totals = [0.0] * len(adapters)
-        max_batch = engine.max_batch_size
-        engine.max_batch_size = self.eval_batch_size
-        try:
-            with _progress(len(pairs), f"eval {what}", self.progress, unit="answer") as bar:
-                for start in range(0, len(pairs), self.eval_batch_size):
-                    chunk = pairs[start : start + self.eval_batch_size]
-                    answers = self._answers(engine, chunk, prompts, questions, adapters)
-                    for (a, q), samples in zip(chunk, answers, strict=True):
-                        totals[a] += sum(self._grounded_score(s.text, questions[q]) for s in samples) / len(samples)
-                    bar.update(len(chunk))
-        finally:
-            engine.max_batch_size = max_batch
-        if self.task.twin_of is not None:  # J = mean over pairs of correct(x) + correct(x') − 1
-            return [total / len(q_r) - 1.0 for total in totals]
-        return [total / len(q_r) for total in totals]
-
-    def _answers(self, engine: Any, chunk: Sequence[tuple[int, int]], prompts: Sequence[Any], q_r: Sequence[Row],
-                 adapters: Sequence[str | None]) -> list[list[Any]]:
-        """The answers of each (adapter, question) pair of the chunk: greedy, one a pair; sampled, one request a
-        pair, seeded by the question's content, so every adapter's samples of a question share their uniforms."""
-        if self.eval_params.temperature == 0:
-            return engine.generate([prompts[q] for _, q in chunk], self.eval_params,
-                                   adapters=[adapters[a] for a, _ in chunk])
-        requests = [([prompts[q]], dataclasses.replace(self.eval_params, seed=question_seed(q_r[q])), adapters[a])
-                    for a, q in chunk]
-        return [outputs[0] for outputs in engine.generate_many(requests)]
-
-    def q_r_sampling(self) -> dict[str, Any] | None:
-        """How Acc samples Q_R, for the reward cache's key: None when greedy (the paper's; old keys unchanged)."""
-        if self.eval_params.temperature == 0:
-            return None
-        return {"samples": self.eval_params.n, "temperature": self.eval_params.temperature}
-
-    def _grounded_score(self, text: str, row: Row) -> float:
-        if self.grounding == "correctness":
-            return float(bool(self.task.is_success(text, row)))
-        return float(self.task.score(text, row)["reward"])
 
     # --- R_k ----------------------------------------------------------------------------------------
 
@@ -373,13 +267,12 @@ class GroundedScorer:
         ran, seconds_eval = self._run_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
         students: dict[str, list[StudentResult]] = {key: [] for key in todo}
         for (key, _, _), result in zip(runs, ran, strict=True):
-            if result.accuracy is not None:
-                result.reward = result.accuracy - acc_baseline  # R_{k,j}
             students[key].append(result)
 
         finished_total = max(1, sum(r.failure is None for r in ran))
         scores = {}
         for key, results in students.items():
+            reward = grounded_rewards(results, acc_baseline)  # R_{k,j} of each student, and R_k
             finished = [r for r in results if r.failure is None]
             seconds = {
                 "train": sum(r.seconds_train for r in results),
@@ -393,180 +286,13 @@ class GroundedScorer:
                 error = f"all {len(results)} students failed ({causes})"
                 log.error("dataset %s has no R_k: %s", key[:12], error)
             scores[key] = DatasetScore(
-                reward=sum(r.reward for r in finished) / len(finished) if finished else None,  # R_k
+                reward=reward,
                 baseline_accuracy=acc_baseline, students=results, error=error, cached=False, key=key,
                 seconds=seconds,
             )
             self._store(key, scores[key], keep_adapters)
         log.info("scored %d dataset(s) in %.1fs", len(todo), time.perf_counter() - started)
         return scores
-
-    def _run_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row], baseline: Baseline,
-                      *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
-        """Train one student per (key, dataset, seed) run from `baseline`, then measure every finished one on
-        Q_R together (mixed-adapter batches). Returns the results in run order, with `accuracy` (and
-        `adapter_state` with keep_adapters) filled in but not `reward`, and the evaluation's seconds."""
-        if self.student_engine is not None:
-            return self._run_full_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
-        results: list[StudentResult] = []
-        adapters: dict[int, str] = {}  # run index -> adapter name of a finished student
-        try:
-            with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
-                together = self._train_lockstep(runs, baseline, steps, bar) if self.lockstep and len(runs) > 1 else None
-                for i, (key, dataset, seed) in enumerate(runs):
-                    name = f"grounded-run{i}"
-                    result = together[i] if together is not None else self._train(name, dataset, baseline, seed,
-                                                                                 steps, bar)
-                    results.append(result)
-                    if result.failure is None:
-                        adapters[i] = name
-                    else:
-                        log.warning("dataset %s student (seed %d) left out of R_k: %s", key[:12], seed,
-                                    result.failure)
-            t_eval = time.perf_counter()
-            names = list(adapters.values())
-            accuracies = dict(zip(names, self._accuracies(names, q_r, "students"))) if names else {}
-            seconds_eval = time.perf_counter() - t_eval
-            for i, name in adapters.items():
-                results[i].accuracy = accuracies[name]
-                if keep_adapters:
-                    results[i].adapter_state = adapter_state_dict(self.policy, name)
-        finally:
-            for name in adapters.values():
-                remove_student_adapter(self.policy, name)
-        return results, seconds_eval
-
-    def _run_full_students(self, runs: Sequence[tuple[str, Sequence[Row], int]], q_r: Sequence[Row],
-                           baseline: Baseline, *, steps: int, keep_adapters: bool) -> tuple[list[StudentResult], float]:
-        """_run_students with student.finetune = "full": each student trains the one student copy and is
-        measured on Q_R right after (its weights are no adapter to batch with the others'); with
-        keep_adapters its weights are copied out before the next student loads the copy."""
-        results: list[StudentResult] = []
-        seconds_eval = 0.0
-        with _progress(len(runs) * steps, "students", self.progress, unit="step") as bar:
-            for i, (key, dataset, seed) in enumerate(runs):
-                result = self._train(f"grounded-run{i}", dataset, baseline, seed, steps, bar)
-                results.append(result)
-                if result.failure is not None:
-                    log.warning("dataset %s student (seed %d) left out of R_k: %s", key[:12], seed, result.failure)
-                    continue
-                t_eval = time.perf_counter()
-                result.accuracy = self._accuracies([None], q_r, "student", self.student_engine)[0]
-                seconds_eval += time.perf_counter() - t_eval
-                if keep_adapters:
-                    result.adapter_state = self._kept_weights(key, i % self.students)
-        return results, seconds_eval
-
-    def _kept_weights(self, key: str, j: int) -> Any:
-        """The student copy's weights, kept for promotion: written to student j's reward-cache file at once and
-        read back from it when needed (StoredWeights), so that a step's r·g whole models are not all in memory;
-        without a cache, in memory."""
-        state = full_state_dict(self.student_engine.model)
-        if self.cache is None:
-            return state
-        return StoredWeights(self.cache.put_adapter(key, j, state))
-
-    def _train_lockstep(self, runs: Sequence[tuple[str, Sequence[Row], int]], baseline: Baseline, steps: int,
-                        bar: Any) -> list[StudentResult] | None:
-        """Train every run's student together (sv_soar.student.lockstep), adapters named grounded-run{i} as the
-        sequential path names them. A student's time limit applies to its share of the wall time. None when
-        the shared generation failed (out of memory): the caller then trains them one by one, with retries."""
-        from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
-
-        histories: list[list[dict]] = [[] for _ in runs]
-        spent = [0.0] * len(runs)
-        limit = self.time_limit_s
-
-        def on_step(i: int):
-            def log(entry: dict) -> None:
-                histories[i].append(entry)
-                bar.update(1)
-                spent[i] += entry["seconds_generation"] + entry["seconds_forward_backward"] + entry["seconds_other"]
-                if limit is not None and spent[i] > limit:
-                    raise StudentTimeout(f"exceeded the {limit:g}s time limit after step {entry['step']}/{steps} "
-                                         f"({spent[i]:.1f}s, its share of the lockstep wall time)")
-            return log
-
-        students = [LockstepStudent(f"grounded-run{i}", dataset, seed, baseline.adapter_state, log=on_step(i))
-                    for i, (_, dataset, seed) in enumerate(runs)]
-        started = time.perf_counter()
-        try:
-            deadline = None if limit is None else (limit + self.hang_grace_s) * len(runs)
-            with _hard_deadline(deadline):
-                outcomes = train_students_lockstep(self.policy, self.engine, self.task, students, self.config,
-                                                   steps=steps)
-        except Exception as exc:  # noqa: BLE001 - the shared generation failed: fall back to one at a time
-            for student in students:
-                remove_student_adapter(self.policy, student.adapter_name)
-            _free_memory()
-            log.warning("students in lockstep failed (%s: %s); training them one at a time", type(exc).__name__, exc)
-            bar.reset(total=len(runs) * steps)
-            return None
-        wall = time.perf_counter() - started
-        results = []
-        for i, outcome in enumerate(outcomes):
-            seconds = wall / len(runs)  # each student's share, so a dataset's "train" seconds add up to the wall
-            if isinstance(outcome, BaseException):
-                remove_student_adapter(self.policy, students[i].adapter_name)
-                bar.update(steps - len(histories[i]))
-                results.append(StudentResult(seed=runs[i][2], accuracy=None, reward=None,
-                                             failure=f"{type(outcome).__name__}: {outcome}", seconds_train=seconds,
-                                             log=histories[i]))
-            else:
-                results.append(StudentResult(seed=runs[i][2], accuracy=None, reward=None, failure=None,
-                                             seconds_train=seconds, log=histories[i]))
-        return results
-
-    def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
-               bar: Any) -> StudentResult:
-        """Train one student, retrying a run that ran out of memory (see the module docstring)."""
-        attempt = 1
-        while True:
-            result = self._train_once(name, dataset, baseline, seed, steps, bar)
-            result.attempts = attempt
-            if result.failure is None or not result.failure.startswith(_RETRYABLE_NAMES) or attempt > self.retries:
-                return result
-            wait = self.retry_backoff_s * 2 ** (attempt - 1)
-            log.warning("student %s (seed %d) attempt %d failed: %s; retrying in %.1fs", name, seed, attempt,
-                        result.failure, wait)
-            _free_memory()
-            time.sleep(wait)
-            attempt += 1
-
-    def _train_once(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
-                    bar: Any) -> StudentResult:
-        """Train one student; any Exception leaves it out with its cause (the adapter is removed)."""
-        history: list[dict] = []
-        started = time.perf_counter()
-        limit = self.time_limit_s
-
-        def on_step(entry: dict) -> None:
-            history.append(entry)
-            bar.update(1)
-            bar.set_postfix(reward=f"{entry['mean_reward']:+.3f}", refresh=False)
-            elapsed = time.perf_counter() - started
-            # Cooperative: checked between steps; a step that hangs is interrupted by _hard_deadline.
-            if limit is not None and elapsed > limit:
-                raise StudentTimeout(f"exceeded the {limit:g}s time limit after step {entry['step']}/{steps} "
-                                     f"({elapsed:.1f}s)")
-
-        try:
-            with _hard_deadline(None if limit is None else limit + self.hang_grace_s):
-                train_student(self.policy, self.student_engine or self.engine, self.task, dataset, self.config,
-                              adapter_name=name,
-                              init_adapter_state=baseline.adapter_state, seed=seed, steps=steps, log=on_step)
-        except Exception as exc:  # noqa: BLE001 - a failed student is counted, never fatal (docs/design.md §4 faults)
-            remove_student_adapter(self.policy, name)
-            bar.update(steps - len(history))
-            failure = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, _StudentHung):
-                failure = (f"StudentTimeout: hung in step {len(history) + 1}/{steps}: still running "
-                           f"{time.perf_counter() - started:.1f}s after its start, {self.hang_grace_s:g}s past the "
-                           f"{limit:g}s time limit; interrupted")
-            return StudentResult(seed=seed, accuracy=None, reward=None, failure=failure,
-                                 seconds_train=time.perf_counter() - started, log=history)
-        return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
-                             seconds_train=time.perf_counter() - started, log=history)
 
     def _store(self, key: str, score: DatasetScore, keep_adapters: bool) -> None:
         """Cache the entry, unless a failure may not repeat (a timeout or an unexpected exception): only a
@@ -593,8 +319,3 @@ def _copy(score: DatasetScore) -> DatasetScore:
     return DatasetScore(score.reward, score.baseline_accuracy, students, score.error, score.cached, score.key,
                         dict(score.seconds))
 
-
-def _progress(total: int, desc: str, enabled: bool, unit: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=False)

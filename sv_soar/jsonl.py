@@ -125,7 +125,7 @@ def _umask() -> int:
     return mask
 
 
-# The names atomic_path (".<name>.<random>.tmp") and Baseline.save (".<folder>.tmp-<random>",
+# The names atomic_path (".<name>.<random>.tmp") and save_baseline (".<folder>.tmp-<random>",
 # ".<folder>.old-<pid>-<ns>") give what they write before the rename that publishes it.
 TEMPORARY_NAME = re.compile(r"^\..+(\.tmp|\.tmp-[^/]+|\.old-\d+-\d+)$")
 

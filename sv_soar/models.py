@@ -80,7 +80,6 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         license="Apache-2.0",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 # A HF hub id: "org/name", each part starting with a letter or digit (so "./x" is not one).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")

@@ -1,13 +1,20 @@
-"""R_kj and R_k as data: one student run's result, and one dataset's score (what GroundedScorer returns,
-the reward cache stores and the remote student service sends)."""
+"""R_kj and R_k as data, and what computes them: one student run's result, one dataset's score (what a
+`Scorer` returns, the reward cache stores and the remote student service sends), and the `Scorer` protocol
+that the outer step (sv_soar.soar_step) calls. It imports no ML library: the rules of the algorithm read
+these types without torch."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+    from sv_soar.baseline import Baseline
+    from sv_soar.tasks.task import Row
 
 
 @dataclass
@@ -81,6 +88,17 @@ class DatasetScore:
                    students=students, error=_text(entry["error"], "error"), cached=bool(entry.get("cached", False)),
                    key=str(entry["key"]), seconds={k: float(v) for k, v in entry["seconds"].items()})
 
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What scores an outer step's teacher datasets: R_k of each X_k, r students each trained from `baseline` and
+    measured on Q_R (sv_soar.grounded.GroundedScorer in this process, the Ray and remote backends of
+    sv_soar.backends.make_scorer elsewhere). `promoted`: students train StudentTrainConfig.steps_for(promoted)
+    steps; `keep_adapters`: keep each finished student's weights (the promotion rule takes one)."""
+
+    def score(self, datasets: Sequence[Sequence[Row]], q_r: Sequence[Row], baseline: Baseline, *, seed: int,
+              promoted: bool = False, keep_adapters: bool = False) -> list[DatasetScore]: ...
 
 def _finite(value: Any, name: str, *, optional: bool = True) -> float | None:
     if value is None and optional:

@@ -1,5 +1,10 @@
-"""SOAR's outer-loop defaults, each defined once (docs/design.md §4): RunConfig, the v0 teacher env and the v1
-teacher env all read them from here. A leaf module: it imports nothing, so a config loads without torch."""
+"""SOAR's outer-loop defaults, each defined once (docs/design.md §4), and the project's default model: RunConfig,
+the v0 teacher env and the v1 teacher env all read them from here. A leaf module: it imports nothing, so a config
+loads without torch."""
+
+# The embedded default model (docs/design.md §6: no download; sv_soar.models.EMBEDDED_MODELS ships it), the teacher's
+# and the student's unless a config names another. The paper's is Llama-3.2-3B-Instruct.
+DEFAULT_MODEL = "smollm2-135m-instruct"
 
 WINDOW = 3  # SOAR: moving average of R̂_t over the last 3 outer steps
 TAU = 0.01  # SOAR: promote when that average exceeds 0.01

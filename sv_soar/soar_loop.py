@@ -39,8 +39,11 @@ import torch
 from sv_soar.config import ConfigError, RunConfig
 from sv_soar.generation import SamplingParams
 from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
+from sv_soar.promotion import promote
+from sv_soar.promotion_run import PromotionRun
 from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
-from sv_soar.tasks import Row, get_task
+from sv_soar.student.objective import group_logprobs, learning_rate_at, policy_gradient_step, reference_logprobs
+from sv_soar.tasks import Row, get_task, scoring_task
 from sv_soar.soar_step import (class_balance, learnability, partition, problem_mix, rloo_teacher_advantages, soar_step,
                                step_seed)
 
@@ -196,8 +199,6 @@ class Teacher:
           log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
           taken before the step, so at step 0 it is 0 by construction.
         """
-        from sv_soar.student.trainer import group_logprobs, reference_logprobs
-
         section = self.config.teacher
         if not sample.first_round:
             return {}
@@ -223,8 +224,6 @@ class Teacher:
 
     def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
         """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
-        from sv_soar.student.trainer import learning_rate_at, policy_gradient_step
-
         section = self.config.teacher
         lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
         self._activate()
@@ -260,10 +259,9 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
 
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
     from sv_soar.backends import scorer_for
-    from sv_soar.promotion import PromotionRun, promote
     from sv_soar.teacher.contamination import HardSetIndex
 
-    task = config.scoring_task()
+    task = scoring_task(config)
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
     start = promotion.state.step

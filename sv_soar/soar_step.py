@@ -11,8 +11,9 @@ drawn afresh each step (`draw_q_r`). With Acc the accuracy on Q_R:
     A_k   = R_k − mean_{k'≠k} R_k'                         the teacher's RLOO advantage (rloo_teacher_advantages)
 
 Promotion (sv_soar.promotion.promote): the median student of argmax_k R_k becomes the baseline and X_k
-joins the promoted questions. The scorer that trains students and measures R_kj is
-sv_soar.grounded.GroundedScorer (or a backend of sv_soar.backends.make_scorer).
+joins the promoted questions. The scorer that trains students and measures R_kj is a `Scorer`
+(sv_soar.scores): sv_soar.grounded.GroundedScorer, or a backend of sv_soar.backends.make_scorer. This module
+imports neither torch nor a scorer: the rules sit below the machinery that runs them.
 
 Two drivers call `soar_step`: `sv-soar train` (sv_soar.soar_loop: rejection sampling of the teacher
 before, the teacher's RLOO update after) and the verifiers teacher env's group reward
@@ -30,11 +31,15 @@ import random
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from sv_soar.grounded import Baseline, DatasetScore
-from sv_soar.promotion import PromotionDecision, PromotionRun, promote
-from sv_soar.tasks import Row
+from sv_soar.baseline import Baseline
+from sv_soar.promotion import PromotionDecision, promote
+from sv_soar.scores import DatasetScore, Scorer
+from sv_soar.tasks.task import Row
+
+if TYPE_CHECKING:  # the run directory loads and saves baselines' weights (torch); the step only locks and reads it
+    from sv_soar.promotion_run import PromotionRun
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,7 @@ class StepResult:
 def soar_step(
     datasets: Sequence[Sequence[Row]],
     d_train: Sequence[Row],
-    scorer: Any,
+    scorer: Scorer | Callable[[], Scorer],
     run: PromotionRun,
     *,
     q_r: int,
@@ -184,7 +189,7 @@ def soar_step(
 ) -> StepResult:
     """Score X_1..X_g against `baseline` on a fresh Q_R and apply the promotion rule: one outer step.
 
-    `scorer`: a GroundedScorer (or any backend of sv_soar.backends.make_scorer), or a function that
+    `scorer`: a Scorer (GroundedScorer, or any backend of sv_soar.backends.make_scorer), or a function that
     builds one (its failure is reported as loading the student model). `baseline` and `promoted` are the
     run state read when the step began. `on_error="record"`: a failure while scoring becomes
     `result.error` and the step is recorded without scores (the teacher env gives its rollouts the
@@ -199,7 +204,7 @@ def soar_step(
     if datasets:
         phase = f"loading the student model {run.state.model!r}"
         try:
-            grounded = scorer if hasattr(scorer, "score") else scorer()
+            grounded = scorer if isinstance(scorer, Scorer) else scorer()
             phase = f"scoring {len(datasets)} dataset(s)"
             scores = grounded.score(datasets, q_r_rows, baseline, seed=seed_t, promoted=promoted, keep_adapters=True)
         except Exception as exc:  # noqa: BLE001 - "record": counted as the step's error, never fatal to a trainer

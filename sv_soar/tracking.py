@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from sv_soar.scores import Scorer
+
 STUDENT_METRICS = ("mean_reward", "pass_rate", "kl", "loss", "grad_norm", "tokens_per_s", "generation_tokens_per_s",
                    "seconds_generation", "seconds_forward_backward", "seconds_other")
 
@@ -108,7 +110,7 @@ def open_tracker(section, run_dir: Path, config: dict[str, Any]) -> Tracker | No
 class TrackedScorer:
     """A scorer (local, Ray or remote) that keeps the student metrics of its last `score` call for the tracker."""
 
-    def __init__(self, scorer: Any) -> None:
+    def __init__(self, scorer: Scorer) -> None:
         self._scorer = scorer
         self.last_student_metrics: dict[str, float] = {}
 

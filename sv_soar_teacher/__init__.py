@@ -31,9 +31,9 @@ from sv_soar.backends import make_scorer
 from sv_soar.backends.pool import ScorerPool
 from sv_soar.config import teacher_env_arguments
 from sv_soar.hard_set import HardSet, load_hard_set
-from sv_soar.models import DEFAULT_MODEL, cache_dir
-from sv_soar.promotion import PromotionRun
-from sv_soar.soar_defaults import FLOOR, TAU, WINDOW
+from sv_soar.models import cache_dir
+from sv_soar.promotion_run import PromotionRun
+from sv_soar.soar_defaults import DEFAULT_MODEL, FLOOR, TAU, WINDOW
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import get_task
 from sv_soar.tasks.teacher import teacher_prompt

@@ -56,9 +56,10 @@ from typing import Any
 import verifiers as vf
 
 from sv_soar.backends.pool import ScorerPool
-from sv_soar.grounded import DatasetScore
 from sv_soar.hard_set import HardSet
-from sv_soar.promotion import PromotionDecision, PromotionRun
+from sv_soar.promotion import PromotionDecision
+from sv_soar.promotion_run import PromotionRun
+from sv_soar.scores import DatasetScore
 from sv_soar.scoring.completion_text import completion_text
 from sv_soar.soar_defaults import FLOOR, NEUTRAL
 from sv_soar.soar_step import partition, soar_step

@@ -80,7 +80,7 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
     or by the student service at `remote` (a URL) through a pool of RemoteScorers."""
     from sv_soar.grounded import GroundedScorer
     from sv_soar.models import load_model
-    from sv_soar.promotion import PromotionRun
+    from sv_soar.promotion_run import PromotionRun
     from sv_soar.backends.remote import RemoteScorer
     from sv_soar.tasks import get_task
     from sv_soar.tasks.e1_flows import generate_e1_flows
@@ -150,13 +150,14 @@ def score_concurrently(folder: Path, model: Path, *, groups: int, pool: int, g: 
 
 
 def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResult:
-    import sv_soar.grounded as grounded
+    import sv_soar.student_runs as student_runs
     from sv_soar.backends.remote import RemoteScorer
+    from sv_soar.grounded import GroundedScorer
 
     trained: Counter[tuple[int, int, str]] = Counter()
     lock = threading.Lock()
     scorings, requests = Concurrency(), Concurrency()
-    real_train, real_score, real_request = grounded.train_student, grounded.GroundedScorer.score, RemoteScorer.score
+    real_train, real_score, real_request = student_runs.train_student, GroundedScorer.score, RemoteScorer.score
 
     def counting_train(policy, engine, task, rows, config, *, seed, **kwargs):
         key = json.dumps([row["question"] for row in rows])  # one (dataset, student seed) = one training
@@ -177,7 +178,7 @@ def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResu
             calls.append(rubric.grounded_reward(completions=completions, states=[{} for _ in completions]))
         return await asyncio.gather(*calls)
 
-    grounded.train_student, grounded.GroundedScorer.score = counting_train, scorings.counting(real_score)
+    student_runs.train_student, GroundedScorer.score = counting_train, scorings.counting(real_score)
     RemoteScorer.score = requests.counting(real_request)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -185,7 +186,7 @@ def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResu
     try:
         rewards = asyncio.run(all_groups())
     finally:
-        grounded.train_student, grounded.GroundedScorer.score, RemoteScorer.score = real_train, real_score, real_request
+        student_runs.train_student, GroundedScorer.score, RemoteScorer.score = real_train, real_score, real_request
         done.set()
         sampler.join()
     seconds = time.perf_counter() - started

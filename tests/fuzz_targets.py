@@ -319,10 +319,11 @@ def _state_texts() -> st.SearchStrategy[str]:
     return _mangled(mutated | JSON_VALUES.map(json.dumps)) | st.just(json.dumps(valid)) | st.just("[" * 5000)
 
 
-@fuzz_target("promotion-state", "a run folder's state.json (sv_soar.promotion.load_state)", _state_texts,
+@fuzz_target("promotion-state", "a run folder's state.json (sv_soar.promotion_run.load_state)", _state_texts,
              examples=("[" * 5000,))
 def check_promotion_state(text: str) -> str:
-    from sv_soar.promotion import PromotionState, PromotionStateError, load_state
+    from sv_soar.promotion import PromotionState
+    from sv_soar.promotion_run import PromotionStateError, load_state
 
     return _check_file_reader(text, "state.json", load_state, PromotionStateError, PromotionState, "state_error")
 

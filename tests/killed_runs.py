@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 UNCOMPARED_STEP_KEYS = {"seconds", "cached_datasets"}
 UNCOMPARED_UPDATE_KEYS = re.compile(r"seconds|per_s|time")
 # Names the project's atomic writers give their temporary files and folders (sv_soar.jsonl.atomic_path,
-# Baseline.save): none may outlive a resumed run.
+# save_baseline): none may outlive a resumed run.
 TEMPORARY = re.compile(r"^\..*(\.tmp$|\.tmp-|\.old-)")
 
 

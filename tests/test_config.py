@@ -67,6 +67,7 @@ def test_score_flags_build_the_run_config_train_reads(tmp_path):
 
     from sv_soar.commands import score
     from sv_soar.config import RunConfig
+    from sv_soar.tasks import scoring_task
     from sv_soar.student.config import StudentTrainConfig
 
     parser = argparse.ArgumentParser()
@@ -74,7 +75,7 @@ def test_score_flags_build_the_run_config_train_reads(tmp_path):
     flags = ["--dataset", "x.jsonl", "--hard-set", str(tmp_path), "--preset", "cpu", "--q-r", "8", "--students", "2",
              "--seed", "3", "--grounding", "full", "--model", "tiny"]
     config = score.run_config(parser.parse_args([*flags, "--task", "e1+e2"]))
-    assert isinstance(config, RunConfig) and config.scoring_task().name == "e1+e2"
+    assert isinstance(config, RunConfig) and scoring_task(config).name == "e1+e2"
     assert (config.data.task, config.teacher.task, config.data.hard_set) == ("e2", "e1", tmp_path.resolve())
     assert (config.soar.q_r, config.soar.students, config.soar.grounding, config.run.seed) == (8, 2, "full", 3)
     assert config.student.model == "tiny" and config.student_train_config() == StudentTrainConfig.cpu_small()

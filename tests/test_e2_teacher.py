@@ -11,7 +11,7 @@ import pytest
 
 from rubrics.e2 import e2_components
 from sv_soar.config import load_config
-from sv_soar.tasks import get_task
+from sv_soar.tasks import get_task, scoring_task
 from sv_soar.teacher.contamination import HardSetIndex
 from sv_soar.teacher.e2_problems import E2TeacherProblem
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES
@@ -113,10 +113,10 @@ def test_teacher_rubric_reports_agreement_and_e2_rejections():
 def test_experiment_configs_load_and_pick_their_tasks(svbench_mini):
     c = load_config(REPO / "configs" / "experiment-C-soar-e2.toml")
     assert c.data.task == "e2" and c.teacher.problem_task(c.data.task) == "e2"
-    assert c.scoring_task().name == "e2"
+    assert scoring_task(c).name == "e2"
     e = load_config(REPO / "configs" / "experiment-E-e1-to-e2.toml")
     assert e.teacher.problem_task(e.data.task) == "e1"
-    mixed = e.scoring_task()
+    mixed = scoring_task(e)
     assert mixed.name == "e1+e2"
     e1_row = {"question": "Device unknown-device observed tcp 1→23, duration ?, bytes ?, flags [S]. Decide: "
                           "Malicious or Benign (you may Abstain if unsure).", "answer": "Malicious", "meta": {}}

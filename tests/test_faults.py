@@ -43,8 +43,10 @@ from typing import Any
 
 import pytest
 
-import sv_soar.grounded as grounded
-from sv_soar.grounded import Baseline, GroundedScorer
+import sv_soar.student.watchdog as watchdog
+import sv_soar.student_runs as student_runs
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
 from sv_soar.backends.remote import RemoteScorer, StudentServiceError
 from sv_soar.serving.student_server import StudentServer
@@ -194,7 +196,7 @@ def test_the_outer_loop_shows_failed_students_in_its_step_log_and_teacher_reward
     be caused safely here): the step is logged with its causes and retries, the teacher gets the floor."""
     from sv_soar.config import load_config
     from sv_soar.jsonl import read_jsonl
-    from sv_soar.promotion import load_state
+    from sv_soar.promotion_run import load_state
     from sv_soar.soar_loop import train
     from tests.killed_runs import shared_models, write_config
 
@@ -205,7 +207,7 @@ def test_the_outer_loop_shows_failed_students_in_its_step_log_and_teacher_reward
     def out_of_memory(*args, **kwargs):
         raise MemoryError("cannot allocate 2147483648 bytes")
 
-    monkeypatch.setattr(grounded, "train_student", out_of_memory)
+    monkeypatch.setattr(student_runs, "train_student", out_of_memory)
     train(config, tmp_path / "run", progress=False)
     [entry] = read_jsonl(tmp_path / "run" / "steps.jsonl")
     assert entry["R_k"] == [None, None] and entry["R_hat"] is None  # no number stands in for a failed dataset
@@ -223,13 +225,13 @@ def test_hard_deadline_never_fires_after_its_block():
     # blocks that end just as their deadline passes: the exception is raised inside the block or not at all
     for _ in range(50):
         try:
-            with grounded._hard_deadline(0.001):
+            with watchdog._hard_deadline(0.001):
                 time.sleep(0.001)  # a C call: a fired exception waits for the next bytecode
-        except grounded._StudentHung:
+        except watchdog._StudentHung:
             pass
         time.sleep(0.002)  # nothing pending lands here
-    with pytest.raises(grounded._StudentHung):
-        with grounded._hard_deadline(0.01):
+    with pytest.raises(watchdog._StudentHung):
+        with watchdog._hard_deadline(0.01):
             while True:
                 time.sleep(0.001)
 

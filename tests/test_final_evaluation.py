@@ -187,7 +187,8 @@ def test_the_loop_student_is_scored_like_a_final_student_and_gets_its_own_report
 
     from sv_soar.evaluation.final import final_evaluation
     from sv_soar.evaluation.report import write_report
-    from sv_soar.promotion import BaselineRef, load_state
+    from sv_soar.promotion import BaselineRef
+    from sv_soar.promotion_run import load_state
 
     run = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), learning_rate=1e-3)
     final = final_evaluation(open_run(run.folder), seeds=[0], samples=4, steps=1, curriculum=False, progress=False)

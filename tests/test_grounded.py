@@ -21,8 +21,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import sv_soar.grounded as grounded
-from sv_soar.grounded import Baseline, DatasetScore, GroundedScorer, student_seed
+import sv_soar.student_runs as student_runs
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer, student_seed
+from sv_soar.q_r_accuracy import BASELINE_ADAPTER
+from sv_soar.scores import DatasetScore
+from sv_soar.student.adapters import load_baseline, save_baseline
 from sv_soar.jsonl import write_jsonl
 from sv_soar.models import load_model
 from sv_soar.tasks import Task
@@ -177,7 +181,7 @@ def test_cache_hit_trains_and_generates_nothing(make_scorer, tmp_path, monkeypat
         raise AssertionError("a cache hit must not train a student")
 
     fresh = make_scorer(config, cache_dir=tmp_path)  # another process would see the same files
-    monkeypatch.setattr(grounded, "train_student", no_training)
+    monkeypatch.setattr(student_runs, "train_student", no_training)
     hits = fresh.score([x2, x1], q_r, Baseline("base"), seed=0, keep_adapters=True)  # other positions, same keys
     assert all(s.cached for s in hits)
     assert fresh.engine.stats.prompts == 0 and fresh.engine.stats.generated_tokens == 0  # not even the baseline
@@ -197,7 +201,7 @@ def test_cache_hit_trains_and_generates_nothing(make_scorer, tmp_path, monkeypat
     assert fresh.cache_key(meta_only, q_r, Baseline("base"), seed=0) == key  # meta does not decide a problem
 
     # a corrupt entry is ignored with a warning and recomputed (to the same numbers)
-    monkeypatch.setattr(grounded, "train_student", train_student)
+    monkeypatch.setattr(student_runs, "train_student", train_student)
     entry = next(tmp_path.rglob(f"{key}.json"))
     entry.write_text('{"reward": 0.5, "trunc')
     with caplog.at_level(logging.WARNING, logger="sv_soar.reward_cache"):
@@ -292,7 +296,7 @@ def test_acc_reads_one_greedy_answer_a_question_in_batches_under_the_baselines_a
     assert scorer.baseline_accuracy(student, rows) == 0.75
     assert all(p.temperature == 0.0 and p.n == 1 and p.stop_at_json_end for _, p, _ in calls)
     assert [n for n, _, _ in calls] == [3, 1]
-    assert all(a == [grounded.BASELINE_ADAPTER] * n for n, _, a in calls)
+    assert all(a == [BASELINE_ADAPTER] * n for n, _, a in calls)
     assert scorer.baseline_accuracy(Baseline("base"), rows) == 0.75 and calls[-1][2] == [None]
     with pytest.raises(ValueError):
         scorer.baseline_accuracy(Baseline("base"), [])
@@ -328,11 +332,11 @@ def test_baseline_folder_round_trip(make_scorer, tmp_path):
     q_r = hard_items(scorer, n=3)
     [score] = scorer.score([q_r], q_r, Baseline("base"), seed=0, keep_adapters=True)
     baseline = Baseline("step-3", score.students[0].adapter_state)
-    folder = baseline.save(tmp_path / "baseline")
-    baseline.save(folder)  # overwriting leaves one whole folder
+    folder = save_baseline(baseline, tmp_path / "baseline")
+    save_baseline(baseline, folder)  # overwriting leaves one whole folder
     assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
                                                          "baseline.json"]
-    loaded = Baseline.load(folder)
+    loaded = load_baseline(folder)
     assert loaded.name == "step-3" and loaded.id == baseline.id
     # no config was given: rank and modules read off the weights, alpha by the project's α/r = 2
     assert (loaded.lora_config.r, loaded.lora_config.lora_alpha) == (8, 16)
@@ -341,10 +345,10 @@ def test_baseline_folder_round_trip(make_scorer, tmp_path):
     scorer.engine.load_adapter("reloaded", str(folder))
     out = scorer.engine.generate([KIND.prompt(r) for r in q_r], scorer.eval_params, adapters="reloaded")
     assert sum(is_kind(o[0].text, r) for o, r in zip(out, q_r)) / len(q_r) == score.students[0].accuracy
-    bare = Baseline.load(Baseline("base").save(tmp_path / "bare"))
+    bare = load_baseline(save_baseline(Baseline("base"), tmp_path / "bare"))
     assert bare.adapter_state is None and bare.id == "base"
     with pytest.raises(FileNotFoundError):
-        Baseline.load(tmp_path / "missing")
+        load_baseline(tmp_path / "missing")
 
 
 # --- (f) `sv-soar score` end to end ----------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_what_a_kill_leaves_behind_is_cleaned_on_resume(setup):
     baseline = next((out / "baseline").iterdir())
     shutil.copytree(baseline, out / "baseline" / "0001-step-000000")  # the baseline before the last promotion
     shutil.copytree(out / "teacher" / "step-000002", out / "teacher" / "step-000001")  # the checkpoint before
-    shutil.copytree(baseline, out / "baseline" / ".0003-step-000002.tmp-k1ll3d")  # Baseline.save's temp folder
+    shutil.copytree(baseline, out / "baseline" / ".0003-step-000002.tmp-k1ll3d")  # save_baseline's temp folder
     shutil.copytree(baseline, out / "baseline" / ".0001-step-000000.old-123-456")  # and its renamed-away old one
     for temp in (".state.json.a1b2c3.tmp", "teacher/step-000002/.optimizer.pt.x9y8.tmp", ".steps.jsonl.q.tmp"):
         (out / temp).write_bytes(b"half a fil")

@@ -11,7 +11,8 @@ import torch
 
 from sv_soar.engines.transformers_engine import CPU_BATCH_SIZE, TransformersEngine, kv_cache_bytes_per_token
 from sv_soar.generation import SamplingParams
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.models import default_dtype, load_model
 from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import get_task, task_names
 from sv_soar.tasks.mechanism import (BENIGN, MALICIOUS, answer_label, cue_agreeing_rows, cue_relation, hard_rows,
@@ -122,7 +123,7 @@ def test_a_prior_flip_gains_per_item_accuracy_but_no_pair_accuracy():
     per-item accuracy on a hard set of tcp rows (all Malicious), and by exactly 0 in J."""
     import numpy as np
 
-    from sv_soar.evaluation.report import paired_difference, paired_values_difference
+    from sv_soar.evaluation.report_data import paired_difference, paired_values_difference
 
     n, problems = 4, 6
     flip = {0: [n] * problems}, {0: [0] * problems}  # (hard successes, twin successes): Malicious everywhere

@@ -1,6 +1,6 @@
 """SOAR's promotion rule (sv_soar.promotion): R̂_t, the moving average over a window that restarts at each
-promotion, τ, the median student of argmax_k R_k, PQ, and the run directory (atomic, resumable, and
-clear about a corrupt or foreign state.json).
+promotion, τ, the median student of argmax_k R_k, PQ, and the run directory (sv_soar.promotion_run: atomic,
+resumable, and clear about a corrupt or foreign state.json).
 
 Scores are real `DatasetScore`s with real LoRA-shaped tensors; no model is needed for the rule itself.
 """
@@ -13,18 +13,12 @@ import os
 import pytest
 import torch
 
-import sv_soar.promotion as promotion
-from sv_soar.grounded import Baseline, DatasetScore, StudentResult
-from sv_soar.promotion import (
-    PromotionRun,
-    PromotionState,
-    PromotionStateError,
-    load_state,
-    median_student,
-    moving_average,
-    promote,
-    reward_hat,
-)
+import sv_soar.promotion_run as promotion_run
+from sv_soar.baseline import Baseline
+from sv_soar.promotion import PromotionState, median_student, moving_average, promote, reward_hat
+from sv_soar.promotion_run import PromotionRun, PromotionStateError, load_state
+from sv_soar.scores import DatasetScore, StudentResult
+from sv_soar.student.adapters import save_baseline
 
 KEYS = ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
         "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight")
@@ -203,7 +197,7 @@ def test_crash_before_state_json_leaves_the_previous_state(tmp_path, monkeypatch
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(promotion, "write_text_atomic", crash)  # the failing write is the commit point
+    monkeypatch.setattr(promotion_run, "write_text_atomic", crash)  # the failing write is the commit point
     with pytest.raises(OSError, match="disk full"):
         run.commit(step_with(run.state, [0.3]))
     monkeypatch.undo()
@@ -248,7 +242,7 @@ def test_resuming_with_other_settings_or_missing_files_is_refused(tmp_path):
 
     # the baseline folder edited by hand: its weights no longer match the id the state names
     folder = tmp_path / run.state.baseline.folder
-    Baseline("tampered", adapter_state=adapter(99)).save(folder)
+    save_baseline(Baseline("tampered", adapter_state=adapter(99)), folder)
     with pytest.raises(PromotionStateError, match="changed outside this run"):
         PromotionRun.open(tmp_path, task="e1", model="tiny", window=1).baseline()
 

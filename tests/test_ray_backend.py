@@ -10,7 +10,8 @@ import ray  # in the dev extra, so CI's `make test` runs these
 import torch
 
 from sv_soar.backends import make_scorer
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
 from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sv_soar.evaluation.report import RunData, divergence_lines, label_accuracies, steps_to_accuracy
+from sv_soar.evaluation.report import divergence_lines, steps_to_accuracy
+from sv_soar.evaluation.report_data import RunData, label_accuracies
 
 
 def test_accuracy_by_label_shows_a_flipped_prior():
@@ -59,7 +60,7 @@ def test_label_share_of_the_teachers_problems_first_and_last_steps():
 
 
 def test_loop_students_are_paired_soar_against_base_t_and_kept_apart_from_the_final_students():
-    from sv_soar.evaluation.report import paired_rows, summarise_methods
+    from sv_soar.evaluation.report_data import paired_rows, summarise_methods
 
     def evaluated(method, seed, final_successes, loop_successes):
         config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method),

@@ -20,7 +20,8 @@ from sv_soar.config import parse_config
 from sv_soar.evaluation.final import final_steps, training_phases
 from sv_soar.soar_loop import rloo_teacher_advantages
 from sv_soar.tasks import get_task
-from sv_soar.student.trainer import StudentTrainConfig, kl_k3, kl_penalty, learning_rate_at
+from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student.objective import kl_k3, kl_penalty, learning_rate_at
 from sv_soar.soar_step import class_balance, draw_q_r
 
 
@@ -122,7 +123,7 @@ def test_kl_loss_gradient_is_that_of_kl_policy_to_reference():
 
 
 def test_paired_bootstrap_over_problems_and_seeds():
-    from sv_soar.evaluation.report import paired_difference
+    from sv_soar.evaluation.report_data import paired_difference
 
     # method A solves problem 0 in every sample, B never; both solve nothing else: escape 1/4 vs 0
     a = {0: [32, 0, 0, 0], 1: [32, 0, 0, 0]}

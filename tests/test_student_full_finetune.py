@@ -10,8 +10,10 @@ from transformers import AutoModelForCausalLM
 
 from sv_soar.engines.transformers_engine import TransformersEngine
 from sv_soar.generation import SamplingParams
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
+from sv_soar.student.adapters import load_baseline, save_baseline
 from sv_soar.student.full_finetune import FULL_WEIGHTS, StoredWeights, trainable_copy
 from sv_soar.student.trainer import StudentTrainConfig, student_policy, train_student
 from tests.test_student_trainer import DIGIT_ROWS, DIGITS, quiet, toy_config
@@ -97,9 +99,9 @@ def test_the_scorer_keeps_full_students_and_a_full_baseline_round_trips(tiny_mod
 
     baseline = Baseline("promoted", students[0].adapter_state)
     assert baseline.full_weights
-    folder = baseline.save(tmp_path / "baseline")
+    folder = save_baseline(baseline, tmp_path / "baseline")
     assert (folder / FULL_WEIGHTS).is_file()
-    loaded = Baseline.load(folder)
+    loaded = load_baseline(folder)
     assert loaded.full_weights and loaded.id == baseline.id
     # the baseline's Acc is its own model's: the accuracy that student was measured with
     assert scorer.baseline_accuracy(loaded, DIGIT_ROWS) == pytest.approx(students[0].accuracy)

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import torch
 
-from sv_soar.grounded import Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
 from sv_soar.backends.remote import RemoteAdapterState, RemoteScorer, StudentServiceError
 from sv_soar.serving.student_server import StudentServer

@@ -20,16 +20,10 @@ from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from sv_soar.tasks.e1 import E1_TASK
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from sv_soar.student.trainer import (
-    BASE_POLICY_ADAPTER,
-    StudentTrainConfig,
-    StudentTrainingError,
-    adapter_state_dict,
-    group_logprobs,
-    student_adapter,
-    student_policy,
-    train_student,
-)
+from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict, student_adapter, student_policy
+from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student.objective import StudentTrainingError, group_logprobs
+from sv_soar.student.trainer import train_student
 
 TIMING_FIELDS = {"tokens_per_s", "generation_tokens_per_s", "seconds_generation", "seconds_forward_backward",
                  "seconds_other"}
@@ -368,7 +362,8 @@ def test_other_estimators_run(shared, estimator):
 def test_the_first_step_grows_with_the_signal_under_sgd_not_under_adamw(shared, optimizer):
     """issue 27: a fresh AdamW's first step is ≈ lr·sign(g) whatever the size of g, so a dataset that carries half
     the signal moves a student as far as one that carries all of it; SGD's step is lr·g (student.optimizer)."""
-    from sv_soar.student.trainer import add_student_adapter, policy_gradient_step, remove_student_adapter
+    from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
+    from sv_soar.student.objective import policy_gradient_step
 
     policy, engine = shared
     config = toy_config(optimizer=optimizer, learning_rate=1e-2 if optimizer == "adamw" else 1.0, kl_coef=0.0,

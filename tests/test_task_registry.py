@@ -18,7 +18,7 @@ import pytest
 from sv_soar.cli import main
 from sv_soar.config import ConfigError, parse_config
 from sv_soar.jsonl import read_jsonl, write_jsonl
-from sv_soar.tasks import Row, Task, get_task, register_task, task_names, unregister_task
+from sv_soar.tasks import Row, Task, get_task, register_task, scoring_task, task_names, unregister_task
 from sv_soar.teacher.checks import RejectReason, Rejection, TeacherProblem
 from sv_soar.teacher.contamination import question_hash
 
@@ -117,7 +117,7 @@ def test_registration_is_the_only_step_and_is_undone(tmp_path):
     register_task(PARITY)
     try:
         assert task_names() == ("e1", "e2", "mechanism", "parity") and get_task("parity") is PARITY
-        assert parse_config({"data": {"task": "parity", "hard_set": str(tmp_path)}}).scoring_task() is PARITY
+        assert scoring_task(parse_config({"data": {"task": "parity", "hard_set": str(tmp_path)}})) is PARITY
         with pytest.raises(ValueError, match="taken"):
             register_task(PARITY)
     finally:

@@ -24,8 +24,9 @@ import torch
 
 import sv_soar_teacher
 from sv_soar.evaluation.hardset import mine_hard_set
-from sv_soar.grounded import Baseline
+from sv_soar.baseline import Baseline
 from sv_soar.reward_cache import RewardCache, reward_cache_key
+from sv_soar.student.adapters import load_baseline
 from sv_soar.tasks import get_task
 from sv_soar.tasks.e1_flows import generate_e1_flows
 from sv_soar.tasks.teacher import validate_batch
@@ -239,7 +240,7 @@ def test_group_reward_on_hand_written_teacher_completions(hard_set, tiny_model_d
     assert record["promoted"] and record["promoted_dataset"] == 1 and state["promotions"] == 1
     promoted = [json.loads(line) for line in (run_dir / "promoted" / "0001-step-000001.jsonl").read_text().splitlines()]
     assert [row["question"] for row in promoted] == [row["question"] for row in datasets[1]]
-    baseline = Baseline.load(run_dir / state["baseline"]["folder"])
+    baseline = load_baseline(run_dir / state["baseline"]["folder"])
     assert baseline.id == state["baseline"]["id"] == Baseline("x", adapter_state=adapters[1]).id
 
     # --- a restarted trainer resumes the run, and step 2 trains from the promoted baseline

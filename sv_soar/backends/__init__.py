@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sv_soar.scores import Scorer
+
 BACKENDS = ("local", "ray")
 Backend = Literal["local", "ray"]
 
 
-def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
+def scorer_for(config: Any, task: Any, **kwargs: Any) -> Scorer:
     """The scorer a run config (sv_soar.config.RunConfig) describes: [student] model and training, [soar] r,
     grounding, time limit and retries, [compute] where students train; kwargs as make_scorer's (cache_dir,
     progress, ...). `sv-soar train` and `sv-soar score` build theirs here."""
@@ -32,7 +34,7 @@ def scorer_for(config: Any, task: Any, **kwargs: Any) -> Any:
 
 def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local", ray_address: str | None = None,
                 ray_actors: int | None = None, students_url: str | None = None, students_token: str | None = None,
-                **kwargs: Any) -> Any:
+                **kwargs: Any) -> Scorer:
     """A scorer with GroundedScorer's `score` for the chosen backend; kwargs go to the scorer (students,
     grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
     if students_url:

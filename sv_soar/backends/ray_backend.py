@@ -33,7 +33,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sv_soar.grounded import Baseline, GroundedScorer, StudentResult
+from sv_soar.baseline import Baseline
+from sv_soar.grounded import GroundedScorer
+from sv_soar.scores import StudentResult
 from sv_soar.student.config import refuse_full_finetune
 from sv_soar.tasks import Row, Task
 

@@ -13,6 +13,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from sv_soar.baseline import Baseline
+from sv_soar.scores import DatasetScore
+
 log = logging.getLogger("sv_soar.serve_students")
 
 TOKEN_ENV = "SV_SOAR_STUDENTS_TOKEN"
@@ -110,7 +113,7 @@ class RemoteScorer:
         self._checked = False
         self.seconds_load = 0.0
 
-    def score(self, datasets: Sequence[Sequence[dict]], q_r: Sequence[dict], baseline: Any, *, seed: int,
+    def score(self, datasets: Sequence[Sequence[dict]], q_r: Sequence[dict], baseline: Baseline, *, seed: int,
               promoted: bool = False, keep_adapters: bool = False) -> list[Any]:
         from sv_soar.reward_cache import problem_content
 
@@ -170,10 +173,8 @@ class RemoteScorer:
                 raise TimeoutError(f"{self.url}: job {job_id} not done after {self.timeout_s:g}s ({status})")
             time.sleep(self.poll_s)
 
-    def _result(self, view: dict[str, Any], job_id: str, count: int) -> list[Any]:
+    def _result(self, view: dict[str, Any], job_id: str, count: int) -> list[DatasetScore]:
         """A done job's R_k, one DatasetScore a dataset (DatasetScore.from_dict validates every field)."""
-        from sv_soar.grounded import DatasetScore
-
         result, where = view.get("result"), f"{self.url}: job {job_id} is done, but its result"
         if not isinstance(result, list) or len(result) != count:
             raise StudentServiceError(f"{where} is not a list of {count} dataset score(s): {str(result)[:200]}")

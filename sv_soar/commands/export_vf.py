@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sv_soar.export_vf import export, rows_name
+from sv_soar.tasks import scoring_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.prime_rl:
         name = rows_name(open_run(args.run_dir))
         print(f"package the rows into the v1 student env: sv-soar package-env {written['train']} "
-              f"--env environments/sv_soar_student_v1 --name {name} --task {open_run(args.run_dir).config.scoring_task().name}")
+              f"--env environments/sv_soar_student_v1 --name {name} --task {scoring_task(open_run(args.run_dir).config).name}")
         print(f"then push that env (prime env push) and train: prime train {written['config']}   "
               "(untested here: needs Prime's Hosted Training or a prime-rl cluster)")
         return 0

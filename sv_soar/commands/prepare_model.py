@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from sv_soar.models import DEFAULT_MODEL, ModelError, embedded_names, resolve_model
+from sv_soar.models import ModelError, embedded_names, resolve_model
+from sv_soar.soar_defaults import DEFAULT_MODEL
 
 log = logging.getLogger("sv_soar.models")
 

@@ -15,15 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sv_soar.grounded import GROUNDINGS, Baseline, GroundedScorer
+from sv_soar.baseline import Baseline
+from sv_soar.q_r_accuracy import GROUNDINGS
 from sv_soar.reward_cache import problem_content
+from sv_soar.scores import Scorer
 from sv_soar.config import RunConfig, parse_config
+from sv_soar.student.adapters import load_baseline
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
-from sv_soar.tasks import Task
+from sv_soar.tasks import Task, scoring_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.models import DEFAULT_MODEL
+    from sv_soar.soar_defaults import DEFAULT_MODEL
 
     parser.add_argument("--dataset", action="append", required=True, metavar="FILE",
                         help="teacher dataset X_k as SV-Bench JSONL; repeat for several (scored in one call)")
@@ -102,7 +105,7 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     config = run_config(args)
-    task = config.scoring_task()
+    task = scoring_task(config)
     datasets = [read_jsonl(path, task.validate_row) for path in args.dataset]
     for path, rows in zip(args.dataset, datasets):
         if not rows:
@@ -113,13 +116,13 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
     if not d_train:
         raise ValueError(f"{d_train_path}: D_train is empty")
     q_r = random.Random(args.seed).sample(d_train, min(args.q_r, len(d_train)))  # a fresh draw, as each SOAR step
-    baseline = Baseline.load(args.baseline) if args.baseline else Baseline("base")
+    baseline = load_baseline(args.baseline) if args.baseline else Baseline("base")
     resolve_model(args.model)  # an unknown name fails here, before anything heavy is loaded
     return {"task": task, "datasets": datasets, "d_train": d_train, "d_train_path": d_train_path, "q_r": q_r,
             "baseline": baseline, "config": config.student_train_config(), "run_config": config}
 
 
-def _score_and_report(args: argparse.Namespace, scorer: "GroundedScorer", *, task: Task, datasets: list, d_train: list,
+def _score_and_report(args: argparse.Namespace, scorer: Scorer, *, task: Task, datasets: list, d_train: list,
                       d_train_path: Path, q_r: list, baseline: Baseline, config: StudentTrainConfig) -> int:
     from sv_soar.jsonl import write_text_atomic
 

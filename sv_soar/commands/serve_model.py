@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sv_soar.commands.servers import byte_size, interrupt, write_port_file
 from sv_soar.generation import SamplingParams
-from sv_soar.models import DEFAULT_MODEL
+from sv_soar.soar_defaults import DEFAULT_MODEL
 from sv_soar.serving.batching import DynamicBatcher
 from sv_soar.serving.http_server import LOOPBACK
 from sv_soar.serving.openai_protocol import ServedModels

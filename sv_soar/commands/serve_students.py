@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sv_soar.commands.servers import byte_size
     from sv_soar.grounded import GROUNDINGS
     from sv_soar.student.config import PRESETS
-    from sv_soar.models import DEFAULT_MODEL
+    from sv_soar.soar_defaults import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help="student model (default: %(default)s)")
     parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")

@@ -14,7 +14,7 @@ alone), sorted by length and cut into micro-batches of at most `max_batch_size` 
 on CUDA as many as the free memory holds KV caches for (`auto_batch_size`). LoRA adapters
 come through peft; rows under different adapters share one batch through peft's mixed-adapter
 inference (`adapter_names=`, "__base__" = the bare model) where peft allows it (not for DoRA or merged
-adapters), and are grouped by adapter otherwise.
+adapters), and are grouped by adapter otherwise (sv_soar.engines.peft_adapters).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -30,14 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from sv_soar.engines.peft_adapters import BASE_ADAPTER, PeftAdapters
 from sv_soar.engines.sampling import SAMPLER_BYTES_PER_VOCAB_ENTRY, check_params, next_tokens, row_uniforms
 from sv_soar.engines.stopping import StopWatcher
 from sv_soar.generation import ChatPrompt, Completion, GenerationStats, SamplingParams
+from sv_soar.models import load_model
 
-log = logging.getLogger(__name__)
-
-BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
 
 CPU_BATCH_SIZE = 32  # rows a micro-batch on CPU: measured fastest for the 135M model on 2 cores
 AUTO_MEMORY_FRACTION = 0.8  # of the free CUDA memory; the rest covers prefill activations and fragmentation
@@ -75,7 +74,7 @@ class _Row:
 # --- the engine --------------------------------------------------------------------------------------
 
 
-class TransformersEngine:
+class TransformersEngine(PeftAdapters):
     """A `GenerationEngine` over a transformers causal LM, with LoRA adapters through peft.
 
     TransformersEngine("smollm2-135m-instruct")   # any name `sv_soar.models.load_model` accepts
@@ -98,8 +97,6 @@ class TransformersEngine:
         sdpa_backends: Sequence[str] | None = DECODE_SDPA_BACKENDS,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
-            from sv_soar.models import load_model
-
             model_name = model_name or str(model)
             model, tokenizer = load_model(str(model), dtype=dtype, device=device)
         elif tokenizer is None:
@@ -222,64 +219,11 @@ class TransformersEngine:
                             for _ in range(requests[row.request][1].n - 1))
         return results
 
-    def load_adapter(self, name: str, path: str) -> None:
-        from peft import PeftModel
-
-        if name == BASE_ADAPTER:
-            raise ValueError(f"{BASE_ADAPTER!r} is peft's name for the bare model; pick another adapter name")
-        was_training = self.model.training  # peft puts the model in eval mode; the owner may be training it
-        if not isinstance(self.model, PeftModel):
-            self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)  # frozen, inference only
-            self._wrapped_by_engine = True
-        else:
-            if name in self.model.peft_config:
-                raise ValueError(f"adapter {name!r} is already loaded; unload it first")
-            self.model.load_adapter(path, adapter_name=name)
-        if self._wrapped_by_engine:
-            self.model.base_model.disable_adapter_layers()  # see the class docstring
-        self.model.train(was_training)
-        self._mixed_batches_ok = None
-
-    def unload_adapter(self, name: str) -> None:
-        if name not in self.loaded_adapters():
-            raise KeyError(f"adapter {name!r} is not loaded; loaded: {self.loaded_adapters()}")
-        if self._wrapped_by_engine and self.loaded_adapters() == [name]:
-            self.model = self.model.unload()  # removes the LoRA layers from the shared base model
-            self._wrapped_by_engine = False
-        else:
-            self.model.delete_adapter(name)
-        self._mixed_batches_ok = None
-
-    @property
-    def mixed_adapter_batches(self) -> bool:
-        """Whether rows under different adapters share a batch (peft's mixed-adapter inference)."""
-        return not self._is_peft() or self._supports_mixed_batches()
-
-    def loaded_adapters(self) -> list[str]:
-        return sorted(getattr(self.model, "peft_config", {}) or {})
-
-    # --- prompts and adapters ------------------------------------------------------------------------
+    # --- prompts and micro-batches -------------------------------------------------------------------
 
     def _prompt_ids(self, prompt: ChatPrompt) -> list[int]:
         text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _adapter_per_prompt(
-        self, count: int, adapters: Sequence[str | None] | str | None
-    ) -> list[str | None]:
-        if adapters is None or isinstance(adapters, str):
-            per_prompt = [adapters] * count
-        else:
-            per_prompt = list(adapters)
-            if len(per_prompt) != count:
-                raise ValueError(f"adapters names {len(per_prompt)} adapters for {count} prompts")
-        unknown = {name for name in per_prompt if name is not None} - set(self.loaded_adapters())
-        if unknown:
-            raise KeyError(f"adapter(s) {sorted(unknown)} not loaded; loaded: {self.loaded_adapters()}")
-        return per_prompt
-
-    def _is_peft(self) -> bool:
-        return hasattr(self.model, "peft_config")
 
     def _micro_batches(self, rows: list[_Row], by_adapter: bool, max_new_tokens: int) -> Iterator[list[_Row]]:
         """Rows sorted by prompt length (longest first, so memory runs out early if at all), in
@@ -312,61 +256,6 @@ class TransformersEngine:
 
     def _dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
-
-    def _supports_mixed_batches(self) -> bool:
-        """Whether peft accepts `adapter_names=` for the loaded adapters: LoRA only, none merged,
-        no DoRA, no LoRA on nn.MultiheadAttention (peft's own checks in lora/layer.py). Decided by
-        inspection, not by trying: peft leaves its forward hooks registered when a call raises."""
-        if self._mixed_batches_ok is None:
-            from peft.tuners.lora import LoraLayer
-
-            ok = all(config.peft_type == "LORA" for config in self.model.peft_config.values())
-            for module in self.model.modules():
-                if isinstance(module, LoraLayer) and (
-                    module.merged or any(module.use_dora.values()) or type(module).__name__ == "MultiheadAttention"
-                ):
-                    ok = False
-            if not ok:
-                log.info("peft cannot mix these adapters in one batch: grouping rows by adapter")
-            self._mixed_batches_ok = ok
-        return self._mixed_batches_ok
-
-    @contextlib.contextmanager
-    def _adapter_layers_enabled(self) -> Iterator[None]:
-        """Adapter layers on for the duration (re-entrant); see the class docstring for why."""
-        if not self._wrapped_by_engine or self._enabled_depth:
-            self._enabled_depth += 1
-            try:
-                yield
-            finally:
-                self._enabled_depth -= 1
-            return
-        self.model.base_model.enable_adapter_layers()
-        self._enabled_depth += 1
-        try:
-            yield
-        finally:
-            self._enabled_depth -= 1
-            self.model.base_model.disable_adapter_layers()
-
-    @contextlib.contextmanager
-    def _single_adapter(self, name: str | None) -> Iterator[None]:
-        """Run under one adapter (or the bare model) by switching the active adapter; used when every
-        row has the same adapter, or peft cannot mix adapters in a batch. Restores the active adapter
-        and requires_grad."""
-        if name is None:
-            with self.model.disable_adapter():
-                yield
-            return
-        previous = list(self.model.base_model.active_adapters)
-        requires_grad = {p: p.requires_grad for p in self.model.parameters()}
-        self.model.base_model.set_adapter(name)
-        try:
-            yield
-        finally:
-            self.model.base_model.set_adapter(previous)
-            for param, flag in requires_grad.items():
-                param.requires_grad_(flag)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -463,8 +352,6 @@ class TransformersEngine:
         """The SDPA kernels decoding may use (`sdpa_backends`), on CUDA; nothing changes on CPU."""
         if device.type != "cuda" or self.sdpa_backends is None:
             return contextlib.nullcontext()
-        from torch.nn.attention import sdpa_kernel
-
         return sdpa_kernel(list(self.sdpa_backends))
 
     def _completion(self, row: _Row) -> Completion:
@@ -485,8 +372,6 @@ def _sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
     """`torch.nn.attention.SDPBackend` members by name ("EFFICIENT_ATTENTION", ...); a clear error otherwise."""
     if names is None:
         return None
-    from torch.nn.attention import SDPBackend
-
     known = [name for name in SDPBackend.__members__ if name != "ERROR"]
     unknown = [name for name in names if name not in known]
     if unknown or not names:

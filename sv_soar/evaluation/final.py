@@ -31,7 +31,7 @@ import numpy as np
 
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
-from sv_soar.tasks import Row, Task
+from sv_soar.tasks import Row, Task, scoring_task
 
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
 ECE_BINS = 10
@@ -180,7 +180,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
 
     config = run.config
-    task = config.scoring_task()
+    task = scoring_task(config)
     train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
     train_on = config.evaluation.train_on
@@ -290,7 +290,7 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
         raise ValueError("not a peft adapter folder (no adapter_config.json), nor a fully fine-tuned student's "
                          "(no model.safetensors)")
     config = run.config
-    task = config.scoring_task()
+    task = scoring_task(config)
     train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
     model, tokenizer = load_model(config.student.model)

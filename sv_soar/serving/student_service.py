@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from sv_soar.backends.remote import JOB_STATUSES, _digest
+from sv_soar.baseline import Baseline
+from sv_soar.scores import Scorer
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.serving.openai_protocol import ApiError
 
@@ -93,7 +95,7 @@ class Job:
 class StudentService:
     """The job queue in front of one scorer (no HTTP here: `StudentServer` wraps it)."""
 
-    def __init__(self, scorer: Any, store: str | Path, limits: ServiceLimits = ServiceLimits()) -> None:
+    def __init__(self, scorer: Scorer, store: str | Path, limits: ServiceLimits = ServiceLimits()) -> None:
         from sv_soar.tasks import get_task
 
         self.scorer, self.limits = scorer, limits
@@ -163,9 +165,7 @@ class StudentService:
         return path.read_bytes()
 
     def put_baseline(self, baseline_id: str, raw: bytes) -> dict[str, Any]:
-        from safetensors.torch import load
-
-        from sv_soar.grounded import Baseline
+        from safetensors.torch import load  # here: safetensors.torch imports torch (seconds)
 
         if not BASELINE_ID.fullmatch(baseline_id) or baseline_id == "base":
             raise ApiError(f"{baseline_id!r} is not a Baseline.id (16 hex digits)", "baseline", status=400)
@@ -199,9 +199,7 @@ class StudentService:
         self._worker.join(timeout=5)
 
     def _baseline(self, baseline_id: str) -> Any:
-        from safetensors.torch import load_file
-
-        from sv_soar.grounded import Baseline
+        from safetensors.torch import load_file  # here: safetensors.torch imports torch (seconds)
 
         if baseline_id == "base":
             return Baseline("base")

@@ -1,24 +1,26 @@
 """LoRA adapters: the one adapter-folder writer (the one LoRA config builder is sv_soar.student.config.lora_config), the students' adapters on the
-shared model, and the baseline student's storage (a peft adapter folder + baseline.json)."""
+shared model, and the baseline student's storage (a peft adapter folder + baseline.json: `save_baseline`,
+`load_baseline`; the Baseline itself is sv_soar.baseline's, which imports no ML library)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sv_soar.student.config import lora_config  # noqa: F401 - re-exported: the one LoRA config builder
-from sv_soar.student.full_finetune import FULL_WEIGHTS, is_full_state, write_full_weights, write_safetensors
+# peft and safetensors.torch are imported inside the functions that use them: peft imports transformers
+# (seconds), which a process that only reads baselines' weights or writes adapter folders never needs.
+from sv_soar.baseline import Baseline
+from sv_soar.student.config import lora_config
+from sv_soar.student.full_finetune import FULL_WEIGHTS, write_full_weights, write_safetensors
 
 if TYPE_CHECKING:
     from sv_soar.student.config import StudentTrainConfig
@@ -150,102 +152,68 @@ def student_adapter(policy, adapter_name: str) -> Iterator[str]:
 # --- the baseline student ------------------------------------------------------------------------------
 
 
-@dataclass
-class Baseline:
-    """The student every X_k's students start from: the bare model (adapter_state None), a LoRA adapter, or
-    (student.finetune = "full") a whole model's weights (`full_weights`).
+def load_baseline(folder: str | Path) -> Baseline:
+    """Read a folder written by `save_baseline` (or any peft LoRA adapter folder, e.g. `StudentRun.save`, or a
+    fully fine-tuned student's model.safetensors)."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
 
-    SOAR promotes the median-reward student of the best dataset to baseline (docs/design.md §4); its weights
-    are the `adapter_state` that `GroundedScorer.score(..., keep_adapters=True)` returns.
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such baseline folder")
+    info: dict[str, Any] = {}
+    if (folder / "baseline.json").is_file():
+        info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
+    name = str(info.get("name") or folder.name)
+    if (folder / FULL_WEIGHTS).is_file():
+        return Baseline(name, load_file(str(folder / FULL_WEIGHTS)))
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        if info.get("id") == "base":
+            return Baseline(name)
+        raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
+    lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
+    return Baseline(name, load_file(str(weights)), lora_config=lora_config)
+
+
+def save_baseline(baseline: Baseline, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
+    """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json;
+    full weights go to model.safetensors instead.
+
+    The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
+    config is `baseline.lora_config`, else `config.lora_config()`, else read off the weights: rank from
+    lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
     """
-
-    name: str
-    adapter_state: dict[str, torch.Tensor] | None = None
-    # peft LoraConfig of the weights, when known (a loaded folder's adapter_config.json); only `save` uses it
-    lora_config: Any = field(default=None, repr=False, compare=False)
-    _id: tuple[int, str] | None = field(default=None, init=False, repr=False, compare=False)  # (id(state), hash)
-
-    @property
-    def id(self) -> str:
-        """Content hash of the weights ("base" for the bare model): names the baseline in cache keys."""
-        if self.adapter_state is None:
-            return "base"
-        if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
-            digest = hashlib.sha256()
-            for key in sorted(self.adapter_state):
-                tensor = self.adapter_state[key].detach().to("cpu").contiguous()
-                digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-            self._id = (id(self.adapter_state), digest.hexdigest()[:16])
-        return self._id[1]
-
-    @property
-    def full_weights(self) -> bool:
-        """Whether the weights are a whole model's (a fully fine-tuned student), not a LoRA adapter's."""
-        return is_full_state(self.adapter_state)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "Baseline":
-        """Read a folder written by `save` (or any peft LoRA adapter folder, e.g. `StudentRun.save`, or a
-        fully fine-tuned student's model.safetensors)."""
-        from peft import LoraConfig
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such baseline folder")
-        info: dict[str, Any] = {}
-        if (folder / "baseline.json").is_file():
-            info = json.loads((folder / "baseline.json").read_text(encoding="utf-8"))
-        name = str(info.get("name") or folder.name)
-        if (folder / FULL_WEIGHTS).is_file():
-            return cls(name, load_file(str(folder / FULL_WEIGHTS)))
-        weights = folder / "adapter_model.safetensors"
-        if not weights.is_file():
-            if info.get("id") == "base":
-                return cls(name)
-            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (not a peft adapter folder)")
-        lora_config = LoraConfig.from_pretrained(str(folder)) if (folder / "adapter_config.json").is_file() else None
-        return cls(name, load_file(str(weights)), lora_config=lora_config)
-
-    def save(self, folder: str | Path, *, config: StudentTrainConfig | None = None) -> Path:
-        """Write a peft adapter folder (adapter_config.json + adapter_model.safetensors) and baseline.json;
-        full weights go to model.safetensors instead.
-
-        The folder appears whole or not at all (written beside, then renamed over any old one). The LoRA
-        config is `self.lora_config`, else `config.lora_config()`, else read off the weights: rank from
-        lora_A, target modules from the keys, alpha = 2·rank (the project's α/r = 2, StudentTrainConfig).
-        """
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            if self.full_weights:
-                write_full_weights(tmp, self.adapter_state)
-            elif self.adapter_state is not None:
-                lora_config = self.lora_config or (
-                    config.lora_config() if config else _lora_config_of(self.adapter_state))
-                write_adapter(tmp, lora_config, self.adapter_state)
-            (tmp / "baseline.json").write_text(json.dumps({"name": self.name, "id": self.id}, indent=1))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
-            old = None
-            if folder.exists():
-                old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-                os.rename(folder, old)
-            os.rename(tmp, folder)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return folder
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        if baseline.full_weights:
+            write_full_weights(tmp, baseline.adapter_state)
+        elif baseline.adapter_state is not None:
+            lora_config = baseline.lora_config or (
+                config.lora_config() if config else _lora_config_of(baseline.adapter_state))
+            write_adapter(tmp, lora_config, baseline.adapter_state)
+        (tmp / "baseline.json").write_text(json.dumps({"name": baseline.name, "id": baseline.id}, indent=1))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700
+        old = None
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(folder, old)
+        os.rename(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
 
 
 def _lora_config_of(state: dict[str, torch.Tensor]):
     ranks = {v.shape[0] for k, v in state.items() if "lora_A" in k}
     modules = sorted({k.split(".lora_")[0].rsplit(".", 1)[-1] for k in state if ".lora_" in k})
     if len(ranks) != 1 or not modules:
-        raise ValueError("cannot read a LoRA config off these weights: pass config= to Baseline.save")
+        raise ValueError("cannot read a LoRA config off these weights: pass config= to save_baseline")
     rank = ranks.pop()
     return lora_config(rank, 2 * rank, modules)
 

@@ -6,7 +6,7 @@ starts from) and ONE trainable copy beside it (`trainable_copy`), which each stu
 in turn: students of a step never see each other's updates, and the base stays untouched. A full
 student's weights are the copy's whole state dict (`full_state_dict`): what StudentRun.adapter_state,
 Baseline.adapter_state and the reward cache hold in place of LoRA weights. The two never mix up: peft's
-LoRA keys always name lora_A / lora_B, a model's own keys never do (`is_full_state`).
+LoRA keys always name lora_A / lora_B, a model's own keys never do (`sv_soar.baseline.is_full_state`).
 
 The teacher's "full" mode trains its model in place and keeps a frozen copy of the initial model as the
 KL reference (sv_soar.soar_loop.Teacher).
@@ -24,11 +24,6 @@ import torch
 from sv_soar.jsonl import atomic_path
 
 FULL_WEIGHTS = "model.safetensors"  # transformers' file name: with the config.json beside it, a model folder
-
-
-def is_full_state(state: Any) -> bool:
-    """Whether a student's weights are a whole model's (full fine-tuning) rather than a LoRA adapter's."""
-    return state is not None and not any("lora_" in key for key in state)
 
 
 def full_state_dict(model) -> dict[str, torch.Tensor]:

@@ -32,6 +32,7 @@ import torch
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
+from sv_soar.student.objective import learning_rate_at
 from sv_soar.student.trainer import (
     StudentRun,
     StudentTrainConfig,
@@ -40,7 +41,6 @@ from sv_soar.student.trainer import (
     adapter_state_dict,
     format_step,
     group_rewards,
-    learning_rate_at,
     mixed_group_share,
     student_reference,
     student_update,

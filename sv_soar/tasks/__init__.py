@@ -9,12 +9,17 @@ teacher never branch on the task name.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from sv_soar.task_names import BUILTIN, add_task_name, remove_task_name, task_names
 from sv_soar.tasks.task import Row, Task
 
-__all__ = ["Row", "Task", "get_task", "register_task", "task_names", "unregister_task"]
+__all__ = ["Row", "Task", "get_task", "register_task", "scoring_task", "task_names", "unregister_task"]
 
-_REGISTRY: dict[str, Task] = {}
-BUILTIN = ("e1", "e2", "mechanism")
+if TYPE_CHECKING:
+    from sv_soar.config import RunConfig
+
+_REGISTRY: dict[str, Task] = {}  # its names, in the same order, are sv_soar.task_names' (which the config reads)
 
 
 def register_task(task: Task) -> Task:
@@ -23,6 +28,7 @@ def register_task(task: Task) -> Task:
     if task.name in _REGISTRY or "+" in task.name:
         raise ValueError(f"task name {task.name!r} is taken or contains '+' (the mixed-task separator)")
     _REGISTRY[task.name] = task
+    add_task_name(task.name)
     return task
 
 
@@ -31,12 +37,7 @@ def unregister_task(name: str) -> None:
     if name in BUILTIN:
         raise ValueError(f"task {name!r} is built in and cannot be unregistered")
     _REGISTRY.pop(name, None)
-
-
-def task_names() -> tuple[str, ...]:
-    """The registered task names, built-in first: the choices of `data.task`, `--task` and the envs' `task`."""
-    _load_builtin_tasks()
-    return tuple(_REGISTRY)
+    remove_task_name(name)
 
 
 def get_task(name: str) -> Task:
@@ -51,6 +52,13 @@ def get_task(name: str) -> Task:
         return mixed_task(*(task for known, task in _REGISTRY.items() if known in parts))  # "e2+e1" is "e1+e2"
     raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in _REGISTRY)}, "
                      "or two of them joined by '+' (register a task with sv_soar.tasks.register_task)")
+
+
+def scoring_task(config: RunConfig) -> Task:
+    """The Task a run config's students are trained and measured with: data.task, or both tasks row by row when
+    the teacher writes another task's problems (sv_soar.tasks.mixed)."""
+    problem_task = config.teacher.problem_task(config.data.task)
+    return get_task(config.data.task if problem_task == config.data.task else f"{problem_task}+{config.data.task}")
 
 
 def _load_builtin_tasks() -> None:

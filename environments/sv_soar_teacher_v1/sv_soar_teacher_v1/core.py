@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from sv_soar.backends import make_scorer
 from sv_soar.backends.pool import ScorerPool
-from sv_soar.grounded import Baseline, DatasetScore
+from sv_soar.baseline import Baseline
 from sv_soar.hard_set import HardSet, load_hard_set
 from sv_soar.hosted import PackagedDataError, packaged_set
-from sv_soar.models import DEFAULT_MODEL, cache_dir
-from sv_soar.promotion import PromotionDecision, PromotionRun
-from sv_soar.soar_defaults import FLOOR, NEUTRAL, TAU, WINDOW
+from sv_soar.models import cache_dir
+from sv_soar.promotion import PromotionDecision
+from sv_soar.promotion_run import PromotionRun
+from sv_soar.scores import DatasetScore
+from sv_soar.soar_defaults import DEFAULT_MODEL, FLOOR, NEUTRAL, TAU, WINDOW
 from sv_soar.soar_step import StepResult, partition, soar_step
 from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
 from sv_soar.tasks import Row, Task, get_task, task_names
