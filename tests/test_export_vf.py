@@ -19,7 +19,7 @@ from sv_soar.export_vf import export
 from sv_soar.jsonl import read_jsonl
 from sv_soar.student.config import LORA_LEARNING_RATE, StudentTrainConfig
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from tests.test_final_evaluation import make_run
+from tests.tiny_runs import make_run
 
 VF_019 = "verifiers-0.1.9.post3-py3-none-any.whl"
 

@@ -4,6 +4,7 @@ student weights equal the local backend's, bit for bit; without Ray, asking for 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import ray  # in the dev extra, so CI's `make test` runs these
@@ -12,7 +13,9 @@ import torch
 from sv_soar.backends import make_scorer
 from sv_soar.grounded import Baseline, GroundedScorer
 from sv_soar.models import load_model
-from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
+from tests.kind_task import KIND, comparable, flipped, hard_items, kind_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -81,7 +84,6 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
 
     from sv_soar.jsonl import write_jsonl
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from tests.test_grounded import REPO
 
     rows = generate_e1_flows(10, seed=5)
     write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])
@@ -107,7 +109,7 @@ def test_a_dead_actor_is_restarted_and_its_runs_retried_once(tiny_model_dir, tmp
     a part whose actor dies every time fails as "ActorDied" students while the other dataset is scored."""
     import logging
 
-    from tests.test_faults import Faults, fault_rows, strip
+    from tests.injected_faults import Faults, fault_rows, strip
 
     faults = Faults(exit_marks=tmp_path)
     config = kind_config(steps=2, batch_prompts=2)

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from sv_soar.config import apply_overrides, parse_config
-from sv_soar.jsonl import read_jsonl, write_jsonl
+from sv_soar.jsonl import read_jsonl
 from sv_soar.models import load_model
 from sv_soar.run_dir import RunDirError
 from sv_soar.soar_loop import Teacher, TeacherSample, learnability, rloo_teacher_advantages, teacher_prompt_of, train
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from tests.tiny_runs import split_hard_set, tiny_config
 
 TIMINGS = {"seconds", "teacher_update"}
 
@@ -37,37 +37,9 @@ def test_learnability_by_hand():
     assert learnability([[False] * 4, [True, False, False, False], [True] * 4]) == pytest.approx(0.25)
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_dir(tiny_model_dir, tmp_path_factory):
-    from sv_soar.format_warm_start import Recipe
-    from sv_soar.models import build_format_warm_start as build
-
-    out = tmp_path_factory.mktemp("tiny-teacher")
-    build(str(tiny_model_dir), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4, lora_rank=4), out)
-    return out
-
-
 @pytest.fixture
 def hard_set(tmp_path):
-    rows = generate_e1_flows(12, seed=5)
-    write_jsonl(tmp_path / "hs" / "d_train.jsonl", rows[:6])
-    write_jsonl(tmp_path / "hs" / "d_test.jsonl", rows[6:])
-    return tmp_path / "hs"
-
-
-def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
-    return parse_config({
-        "run": {"outer_steps": 2, "seed": 0, **run},
-        "data": {"hard_set": str(hard_set)},
-        "teacher": {"model": str(tiny_teacher_dir), "g": 2, "n": 2, "max_new_tokens": 96, "temperature": 0.5,
-                    "max_sampling_rounds": 3, "lora_rank": 4, "lora_alpha": 8, "warmup_steps": 0,
-                    "learning_rate": 1e-3},
-        "student": {"model": str(tiny_model_dir), "steps": 1, "steps_after_promotion": 1, "batch_prompts": 2,
-                    "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
-                    "lora_target_modules": ["q_proj"]},
-        "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
-        "evaluation": {"steps": 1},
-    })
+    return split_hard_set(tmp_path / "hs")
 
 
 def comparable(folder):

@@ -2,7 +2,7 @@
 (kept weights and an uploaded promoted baseline included), a retried request never trains twice, and the
 service refuses a missing token, oversize bodies and bad fields, naming the field; the teacher rubric's
 `students_url` sends its datasets there. The server runs in this process (a real HTTP server on a real
-socket) so that the toy task KIND of tests/test_grounded.py can be served; one test starts the real CLI."""
+socket) so that the toy task KIND of tests/kind_task.py can be served; one test starts the real CLI."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from sv_soar.backends.remote import RemoteAdapterState, RemoteScorer, StudentSer
 from sv_soar.serving.student_server import StudentServer
 from sv_soar.serving.student_service import ServiceLimits
 from tests.running_student_service import RunningStudentService
-from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
-from tests.test_teacher_env import STUDENT, VALID, hard_set, load, teacher_rubric  # noqa: F401 (fixture)
+from tests.kind_task import KIND, comparable, flipped, hard_items, kind_config
+from tests.teacher_env_inputs import STUDENT, VALID, load, teacher_rubric
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "sv-soar-test-token"
@@ -196,7 +196,7 @@ def test_client_refuses_a_service_with_other_settings(served):
             [[{"question": "q", "answer": "digits"}]], [{"question": "q", "answer": "digits"}], Baseline("base"), seed=0)
 
 
-def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):  # noqa: F811
+def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):
     from sv_soar.student.config import student_config
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", STUDENT), students=2, progress=False)
