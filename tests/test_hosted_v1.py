@@ -1,8 +1,27 @@
 """The verifiers v1 side of hosted training, run in venvs of their own (verifiers 0.1.x in .venv cannot share
-one): every test that runs verifiers runs twice, on the newest (0.4.0) and the oldest (0.3.1) verifiers on PyPI
-that the env projects' range (>=0.3.1.dev62,<0.5, which admits prime-rl's pinned git build) allows, each venv
-with prime 0.18.0. `bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first;
-these tests skip without them.
+one): on the newest (0.4.0) and the oldest (0.3.1) verifiers on PyPI that the env projects' range
+(>=0.3.1.dev62,<0.5, which admits prime-rl's pinned git build) allows, each venv with prime 0.18.0.
+`bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first; these tests skip
+without them.
+
+Every test that runs verifiers runs on the newest; on the oldest run the tests whose verifiers code differs
+between the two (131 files of verifiers/ differ, verifiers/v1 among them; prime_cli is the same 0.18.0 in both):
+the prime CLI's checks with the envs' config classes (vf.TasksetConfig), the refusals, pip's dry run, and every
+test that runs verifiers' eval CLI or episode machinery (Env.run_episode / run_slot, the null harness, Trace).
+Five run on the newest only (NEWEST_ONLY), because on the oldest they would run no verifiers code that an
+oldest test does not already run:
+- the two tests of tests/hosted_v1/outer_step.py call OuterStep.score, which is the core's code (sv_soar via
+  `core`); their only verifiers code is `import verifiers.v1` and SoarTeacherConfig(**args), which every oldest
+  episode runs too (SoarTeacherEnv builds the same OuterStep from the same config class);
+- prime 0.18's schema worker: its first half is check_configs on the shipped configs, the very call of the first
+  config test; its second half runs prime_cli's training_schema_worker.py (the same file in both venvs) under a
+  prime-rl schema venv's python, not the v1 venv's;
+- export-vf's config: check_configs again (prime's checks, SoarStudentConfig) on a TOML that sv-soar writes in
+  .venv, whatever the verifiers of the v1 venv;
+- the v1 teacher env through vf-eval served the bare model: the same eval TOML, eval CLI, null harness and env
+  as the warm-started teacher's test, which runs on both; only the served model and the sampling numbers
+  differ, and verifiers v1 passes temperature and max_tokens to the server without branching on them (the
+  anthropic dialect aside, which these chat-completions runs never use).
 
 - configs/hosted/*.toml (and `sv-soar export-vf --prime-rl`'s output) pass the prime CLI's own client-side
   checks, and their taskset arguments validate against the v1 envs' config classes; configs that prime or the
@@ -48,6 +67,10 @@ REPO = Path(__file__).resolve().parents[1]
 HOSTED = REPO / "configs" / "hosted"
 SERVED = "tiny-teacher"
 pytestmark = pytest.mark.slow
+
+
+# the tests that run only on the newest verifiers (module docstring: why these do not differ on the oldest)
+NEWEST_ONLY = pytest.mark.parametrize("v1_python", ["newest"], indirect=True)
 
 
 @pytest.fixture(scope="module", params=["newest", "oldest"])
@@ -168,6 +191,7 @@ def schema_venvs() -> list[Path]:
     return sorted(p.parent for p in cache.glob("*/.installed"))
 
 
+@NEWEST_ONLY
 def test_prime_018s_schema_worker_normalises_the_hosted_configs(v1_python, tmp_path):
     """prime 0.18.0's own schema worker (`normalize`, what `prime train validate` runs before anything is sent) on
     each config, against every prime-rl schema venv built here (scripts/build_prime_rl_schema_venv.sh: prime-rl's
@@ -202,6 +226,7 @@ def test_prime_018s_schema_worker_normalises_the_hosted_configs(v1_python, tmp_p
         assert "max_in_flight" in out["typo"]["error"] and "groupsize" in out["source-typo"]["error"]
 
 
+@NEWEST_ONLY
 def test_export_vf_prime_rl_config_passes_the_same_checks(v1_python, tmp_path, tiny_model_dir):
     from tests.tiny_runs import make_run
 
@@ -340,6 +365,7 @@ def test_v1_teacher_env_trains_students_on_a_valid_problem_inside_vf_eval(v1_pyt
     assert record["reward_hat"] == pytest.approx(m["dataset_reward"])  # R̂_t = mean_k R_k over the one dataset
 
 
+@NEWEST_ONLY
 def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,
                                                             tmp_path):
     episode, run_dir = teacher_episode(v1_python, served.port, hard_set, tiny_model_dir, tmp_path, "teacher")
@@ -360,6 +386,7 @@ def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, h
     assert state["step"] == 1 and len(state["history"]) == 1  # the episode was one outer step, committed
 
 
+@NEWEST_ONLY
 def test_v1_teacher_outer_step_trains_students_on_hand_written_problems(v1_python, hard_set, tiny_model_dir,
                                                                         tmp_path):
     project = env_copy("sv_soar_teacher_v1", tmp_path)
@@ -491,6 +518,7 @@ def test_a_cancelled_episode_commits_nothing_and_the_next_one_redoes_its_step(v1
     assert state["step"] == 1 and [r["step"] for r in state["history"]] == [0]
 
 
+@NEWEST_ONLY
 def test_a_step_whose_students_cannot_train_commits_nothing(v1_python, hard_set, tiny_model_dir,
                                                             tmp_path):
     """The students' service is down (a closed loopback port): the step has datasets but no R_k, so nothing is
