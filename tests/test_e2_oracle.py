@@ -62,6 +62,7 @@ def test_rego_agrees_with_kube_linter_labels(svbench_mini):
     assert _micro_f1(pairs) >= 0.95
 
 
+@pytest.mark.slow
 def test_semgrep_rules_agree_with_semgrep_labels(svbench_mini):
     rows = _rows(svbench_mini)
     pairs = []
@@ -270,6 +271,7 @@ def test_scanner_input_names_cannot_carry_paths(tmp_path):
             process.write_files(tmp_path, {bad: "x"})
 
 
+@pytest.mark.slow
 def test_scan_many_equals_one_scan_each():
     items = [(POD, "k8s"), (SAFE_POD, "k8s"), (BAD_TF, "tf"), (billion_laughs(9), "k8s")]
     start = time.perf_counter()
@@ -280,6 +282,7 @@ def test_scan_many_equals_one_scan_each():
         assert (report.ids(), report.rejected) == (alone.ids(), alone.rejected)
 
 
+@pytest.mark.slow
 def test_torch_can_load_after_the_rego_engine_ran():
     """regopy loaded before torch aborted the process (double free) on the first torch import after a
     Rego evaluation, as happens when the teacher's configs are relabelled before students train."""

@@ -115,6 +115,7 @@ def test_hard_only_exports_d_train_alone_and_prime_rl_layout(tmp_path, tiny_mode
     assert bad.returncode == 2 and "no such run folder" in bad.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_adapter_scores_a_trained_adapter(tmp_path, tiny_model_dir):
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model

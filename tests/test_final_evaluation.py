@@ -87,6 +87,7 @@ def test_problem_set_is_sampled_at_the_given_temperature(tiny_model_dir):
     assert any(0 < s < 8 for s in hot.successes)  # at 1.0 they differ (the test above: 0 < pass@1 < 1)
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     promoted = generate_e1_flows(3, seed=7)
     run = make_run(tmp_path, tiny_model_dir, promoted=promoted)
@@ -155,6 +156,7 @@ def test_create_run_refuses_another_config(tmp_path, tiny_model_dir):
     assert create_run(run.folder, run.config).config == run.config
 
 
+@pytest.mark.slow
 def test_the_loop_student_is_scored_like_a_final_student_and_gets_its_own_report_row(tmp_path, tiny_model_dir):
     """`sv-soar evaluate --loop-student` scores the last promoted baseline (what the outer loop itself taught) on
     D_test with the final students' seed and samples, and `sv-soar report` shows it as a row of its own. Here the

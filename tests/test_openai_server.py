@@ -246,6 +246,7 @@ def save_lora_adapter(model_dir: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_defaults_adapter_port_file_and_clean_sigterm(tiny_model_dir, tmp_path):
     adapter = save_lora_adapter(tiny_model_dir, tmp_path / "student-lora")
     port_file = tmp_path / "port"
@@ -287,6 +288,7 @@ def test_defaults_adapter_port_file_and_clean_sigterm(tiny_model_dir, tmp_path):
 # ----------------------------------------------------------------------------- the real vf-eval
 
 
+@pytest.mark.slow
 def test_vf_eval_scores_rollouts_through_the_server(server, tmp_path):
     vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent))
     command = [vf_eval] if vf_eval else [sys.executable, "-m", "verifiers.scripts.eval"]

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+@pytest.mark.slow
 def test_ray_actors_give_the_local_backends_rewards(tiny_model_dir, tmp_path):
     config = kind_config(steps=3)
     local = GroundedScorer(load_model(str(tiny_model_dir)), KIND, config, students=2, progress=False)
@@ -77,6 +78,7 @@ def test_config_compute_section(tmp_path):
     assert f"{path}: compute.backend:" in str(caught.value) and f"{path}: compute.ray_actors:" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
     """`sv-soar score --backend ray` (a real subprocess, a local Ray cluster): the same R_k as --backend local."""
     import json
@@ -103,6 +105,7 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
     assert outputs["ray"] == outputs["local"]
 
 
+@pytest.mark.slow
 def test_a_dead_actor_is_restarted_and_its_runs_retried_once(tiny_model_dir, tmp_path, caplog):
     """Student runs that end their actor's process (os._exit inside the verifier: a native abort, the OOM
     killer): a part whose actor dies once is run again on a restarted actor and equals an undisturbed run;

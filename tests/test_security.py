@@ -116,6 +116,7 @@ def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key(tiny_model_di
     assert "listening" not in done.stdout
 
 
+@pytest.mark.slow
 def test_serve_students_refuses_to_start_without_a_token_and_warns_beyond_loopback(tiny_model_dir):
     """The student service trains on whatever a caller sends: no token, no service, on any address."""
     env = {k: v for k, v in os.environ.items() if k != "SV_SOAR_STUDENTS_TOKEN"}

@@ -53,6 +53,7 @@ def busy_server(tiny_model_dir, tmp_path_factory):
         stop_server(served.proc)
 
 
+@pytest.mark.slow
 def test_serve_model_answers_or_refuses_every_client_and_drops_none(busy_server):
     before = busy_server.stats()
     body = {"model": SERVED, "messages": e1_prompt(1), "max_tokens": 8, "temperature": 0}

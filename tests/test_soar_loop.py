@@ -49,6 +49,7 @@ def comparable(folder):
     return steps, state, teacher
 
 
+@pytest.mark.slow
 def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set)
     whole = tmp_path / "whole"
@@ -87,6 +88,7 @@ def full_checkpoint(folder):
     return steps, state, load_file(str(folder / "teacher" / "step-000002" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_runs_checkpoints_and_resumes_to_an_uninterrupted_run(tmp_path, tiny_model_dir,
                                                                                 tiny_teacher_dir, hard_set):
     """teacher.finetune and student.finetune = "full": every teacher weight trains (checkpointed whole), the
@@ -111,6 +113,7 @@ def test_full_fine_tuning_runs_checkpoints_and_resumes_to_an_uninterrupted_run(t
     assert teacher2.keys() == teacher.keys() and all(torch.equal(teacher[k], teacher2[k]) for k in teacher)
 
 
+@pytest.mark.slow
 def test_a_fully_fine_tuned_teacher_moves_every_weight_against_the_initial_model(tmp_path, tiny_model_dir,
                                                                                 tiny_teacher_dir, hard_set):
     """teacher.finetune = "full": an update with advantages moves the model's own weights; the KL reference is
@@ -138,6 +141,7 @@ def test_a_fully_fine_tuned_teacher_moves_every_weight_against_the_initial_model
     assert all(torch.equal(v, initial[k]) for k, v in resumed.reference.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     """A step killed after its log line and checkpoint but before state.json: resume redoes it."""
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1)
@@ -157,6 +161,7 @@ def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tin
     assert steps_after[0]["cached_datasets"] == 2  # the reward cache spared retraining the students
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused_with_the_keys(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1, method="hard-only")
     folder = tmp_path / "run"
@@ -183,6 +188,7 @@ def test_unstuck_reads_the_baseline_and_the_promoted_median_student():
     assert not _unstuck([{"error": "the teacher wrote 1 valid problem", "R_k": []}])
 
 
+@pytest.mark.slow
 def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     """The pipeline `make demo` runs, on tiny models: SOAR, then a Hard-only run matched to its student
     compute, both evaluated, one report comparing them."""

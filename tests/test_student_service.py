@@ -215,6 +215,7 @@ def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir,
         running.stop()
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     env = {k: v for k, v in __import__("os").environ.items() if k != "SV_SOAR_STUDENTS_TOKEN"}
     proc = subprocess.run([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
@@ -226,6 +227,7 @@ def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     assert bad.returncode == 2 and "--student:" in bad.stderr and "stepz" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_serves_on_loopback_with_a_token(tiny_model_dir, tmp_path):
     """The real `sv-soar serve-students` subprocess: ready line, loopback, the token, its settings."""
     import os

@@ -241,6 +241,7 @@ def test_concurrent_groups_are_bounded_and_each_is_one_step(hard_set, tiny_model
 # ----------------------------------------------------------------------------- vf-eval, end to end
 
 
+@pytest.mark.slow
 def test_vf_eval_sv_soar_teacher_through_serve_model(hard_set, tiny_model_dir, tmp_path):
     port_file = tmp_path / "port"
     served = start_server(tiny_model_dir, tmp_path / "server.log", "--port-file", str(port_file),

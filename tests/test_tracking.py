@@ -49,6 +49,7 @@ def tracked_config(tiny_model_dir, teacher, hard, **logging):
                          "logging": logging})
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_outer_and_student_metrics(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -67,6 +68,7 @@ def test_tensorboard_gets_outer_and_student_metrics(tmp_path, tiny_model_dir, ti
     assert valid.value == pytest.approx(steps[0]["valid_rate"])
 
 
+@pytest.mark.slow
 def test_wandb_offline_writes_the_run_without_network(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set,
                                                       monkeypatch):
     pytest.importorskip("wandb")
