@@ -7,11 +7,11 @@ benchmarks/results/faults.json.
 Three groups of faults; each trial scores one dataset a fault (students=2 each) on the tiny real model:
 
 - student: the verifier the real trainer calls runs out of memory once, every time, hangs, is slow (past the
-  time limit), raises, or returns NaN (tests/test_faults.py's Faults); hang and slow run in a second scorer
+  time limit), raises, or returns NaN (tests/injected_faults.py's Faults); hang and slow run in a second scorer
   with a 1 s time limit and a 6 s hang grace.
 - service: `sv-soar serve-students` through its client (RemoteScorer): nothing listening; its HTTP front
   down for 0.5 s while the job runs (ServiceWithOutage); a server answering each kind of garbage in
-  tests/test_faults.py's GARBAGE.
+  tests/injected_faults.py's GARBAGE.
 - ray: a student run that ends its Ray actor's process (os._exit), once or every time (2 actors).
 
 Every student run is classified: a faulted student must end retried-and-passed (the one-off OOM, the
@@ -106,7 +106,7 @@ class Setup:
 
 
 class StudentFaults:
-    """Faults in the verifier the trainer calls (tests/test_faults.py's Faults), in-process."""
+    """Faults in the verifier the trainer calls (tests/injected_faults.py's Faults), in-process."""
 
     def __init__(self, setup: Setup) -> None:
         from sv_soar.grounded import GroundedScorer
@@ -145,7 +145,7 @@ class ServiceFaults:
     def __init__(self, setup: Setup) -> None:
         from sv_soar.grounded import GroundedScorer
         from sv_soar.models import load_model
-        from tests.test_faults import ServiceWithOutage
+        from tests.injected_faults import ServiceWithOutage
 
         self.setup, self.notes = setup, []
         scorer = GroundedScorer(load_model(str(setup.model)), setup.faults.task(), setup.config, students=STUDENTS,
@@ -155,7 +155,7 @@ class ServiceFaults:
     def call(self, url: str, seed: int, **options: Any) -> tuple[Dataset, Any]:
         from sv_soar.baseline import Baseline
         from sv_soar.backends.remote import RemoteScorer
-        from tests.test_faults import TOKEN
+        from tests.injected_faults import TOKEN
 
         setup = self.setup
         client = RemoteScorer(url, setup.faults.task(), setup.config, token=TOKEN, students=STUDENTS, poll_s=0.02,
@@ -167,7 +167,7 @@ class ServiceFaults:
         return scored(score, " (client retried)" if client.retried else ""), client
 
     def trial(self, trial: int) -> dict[str, list[Dataset]]:
-        from tests.test_faults import GARBAGE, garbage_service, nothing_listening, service_info
+        from tests.injected_faults import GARBAGE, garbage_service, nothing_listening, service_info
 
         setup = self.setup
         down, _ = self.call(nothing_listening(), trial, retries=2, retry_backoff_s=0.05)
@@ -229,8 +229,8 @@ def main() -> int:
 
     from sv_soar.grounded import GroundedScorer
     from sv_soar.models import load_model
-    from tests.test_faults import GARBAGE, Faults
-    from tests.test_grounded import hard_items, kind_config
+    from tests.injected_faults import GARBAGE, Faults
+    from tests.kind_task import hard_items, kind_config
     from tests.tiny_llama import build_tiny_llama
 
     torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the SV-Bench mini sets (skipped cleanly when absent) and the tiny real model."""
+"""Shared fixtures: the SV-Bench mini sets (skipped cleanly when absent), the tiny real model, the tiny teacher
+warm-started from it, and a tiny mined E1 hard set."""
 
 from __future__ import annotations
 
@@ -43,3 +44,33 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny_llama import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """The tiny model after the format warm start on four teacher replies (sv_soar/format_warm_start.py): a real
+    model that writes valid, varied-enough E1 problems at temperature 0.5. Built once a session (about a minute),
+    in the folder tests/killed_runs.py's shared_models uses, so the outer-loop, tracking, fault and kill tests
+    share one build."""
+    from tests.killed_runs import shared_models
+
+    return shared_models(tmp_path_factory)[1]
+
+
+@pytest.fixture(scope="module")
+def hard_set(tmp_path_factory) -> Path:
+    """A `sv-soar hardset` folder written by the real miner from 12 built-in E1 flows (every problem failed 2/2
+    samples): the teacher env's input. tests/test_soar_loop.py and tests/test_tracking.py override it with
+    a plain 6/6 split."""
+    import numpy as np
+
+    from sv_soar.evaluation.hardset import mine_hard_set
+    from sv_soar.tasks import get_task
+    from sv_soar.tasks.e1_flows import generate_e1_flows
+
+    task = get_task("e1")
+    rows = [task.validate_row(row) for row in generate_e1_flows(12, seed=3)]
+    out = tmp_path_factory.mktemp("hard")
+    mine_hard_set(task, rows, np.zeros((len(rows), 2), dtype=bool), out, model="tiny", source="builtin",
+                  temperature=1.0)
+    return out

@@ -13,6 +13,11 @@ import httpx
 from sv_soar.serving.student_server import StudentServer
 from sv_soar.serving.student_service import ServiceLimits, StudentService
 
+# A job the service accepts: one E1 dataset of one row, that row as Q_R, from the base model.
+ROW = {"question": "Device cam-1 observed tcp 1024→23, duration 0.5, bytes 100, flags [S]. Decide: Malicious or "
+                   "Benign (you may Abstain if unsure).", "answer": "Malicious"}
+JOB = {"job_id": "job-1", "task": "e1", "datasets": [[ROW]], "q_r": [ROW], "baseline": "base", "seed": 0}
+
 
 class RunningStudentService:
     def __init__(self, scorer: Any, store: str | Path, limits: ServiceLimits = ServiceLimits(), *, token: str) -> None:

@@ -121,6 +121,7 @@ completions = (
 COUNTED: list[int] = []
 
 
+@pytest.mark.slow  # 5000 completions; the count check below is slow-marked with it
 @settings(max_examples=N_COMPLETIONS, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(completion=completions)
@@ -131,6 +132,7 @@ def test_every_component_equals_svbench(completion):
         assert ours == theirs, (completion, answer)
 
 
+@pytest.mark.slow
 def test_the_differential_test_ran_on_at_least_5000_completions():
     # runs after test_every_component_equals_svbench in file order
     assert len(COUNTED) >= N_COMPLETIONS, len(COUNTED)

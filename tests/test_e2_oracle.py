@@ -28,52 +28,7 @@ from sv_soar.oracle import (
 )
 from sv_soar.oracle import process, rego, semgrep
 from sv_soar.oracle.safe_yaml import YamlLimits, load_yaml_documents
-
-POD = """apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  containers:
-  - name: web
-    image: nginx
-"""
-
-SAFE_POD = """apiVersion: v1
-kind: Pod
-metadata:
-  name: web
-spec:
-  securityContext:
-    runAsNonRoot: true
-  containers:
-  - name: web
-    image: nginx:1.25.3
-    securityContext:
-      readOnlyRootFilesystem: true
-      allowPrivilegeEscalation: false
-    resources:
-      requests: {cpu: 100m, memory: 64Mi}
-      limits: {cpu: 200m, memory: 128Mi}
-"""
-
-BAD_TF = """provider "aws" {
-  region     = "us-east-1"
-  secret_key = "abc123"
-}
-resource "aws_ebs_volume" "data" {
-  availability_zone = "us-east-1a"
-  size              = 40
-}
-"""
-
-
-def billion_laughs(levels: int = 9) -> str:
-    text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    names = "abcdefghijklmnop"
-    for prev, name in zip(names, names[1:levels + 1]):
-        text += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
-    return text
+from tests.e2_configs import BAD_TF, POD, SAFE_POD, billion_laughs
 
 
 # --- agreement with SV-Bench's labels --------------------------------------------------------------
@@ -107,6 +62,7 @@ def test_rego_agrees_with_kube_linter_labels(svbench_mini):
     assert _micro_f1(pairs) >= 0.95
 
 
+@pytest.mark.slow
 def test_semgrep_rules_agree_with_semgrep_labels(svbench_mini):
     rows = _rows(svbench_mini)
     pairs = []
@@ -315,6 +271,7 @@ def test_scanner_input_names_cannot_carry_paths(tmp_path):
             process.write_files(tmp_path, {bad: "x"})
 
 
+@pytest.mark.slow
 def test_scan_many_equals_one_scan_each():
     items = [(POD, "k8s"), (SAFE_POD, "k8s"), (BAD_TF, "tf"), (billion_laughs(9), "k8s")]
     start = time.perf_counter()
@@ -325,10 +282,11 @@ def test_scan_many_equals_one_scan_each():
         assert (report.ids(), report.rejected) == (alone.ids(), alone.rejected)
 
 
+@pytest.mark.slow
 def test_torch_can_load_after_the_rego_engine_ran():
     """regopy loaded before torch aborted the process (double free) on the first torch import after a
     Rego evaluation, as happens when the teacher's configs are relabelled before students train."""
-    code = ("from sv_soar.oracle import scan_config\nfrom tests.test_e2_oracle import POD\n"
+    code = ("from sv_soar.oracle import scan_config\nfrom tests.e2_configs import POD\n"
             "assert scan_config(POD).ids()\nimport safetensors.torch, torch\nprint(torch.zeros(2).sum().item())")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=300)

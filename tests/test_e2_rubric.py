@@ -7,7 +7,6 @@ Values worked out by hand: every id in these rows weighs 0.6 (SV-Bench maps kube
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ from rubrics.e2 import (
     weighted_prf,
 )
 from sv_soar.oracle.patches import PatchRejected, apply_patch, check_diff_paths
-from tests.test_e2_oracle import POD
-
-needs_gnu_patch = pytest.mark.skipif(shutil.which("patch") is None, reason="GNU patch is not installed")
+from tests.e2_configs import POD, needs_gnu_patch
 
 KL = ["latest-tag", "run-as-non-root", "no-read-only-root-fs", "unset-cpu-requirements", "unset-memory-requirements"]
 POD_ROW = {

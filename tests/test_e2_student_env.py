@@ -19,8 +19,8 @@ import sv_soar_student
 from rubrics.e2 import E2Parser
 from sv_soar.tasks import get_task
 from sv_soar_student.e2_tools import E2ToolEnv, run_kubelinter, run_opa, run_semgrep
-from tests.test_e2_oracle import BAD_TF, POD
-from tests.test_student_env import ScriptedClient
+from tests.e2_configs import BAD_TF, POD
+from tests.scripted_client import ScriptedClient
 
 
 class ScriptedToolClient(ScriptedClient):

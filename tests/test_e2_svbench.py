@@ -24,7 +24,7 @@ from rubrics.e2_svbench import (
     tool_observation_reward,
 )
 from sv_soar.tasks import get_task
-from tests.test_e2_oracle import BAD_TF, POD
+from tests.e2_configs import BAD_TF, POD
 
 # SV-Bench's hub/build info: oracle findings as {tool, rule_id, severity}; "medium" is its label text
 K8S_INFO = {"violations": [

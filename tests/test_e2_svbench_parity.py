@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rubrics import e2_svbench as ours
-from tests.test_e2_oracle import POD
+from tests.e2_configs import POD
 
 pytest.importorskip("sv_shared.parsers", reason="make setup installs security-verifiers-utils==0.3.1")
 REFERENCE = Path(os.environ.get("SVBENCH_E2_SOURCE", "/nonexistent"))

@@ -5,6 +5,9 @@ experiment configs C (SOAR on E2) and E (E1 stepping stones, E2 hard set)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,7 @@ from sv_soar.teacher.e2_problems import E2TeacherProblem
 from sv_soar_teacher.grounded_rubric import METRIC_NAMES
 from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
 from sv_soar.teacher.problems import RejectReason, Rejection
-from tests.test_e2_oracle import BAD_TF, POD, billion_laughs
-from tests.test_e2_rubric import needs_gnu_patch
+from tests.e2_configs import BAD_TF, POD, billion_laughs, needs_gnu_patch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,16 +135,17 @@ def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_
     """`sv-soar score --task e2` end to end with the tiny model: teacher configs relabelled by the
     oracle, students trained with the E2 rubric, measured on E2 hard-set rows."""
     from sv_soar.jsonl import write_jsonl
-    from tests.test_grounded import sv_soar
 
     configs = [POD.replace("web", f"web{i}").replace("nginx", f"nginx:1.{i}" if i % 2 else "nginx") for i in range(8)]
     rows = [parse(teacher_json(c)).to_row() for c in configs]
     assert all("violations" in r["info"] for r in rows)
     write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])
     write_jsonl(tmp_path / "x1.jsonl", rows[4:])
-    done = sv_soar("--task", "e2", "--dataset", str(tmp_path / "x1.jsonl"), "--hard-set", str(tmp_path / "hard"),
-                   "--model", str(tiny_model_dir), "--preset", "cpu", "--students", "1", "--q-r", "2",
-                   "--no-progress", "--out", str(tmp_path / "score.json"), cwd=REPO)
+    done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "score", "--task", "e2", "--dataset",
+                           str(tmp_path / "x1.jsonl"), "--hard-set", str(tmp_path / "hard"), "--model",
+                           str(tiny_model_dir), "--preset", "cpu", "--students", "1", "--q-r", "2", "--no-progress",
+                           "--out", str(tmp_path / "score.json")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     assert done.returncode == 0, done.stderr[-2000:]
     [dataset] = json.loads((tmp_path / "score.json").read_text())["datasets"]
     assert dataset["rows"] == 4 and dataset["reward"] is not None

@@ -19,7 +19,7 @@ from sv_soar.export_vf import export
 from sv_soar.jsonl import read_jsonl
 from sv_soar.student.config import LORA_LEARNING_RATE, StudentTrainConfig
 from sv_soar.tasks.e1_flows import generate_e1_flows
-from tests.test_final_evaluation import make_run
+from tests.tiny_runs import make_run
 
 VF_019 = "verifiers-0.1.9.post3-py3-none-any.whl"
 
@@ -115,6 +115,7 @@ def test_hard_only_exports_d_train_alone_and_prime_rl_layout(tmp_path, tiny_mode
     assert bad.returncode == 2 and "no such run folder" in bad.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_adapter_scores_a_trained_adapter(tmp_path, tiny_model_dir):
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model

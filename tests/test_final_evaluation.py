@@ -17,11 +17,10 @@ from sv_soar.evaluation.final import (
     score_problem_set,
     training_phases,
 )
-from sv_soar.jsonl import write_jsonl
-from sv_soar.promotion import PromotionState
 from sv_soar.run_dir import RunDirError, create_run, open_run
 from sv_soar.tasks import get_task
 from sv_soar.tasks.e1_flows import generate_e1_flows
+from tests.tiny_runs import make_run
 
 
 def test_ece_by_hand():
@@ -88,29 +87,7 @@ def test_problem_set_is_sampled_at_the_given_temperature(tiny_model_dir):
     assert any(0 < s < 8 for s in hot.successes)  # at 1.0 they differ (the test above: 0 < pass@1 < 1)
 
 
-def make_run(tmp_path, tiny_model_dir, promoted=None, **student):
-    hard = tmp_path / "hardset"
-    rows = generate_e1_flows(8, seed=3)
-    write_jsonl(hard / "d_train.jsonl", rows[:4])
-    write_jsonl(hard / "d_test.jsonl", rows[4:])
-    config = parse_config({
-        "run": {"method": "soar" if promoted else "hard-only", "seed": 0},
-        "data": {"hard_set": str(hard)},
-        "student": {"model": str(tiny_model_dir), "steps": 1, "batch_prompts": 2, "group_size": 2,
-                    "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"],
-                    **student},
-        "soar": {"eval_batch_size": 16},
-        "evaluation": {"seeds": [0, 1], "samples": 4},
-    })
-    run = create_run(tmp_path / "run", config)
-    if promoted:
-        write_jsonl(run.folder / "promoted" / "step-000001.jsonl", promoted)
-        state = PromotionState(task="e1", model=str(tiny_model_dir), promoted_datasets=["promoted/step-000001.jsonl"],
-                               promotions=1)
-        (run.folder / "state.json").write_text(state.model_dump_json())
-    return run
-
-
+@pytest.mark.slow
 def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     promoted = generate_e1_flows(3, seed=7)
     run = make_run(tmp_path, tiny_model_dir, promoted=promoted)
@@ -179,6 +156,7 @@ def test_create_run_refuses_another_config(tmp_path, tiny_model_dir):
     assert create_run(run.folder, run.config).config == run.config
 
 
+@pytest.mark.slow
 def test_the_loop_student_is_scored_like_a_final_student_and_gets_its_own_report_row(tmp_path, tiny_model_dir):
     """`sv-soar evaluate --loop-student` scores the last promoted baseline (what the outer loop itself taught) on
     D_test with the final students' seed and samples, and `sv-soar report` shows it as a row of its own. Here the

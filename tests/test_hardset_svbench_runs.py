@@ -18,7 +18,7 @@ import pytest
 
 from sv_soar.cli import main
 from sv_soar.jsonl import read_jsonl
-from tests.test_e2_oracle import BAD_TF, POD
+from tests.e2_configs import BAD_TF, POD
 
 SYSTEM = "You are a network security analyst. Respond with JSON."
 QUESTIONS = [f"Device unknown-device observed tcp 4{i}750→23, duration 3.1, bytes ?, flags [S]. Decide." for i in range(4)]

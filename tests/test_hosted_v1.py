@@ -1,8 +1,27 @@
 """The verifiers v1 side of hosted training, run in venvs of their own (verifiers 0.1.x in .venv cannot share
-one): every test that runs verifiers runs twice, on the newest (0.4.0) and the oldest (0.3.1) verifiers on PyPI
-that the env projects' range (>=0.3.1.dev62,<0.5, which admits prime-rl's pinned git build) allows, each venv
-with prime 0.18.0. `bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first;
-these tests skip without them.
+one): on the newest (0.4.0) and the oldest (0.3.1) verifiers on PyPI that the env projects' range
+(>=0.3.1.dev62,<0.5, which admits prime-rl's pinned git build) allows, each venv with prime 0.18.0.
+`bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first; these tests skip
+without them.
+
+Every test that runs verifiers runs on the newest; on the oldest run the tests whose verifiers code differs
+between the two (131 files of verifiers/ differ, verifiers/v1 among them; prime_cli is the same 0.18.0 in both):
+the prime CLI's checks with the envs' config classes (vf.TasksetConfig), the refusals, pip's dry run, and every
+test that runs verifiers' eval CLI or episode machinery (Env.run_episode / run_slot, the null harness, Trace).
+Five run on the newest only (NEWEST_ONLY), because on the oldest they would run no verifiers code that an
+oldest test does not already run:
+- the two tests of tests/hosted_v1/outer_step.py call OuterStep.score, which is the core's code (sv_soar via
+  `core`); their only verifiers code is `import verifiers.v1` and SoarTeacherConfig(**args), which every oldest
+  episode runs too (SoarTeacherEnv builds the same OuterStep from the same config class);
+- prime 0.18's schema worker: its first half is check_configs on the shipped configs, the very call of the first
+  config test; its second half runs prime_cli's training_schema_worker.py (the same file in both venvs) under a
+  prime-rl schema venv's python, not the v1 venv's;
+- export-vf's config: check_configs again (prime's checks, SoarStudentConfig) on a TOML that sv-soar writes in
+  .venv, whatever the verifiers of the v1 venv;
+- the v1 teacher env through vf-eval served the bare model: the same eval TOML, eval CLI, null harness and env
+  as the warm-started teacher's test, which runs on both; only the served model and the sampling numbers
+  differ, and verifiers v1 passes temperature and max_tokens to the server without branching on them (the
+  anthropic dialect aside, which these chat-completions runs never use).
 
 - configs/hosted/*.toml (and `sv-soar export-vf --prime-rl`'s output) pass the prime CLI's own client-side
   checks, and their taskset arguments validate against the v1 envs' config classes; configs that prime or the
@@ -41,13 +60,17 @@ from pathlib import Path
 import pytest
 
 from sv_soar.tasks import get_task
-from tests.test_openai_server import start_server, stop_server
-from tests.test_teacher_env import STUDENT, VALID, hard_set, invalid  # noqa: F401 (fixture)
+from tests.served_model import start_server, stop_server
+from tests.teacher_env_inputs import STUDENT, VALID, invalid
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTED = REPO / "configs" / "hosted"
 SERVED = "tiny-teacher"
 pytestmark = pytest.mark.slow
+
+
+# the tests that run only on the newest verifiers (module docstring: why these do not differ on the oldest)
+NEWEST_ONLY = pytest.mark.parametrize("v1_python", ["newest"], indirect=True)
 
 
 @pytest.fixture(scope="module", params=["newest", "oldest"])
@@ -168,6 +191,7 @@ def schema_venvs() -> list[Path]:
     return sorted(p.parent for p in cache.glob("*/.installed"))
 
 
+@NEWEST_ONLY
 def test_prime_018s_schema_worker_normalises_the_hosted_configs(v1_python, tmp_path):
     """prime 0.18.0's own schema worker (`normalize`, what `prime train validate` runs before anything is sent) on
     each config, against every prime-rl schema venv built here (scripts/build_prime_rl_schema_venv.sh: prime-rl's
@@ -202,8 +226,9 @@ def test_prime_018s_schema_worker_normalises_the_hosted_configs(v1_python, tmp_p
         assert "max_in_flight" in out["typo"]["error"] and "groupsize" in out["source-typo"]["error"]
 
 
+@NEWEST_ONLY
 def test_export_vf_prime_rl_config_passes_the_same_checks(v1_python, tmp_path, tiny_model_dir):
-    from tests.test_final_evaluation import make_run
+    from tests.tiny_runs import make_run
 
     run = make_run(tmp_path, tiny_model_dir)
     done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "export-vf", str(run.folder), "--prime-rl"],
@@ -321,7 +346,7 @@ def served_teacher(tiny_model_dir, tmp_path_factory):
 
 
 def test_v1_teacher_env_trains_students_on_a_valid_problem_inside_vf_eval(v1_python, served_teacher, hard_set,
-                                                                         tiny_model_dir, tmp_path):  # noqa: F811
+                                                                         tiny_model_dir, tmp_path):
     """The whole outer step through vf-eval: the greedy teacher's g·n = 4 replies are one valid problem and three
     duplicates of it; the valid one becomes a dataset, a student trains on it against the baseline, and its
     trace's reward is that dataset's R_k (the duplicates get the neutral floor, R̂_t)."""
@@ -340,7 +365,8 @@ def test_v1_teacher_env_trains_students_on_a_valid_problem_inside_vf_eval(v1_pyt
     assert record["reward_hat"] == pytest.approx(m["dataset_reward"])  # R̂_t = mean_k R_k over the one dataset
 
 
-def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,  # noqa: F811
+@NEWEST_ONLY
+def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, hard_set, tiny_model_dir,
                                                             tmp_path):
     episode, run_dir = teacher_episode(v1_python, served.port, hard_set, tiny_model_dir, tmp_path, "teacher")
     traces = episode["traces"]
@@ -360,7 +386,8 @@ def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, h
     assert state["step"] == 1 and len(state["history"]) == 1  # the episode was one outer step, committed
 
 
-def test_v1_teacher_outer_step_trains_students_on_hand_written_problems(v1_python, hard_set, tiny_model_dir,  # noqa: F811
+@NEWEST_ONLY
+def test_v1_teacher_outer_step_trains_students_on_hand_written_problems(v1_python, hard_set, tiny_model_dir,
                                                                         tmp_path):
     project = env_copy("sv_soar_teacher_v1", tmp_path)
     package(hard_set, project, "tiny-e1")
@@ -429,7 +456,7 @@ def prime_rl_advantages(episode: dict) -> list[float | None]:
     return [episode["traces"][i]["reward"] - mean if i in scored else None for i in range(len(ok))]
 
 
-def test_a_failed_generation_stays_inside_its_episode(v1_python, hard_set, tiny_model_dir, tmp_path):  # noqa: F811
+def test_a_failed_generation_stays_inside_its_episode(v1_python, hard_set, tiny_model_dir, tmp_path):
     """Every 3rd request refused: g·n = 6 generations, 2 fail. The episode stays ok, so prime-rl keeps it; the
     failed traces are ok but untrainable (no advantage); the 4 others are X_1, X_2 and carry their R_k; the
     step is committed once."""
@@ -459,7 +486,7 @@ def test_a_failed_generation_stays_inside_its_episode(v1_python, hard_set, tiny_
     assert sorted(int(traces[i]["metrics"]["dataset"]) for i in range(6) if i not in failed) == [1, 1, 2, 2]
 
 
-def test_outer_steps_of_one_run_directory_run_one_after_another(v1_python, hard_set, tiny_model_dir,  # noqa: F811
+def test_outer_steps_of_one_run_directory_run_one_after_another(v1_python, hard_set, tiny_model_dir,
                                                                 tmp_path):
     """Two episodes dispatched together: the second one's teacher generations start only after the first one
     scored and committed its step, so it starts from that step's state; steps 0 and 1 are committed."""
@@ -475,7 +502,7 @@ def test_outer_steps_of_one_run_directory_run_one_after_another(v1_python, hard_
     assert state["step"] == 2 and [r["step"] for r in state["history"]] == [0, 1]
 
 
-def test_a_cancelled_episode_commits_nothing_and_the_next_one_redoes_its_step(v1_python, hard_set,  # noqa: F811
+def test_a_cancelled_episode_commits_nothing_and_the_next_one_redoes_its_step(v1_python, hard_set,
                                                                                tiny_model_dir, tmp_path):
     """An episode cancelled while its students train (prime-rl drops stale episodes): its students finish in
     their thread, nothing is committed; the next episode does step 0 again and commits it."""
@@ -491,7 +518,8 @@ def test_a_cancelled_episode_commits_nothing_and_the_next_one_redoes_its_step(v1
     assert state["step"] == 1 and [r["step"] for r in state["history"]] == [0]
 
 
-def test_a_step_whose_students_cannot_train_commits_nothing(v1_python, hard_set, tiny_model_dir,  # noqa: F811
+@NEWEST_ONLY
+def test_a_step_whose_students_cannot_train_commits_nothing(v1_python, hard_set, tiny_model_dir,
                                                             tmp_path):
     """The students' service is down (a closed loopback port): the step has datasets but no R_k, so nothing is
     committed and every trace gets the same floor (no advantage); the next step, with students that train,
@@ -532,7 +560,7 @@ def test_installing_an_env_project_beside_either_verifiers_changes_nothing(v1_py
         assert installs == [name.replace("_", "-")], installs
 
 
-def test_v1_student_taskset_rewards_replies_with_svbench(v1_python, served, hard_set, tmp_path):  # noqa: F811
+def test_v1_student_taskset_rewards_replies_with_svbench(v1_python, served, hard_set, tmp_path):
     project = env_copy("sv_soar_student_v1", tmp_path)
     package(hard_set / "d_train.jsonl", project, "hard-only")
     episodes = vf_eval(v1_python, project, served.port, tmp_path, """
@@ -559,7 +587,7 @@ type = "subprocess"
         assert reward == pytest.approx(task.score(reply_of(trace), row)["reward"])  # SV-Bench's own E1 reward
 
 
-def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):  # noqa: F811
+def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):
     """What `prime env push` uploads: a wheel built from the env project, the core and the hard set inside."""
     project = tmp_path / "sv_soar_teacher_v1"
     shutil.copytree(REPO / "environments" / "sv_soar_teacher_v1", project, symlinks=False,
@@ -579,7 +607,7 @@ def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):  
     assert str(hard_set) not in json.dumps(manifest)  # no path of this machine travels
 
 
-def test_package_env_refuses_bad_input_by_name(hard_set, tmp_path):  # noqa: F811
+def test_package_env_refuses_bad_input_by_name(hard_set, tmp_path):
     project = env_copy("sv_soar_teacher_v1", tmp_path)
     cases = [([str(tmp_path / "nowhere"), "--env", str(project), "--name", "x"], "no such file or folder"),
              ([str(hard_set), "--env", str(tmp_path), "--name", "x"], "no package"),

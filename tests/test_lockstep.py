@@ -16,7 +16,7 @@ from sv_soar.grounded import GroundedScorer
 from sv_soar.models import default_dtype, load_model
 from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
-from tests.test_student_trainer import BROKEN, DIGIT_ROWS, DIGITS, TIMING_FIELDS, quiet, toy_config
+from tests.digits_task import BROKEN, DIGIT_ROWS, DIGITS, TIMING_FIELDS, quiet, toy_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -99,7 +99,7 @@ def test_generate_many_equals_separate_generates(shared):
 
 
 def test_scorer_in_lockstep_gives_the_sequential_rewards(tiny_model_dir):
-    from tests.test_grounded import KIND, kind_config
+    from tests.kind_task import KIND, kind_config
 
     def score(lockstep):
         scorer = GroundedScorer(load_model(str(tiny_model_dir)), KIND, kind_config(steps=3), students=3,

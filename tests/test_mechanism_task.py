@@ -15,7 +15,7 @@ from sv_soar.grounded import GroundedScorer
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import get_task, task_names
 from sv_soar.tasks.mechanism import (BENIGN, MALICIOUS, answer_label, cue_agreeing_rows, cue_relation, hard_rows,
-                                     is_stepping_stone, random_flow, rule_label, stepping_stone_rows, twin_of)
+                                     is_stepping_stone, random_flow, stepping_stone_rows, twin_of)
 
 TASK = get_task("mechanism")
 

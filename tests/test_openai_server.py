@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,64 +24,7 @@ from sv_soar.generation import Completion, SamplingParams
 from sv_soar.serving.batching import DynamicBatcher
 from sv_soar.serving.openai_server import ModelServer, ServerConfig
 from sv_soar.serving.openai_protocol import ServedModels
-
-REPO = Path(__file__).resolve().parents[1]
-SERVED = "tiny-llama"
-API_KEY = "sk-test-serve-model"
-READY = re.compile(r"sv-soar serve-model: listening on http://127\.0\.0\.1:(\d+)/v1 \(model (.+)\)")
-MAX_REQUEST_BYTES = 64 * 1024
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self, key: str | None = API_KEY) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
-
-    def stats(self) -> dict:
-        with self.client() as client:
-            return client.get("/stats").json()
-
-
-def start_server(model_dir: Path, log: Path, *extra: str, timeout_s: float = 180) -> Served:
-    """Start `sv-soar serve-model` and wait for its ready line; the caller must stop_server() it."""
-    command = [sys.executable, "-m", "sv_soar.cli", "serve-model", "--model", str(model_dir), "--port", "0", *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with log.open("w") as stderr:
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if proc.poll() is not None:
-                pytest.fail(f"serve-model exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            continue
-        if match := READY.search(line):
-            return Served(proc=proc, port=int(match.group(1)), log=log)
-    stop_server(proc)
-    pytest.fail(f"serve-model printed no ready line within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+from tests.served_model import API_KEY, MAX_REQUEST_BYTES, REPO, SERVED, e1_prompt, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +41,6 @@ def server(tiny_model_dir, tmp_path_factory):
         yield served
     finally:
         stop_server(served.proc)
-
-
-def e1_prompt(i: int) -> list[dict]:
-    """E1-shaped chat prompts whose lengths differ with i, so each reply's prompt_tokens identifies it."""
-    return [
-        {"role": "system", "content": "You are a network security analyst. Answer with JSON only."},
-        {
-            "role": "user",
-            "content": f"Device unknown-device observed tcp {40000 + i}→23, duration 3.5, bytes ?, "
-            f"flags [S]{', A' * i}. Decide: Malicious or Benign (you may Abstain if unsure).",
-        },
-    ]
 
 
 # ----------------------------------------------------------------------------- the openai client
@@ -319,6 +246,7 @@ def save_lora_adapter(model_dir: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_defaults_adapter_port_file_and_clean_sigterm(tiny_model_dir, tmp_path):
     adapter = save_lora_adapter(tiny_model_dir, tmp_path / "student-lora")
     port_file = tmp_path / "port"
@@ -360,6 +288,7 @@ def test_defaults_adapter_port_file_and_clean_sigterm(tiny_model_dir, tmp_path):
 # ----------------------------------------------------------------------------- the real vf-eval
 
 
+@pytest.mark.slow
 def test_vf_eval_scores_rollouts_through_the_server(server, tmp_path):
     vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent))
     command = [vf_eval] if vf_eval else [sys.executable, "-m", "verifiers.scripts.eval"]

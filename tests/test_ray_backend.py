@@ -4,6 +4,7 @@ student weights equal the local backend's, bit for bit; without Ray, asking for 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import ray  # in the dev extra, so CI's `make test` runs these
@@ -13,12 +14,15 @@ from sv_soar.backends import make_scorer
 from sv_soar.baseline import Baseline
 from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
-from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
+from tests.kind_task import KIND, comparable, flipped, hard_items, kind_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
+@pytest.mark.slow
 def test_ray_actors_give_the_local_backends_rewards(tiny_model_dir, tmp_path):
     config = kind_config(steps=3)
     local = GroundedScorer(load_model(str(tiny_model_dir)), KIND, config, students=2, progress=False)
@@ -75,6 +79,7 @@ def test_config_compute_section(tmp_path):
     assert f"{path}: compute.backend:" in str(caught.value) and f"{path}: compute.ray_actors:" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
     """`sv-soar score --backend ray` (a real subprocess, a local Ray cluster): the same R_k as --backend local."""
     import json
@@ -82,7 +87,6 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
 
     from sv_soar.jsonl import write_jsonl
     from sv_soar.tasks.e1_flows import generate_e1_flows
-    from tests.test_grounded import REPO
 
     rows = generate_e1_flows(10, seed=5)
     write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])
@@ -102,13 +106,14 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
     assert outputs["ray"] == outputs["local"]
 
 
+@pytest.mark.slow
 def test_a_dead_actor_is_restarted_and_its_runs_retried_once(tiny_model_dir, tmp_path, caplog):
     """Student runs that end their actor's process (os._exit inside the verifier: a native abort, the OOM
     killer): a part whose actor dies once is run again on a restarted actor and equals an undisturbed run;
     a part whose actor dies every time fails as "ActorDied" students while the other dataset is scored."""
     import logging
 
-    from tests.test_faults import Faults, fault_rows, strip
+    from tests.injected_faults import Faults, fault_rows, strip
 
     faults = Faults(exit_marks=tmp_path)
     config = kind_config(steps=2, batch_prompts=2)

@@ -116,6 +116,7 @@ def test_serve_model_refuses_to_bind_beyond_loopback_without_a_key(tiny_model_di
     assert "listening" not in done.stdout
 
 
+@pytest.mark.slow
 def test_serve_students_refuses_to_start_without_a_token_and_warns_beyond_loopback(tiny_model_dir):
     """The student service trains on whatever a caller sends: no token, no service, on any address."""
     env = {k: v for k, v in os.environ.items() if k != "SV_SOAR_STUDENTS_TOKEN"}
@@ -180,7 +181,7 @@ def serve_students(tiny_model_dir) -> Iterator[Service]:
     from sv_soar.grounded import GroundedScorer
     from sv_soar.serving.student_service import ServiceLimits
     from sv_soar.student.config import student_config
-    from tests.running_student_service import RunningStudentService
+    from tests.running_student_service import JOB, RunningStudentService
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", {"steps": 1}), students=1, progress=False)
     invalid = [json.dumps({**JOB, **field}).encode() for field in ({"seed": -1}, {"datasets": []},
@@ -197,9 +198,6 @@ def serve_students(tiny_model_dir) -> Iterator[Service]:
 # Every network service, started with API_KEY and a MAX_BYTES request limit.
 MAX_BYTES = 16 * 1024
 GOOD = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
-ROW = {"question": "Device cam-1 observed tcp 1024→23, duration 0.5, bytes 100, flags [S]. Decide: Malicious or "
-                   "Benign (you may Abstain if unsure).", "answer": "Malicious"}
-JOB = {"job_id": "job-1", "task": "e1", "datasets": [[ROW]], "q_r": [ROW], "baseline": "base", "seed": 0}
 SERVICES = {"serve-model": serve_model, "serve-students": serve_students}
 
 

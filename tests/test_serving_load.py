@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.test_openai_server import API_KEY, SERVED, e1_prompt, start_server, stop_server
+from tests.served_model import API_KEY, SERVED, e1_prompt, start_server, stop_server
 
 CLIENTS = 64
 MAX_QUEUE = 8
@@ -53,6 +53,7 @@ def busy_server(tiny_model_dir, tmp_path_factory):
         stop_server(served.proc)
 
 
+@pytest.mark.slow
 def test_serve_model_answers_or_refuses_every_client_and_drops_none(busy_server):
     before = busy_server.stats()
     body = {"model": SERVED, "messages": e1_prompt(1), "max_tokens": 8, "temperature": 0}
@@ -103,8 +104,7 @@ class GatedScorer:
 
 def test_serve_students_answers_or_refuses_every_client_and_drops_none(tmp_path):
     from sv_soar.serving.student_service import ServiceLimits
-    from tests.running_student_service import RunningStudentService
-    from tests.test_security import JOB
+    from tests.running_student_service import JOB, RunningStudentService
 
     scorer = GatedScorer()
     with RunningStudentService(scorer, tmp_path, ServiceLimits(max_queue=MAX_QUEUE), token=API_KEY) as running:

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from sv_soar.config import apply_overrides, parse_config
-from sv_soar.jsonl import read_jsonl, write_jsonl
+from sv_soar.jsonl import read_jsonl
 from sv_soar.models import load_model
 from sv_soar.run_dir import RunDirError
 from sv_soar.soar_loop import Teacher, TeacherSample, learnability, rloo_teacher_advantages, teacher_prompt_of, train
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from tests.tiny_runs import split_hard_set, tiny_config
 
 TIMINGS = {"seconds", "teacher_update"}
 
@@ -37,37 +37,9 @@ def test_learnability_by_hand():
     assert learnability([[False] * 4, [True, False, False, False], [True] * 4]) == pytest.approx(0.25)
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_dir(tiny_model_dir, tmp_path_factory):
-    from sv_soar.format_warm_start import Recipe
-    from sv_soar.models import build_format_warm_start as build
-
-    out = tmp_path_factory.mktemp("tiny-teacher")
-    build(str(tiny_model_dir), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4, lora_rank=4), out)
-    return out
-
-
 @pytest.fixture
 def hard_set(tmp_path):
-    rows = generate_e1_flows(12, seed=5)
-    write_jsonl(tmp_path / "hs" / "d_train.jsonl", rows[:6])
-    write_jsonl(tmp_path / "hs" / "d_test.jsonl", rows[6:])
-    return tmp_path / "hs"
-
-
-def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
-    return parse_config({
-        "run": {"outer_steps": 2, "seed": 0, **run},
-        "data": {"hard_set": str(hard_set)},
-        "teacher": {"model": str(tiny_teacher_dir), "g": 2, "n": 2, "max_new_tokens": 96, "temperature": 0.5,
-                    "max_sampling_rounds": 3, "lora_rank": 4, "lora_alpha": 8, "warmup_steps": 0,
-                    "learning_rate": 1e-3},
-        "student": {"model": str(tiny_model_dir), "steps": 1, "steps_after_promotion": 1, "batch_prompts": 2,
-                    "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
-                    "lora_target_modules": ["q_proj"]},
-        "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
-        "evaluation": {"steps": 1},
-    })
+    return split_hard_set(tmp_path / "hs")
 
 
 def comparable(folder):
@@ -77,6 +49,7 @@ def comparable(folder):
     return steps, state, teacher
 
 
+@pytest.mark.slow
 def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set)
     whole = tmp_path / "whole"
@@ -115,6 +88,7 @@ def full_checkpoint(folder):
     return steps, state, load_file(str(folder / "teacher" / "step-000002" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_runs_checkpoints_and_resumes_to_an_uninterrupted_run(tmp_path, tiny_model_dir,
                                                                                 tiny_teacher_dir, hard_set):
     """teacher.finetune and student.finetune = "full": every teacher weight trains (checkpointed whole), the
@@ -139,6 +113,7 @@ def test_full_fine_tuning_runs_checkpoints_and_resumes_to_an_uninterrupted_run(t
     assert teacher2.keys() == teacher.keys() and all(torch.equal(teacher[k], teacher2[k]) for k in teacher)
 
 
+@pytest.mark.slow
 def test_a_fully_fine_tuned_teacher_moves_every_weight_against_the_initial_model(tmp_path, tiny_model_dir,
                                                                                 tiny_teacher_dir, hard_set):
     """teacher.finetune = "full": an update with advantages moves the model's own weights; the KL reference is
@@ -166,6 +141,7 @@ def test_a_fully_fine_tuned_teacher_moves_every_weight_against_the_initial_model
     assert all(torch.equal(v, initial[k]) for k, v in resumed.reference.state_dict().items())
 
 
+@pytest.mark.slow
 def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     """A step killed after its log line and checkpoint but before state.json: resume redoes it."""
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1)
@@ -185,6 +161,7 @@ def test_a_killed_step_is_replayed_from_its_commit(tmp_path, tiny_model_dir, tin
     assert steps_after[0]["cached_datasets"] == 2  # the reward cache spared retraining the students
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused_with_the_keys(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, outer_steps=1, method="hard-only")
     folder = tmp_path / "run"
@@ -211,6 +188,7 @@ def test_unstuck_reads_the_baseline_and_the_promoted_median_student():
     assert not _unstuck([{"error": "the teacher wrote 1 valid problem", "R_k": []}])
 
 
+@pytest.mark.slow
 def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     """The pipeline `make demo` runs, on tiny models: SOAR, then a Hard-only run matched to its student
     compute, both evaluated, one report comparing them."""

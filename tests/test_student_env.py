@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import pytest
 import verifiers as vf
@@ -11,6 +10,7 @@ import verifiers as vf
 import sv_soar_student
 from rubrics.e1 import E1_SYSTEM_PROMPT, E1_WEIGHTS, E1Parser, completion_text, make_e1_rubric
 from sv_soar.tasks import get_task
+from tests.scripted_client import ScriptedClient
 
 COMPONENTS = ("reward_accuracy", "format_reward", "reward_calibration", "reward_asymmetric_cost")
 
@@ -22,40 +22,6 @@ HAND_SCORED = {
     'I think {"label": "Abstain", "confidence": 0.3} fits': 0.1 + 0.2 * 0.7,  # 0.24
     "no idea": 0.0,
 }
-
-
-class ScriptedClient(vf.Client):
-    """Stands in for a model server, which tests cannot run: answers prompts with canned texts in turn.
-
-    Everything else (init_state, the rollout loop, render_completion, Rubric.score_group) is the
-    installed verifiers' own code.
-    """
-
-    def __init__(self, replies):
-        super().__init__(object())
-        self._replies = itertools.cycle(replies)
-
-    def setup_client(self, config):
-        return None
-
-    async def to_native_tool(self, tool):
-        return tool
-
-    async def to_native_prompt(self, messages):
-        return messages, {}
-
-    async def get_native_response(self, prompt, model, sampling_args, tools=None, **kwargs):
-        return next(self._replies)
-
-    async def raise_from_native_response(self, response):
-        return None
-
-    async def from_native_response(self, response):
-        message = vf.ResponseMessage(content=response, finish_reason="stop", is_truncated=False)
-        return vf.Response(id="scripted", created=0, model="scripted", message=message)
-
-    async def close(self):
-        return None
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from sv_soar.models import load_model
 from sv_soar.student.adapters import load_baseline, save_baseline
 from sv_soar.student.full_finetune import FULL_WEIGHTS, StoredWeights, trainable_copy
 from sv_soar.student.trainer import StudentTrainConfig, student_policy, train_student
-from tests.test_student_trainer import DIGIT_ROWS, DIGITS, quiet, toy_config
+from tests.digits_task import DIGIT_ROWS, DIGITS, quiet, toy_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -2,7 +2,7 @@
 (kept weights and an uploaded promoted baseline included), a retried request never trains twice, and the
 service refuses a missing token, oversize bodies and bad fields, naming the field; the teacher rubric's
 `students_url` sends its datasets there. The server runs in this process (a real HTTP server on a real
-socket) so that the toy task KIND of tests/test_grounded.py can be served; one test starts the real CLI."""
+socket) so that the toy task KIND of tests/kind_task.py can be served; one test starts the real CLI."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from sv_soar.backends.remote import RemoteAdapterState, RemoteScorer, StudentSer
 from sv_soar.serving.student_server import StudentServer
 from sv_soar.serving.student_service import ServiceLimits
 from tests.running_student_service import RunningStudentService
-from tests.test_grounded import KIND, comparable, flipped, hard_items, kind_config
-from tests.test_teacher_env import STUDENT, VALID, hard_set, load, teacher_rubric  # noqa: F401 (fixture)
+from tests.kind_task import KIND, comparable, flipped, hard_items, kind_config
+from tests.teacher_env_inputs import STUDENT, VALID, load, teacher_rubric
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "sv-soar-test-token"
@@ -197,7 +197,7 @@ def test_client_refuses_a_service_with_other_settings(served):
             [[{"question": "q", "answer": "digits"}]], [{"question": "q", "answer": "digits"}], Baseline("base"), seed=0)
 
 
-def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):  # noqa: F811
+def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir, tmp_path):
     from sv_soar.student.config import student_config
 
     scorer = GroundedScorer(str(tiny_model_dir), "e1", student_config("cpu", STUDENT), students=2, progress=False)
@@ -216,6 +216,7 @@ def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir,
         running.stop()
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     env = {k: v for k, v in __import__("os").environ.items() if k != "SV_SOAR_STUDENTS_TOKEN"}
     proc = subprocess.run([sys.executable, "-m", "sv_soar.cli", "serve-students", "--model", str(tiny_model_dir),
@@ -227,6 +228,7 @@ def test_cli_refuses_to_start_without_a_token(tiny_model_dir):
     assert bad.returncode == 2 and "--student:" in bad.stderr and "stepz" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_serves_on_loopback_with_a_token(tiny_model_dir, tmp_path):
     """The real `sv-soar serve-students` subprocess: ready line, loopback, the token, its settings."""
     import os

@@ -1,7 +1,7 @@
 """The student inner loop on the tiny real Llama, generating through the real TransformersEngine.
 
 E1 rewards are all zero for a random tiny model (it never writes a JSON label), which leaves the
-policy gradient at zero; so most tests train on `DIGITS`, a toy task (defined here) whose reward is
+policy gradient at zero; so most tests train on `DIGITS`, a toy task (tests/digits_task.py) whose reward is
 the fraction of digits in the completion: a random tiny model writes ~40 % digits, and a student
 can learn to write more.
 """
@@ -24,42 +24,9 @@ from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict, st
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.objective import StudentTrainingError, group_logprobs
 from sv_soar.student.trainer import train_student
+from tests.digits_task import BROKEN, DIGIT_ROWS, DIGITS, TIMING_FIELDS, quiet, toy_config
 
-TIMING_FIELDS = {"tokens_per_s", "generation_tokens_per_s", "seconds_generation", "seconds_forward_backward",
-                 "seconds_other"}
 LOG_FIELDS = {"step", "mean_reward", "pass_rate", "mixed_groups", "kl", "loss", "lr", "grad_norm", "gen_tokens"} | TIMING_FIELDS
-
-
-def digit_fraction(text: str, row: dict) -> dict[str, float]:
-    return {"reward": sum(ch.isdigit() for ch in text) / len(text) if text else 0.0}
-
-
-DIGITS = Task(
-    name="digits",
-    system_prompt="Answer with digits only.",
-    score=digit_fraction,
-    is_success=lambda text, row: digit_fraction(text, row)["reward"] >= 0.5,
-    breakdown=lambda row: "all",
-    validate_row=lambda row: row,
-)
-DIGIT_ROWS = [{"question": f"Count to {i}."} for i in range(8)]
-
-
-def broken_score(text: str, row: dict) -> dict[str, float]:
-    """A verifier bug as it happens: a mean over an empty list of findings (numpy-style 0/0 = NaN)."""
-    findings: list[float] = []
-    return {"reward": float(torch.tensor(findings).mean())}
-
-
-BROKEN = Task("broken", "Answer.", broken_score, lambda t, r: False, lambda r: "all", lambda r: r)
-
-
-def toy_config(**overrides) -> StudentTrainConfig:
-    values = dict(steps=2, batch_prompts=2, group_size=4, max_new_tokens=6, learning_rate=1e-2, kl_coef=0.01,
-                  lora_rank=4, lora_alpha=8, micro_batch_size=16)
-    values.update(overrides)
-    return StudentTrainConfig(**values)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -70,10 +37,6 @@ def shared(tiny_model_dir):
     model, tokenizer = load_model(str(tiny_model_dir))
     policy = student_policy(model, toy_config())
     return policy, TransformersEngine(policy, tokenizer)
-
-
-def quiet(entry):  # keep pytest output short; the printed line is checked in one test
-    pass
 
 
 def probe_logits(policy) -> torch.Tensor:

@@ -182,7 +182,7 @@ def test_student_env_scores_a_toy_task_with_its_own_score(parity_task, tmp_path)
     """Without a rubric factory of its own, the student env's rubric is the task's `score` (verifiers' own
     rollout and scoring path; the model is scripted, as in test_student_env.py)."""
     import sv_soar_student
-    from tests.test_student_env import ScriptedClient
+    from tests.scripted_client import ScriptedClient
 
     write_jsonl(tmp_path / "rows.jsonl", [parity_row(n) for n in range(4)])
     env = sv_soar_student.load_environment(task="parity", source="jsonl", path=str(tmp_path / "rows.jsonl"))

@@ -8,6 +8,7 @@ import random
 import re
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -429,10 +430,10 @@ def test_schema_is_in_the_teacher_environment_wheel(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
 
+    repo = Path(__file__).resolve().parents[1]
     build_dir = tmp_path / "sv_soar_teacher"
-    shutil.copytree(REPO / "environments" / "sv_soar_teacher", build_dir, symlinks=False,
+    shutil.copytree(repo / "environments" / "sv_soar_teacher", build_dir, symlinks=False,
                     ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o",
                     str(tmp_path / "wheels"), str(build_dir)], check=True, capture_output=True)

@@ -201,6 +201,7 @@ def test_the_tiny_real_model_is_served_with_tools_in_its_prompt(tiny_model_dir):
     assert isinstance(tooled.choices[0].message.content, str) and tooled.choices[0].finish_reason in ("stop", "length")
 
 
+@pytest.mark.slow
 def test_vf_eval_runs_the_e2_tool_environment_through_the_server(svbench_mini, tmp_path):
     vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent))
     command = [vf_eval] if vf_eval else [sys.executable, "-m", "verifiers.scripts.eval"]
@@ -242,6 +243,7 @@ class PathsToolEngine(ToolUsingEngine):
         return ToolUsingEngine._reply(last)
 
 
+@pytest.mark.slow
 def test_vf_eval_runs_svbench_tool_calls_with_paths_through_the_server(svbench_mini, tmp_path):
     vf_eval = shutil.which("vf-eval", path=str(Path(sys.executable).parent))
     command = [vf_eval] if vf_eval else [sys.executable, "-m", "verifiers.scripts.eval"]

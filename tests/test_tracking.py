@@ -1,5 +1,5 @@
 """[logging]: the outer loop's and the student runs' metrics in TensorBoard and in W&B offline mode (no network),
-from a real two-dataset outer step of the tiny model (the outer-loop fixtures of test_soar_loop)."""
+from a real two-dataset outer step of the tiny model (the outer loop's tiny run, tests/tiny_runs.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import pytest
 from sv_soar.config import parse_config
 from sv_soar.soar_loop import train
 from sv_soar.tracking import flatten, student_metrics
-from tests.test_soar_loop import hard_set, tiny_config, tiny_teacher_dir  # noqa: F401 (fixtures)
+from tests.tiny_runs import split_hard_set, tiny_config
+
+
+@pytest.fixture
+def hard_set(tmp_path):
+    return split_hard_set(tmp_path / "hs")
 
 
 def test_flatten_keeps_finite_numbers_under_slash_keys():
@@ -44,7 +49,8 @@ def tracked_config(tiny_model_dir, teacher, hard, **logging):
                          "logging": logging})
 
 
-def test_tensorboard_gets_outer_and_student_metrics(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):  # noqa: F811
+@pytest.mark.slow
+def test_tensorboard_gets_outer_and_student_metrics(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert parse_config({"data": {"hard_set": str(hard_set)}}).logging.backend == "none"  # off by default
@@ -62,7 +68,8 @@ def test_tensorboard_gets_outer_and_student_metrics(tmp_path, tiny_model_dir, ti
     assert valid.value == pytest.approx(steps[0]["valid_rate"])
 
 
-def test_wandb_offline_writes_the_run_without_network(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set,  # noqa: F811
+@pytest.mark.slow
+def test_wandb_offline_writes_the_run_without_network(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set,
                                                       monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")

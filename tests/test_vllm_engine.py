@@ -18,7 +18,7 @@ from sv_soar.generation import SamplingParams
 from sv_soar.grounded import GroundedScorer
 from sv_soar.models import load_model
 from sv_soar.student.trainer import add_student_adapter, student_policy
-from tests.test_grounded import KIND, kind_config
+from tests.kind_task import KIND, kind_config
 
 PROMPT = [{"role": "system", "content": "Answer."}, {"role": "user", "content": "Is 1.2.3.4 bad?"}]
 
