@@ -149,7 +149,7 @@ def test_every_shipped_run_config_loads_and_its_hard_set_exists():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    paths = sorted(repo.glob("configs/*.toml")) + sorted(repo.glob("experiments/*/config.toml"))
+    paths = sorted(repo.glob("configs/*.toml")) + sorted(repo.glob("experiments/*/config*.toml"))
     assert repo / "configs/cpu-demo-mechanism.toml" in paths
     for path in paths:
         config = load_config(path)
