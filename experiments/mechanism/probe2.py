@@ -51,6 +51,8 @@ def pair_j(model, tokenizer, rows) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", choices=("stones", "hard", "stones+hard"), default="stones")
+    parser.add_argument("--limit", type=int, default=None, help="train on the set's first LIMIT problems (the "
+                        "stepping stones alternate labels, so an even limit is balanced): a dataset of SOAR's size n")
     parser.add_argument("--batching", choices=("shuffled", "balanced"), default="shuffled")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
@@ -66,7 +68,7 @@ def main() -> None:
 
     stones = read_jsonl(HERE / "stepping-stones.jsonl", TASK.validate_row)
     hard = read_jsonl(ROOT / "configs/hardsets/mechanism/d_train.jsonl", TASK.validate_row)
-    rows = {"stones": stones, "hard": hard, "stones+hard": stones + hard}[args.rows]
+    rows = {"stones": stones, "hard": hard, "stones+hard": stones + hard}[args.rows][: args.limit]
     validation = read_jsonl(HERE / "validation.jsonl", TASK.validate_row)
     trained = {row["question"] for row in stones}
     icmp = [row for row in stepping_stone_rows(96, seed=99) if row["question"] not in trained
