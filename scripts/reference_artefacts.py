@@ -1,6 +1,6 @@
 """The tiny-model reference run: a refactor that preserves behaviour leaves its artefacts identical.
 
-Runs the pipeline `make demo` runs (SOAR for 2 outer steps, a compute-matched Hard-only run, the final evaluation of
+Runs the pipeline `make demo` runs (tests/tiny_runs.py's config: SOAR for 2 outer steps, a compute-matched Hard-only run, the final evaluation of
 both, the report) on the tiny Llama of the tests and a format-warm-started tiny teacher, then writes a digest: one
 sha256 a file of each run folder, JSON and JSONL files with their timing fields dropped (seconds, tokens a second:
 they differ from run to run), every other file byte for byte. Compare two commits' digests:
@@ -28,16 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # tests.tiny_llama; a PYTHONPATH tree given first still provides sv_soar
 
-from sv_soar.config import parse_config  # noqa: E402
 from sv_soar.evaluation.final import final_evaluation  # noqa: E402
 from sv_soar.evaluation.report import write_report  # noqa: E402
 from sv_soar.format_warm_start import Recipe  # noqa: E402
-from sv_soar.jsonl import write_jsonl  # noqa: E402
 from sv_soar.models import build_format_warm_start  # noqa: E402
 from sv_soar.run_dir import open_run  # noqa: E402
 from sv_soar.soar_loop import train  # noqa: E402
-from sv_soar.tasks.e1_flows import generate_e1_flows  # noqa: E402
 from tests.tiny_llama import build_tiny_llama  # noqa: E402
+from tests.tiny_runs import split_hard_set, tiny_config  # noqa: E402
 
 TIMING_WORDS = ("second", "tokens_per_s", "teacher_update", "started", "finished", "timestamp", "wall", "elapsed")
 
@@ -78,21 +76,6 @@ def digest(folder: Path) -> dict[str, str]:
     return out
 
 
-def config(model: Path, teacher: Path, hard_set: Path, **run):
-    return parse_config({
-        "run": {"outer_steps": 2, "seed": 0, **run},
-        "data": {"hard_set": str(hard_set)},
-        "teacher": {"model": str(teacher), "g": 2, "n": 2, "max_new_tokens": 96, "temperature": 0.5,
-                    "max_sampling_rounds": 3, "lora_rank": 4, "lora_alpha": 8, "warmup_steps": 0,
-                    "learning_rate": 1e-3},
-        "student": {"model": str(model), "steps": 1, "steps_after_promotion": 1, "batch_prompts": 2,
-                    "group_size": 2, "max_new_tokens": 8, "lora_rank": 2, "lora_alpha": 4,
-                    "lora_target_modules": ["q_proj"]},
-        "soar": {"students": 2, "q_r": 4, "tau": -1.0, "window": 1},
-        "evaluation": {"steps": 1},
-    })
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="the digest (JSON)")
@@ -112,12 +95,10 @@ def main() -> None:
         teacher = work / "teacher"
         build_format_warm_start(str(model), Recipe("e1", "teacher", steps=600, learning_rate=1e-2, examples=4,
                                                    lora_rank=4), teacher)
-        rows = generate_e1_flows(12, seed=5)
-        write_jsonl(work / "hs" / "d_train.jsonl", rows[:6])
-        write_jsonl(work / "hs" / "d_test.jsonl", rows[6:])
+        hard_set = split_hard_set(work / "hs")
         soar, hard = work / "runs" / "soar", work / "runs" / "hard-only"
-        train(config(model, teacher, work / "hs"), soar, progress=False)
-        matched = config(model, teacher, work / "hs", method="hard-only")
+        train(tiny_config(model, teacher, hard_set), soar, progress=False)
+        matched = tiny_config(model, teacher, hard_set, method="hard-only")
         matched.evaluation.compute_matched_to = soar
         train(matched, hard, progress=False)
         for folder in (soar, hard):
