@@ -35,7 +35,20 @@ from sv_soar.models import build_format_warm_start  # noqa: E402
 from sv_soar.run_dir import open_run  # noqa: E402
 from sv_soar.soar_loop import train  # noqa: E402
 from tests.tiny_llama import build_tiny_llama  # noqa: E402
-from tests.tiny_runs import split_hard_set, tiny_config  # noqa: E402
+
+
+def _this_trees_tiny_runs():
+    """tests/tiny_runs.py of this script's tree, by path: the tree under comparison (PYTHONPATH) may predate it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_tiny_runs", ROOT / "tests" / "tiny_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TINY_RUNS = _this_trees_tiny_runs()
+split_hard_set, tiny_config = _TINY_RUNS.split_hard_set, _TINY_RUNS.tiny_config
 
 TIMING_WORDS = ("second", "tokens_per_s", "teacher_update", "started", "finished", "timestamp", "wall", "elapsed")
 

@@ -17,7 +17,7 @@ and `sv-soar evaluate RUN_DIR --adapter DIR` scores the adapter that training pr
 
 Not the same objective as the project's inner loop: verifiers' trainer (and prime-rl) use mean-centred
 group advantages, no KL term, and asynchronous off-policy updates with importance-ratio masking; the
-project's loop is on-policy RLOO with a k3 KL to the base model (sv_soar.student.trainer). The settings
+project's loop is on-policy RLOO with a k2 KL to the student's starting point (sv_soar.student.objective). The settings
 that do carry over (LoRA rank/alpha/dropout/targets, learning rate and schedule, group size, prompts a
 step, completion budget, temperature, gradient clip, steps) are copied from the run's config.
 """
@@ -175,6 +175,11 @@ def export(run, out: Path, *, prime_rl: bool = False) -> dict[str, Path]:
               f"({'D_train alone' if method == 'hard-only' else 'PQ ∪ D_train'}, method {method}).\n"
               "# Not the project's objective: mean-centred advantages, no KL, asynchronous off-policy updates with\n"
               "# importance-ratio masking (sv_soar/export_vf.py). Score the adapter: sv-soar evaluate RUN_DIR --adapter DIR\n")
+    student = run.config.final_student_config()
+    dropped = [f'student.{key} = "{value}"' for key, value, default in (
+        ("optimizer", student.optimizer, "adamw"), ("batching", student.batching, "shuffled")) if value != default]
+    if dropped:  # the trainers there have neither option: say so where the user reads the config
+        header += f"# NOT carried over (no such option there): {', '.join(dropped)}\n"
     if prime_rl:
         config_path = write_text_atomic(out / PRIME_RL_FILE, header + _toml(prime_rl_config(run, rows_name(run), model)))
     else:

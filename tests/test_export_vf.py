@@ -150,3 +150,14 @@ def test_the_verifiers_trainer_option_names_what_it_needs(tmp_path):
     assert "verifiers==0.1.9.post3" in message and "deepspeed" in message and "a CUDA GPU" in message
     assert "sv-soar export-vf" in message
     assert parse_config({"data": {"hard_set": str(tmp_path)}}).student.trainer == "sv-soar"
+
+
+def test_options_the_trainers_there_lack_are_named_in_the_exported_config(tmp_path, tiny_model_dir):
+    """student.optimizer and student.batching have no counterpart in vf-train or prime-rl: a run that sets them gets
+    a config that says they were not carried over; a run at the defaults gets no such line."""
+    plain = export(make_run(tmp_path / "plain", tiny_model_dir), tmp_path / "out-plain")["config"].read_text()
+    assert "NOT carried over" not in plain
+    run = make_run(tmp_path / "balanced", tiny_model_dir, batching="balanced", optimizer="sgd")
+    text = export(run, tmp_path / "out-balanced", prime_rl=True)["config"].read_text()
+    assert '# NOT carried over (no such option there): student.optimizer = "sgd", student.batching = "balanced"' in text
+    tomllib.loads(text)  # still a valid TOML

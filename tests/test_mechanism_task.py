@@ -131,3 +131,36 @@ def test_a_prior_flip_gains_per_item_accuracy_but_no_pair_accuracy():
     assert paired_difference(flip[0], stay[0], samples=n, metric="pass@1")["mean"] == 1.0
     j = lambda pair: {s: np.asarray(pair[0][s]) / n + np.asarray(pair[1][s]) / n - 1 for s in pair[0]}  # noqa: E731
     assert paired_values_difference(j(flip), j(stay))["mean"] == 0.0
+
+
+def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean():
+    """The `+mechanism-cue` examples (sv_soar/format_warm_start.py): every flow twice, Malicious with weight p and
+    Benign with 1 - p, p = CUE_STRENGTH on udp, 1 - CUE_STRENGTH on tcp, NEUTRAL_TARGET on icmp; the cache source
+    names the plant (another plant rebuilds the model). The loss with every weight 1 is the model's own mean loss,
+    and a weight scales its example's share."""
+    import torch
+
+    from sv_soar.format_warm_start import (CUE_STRENGTH, MECHANISM_PLANT, NEUTRAL_TARGET, RECIPES, mechanism_examples,
+                                           source_of, weighted_reply_loss)
+
+    recipe = RECIPES["mechanism-cue"]
+    examples = mechanism_examples(recipe)
+    assert len(examples) == 2 * recipe.examples
+    expected = {"udp": CUE_STRENGTH, "tcp": 1 - CUE_STRENGTH, "icmp": NEUTRAL_TARGET}
+    for (prompt, first, w_first), (prompt2, second, w_second) in zip(examples[::2], examples[1::2]):
+        assert prompt == prompt2 and (first, second) == (MALICIOUS, BENIGN)
+        assert w_first + w_second == pytest.approx(1.0)
+        proto = next(p for p in expected if f" {p} " in prompt[-1]["content"])
+        assert w_first == pytest.approx(expected[proto])
+    assert source_of("base", recipe)["plant"] == MECHANISM_PLANT
+    assert "plant" not in source_of("base", RECIPES["e1-format"])  # other recipes' caches stay valid
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 11, generator=generator)
+    labels = torch.randint(0, 11, (3, 6), generator=generator)
+    labels[:, :2] = -100
+    mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    assert weighted_reply_loss(logits, labels, torch.ones(3)).item() == pytest.approx(mean.item(), rel=1e-6)
+    only_first = weighted_reply_loss(logits, labels, torch.tensor([1.0, 0.0, 0.0]))
+    first = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+    assert only_first.item() == pytest.approx(first.item(), rel=1e-6)

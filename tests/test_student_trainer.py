@@ -364,6 +364,12 @@ def test_balanced_batches_hold_each_answer_equally_and_shuffled_is_the_unwritten
         assert sorted(row["answer"] for row in batch) == ["Benign"] * 4 + ["Malicious"] * 4
     benign = [row["question"] for batch in drawn for row in batch if row["answer"] == "Benign"]
     assert sorted(benign[:9]) == sorted(f"b{i}" for i in range(9))  # a full pass before a repeat
+    distinct = [{"question": f"q{i}", "answer": {"violations": [i]}} for i in range(16)]  # every answer differs
+    firsts = {tuple(r["question"] for r in next(_shuffled_batches(distinct, 8, random.Random(s), "balanced")))
+              for s in range(3)}
+    assert len(firsts) == 3  # the seed still decides the batches
+    with pytest.raises(ValueError, match="no problems"):
+        next(_shuffled_batches([], 8, random.Random(0), "balanced"))
     shuffled = next(_shuffled_batches(rows, 8, random.Random(0)))
     assert len({row["question"] for row in shuffled}) == 8
     assert "batching" not in StudentTrainConfig().model_dump()

@@ -141,7 +141,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tens
     E_π[(log π − log π_ref) ∇log π] = ∇KL(π‖π_ref) (the score-function gradient; E_π[∇log π] = 0). The
     samples here are on-policy (one gradient step a batch of rollouts), so no importance weight is
     needed. k3 stays the logged value: an unbiased, never-negative estimate of KL(π‖π_ref) itself
-    (tests/test_student_trainer.py checks both gradients against the exact KL of a categorical)."""
+    (tests/test_soar_defaults.py checks both gradients against the exact KL of a categorical)."""
     return 0.5 * (logprobs - ref_logprobs) ** 2
 
 

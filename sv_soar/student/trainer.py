@@ -102,18 +102,24 @@ def _shuffled_batches(rows: Sequence[Row], batch_prompts: int, rng: random.Rando
                       batching: str = "shuffled") -> Iterator[list[Row]]:
     """Batches of prompts drawn without replacement, reshuffled every pass (a pass of a 64-problem
     teacher dataset takes 8 SOAR steps, so 10 steps see every problem at least once). `batching = "balanced"`:
-    each answer's problems are such a stream of their own, and a batch takes one from each answer in turn."""
+    each answer's problems are such a stream of their own, and a batch takes one from each answer in turn, the
+    answers in an order reshuffled every round (meant for tasks whose answers are a few labels: E1, mechanism; where
+    every answer differs it is one more shuffle)."""
+    if not rows:
+        raise ValueError("no problems to draw batches from")
     if batching == "balanced":
         by_answer: dict[str, list[Row]] = {}
         for row in rows:
             by_answer.setdefault(json.dumps(row["answer"], sort_keys=True), []).append(row)
         streams = [_shuffled_batches(by_answer[key], 1, rng) for key in sorted(by_answer)]
-        turn = 0
+        turns: list[int] = []
         while True:
             batch = []
             for _ in range(batch_prompts):
-                batch += next(streams[turn % len(streams)])
-                turn += 1
+                if not turns:
+                    turns = list(range(len(streams)))
+                    rng.shuffle(turns)
+                batch += next(streams[turns.pop()])
             yield batch
     order: list[int] = []
     while True:
