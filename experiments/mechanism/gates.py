@@ -104,8 +104,9 @@ def summary(values: np.ndarray) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=HERE / "config.toml")
-    parser.add_argument("--final-steps", type=int, default=None, help="default: the config's final budget for "
-                        "stepping stones ∪ D_train (evaluation.epochs over it)")
+    parser.add_argument("--final-steps", type=int, default=None, help="default: the config's final budget "
+                        "(evaluation.steps, else evaluation.epochs over the stepping stones, ∪ D_train unless "
+                        "evaluation.train_on = \"pq\")")
     parser.add_argument("--signal", type=Path, default=ROOT / "benchmarks/results/mechanism_signal.json",
                         help="benchmarks/mechanism_signal.py's results with the same config (the oracle's and the "
                         "cue-agreeing datasets' R_k at the inner loop's budget)")
@@ -133,8 +134,11 @@ def main() -> None:
 
     policy = student_policy(model, student)
     engine = TransformersEngine(policy, tokenizer)
-    mixed_rows = stones + d_train
-    steps = args.final_steps or max(1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
+    # the oracle's final student trains as every method's does: on its curriculum alone (evaluation.train_on = "pq",
+    # try 2) or mixed with D_train (try 1); for evaluation.steps steps, else evaluation.epochs passes
+    mixed_rows = stones if config.evaluation.train_on == "pq" else stones + d_train
+    steps = args.final_steps or config.evaluation.steps or max(
+        1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
     result["final_steps"] = steps
     base_validation = pair_values(policy, tokenizer, validation, student.temperature)
     hard_only = final_budget_students(policy, engine, tokenizer, d_train, steps, student, validation, "hard-only")
