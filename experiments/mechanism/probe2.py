@@ -18,14 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mechanism_signal import label_probabilities  # noqa: E402
+from gates import pair_values  # noqa: E402  (experiments/mechanism/gates.py, this script's folder)
 
 from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
 from sv_soar.jsonl import read_jsonl  # noqa: E402
@@ -33,7 +32,7 @@ from sv_soar.models import load_model  # noqa: E402
 from sv_soar.student.config import ALL_LINEAR, StudentTrainConfig  # noqa: E402
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
-from sv_soar.tasks.mechanism import MALICIOUS, stepping_stone_rows, twin_of  # noqa: E402
+from sv_soar.tasks.mechanism import stepping_stone_rows, twin_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TASK = get_task("mechanism")
@@ -41,11 +40,9 @@ MODEL = "smollm2-135m-instruct+e1-format+mechanism-cue"
 
 
 def pair_j(model, tokenizer, rows) -> tuple[float, float]:
-    """(J at T 1, p(Malicious)) over rows and their twins."""
-    twins = [twin_of(row) for row in rows]
-    p = label_probabilities(model, tokenizer, rows + twins)
-    correct = np.array([q[row["answer"]] for q, row in zip(p, rows + twins)])
-    return float((correct[: len(rows)] + correct[len(rows):] - 1).mean()), float(np.mean([q[MALICIOUS] for q in p]))
+    """(J at T 1, p(Malicious)) over rows and their twins: the gates' `pair_values`, averaged."""
+    values = pair_values(model, tokenizer, rows, 1.0)
+    return float(values["J"].mean()), float(values["p_malicious"].mean())
 
 
 def main() -> None:
