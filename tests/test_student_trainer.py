@@ -256,6 +256,52 @@ def test_a_student_from_a_promoted_baseline_has_zero_kl_at_its_first_step(shared
     assert not any(name.endswith("-ref") for name in policy.peft_config)  # the reference adapters went too
 
 
+@pytest.mark.parametrize("from_baseline", [False, True])
+def test_one_token_answers_read_the_reference_once_a_prompt_and_step_exactly_as_without(shared, from_baseline):
+    """One-token answers (the mechanism task): a student run computes π_ref's distribution at a prompt's end once
+    and reads it after, for the base model (adapters off) and for a promoted baseline (a reference adapter). Three
+    steps of two prompts with a cache run the reference forward twice, not six times, and leave weights, loss and
+    KL bitwise equal to the same steps without one."""
+    from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
+    from sv_soar.student.objective import policy_gradient_step
+    from sv_soar.student.trainer import student_reference
+
+    policy, engine = shared
+    config = toy_config(kl_coef=0.5)
+    init = None
+    if from_baseline:
+        init = train_student(policy, engine, DIGITS, DIGIT_ROWS, toy_config(steps=1), adapter_name="baseline",
+                             seed=0, log=quiet).adapter_state
+        remove_student_adapter(policy, "baseline")
+    prompts = []
+    for row in DIGIT_ROWS[:2]:
+        text = engine.tokenizer.apply_chat_template(DIGITS.prompt(row), add_generation_prompt=True, tokenize=False)
+        prompts.append(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+    groups = [(prompt, [([5], 0.5), ([9], -0.5), ([5], 0.5), ([11], -0.5)]) for prompt in prompts]
+    base = policy.get_base_model()
+    results = {}
+    for cached in (False, True):
+        torch.manual_seed(0)
+        name = f"cache-{cached}"
+        params = add_student_adapter(policy, name, config, init)
+        reference = student_reference(policy, name, config, init)
+        optimizer, cache, forwards = config.make_optimizer(params), ({} if cached else None), []
+        hook = base.register_forward_pre_hook(lambda module, args: forwards.append(torch.is_grad_enabled()))
+        try:
+            steps = [policy_gradient_step(policy, params, optimizer, groups, lr=1e-2, kl_coef=0.5, temperature=1.0,
+                                          max_grad_norm=1.0, micro_batch_size=16, reference=reference,
+                                          reference_cache=cache) for _ in range(3)]
+        finally:
+            hook.remove()
+        results[cached] = ([p.detach().clone() for p in params], [(s["loss"], s["kl"]) for s in steps],
+                           forwards.count(False))
+        remove_student_adapter(policy, name)
+    (uncached_weights, uncached_steps, uncached_forwards), (weights, steps, reference_forwards) = results.values()
+    assert (uncached_forwards, reference_forwards) == (6, 2)  # π_ref's forwards (no grad): a prompt a step vs once
+    assert steps == uncached_steps and steps[-1][1] > 0  # the KL is live: the reference is read, and the same
+    assert all(torch.equal(a, b) for a, b in zip(weights, uncached_weights))
+
+
 def test_a_student_whose_groups_carry_no_advantage_does_not_move_at_any_kl(shared):
     """Every group unanimous (a constant reward): no policy gradient, so no step at all, whatever the KL's β or the
     weight decay: the student stays exactly the baseline it was copied from (docs/design.md §4)."""

@@ -66,6 +66,7 @@ class _State:
     optimizer: torch.optim.Optimizer
     batches: Any
     reference: str | None  # the KL's reference: the student's starting weights (trainer.student_reference)
+    reference_cache: dict = field(default_factory=dict)  # its one-token answers' forwards (reference_logprobs)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     failure: BaseException | None = None
@@ -173,7 +174,7 @@ def _update(policy, state: _State, task: Task, batch: Sequence[Row], groups, con
     activate_student(policy, state.student.adapter_name)
     lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
     update = student_update(policy, state.params, state.optimizer, groups, advantages, lr, config, step,
-                            state.reference)
+                            state.reference, state.reference_cache)
     seconds_own = time.perf_counter() - t0
     seconds = seconds_generation + seconds_own
     state.seconds += seconds

@@ -182,10 +182,12 @@ def mixed_group_share(rewards: torch.Tensor) -> float:
 
 
 def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, lr: float,
-                   config: StudentTrainConfig, step: int, reference=None) -> dict[str, float]:
+                   config: StudentTrainConfig, step: int, reference=None,
+                   reference_cache: dict | None = None) -> dict[str, float]:
     """One policy-gradient step of a student over every sampled token of the step's groups, with the run's
     KL, clipping and micro-batching (train_student's and the lockstep trainer's step 3). `reference`: where the
-    student started, the KL's reference (`reference_logprobs`; `student_reference` makes it)."""
+    student started, the KL's reference (`reference_logprobs`; `student_reference` makes it); `reference_cache`:
+    a dict the run keeps for it (one-token answers: π_ref's forward once a prompt)."""
     return policy_gradient_step(
         policy,
         params,
@@ -200,6 +202,7 @@ def student_update(policy, params, optimizer, groups, advantages: torch.Tensor, 
         where=f"step {step + 1}",
         gradient_checkpointing=config.gradient_checkpointing,
         reference=reference,
+        reference_cache=reference_cache,
     )
 
 
@@ -250,6 +253,7 @@ def train_student(
         model, adapter = policy, adapter_name
         params = add_student_adapter(policy, adapter_name, config, init_adapter_state)
     reference = student_reference(policy, adapter_name, config, init_adapter_state)
+    reference_cache: dict = {}  # π_ref is fixed for the run: one-token answers read its forward once a prompt
     optimizer = config.make_optimizer(params)
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed), config.batching)
     history: list[dict[str, float]] = []
@@ -276,7 +280,8 @@ def train_student(
 
         # 3. one policy-gradient step on the adapter over every sampled token
         lr = learning_rate_at(step, config.learning_rate, config.warmup_steps, total_steps, config.lr_schedule)
-        update = student_update(model, params, optimizer, groups, advantages, lr, config, step, reference)
+        update = student_update(model, params, optimizer, groups, advantages, lr, config, step, reference,
+                                reference_cache)
         t_end = time.perf_counter()
 
         gen_tokens = sum(len(c.token_ids) for group in groups for c in group)
