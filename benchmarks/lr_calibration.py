@@ -88,7 +88,8 @@ def calibrate_student(model_name: str, rates: list[float], steps: int, batch_pro
 
 def calibrate_teacher(model_name: str, rates: list[float], g: int, n: int, seed: int) -> list[dict]:
     from sv_soar.config import parse_config
-    from sv_soar.soar_loop import Teacher, rloo_teacher_advantages
+    from sv_soar.soar_step import rloo_teacher_advantages
+    from sv_soar.teacher_policy import Teacher
     from sv_soar.teacher.contamination import HardSetIndex
 
     results = []

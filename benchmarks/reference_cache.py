@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
 from sv_soar.jsonl import read_jsonl  # noqa: E402
 from sv_soar.models import load_model  # noqa: E402
-from sv_soar.student import objective  # noqa: E402
+from sv_soar import policy_gradient  # noqa: E402
 from sv_soar.student.config import ALL_LINEAR, StudentTrainConfig  # noqa: E402
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_model(MODEL)
     policy = student_policy(model, config)
     engine = TransformersEngine(policy, tokenizer)
-    uncached_reference = objective.reference_logprobs
+    uncached_reference = policy_gradient.reference_logprobs
 
     def without_cache(*call, cache=None, **kwargs):
         return uncached_reference(*call[:6], **kwargs)  # the cache argument dropped: a forward every step
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     states = {}
     for pair in range(args.pairs):
         for arm in ("uncached", "cached") if pair % 2 == 0 else ("cached", "uncached"):
-            patch = mock.patch.object(objective, "reference_logprobs", without_cache) if arm == "uncached" \
-                else mock.patch.object(objective, "reference_logprobs", uncached_reference)
+            patch = mock.patch.object(policy_gradient, "reference_logprobs", without_cache) if arm == "uncached" \
+                else mock.patch.object(policy_gradient, "reference_logprobs", uncached_reference)
             with patch:
                 started = time.perf_counter()
                 run = train_student(policy, engine, task, rows, config, adapter_name=f"{arm}-{pair}", seed=pair,

@@ -301,7 +301,7 @@ def phase_scored_dataset(result: dict) -> None:
 def phase_long_step(result: dict) -> None:
     """One update of 8 x 32 completions of 1,024 tokens (random tokens: the update does not read them)."""
     from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
-    from sv_soar.student.objective import policy_gradient_step
+    from sv_soar.policy_gradient import policy_gradient_step
 
     policy, engine = policy_and_engine()
     config = student_config()

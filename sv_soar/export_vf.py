@@ -17,7 +17,7 @@ and `sv-soar evaluate RUN_DIR --adapter DIR` scores the adapter that training pr
 
 Not the same objective as the project's inner loop: verifiers' trainer (and prime-rl) use mean-centred
 group advantages, no KL term, and asynchronous off-policy updates with importance-ratio masking; the
-project's loop is on-policy RLOO with a k2 KL to the student's starting point (sv_soar.student.objective). The settings
+project's loop is on-policy RLOO with a k2 KL to the student's starting point (sv_soar.policy_gradient). The settings
 that do carry over (LoRA rank/alpha/dropout/targets, learning rate and schedule, group size, prompts a
 step, completion budget, temperature, gradient clip, steps) are copied from the run's config.
 """

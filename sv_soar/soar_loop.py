@@ -13,11 +13,15 @@ One outer step t:
                 teacher (its adapter disabled); with teacher.finetune = "full", on every weight of the
                 teacher, the KL to a frozen copy of the initial teacher
 
-Methods (config `run.method`): `soar` as above; `base-t` samples and promotes the same way but never
-updates the teacher (promoted questions from the untrained teacher); `intrinsic-t` updates the
+Methods (config `run.method`; the table METHODS): `soar` as above; `base-t` samples and promotes the same way but
+never updates the teacher (promoted questions from the untrained teacher); `intrinsic-t` updates the
 teacher with the learnability reward instead of R_k (per problem: 0 when the baseline student's
 success rate s̄ is 0, else 1 − s̄; averaged over the dataset), promotion still grounded; `hard-only`
 has no teacher: `train` only prepares the run folder and `evaluate` trains on D_train alone.
+
+The teacher policy (sampling, its update, drift) is sv_soar.teacher_policy; the rules (partition, Q_R, the
+teacher's RLOO, promotion) are sv_soar.soar_step and sv_soar.promotion; `outer_step` below is one step, in the
+phases above, and `StepLog` the line it writes to steps.jsonl.
 
 Resume: every random draw of step t is seeded by (run.seed, t), the teacher's adapter and optimizer
 are checkpointed after each step, and the promotion state (state.json) is the step's commit point,
@@ -28,218 +32,73 @@ uninterrupted run reaches.
 from __future__ import annotations
 
 import logging
+import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
-import torch
-
+from sv_soar.baseline import Baseline
+from sv_soar.backends import scorer_for
 from sv_soar.config import ConfigError, RunConfig
-from sv_soar.generation import SamplingParams
-from sv_soar.jsonl import atomic_path, read_jsonl, remove_temporary_files, write_jsonl
-from sv_soar.promotion import promote
+from sv_soar.evaluation.pass_at_k import sample_successes
+from sv_soar.grounded import GroundedScorer
+from sv_soar.jsonl import read_jsonl, remove_temporary_files, write_jsonl
+from sv_soar.promotion import PromotionDecision, promote
 from sv_soar.promotion_run import PromotionRun
 from sv_soar.run_dir import Run, create_run, exclusive_run, open_run
-from sv_soar.student.objective import group_logprobs, learning_rate_at, policy_gradient_step, reference_logprobs
-from sv_soar.tasks import Row, get_task, scoring_task
+from sv_soar.scores import DatasetScore, Scorer
 from sv_soar.soar_step import (class_balance, learnability, partition, problem_mix, rloo_teacher_advantages, soar_step,
                                step_seed)
+from sv_soar.tasks import Row, get_task, scoring_task
+from sv_soar.teacher.contamination import HardSetIndex
+from sv_soar.teacher.diversity import question_diversity
+from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher, TeacherSample
+from sv_soar.tracking import TrackedScorer, flatten, open_tracker
 
 log = logging.getLogger(__name__)
 
-TEACHER_ADAPTER = "teacher"
 TEACHER_DIR = "teacher"
 STEPS_FILE = "steps.jsonl"
 LEARNABILITY_SAMPLES = 8  # samples a problem for the intrinsic (learnability) reward
-TEACHER_SEED_SALT = 0x7EAC  # teacher sampling draws from another stream than Q_R and the students
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a method does in the outer loop: whether it has a teacher, whether the teacher is updated, and on
+    which reward (grounded: R_k; learnability: the Intrinsic-T reward). Promotion is grounded for every method."""
+
+    name: str
+    has_teacher: bool
+    updates_teacher: bool
+    teacher_reward: Literal["grounded", "learnability"] = "grounded"
+
+
+METHODS = {m.name: m for m in (
+    Method("soar", has_teacher=True, updates_teacher=True),
+    Method("base-t", has_teacher=True, updates_teacher=False),
+    Method("intrinsic-t", has_teacher=True, updates_teacher=True, teacher_reward="learnability"),
+    Method("hard-only", has_teacher=False, updates_teacher=False),
+)}
 
 
 @dataclass
-class TeacherSample:
-    """The valid problems of one step, with the rollouts that wrote them."""
+class Loop:
+    """What every outer step of a run works with: its config and folder, the teacher, the scorer of datasets, the
+    promotion state, D_train, and the index that rejects a teacher problem too close to the hard set."""
 
-    rows: list[Row]
-    token_ids: list[list[int]]
-    prompt_token_ids: list[int]
-    drawn: int
-    rejected: dict[str, int]
-    # every rollout of the first sampling round, valid or not, and that round's seed: after the update
-    # the same seed redraws them under the same random numbers, so a changed rollout is the update's doing
-    first_round: list[list[int]] = field(default_factory=list)
-    first_round_seed: int = 0
+    config: RunConfig
+    run: Run
+    teacher: Teacher
+    scorer: Scorer
+    promotion: PromotionRun
+    hard_index: HardSetIndex
+    d_train: list[Row]
 
-
-def teacher_prompt_of(config: RunConfig):
-    from sv_soar.tasks.teacher import teacher_prompt
-
-    return teacher_prompt(config.teacher.problem_task(config.data.task), **config.teacher.prompt_options())
-
-
-class Teacher:
-    """The teacher policy: a LoRA adapter on the teacher model, its optimizer, and its checkpoints.
-
-    "The initial teacher" of the KL penalty is the teacher model itself (the adapter disabled). For
-    a model too small to follow the teacher prompt, use a format-warm-started one as the teacher
-    model, e.g. `smollm2-135m-instruct+e1-teacher-format` (sv_soar/format_warm_start.py).
-    With teacher.finetune = "full" the teacher is the model itself, every weight trained, the initial
-    teacher a frozen copy made at load (so a resumed run's reference is the initial model too, not the
-    checkpoint), and a checkpoint holds the whole model (model.safetensors).
-    """
-
-    def __init__(self, config: RunConfig) -> None:
-        from peft import get_peft_model
-
-        from sv_soar.student.adapters import lora_config
-
-        from sv_soar.engines.transformers_engine import TransformersEngine
-        from sv_soar.models import load_model
-        from sv_soar.student.full_finetune import frozen_copy
-
-        section = config.teacher
-        model, tokenizer = load_model(section.model)
-        self.full = section.finetune == "full"
-        self.adapter = None if self.full else TEACHER_ADAPTER  # what the engine generates under
-        self.reference = frozen_copy(model) if self.full else None  # None: the model with the adapter off
-        if self.full:
-            self.policy = model.eval()
-            self.params = list(model.parameters())
-        else:
-            lora = lora_config(section.lora_rank, section.lora_alpha, section.lora_target_modules)
-            torch.manual_seed(config.run.seed)  # lora_A's init: the same initial teacher on every resume
-            self.policy = get_peft_model(model, lora, adapter_name=TEACHER_ADAPTER)
-            self.policy.eval()
-            self.params = [p for name, p in self.policy.named_parameters() if "lora_" in name]
-        for param in self.params:
-            param.requires_grad_(False)  # trainable only inside update()
-        self.optimizer = torch.optim.AdamW(self.params, lr=section.learning_rate, weight_decay=0.0)
-        self.engine = TransformersEngine(self.policy, tokenizer, model_name=section.model,
-                                         max_batch_size=max(1, min(64, config.rollouts_per_step)))
-        self.config = config
-
-    def save(self, folder: Path) -> None:
-        """Checkpoint the adapter (the whole model with teacher.finetune = "full") and the optimizer (AdamW's
-        moments: resume continues the same run)."""
-        from peft import get_peft_model_state_dict
-
-        from sv_soar.student.adapters import write_adapter
-        from sv_soar.student.full_finetune import full_state_dict, write_full_weights
-
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.full:
-            write_full_weights(folder, full_state_dict(self.policy), self.policy.config, atomic=True)
-        else:
-            state = {k: v.detach().cpu().contiguous() for k, v in
-                     get_peft_model_state_dict(self.policy, adapter_name=TEACHER_ADAPTER).items()}
-            write_adapter(folder, self.policy.peft_config[TEACHER_ADAPTER], state, atomic=True)
-        with atomic_path(folder / "optimizer.pt") as tmp:
-            torch.save(self.optimizer.state_dict(), tmp)
-
-    def load(self, folder: Path) -> None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
-
-        if self.full:
-            load_full_state(self.policy, load_file(str(folder / FULL_WEIGHTS)), where=str(folder / FULL_WEIGHTS))
-        else:
-            set_peft_model_state_dict(self.policy, load_file(str(folder / "adapter_model.safetensors")),
-                                      adapter_name=TEACHER_ADAPTER)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-
-    def _activate(self) -> None:
-        """Make the teacher's adapter the active one (a fully fine-tuned teacher has none)."""
-        if not self.full:
-            self.policy.set_adapter(TEACHER_ADAPTER)
-
-    def sample(self, task_name: str, hard_set_index, step_seed_: int) -> TeacherSample:
-        """Rejection sampling: draw g·n rollouts a round until g·n valid problems (or the round limit)."""
-        from sv_soar.tasks.teacher import validate_batch
-        from sv_soar.tasks.teacher import teacher_prompt
-
-        section = self.config.teacher
-        wanted = self.config.rollouts_per_step
-        prompt = teacher_prompt(task_name, **section.prompt_options())
-        texts: list[str] = []
-        token_ids: list[list[int]] = []
-        prompt_ids: list[int] = []
-        first_round: list[list[int]] = []
-        for round_ in range(section.max_sampling_rounds):
-            params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
-                                    n=wanted, seed=step_seed_ + round_, stop_at_json_end=True)
-            completions = self.engine.generate([prompt], params, adapters=self.adapter)[0]
-            prompt_ids = completions[0].prompt_token_ids
-            texts += [c.text for c in completions]
-            token_ids += [c.token_ids for c in completions]
-            if round_ == 0:
-                first_round = [list(c.token_ids) for c in completions]
-            validation = validate_batch(texts, hard_set_index, task=task_name, options=section.problem_options())
-            if len(validation.valid_indices) >= wanted:
-                break
-        valid = validation.valid_indices[:wanted]
-        return TeacherSample(
-            rows=[validation.outcomes[i].to_row() for i in valid],
-            token_ids=[token_ids[i] for i in valid],
-            prompt_token_ids=prompt_ids,
-            drawn=len(texts),
-            rejected={str(reason): count for reason, count in validation.rejected.items()},
-            first_round=first_round,
-            first_round_seed=step_seed_,
-        )
-
-    def drift(self, sample: TeacherSample) -> dict[str, float]:
-        """How far the update just taken moved the teacher, measured on its own samples:
-
-        - changed_share: the share of the step's first-round rollouts that come out different when
-          redrawn with the same seed (the same random numbers) after the update. 0 means the update
-          changed nothing the teacher writes, whatever its loss said.
-        - kl_after: KL(π‖π_init) per token, estimated on those redrawn (on-policy) rollouts by the mean
-          log-ratio log π − log π_init (k1: unbiased on samples of π). The KL the update's loss logs is
-          taken before the step, so at step 0 it is 0 by construction.
-        """
-        section = self.config.teacher
-        if not sample.first_round:
-            return {}
-        params = SamplingParams(max_new_tokens=section.max_new_tokens, temperature=section.temperature,
-                                n=len(sample.first_round), seed=sample.first_round_seed, stop_at_json_end=True)
-        self._activate()
-        redrawn = self.engine.generate([teacher_prompt_of(self.config)], params, adapters=self.adapter)[0]
-        after = [list(c.token_ids) for c in redrawn]
-        changed = sum(a != b for a, b in zip(after, sample.first_round)) / len(after)
-        prompt_ids = redrawn[0].prompt_token_ids
-        log_ratio_sum, tokens = 0.0, 0
-        micro = section.micro_batch_size
-        with torch.no_grad():
-            for start in range(0, len(after), micro):
-                chunk = [ids for ids in after[start:start + micro] if ids]
-                if not chunk:
-                    continue
-                logprobs = group_logprobs(self.policy, prompt_ids, chunk, section.temperature)
-                ref = reference_logprobs(self.policy, self.reference, prompt_ids, chunk, section.temperature)
-                log_ratio_sum += float((logprobs - ref).sum())  # padding is 0 in both
-                tokens += sum(len(ids) for ids in chunk)
-        return {"changed_share": changed, "kl_after": log_ratio_sum / max(1, tokens)}
-
-    def update(self, sample: TeacherSample, advantages: Sequence[float], step: int) -> dict[str, float]:
-        """One RLOO step on the teacher adapter (cosine LR with warmup, KL to the initial teacher)."""
-        section = self.config.teacher
-        lr = learning_rate_at(step, section.learning_rate, section.warmup_steps, self.config.run.outer_steps)
-        self._activate()
-        for param in self.params:
-            param.requires_grad_(True)
-        try:
-            return policy_gradient_step(
-                self.policy, self.params, self.optimizer,
-                [(sample.prompt_token_ids, list(zip(sample.token_ids, advantages)))],
-                lr=lr, kl_coef=section.kl_coef, temperature=section.temperature,
-                max_grad_norm=section.max_grad_norm, micro_batch_size=section.micro_batch_size,
-                where=f"teacher update at step {step}", reference=self.reference,
-            ) | {"lr": lr}
-        finally:
-            for param in self.params:
-                param.requires_grad_(False)
+    @property
+    def method(self) -> Method:
+        return METHODS[self.config.run.method]
 
 
 # --- the loop -------------------------------------------------------------------------------------------
@@ -250,17 +109,15 @@ def train(config: RunConfig, folder: Path, *, resume: bool = False, progress: bo
     """Run (or resume) the outer loop in `folder` until run.outer_steps are committed."""
     run = open_run(folder) if resume else create_run(folder, config)
     config = run.config
-    if config.run.method == "hard-only":
-        print(f"hard-only: no teacher; {folder} is ready for `sv-soar evaluate` (students train on D_train alone)")
+    if not METHODS[config.run.method].has_teacher:
+        print(f"{config.run.method}: no teacher; {folder} is ready for `sv-soar evaluate` (students train on "
+              "D_train alone)")
         return run
     with exclusive_run(run.folder):
         return _outer_loop(run, config, progress=progress, max_steps=max_steps)
 
 
 def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int | None) -> Run:
-    from sv_soar.backends import scorer_for
-    from sv_soar.teacher.contamination import HardSetIndex
-
     task = scoring_task(config)
     promotion = PromotionRun.open(run.folder, task=task.name, model=config.student.model,
                                   window=config.soar.window, tau=config.soar.tau)
@@ -274,23 +131,22 @@ def _outer_loop(run: Run, config: RunConfig, *, progress: bool, max_steps: int |
         print(f"{run.folder}: the hard set is no longer all-fail; phase 1 of the two-phase plan is done")
         return run
     compute = config.compute
-    if config.run.method == "intrinsic-t" and (compute.backend != "local" or compute.students_url):
+    if METHODS[config.run.method].teacher_reward == "learnability" and (compute.backend != "local"
+                                                                        or compute.students_url):
         raise ConfigError("compute: intrinsic-t measures learnability with this process's student model; "
                           'use backend = "local" and no students_url')
     teacher = Teacher(config)
     if start > 0:
         teacher.load(run.folder / TEACHER_DIR / f"step-{start:06d}")
     d_train = run.d_train()
-    hard_index = HardSetIndex([*d_train, *run.d_test()])
     scorer = scorer_for(config, task, cache_dir=run.folder / "reward_cache", progress=progress)
     end = config.run.outer_steps if max_steps is None else min(config.run.outer_steps, start + max_steps)
-    from sv_soar.tracking import TrackedScorer, flatten, open_tracker
-
     tracker = open_tracker(config.logging, run.folder, config.resolved())
     scorer = TrackedScorer(scorer) if tracker is not None else scorer
+    loop = Loop(config, run, teacher, scorer, promotion, HardSetIndex([*d_train, *run.d_test()]), d_train)
     try:
         for step in range(start, end):
-            entry = outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step)
+            entry = outer_step(loop, step)
             print(format_step(entry, config.run.outer_steps), flush=True)
             if tracker is not None:
                 tracker.log({**flatten(entry, "outer/"), **scorer.last_student_metrics}, step=step + 1)
@@ -318,61 +174,123 @@ def _unstuck(entries: Sequence[dict[str, Any]]) -> bool:
     return False
 
 
-def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_train, step) -> dict[str, Any]:
-    seed = config.run.seed
-    g = config.teacher.g
+@dataclass
+class StepLog:
+    """One line of steps.jsonl: what an outer step drew, scored, promoted and updated, and what each phase cost.
+    A step whose teacher wrote too few valid problems to compare has `error` and no scores."""
+
+    step: int
+    method: str
+    drawn: int
+    valid: int
+    valid_rate: float
+    rejected: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    scored: dict[str, Any] = field(default_factory=dict)  # the scores, promotion and update (StepLog.of_scores)
+
+    @staticmethod
+    def of_sample(step: int, method: str, sample: TeacherSample) -> StepLog:
+        return StepLog(step, method, sample.drawn, len(sample.rows),
+                       len(sample.rows) / sample.drawn if sample.drawn else 0.0, sample.rejected)
+
+    def as_dict(self) -> dict[str, Any]:
+        entry = {"step": self.step, "method": self.method, "drawn": self.drawn, "valid": self.valid,
+                 "valid_rate": self.valid_rate, "rejected": self.rejected}
+        if self.error is not None:
+            return entry | {"error": self.error, "R_k": [], "seconds": self.seconds}
+        return entry | self.scored | {"seconds": self.seconds}
+
+
+def outer_step(loop: Loop, step: int) -> dict[str, Any]:
+    """One outer step, committed: sample, split, score, promote, update (the module's docstring), then the teacher
+    checkpoint, the step log and the promotion state, in that order (`_commit`). Returns the step log's line."""
+    config, seed = loop.config, loop.config.run.seed
     t0 = time.perf_counter()
-    sample = teacher.sample(config.teacher.problem_task(config.data.task), hard_index,
-                            step_seed(seed, step) ^ TEACHER_SEED_SALT)
+
+    # 1. sample: g·n valid problems from the teacher (rejection sampling)
+    sample = loop.teacher.sample(config.teacher.problem_task(config.data.task), loop.hard_index,
+                                 step_seed(seed, step) ^ TEACHER_SEED_SALT)
     t_sampled = time.perf_counter()
-    entry: dict[str, Any] = {
-        "step": step, "method": config.run.method, "drawn": sample.drawn, "valid": len(sample.rows),
-        "valid_rate": len(sample.rows) / sample.drawn if sample.drawn else 0.0, "rejected": sample.rejected,
-    }
-    groups = partition(range(len(sample.rows)), g, config.teacher.n)
+    record = StepLog.of_sample(step, config.run.method, sample)
+
+    # 2. split: the datasets X_1..X_g (Q_R is drawn inside soar_step)
+    groups = partition(range(len(sample.rows)), config.teacher.g, config.teacher.n)
     if len(groups) < 2:  # RLOO compares datasets: with fewer than 2 there is no signal this step
-        error = f"the teacher wrote {len(sample.rows)} valid problems in {sample.drawn} rollouts; need 2 or more"
-        decision = promote(promotion.state, [], [], step=step, error=error)
-        entry |= {"error": error, "R_k": [], "seconds": {"teacher_sampling": t_sampled - t0,
-                                                         "total": time.perf_counter() - t0}}
-        _commit(run, teacher, promotion, decision, entry, step, config)
-        return entry
-
-    from sv_soar.teacher.diversity import question_diversity
-
+        record.error = (f"the teacher wrote {len(sample.rows)} valid problems in {sample.drawn} rollouts; "
+                        "need 2 or more")
+        decision = promote(loop.promotion.state, [], [], step=step, error=record.error)
+        record.seconds = {"teacher_sampling": t_sampled - t0, "total": time.perf_counter() - t0}
+        _commit(loop, decision, record.as_dict(), step)
+        return record.as_dict()
     datasets = [[sample.rows[i] for i in group] for group in groups]
-    # the same step as the teacher environment's group reward (sv_soar_teacher.grounded_rubric); committed
-    # below, after the teacher checkpoint and the step log
-    baseline = promotion.baseline()
-    promotion_before = promotion.state.promoted
-    result = soar_step(datasets, d_train, scorer, promotion, q_r=config.soar.q_r, seed=seed, step=step,
-                       baseline=baseline, promoted=promotion_before)
-    q_r, scores, decision = result.q_r, result.scores, result.decision
+
+    # 3. score and 4. promote: the same step as the teacher environments' (sv_soar.soar_step); committed below,
+    # after the teacher checkpoint and the step log
+    baseline = loop.promotion.baseline()
+    promoted_before = loop.promotion.state.promoted
+    result = soar_step(datasets, loop.d_train, loop.scorer, loop.promotion, q_r=config.soar.q_r, seed=seed,
+                       step=step, baseline=baseline, promoted=promoted_before)
     t_scored = time.perf_counter()
-    # a dataset whose students all failed: None, left out of the teacher's RLOO (soar.floor = "neutral",
-    # the default); a number there is that dataset's reward instead
-    failed = None if config.soar.floor == "neutral" else config.soar.floor
-    teacher_rewards: list[float | None] = [s.reward if s.reward is not None else failed for s in scores]
-    if config.run.method == "intrinsic-t":
-        teacher_rewards = [_learnability(scorer, dataset, baseline, step_seed(seed, step) + k)
-                           if s.reward is not None else None for k, (dataset, s) in enumerate(zip(datasets, scores))]
+    teacher_rewards = _teacher_rewards(loop, datasets, result.scores, baseline, step)
     t_intrinsic = time.perf_counter()
-    update: dict[str, float] = {}
-    if config.run.method in ("soar", "intrinsic-t"):
-        advantages = rloo_teacher_advantages(teacher_rewards)
-        per_rollout = [0.0] * len(sample.rows)
-        for k, group in enumerate(groups):
-            for i in group:
-                per_rollout[i] = advantages[k]
-        used = [i for group in groups for i in group]
-        kept = TeacherSample([sample.rows[i] for i in used], [sample.token_ids[i] for i in used],
-                             sample.prompt_token_ids, sample.drawn, sample.rejected)
-        update = teacher.update(kept, [per_rollout[i] for i in used], step)
-        if config.teacher.measure_drift:
-            update |= teacher.drift(sample)
+
+    # 5. update: the teacher by RLOO over the datasets' rewards (SOAR, Intrinsic-T)
+    update = _update_teacher(loop, sample, groups, teacher_rewards, step) if loop.method.updates_teacher else {}
     t_updated = time.perf_counter()
+
+    record.scored = _scored(loop, sample, datasets, result, teacher_rewards, update, baseline, promoted_before)
+    record.seconds = {
+        "teacher_sampling": t_sampled - t0,
+        "student_training": sum(s.seconds.get("train", 0.0) for s in result.scores),
+        "evaluation": sum(s.seconds.get("evaluate", 0.0) + s.seconds.get("baseline_evaluate", 0.0)
+                          for s in result.scores),
+        "scoring": t_scored - t_sampled,
+        "intrinsic_reward": t_intrinsic - t_scored,
+        "teacher_update": t_updated - t_intrinsic,
+        "total": t_updated - t0,
+    }
+    _commit(loop, result.decision, record.as_dict(), step)
+    return record.as_dict()
+
+
+def _teacher_rewards(loop: Loop, datasets: list[list[Row]], scores: list[DatasetScore], baseline: Baseline,
+                     step: int) -> list[float | None]:
+    """Each dataset's reward for the teacher's RLOO: R_k, or (Intrinsic-T) its learnability under the baseline. A
+    dataset whose students all failed: None, left out of the RLOO (soar.floor = "neutral", the default); a number
+    there is that dataset's reward instead."""
+    failed = None if loop.config.soar.floor == "neutral" else loop.config.soar.floor
+    if loop.method.teacher_reward == "learnability":
+        seed = step_seed(loop.config.run.seed, step)
+        return [_learnability(loop.scorer, dataset, baseline, seed + k) if s.reward is not None else None
+                for k, (dataset, s) in enumerate(zip(datasets, scores))]
+    return [s.reward if s.reward is not None else failed for s in scores]
+
+
+def _update_teacher(loop: Loop, sample: TeacherSample, groups: list[list[int]], rewards: list[float | None],
+                    step: int) -> dict[str, float]:
+    """One RLOO step of the teacher: A_k on every rollout of X_k (rollouts in no dataset are not trained on), then
+    what the update changed (teacher.measure_drift)."""
+    advantages = rloo_teacher_advantages(rewards)
+    per_rollout = [0.0] * len(sample.rows)
+    for k, group in enumerate(groups):
+        for i in group:
+            per_rollout[i] = advantages[k]
+    used = [i for group in groups for i in group]
+    kept = TeacherSample([sample.rows[i] for i in used], [sample.token_ids[i] for i in used],
+                         sample.prompt_token_ids, sample.drawn, sample.rejected)
+    update = loop.teacher.update(kept, [per_rollout[i] for i in used], step)
+    if loop.config.teacher.measure_drift:
+        update |= loop.teacher.drift(sample)
+    return update
+
+
+def _scored(loop: Loop, sample: TeacherSample, datasets: list[list[Row]], result, teacher_rewards, update,
+            baseline: Baseline, promoted_before: bool) -> dict[str, Any]:
+    """The step log's scores, promotion and update (StepLog.scored)."""
+    config, scores, decision = loop.config, result.scores, result.decision
     diversity = question_diversity([row["question"] for row in sample.rows])
-    entry |= {
+    return {
         "R_k": [s.reward for s in scores],
         "R_kj": [s.student_rewards for s in scores],
         "R_hat": decision.record.reward_hat,
@@ -380,7 +298,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "teacher_rewards": teacher_rewards,
         "baseline": baseline.name,
         "baseline_accuracy": scores[0].baseline_accuracy,
-        "q_r_balance": class_balance(q_r),
+        "q_r_balance": class_balance(result.q_r),
         "dataset_balance": [class_balance(dataset) for dataset in datasets],
         # the mechanism task: stepping-stone share and agreement with the oracle (gate G4, the comparison's check)
         **problem_mix(get_task(config.teacher.problem_task(config.data.task)), sample.rows),
@@ -391,7 +309,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "failed_students": sum(s.n_failed for s in scores),
         # student RL steps behind this step's scores (a cached dataset's were spent when it was first
         # scored, perhaps before a crash): what a compute-matched Hard-only gets (final.compute_matched_steps)
-        "student_steps": sum(len(s.students) for s in scores) * config.student_train_config().steps_for(promotion_before),
+        "student_steps": sum(len(s.students) for s in scores) * config.student_train_config().steps_for(promoted_before),
         # why, in the step log itself (never a silent floor): "X_k student j: <cause>", and OOM retries
         "student_failures": [f"X_{k + 1} student {j}: {student.failure}" for k, s in enumerate(scores)
                              for j, student in enumerate(s.students) if student.failure is not None],
@@ -401,42 +319,26 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
         "promoted_dataset": decision.record.promoted_dataset,
         "diversity": diversity.as_metrics(prefix=""),
         "teacher_update": update,
-        "seconds": {
-            "teacher_sampling": t_sampled - t0,
-            "student_training": sum(s.seconds.get("train", 0.0) for s in scores),
-            "evaluation": sum(s.seconds.get("evaluate", 0.0) + s.seconds.get("baseline_evaluate", 0.0)
-                              for s in scores),
-            "scoring": t_scored - t_sampled,
-            "intrinsic_reward": t_intrinsic - t_scored,
-            "teacher_update": t_updated - t_intrinsic,
-            "total": t_updated - t0,
-        },
     }
-    _commit(run, teacher, promotion, decision, entry, step, config)
-    return entry
 
 
-def _learnability(scorer, dataset: Sequence[Row], baseline, seed: int) -> float:
+def _learnability(scorer: GroundedScorer, dataset: Sequence[Row], baseline: Baseline, seed: int) -> float:
     """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
-    from sv_soar.evaluation.pass_at_k import sample_successes
-
     with scorer.baseline_engine(baseline, "learnability-baseline") as (engine, adapter):
         successes = sample_successes(engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
                                      max_new_tokens=scorer.config.tokens_for(scorer.task), adapter=adapter, progress=False)
     return learnability(successes.tolist())
 
 
-def _commit(run: Run, teacher: Teacher, promotion, decision, entry: dict[str, Any], step: int,
-            config: RunConfig) -> None:
+def _commit(loop: Loop, decision: PromotionDecision, entry: dict[str, Any], step: int) -> None:
     """Teacher checkpoint and step log first, then state.json: the promotion commit is the step's commit."""
-    teacher.save(run.folder / TEACHER_DIR / f"step-{step + 1:06d}")
-    entries = [e for e in _read_steps(run.folder) if e["step"] < step] + [entry]
-    write_jsonl(run.folder / STEPS_FILE, entries)
-    promotion.commit(decision, config=config.student_train_config())
-    stale = run.folder / TEACHER_DIR / f"step-{step:06d}"
+    folder = loop.run.folder
+    loop.teacher.save(folder / TEACHER_DIR / f"step-{step + 1:06d}")
+    entries = [e for e in _read_steps(folder) if e["step"] < step] + [entry]
+    write_jsonl(folder / STEPS_FILE, entries)
+    loop.promotion.commit(decision, config=loop.config.student_train_config())
+    stale = folder / TEACHER_DIR / f"step-{step:06d}"
     if step > 0 and stale.is_dir():  # keep the newest checkpoint only
-        import shutil
-
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -447,8 +349,6 @@ def _read_steps(folder: Path) -> list[dict[str, Any]]:
 
 def _truncate_steps(folder: Path, committed: int) -> None:
     """Drop log lines and checkpoints of a step that was killed before its commit."""
-    import shutil
-
     entries = _read_steps(folder)
     if any(e["step"] >= committed for e in entries):
         write_jsonl(folder / STEPS_FILE, [e for e in entries if e["step"] < committed])

@@ -18,10 +18,10 @@ import torch
 
 from sv_soar.config import parse_config
 from sv_soar.evaluation.final import final_steps, training_phases
-from sv_soar.soar_loop import rloo_teacher_advantages
+from sv_soar.soar_step import rloo_teacher_advantages
 from sv_soar.tasks import get_task
 from sv_soar.student.config import StudentTrainConfig
-from sv_soar.student.objective import kl_k3, kl_penalty, learning_rate_at
+from sv_soar.policy_gradient import kl_k3, kl_penalty, learning_rate_at
 from sv_soar.soar_step import class_balance, draw_q_r
 
 

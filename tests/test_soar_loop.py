@@ -20,7 +20,9 @@ from sv_soar.config import apply_overrides, parse_config
 from sv_soar.jsonl import read_jsonl
 from sv_soar.models import load_model
 from sv_soar.run_dir import RunDirError
-from sv_soar.soar_loop import Teacher, TeacherSample, learnability, rloo_teacher_advantages, teacher_prompt_of, train
+from sv_soar.soar_loop import train
+from sv_soar.soar_step import learnability, rloo_teacher_advantages
+from sv_soar.teacher_policy import Teacher, TeacherSample, teacher_prompt_of
 from tests.tiny_runs import split_hard_set, tiny_config
 
 TIMINGS = {"seconds", "teacher_update"}
@@ -30,6 +32,19 @@ def test_teacher_rloo_advantages_by_hand():
     # A_k = R_k − mean_{j≠k} R_j
     assert rloo_teacher_advantages([0.3, 0.1, 0.2]) == pytest.approx([0.15, -0.15, 0.0])
     assert rloo_teacher_advantages([0.5]) == [0.0]
+
+
+def test_the_methods_table_holds_every_method_the_config_accepts():
+    """run.method's values and the loop's METHODS are one list: a method added to the config without its row (or
+    the other way round) fails here, not in a run."""
+    from typing import get_args
+
+    from sv_soar.config import RunSection
+    from sv_soar.soar_loop import METHODS
+
+    assert set(METHODS) == set(get_args(RunSection.model_fields["method"].annotation))
+    assert [m.name for m in METHODS.values() if m.updates_teacher] == ["soar", "intrinsic-t"]
+    assert [m.name for m in METHODS.values() if not m.has_teacher] == ["hard-only"]
 
 
 def test_learnability_by_hand():

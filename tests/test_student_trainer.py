@@ -22,7 +22,7 @@ from sv_soar.tasks.e1 import E1_TASK
 from sv_soar.tasks.e1_flows import generate_e1_flows
 from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict, student_adapter, student_policy
 from sv_soar.student.config import StudentTrainConfig
-from sv_soar.student.objective import StudentTrainingError, group_logprobs
+from sv_soar.policy_gradient import StudentTrainingError, group_logprobs
 from sv_soar.student.trainer import train_student
 from tests.digits_task import BROKEN, DIGIT_ROWS, DIGITS, TIMING_FIELDS, quiet, toy_config
 
@@ -263,7 +263,7 @@ def test_one_token_answers_read_the_reference_once_a_prompt_and_step_exactly_as_
     steps of two prompts with a cache run the reference forward twice, not six times, and leave weights, loss and
     KL bitwise equal to the same steps without one."""
     from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
-    from sv_soar.student.objective import policy_gradient_step
+    from sv_soar.policy_gradient import policy_gradient_step
     from sv_soar.student.trainer import student_reference
 
     policy, engine = shared
@@ -372,7 +372,7 @@ def test_the_first_step_grows_with_the_signal_under_sgd_not_under_adamw(shared, 
     """issue 27: a fresh AdamW's first step is ≈ lr·sign(g) whatever the size of g, so a dataset that carries half
     the signal moves a student as far as one that carries all of it; SGD's step is lr·g (student.optimizer)."""
     from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
-    from sv_soar.student.objective import policy_gradient_step
+    from sv_soar.policy_gradient import policy_gradient_step
 
     policy, engine = shared
     config = toy_config(optimizer=optimizer, learning_rate=1e-2 if optimizer == "adamw" else 1.0, kl_coef=0.0,

@@ -23,7 +23,8 @@ import pytest
 
 from sv_soar.config import parse_config
 from sv_soar.jsonl import read_jsonl, write_jsonl
-from sv_soar.soar_loop import Teacher, train
+from sv_soar.soar_loop import train
+from sv_soar.teacher_policy import Teacher
 from sv_soar.tasks import Task, register_task, unregister_task
 from sv_soar.teacher.checks import RejectReason, Rejection, TeacherProblem
 from sv_soar.teacher.contamination import HardSetIndex, question_hash

@@ -44,7 +44,7 @@ from sv_soar.grounded import Baseline, GroundedScorer  # noqa: E402
 from sv_soar.hard_set import load_hard_set  # noqa: E402
 from sv_soar.jsonl import read_jsonl  # noqa: E402
 from sv_soar.models import load_model  # noqa: E402
-from sv_soar.soar_loop import TEACHER_SEED_SALT, Teacher  # noqa: E402
+from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher  # noqa: E402
 from sv_soar.soar_step import draw_q_r, partition, problem_mix, step_seed  # noqa: E402
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402

@@ -32,7 +32,7 @@ import torch
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
-from sv_soar.student.objective import learning_rate_at
+from sv_soar.policy_gradient import learning_rate_at
 from sv_soar.student.trainer import (
     StudentRun,
     StudentTrainConfig,

@@ -27,7 +27,7 @@ With student.finetune = "full" the student is not an adapter but every weight of
 model (sv_soar.student.full_finetune): `engine` generates with that copy, which the run loads and trains,
 and `policy` is the frozen base model, the KL reference.
 
-What one step computes (log π, the KL, the learning rate, the loss and its step) is sv_soar.student.objective.
+What one step computes (log π, the KL, the learning rate, the loss and its step) is sv_soar.policy_gradient.
 No `transformers.Trainer`: the loop below is the whole algorithm, and it prints what it costs.
 """
 
@@ -59,7 +59,7 @@ from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer'
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
 from sv_soar.student.full_finetune import frozen_copy, full_state_dict, load_full_state, write_full_weights
-from sv_soar.student.objective import StudentTrainingError, learning_rate_at, policy_gradient_step
+from sv_soar.policy_gradient import StudentTrainingError, learning_rate_at, policy_gradient_step
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""The student's objective: what one policy-gradient step computes (docs/design.md §4; the loop that takes the
-steps is sv_soar.student.trainer, and the teacher update takes its step here too).
+"""The policy-gradient step the student and the teacher share: what one step computes (docs/design.md §4). The
+student's inner loop takes it in sv_soar.student.trainer (every sampled token of its groups, advantages from its
+estimator), the teacher's update in sv_soar.teacher_policy (the g·n rollouts of a step, RLOO advantages).
 
     log π      group_logprobs: every token of a group's completions, the prompt run once (its KV cache shared)
     KL         kl_penalty (k2, the gradient) and kl_k3 (the logged estimate), against `reference_logprobs`
