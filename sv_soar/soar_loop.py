@@ -341,7 +341,7 @@ def outer_step(config, run, teacher, scorer, promotion, promote, hard_index, d_t
     from sv_soar.teacher.diversity import question_diversity
 
     datasets = [[sample.rows[i] for i in group] for group in groups]
-    # the same step as the teacher environment's group reward (sv_soar_teacher.grounded_rubric); committed
+    # the same step as the teacher envs' (sv_soar.teacher_step); committed
     # below, after the teacher checkpoint and the step log
     baseline = promotion.baseline()
     promotion_before = promotion.state.promoted

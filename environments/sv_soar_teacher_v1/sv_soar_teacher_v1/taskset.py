@@ -1,34 +1,25 @@
 """sv-soar-teacher-v1: the SOAR teacher as a verifiers v1 env (verifiers >= 0.4; prime-rl loads only these).
 
-One episode is one SOAR outer step (arXiv 2601.18778 §3). prime-rl scores each episode on its own and has
-no group reward over the rollouts of one prompt (the v0 env's design), so the whole step lives inside one
-episode, run with group_size = 1:
+One episode is one SOAR outer step (arXiv 2601.18778 §3), run with group_size = 1: prime-rl scores each episode
+on its own and has no group reward over the rollouts of one prompt (the v0 env's design).
 
     run()       g·n runs of the `teacher` agent on the teacher prompt, one problem each (one trace each)
-    finalize()  the core's TeacherStep: validate -> partition into X_1..X_g -> r students each -> R_k on a
-                fresh Q_R -> SOAR's promotion rule, committed to the run directory; then every trace of X_k
-                records reward R_k ("grounded_improvement") and the step's metrics
-
-Invalid rollouts and traces of a dataset whose students all failed get the `floor` (by default "neutral": R̂_t,
-~0 advantage under prime-rl's baseline, the mean reward of the episode's traces; sv_soar.teacher_step says why).
+    finalize()  the core's step (sv_soar.teacher_step.TeacherStep, as the v0 env's) scores the g·n replies: every
+                trace of X_k records reward R_k ("grounded_improvement"), the rest the `floor`, all the metrics
 
 What a real run must survive (prime-rl's run semantics, docs/hosted.md "Failures and concurrency"):
 - A failed teacher generation (model error, timeout, an agent run that raised) stays inside the episode: its
-  trace is made ok and untrainable (`agent.trainable = False`), so it carries no advantage and the episode
-  stays ok. prime-rl fails every trace of an episode that is not ok ("A sibling trace in this episode
-  failed", prime_rl/orchestrator/envs.py) and trains only ok, trainable traces (algo/base.py,
-  iter_trainable_traces); verifiers' episode is ok only when all its traces are (Env.run_episode).
-- A step whose students could not be trained (the student model failed to load, every student failed)
-  commits nothing; its traces get the floor and the next episode redoes the step.
+  trace is made ok and untrainable (`agent.trainable = False`), so it carries no advantage and the episode stays
+  ok. prime-rl fails every trace of an episode that is not ok (prime_rl/orchestrator/envs.py) and trains only
+  ok, trainable traces (algo/base.py, iter_trainable_traces); verifiers' episode is ok only when all its traces are.
+- A step whose students could not be trained commits nothing; its traces get the floor, the next episode redoes it.
 - One outer step at a time: episodes of one run directory run one after another (a lock file in the run
-  directory, across env-server workers), and an episode cancelled mid-step (prime-rl drops stale
-  episodes) commits nothing; its students finish in their thread, their result is discarded.
+  directory, across env-server workers); an episode cancelled mid-step (prime-rl drops stale episodes) commits
+  nothing, its students finish in their thread.
 
-The taskset's arguments are `SoarTeacherConfig`, the core's TeacherEnvConfig (TOML:
-[orchestrator.train.source.env.taskset]); the hard set is a *name* packaged into this env (`sv-soar package-env`),
-never a path. Students train in the env server's process, or on `sv-soar serve-students` at `students_url` with
-the token from the env server's environment variable SV_SOAR_STUDENTS_TOKEN (README, "Hosted training"). The step
-itself is the core's (sv_soar.teacher_step.TeacherStep, as the v0 env's); this module is its verifiers v1 side.
+The taskset's arguments are the core's TeacherEnvConfig (TOML: [orchestrator.train.source.env.taskset]); the hard
+set is a *name* packaged into this env (`sv-soar package-env`), never a path; a `students_url` service's token comes
+from the env server's $SV_SOAR_STUDENTS_TOKEN (README, "Hosted training").
 """
 
 from __future__ import annotations
