@@ -74,6 +74,7 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
 
     from sv_soar.config import ConfigError
     from sv_soar.student.config import student_config
+    from sv_soar.teacher_env_config import TeacherEnvConfig
 
     config = tmp_path / "run.toml"
     config.write_text(f'[data]\ntask = "e1"\nhard_set = "{hard_set}"\n[teacher]\ng = 3\nn = 2\nlearning_rate = 1e-3\n'
@@ -90,6 +91,9 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
                                            model=str(tiny_model_dir), run_dir=str(tmp_path / "run2"), num_prompts=1)
     args = teacher_rubric(env).step.config
     assert (args.q_r, args.g, args.floor) == (2, 4, "neutral")  # env defaults
+    env = sv_soar_teacher.load_environment(config=TeacherEnvConfig(hard_set=str(hard_set), model=str(tiny_model_dir),
+                                                                   q_r=2, g=3), g=2, run_dir=str(tmp_path / "run3"))
+    assert (teacher_rubric(env).step.config.q_r, teacher_rubric(env).step.config.g) == (2, 2)  # the one config too
     with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
         sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))
     with pytest.raises(ConfigError, match=r"config: sor: unknown key"):
