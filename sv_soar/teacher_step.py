@@ -93,7 +93,7 @@ class TeacherStep:
     def __init__(self, config: TeacherEnvConfig, *, hard_set: HardSet, run: PromotionRun, scorers: ScorerPool,
                  redo_untrained: bool = False, limits: ProblemLimits | None = None) -> None:
         if redo_untrained and scorers.size != 1:
-            raise ValueError("a step that redoes untrained steps scores one step at a time: max_concurrent_scorings = 1")
+            raise ValueError("a step that redoes untrained steps scores one at a time: max_concurrent_scorings = 1")
         self.config, self.hard_set, self.run, self.scorers = config, hard_set, run, scorers
         self.redo_untrained, self.limits = redo_untrained, limits or ProblemLimits()
         self.task, self.problem_options = config.svbench_task, config.problem_options()

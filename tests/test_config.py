@@ -92,7 +92,8 @@ def test_teacher_env_arguments_are_the_keys_a_config_sets(tmp_path):
     assert teacher_env_arguments(path) == {
         "hard_set": str((tmp_path / "hs").resolve()), "hard_set_task": "e2", "svbench_task": "e2", "g": 3, "model": "m",
         "floor": "neutral", "student": {"steps": 2}}  # the teacher's optimiser and [evaluation]: not the env's
-    assert teacher_env_arguments({"teacher": {"task": "e1"}, "data": {"task": "e2", "hard_set": "/h"}})["svbench_task"] == "e1"
+    arguments = teacher_env_arguments({"teacher": {"task": "e1"}, "data": {"task": "e2", "hard_set": "/h"}})
+    assert arguments["svbench_task"] == "e1"
     assert teacher_env_arguments({}) == {}
     with pytest.raises(ConfigError, match=r"config: teacher\.gg: unknown key"):
         teacher_env_arguments({"teacher": {"gg": 3}})
