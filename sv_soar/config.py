@@ -73,6 +73,12 @@ def registered_task(name: str | None) -> str | None:
 
 
 TaskName = Annotated[str, AfterValidator(registered_task)]
+# Types the run config shares with the teacher envs' config (sv_soar.teacher_env_config): one meaning each.
+Grounding = Literal["correctness", "full"]
+Floor = Annotated[float, Field(le=0)] | Literal["neutral"]
+Difficulty = Literal["one", "two", "several", "multi-tool"]
+SubSkill = Literal["detect", "read-tool-output", "patch"]
+Lang = Literal["k8s", "tf"]
 
 
 class DataSection(_Section):
@@ -122,14 +128,14 @@ class TeacherSection(_Section):
         None, description="task of the problems the teacher writes (default: data.task); the seed's experiment E "
         "writes e1 stepping stones for an e2 hard set"
     )
-    difficulty: Literal["one", "two", "several", "multi-tool"] | None = Field(
+    difficulty: Difficulty | None = Field(
         None, description="E2 teacher prompt: violations a config (seed: 1 -> 2 -> 3 -> multi-tool)"
     )
-    sub_skill: Literal["detect", "read-tool-output", "patch"] | None = Field(
+    sub_skill: SubSkill | None = Field(
         None, description="E2 problems: what the student practises (the question shows a tool's output, or asks "
         "for a patch)"
     )
-    lang: Literal["k8s", "tf"] | None = Field(
+    lang: Lang | None = Field(
         None, description="E2 teacher prompt: Kubernetes or Terraform configs only"
     )
 
@@ -167,13 +173,15 @@ class SoarSection(_Section):
     q_r: int = Field(64, ge=1, description="|Q_R|, D_train questions drawn afresh each step (SOAR: 64)")
     tau: float = Field(TAU, description="promotion threshold on the moving average of R̂_t (SOAR: 0.01)")
     window: int = Field(WINDOW, ge=1, description="moving-average window of R̂_t in steps (SOAR: 3)")
-    grounding: Literal["correctness", "full"] = Field(
+    grounding: Grounding = Field(
         "correctness", description="Acc on Q_R: correct label (correctness) or the full rubric's mean (full)"
     )
-    floor: Annotated[float, Field(le=0)] | Literal["neutral"] = Field(
-        FLOOR, description="teacher reward of a dataset whose students all failed: neutral (left out of the "
-        "teacher's RLOO, advantage 0) or a number <= 0 (e.g. -1.0: the worst R_k, which makes a machine fault "
-        "the strongest signal of the step). Invalid rollouts are resampled, never rewarded")
+    floor: Floor = Field(
+        FLOOR, description="teacher reward of a rollout that cannot be scored: its dataset's students all failed "
+        "(and, in the teacher envs, an invalid rollout; `sv-soar train` resamples those): neutral, no advantage "
+        "(train leaves the dataset out of the teacher's RLOO; an env, whose trainer takes one reward a rollout, "
+        "gives it R̂_t, the step's mean R_k), or a number <= 0 (e.g. -1.0: the worst R_k, which makes a machine "
+        "fault the strongest signal of the step)")
     time_limit_s: float | None = Field(None, gt=0, description="per student run; a run past it is excluded, counted")
     retries: int = Field(1, ge=0, description="extra tries for a student run that ran out of memory (then counted)")
     retry_backoff_s: float = Field(5.0, ge=0, description="wait before the first retry; doubles with each retry")
@@ -357,11 +365,11 @@ RunConfigSections = create_model(
     "RunConfigSections", __base__=_Section,
     **{name: (field.annotation | None, None) for name, field in RunConfig.model_fields.items()})
 
-# The run-config keys the v0 teacher env reads, and the load_environment argument each sets. The others
-# (the teacher's sampling and optimiser, [evaluation], [logging], ...) are validated and not used there:
+# The run-config keys the teacher envs read, and the TeacherEnvConfig field (sv_soar.teacher_env_config) each sets.
+# The others (the teacher's sampling and optimiser, [evaluation], [logging], ...) are validated and not used there:
 # in the env, the hosted trainer samples and updates the teacher.
 TEACHER_ENV_ARGUMENTS = {
-    "data.task": "hard_set_task", "data.hard_set": "hard_set", "teacher.task": "task", "teacher.g": "g",
+    "data.task": "hard_set_task", "data.hard_set": "hard_set", "teacher.task": "svbench_task", "teacher.g": "g",
     "teacher.n": "n", "teacher.difficulty": "difficulty", "teacher.sub_skill": "sub_skill", "teacher.lang": "lang",
     "student.model": "model", "soar.students": "students", "soar.q_r": "q_r", "soar.grounding": "grounding",
     "soar.floor": "floor", "soar.time_limit_s": "time_limit_s", "soar.tau": "tau", "soar.window": "window",
@@ -371,11 +379,11 @@ TEACHER_ENV_ARGUMENTS = {
 
 
 def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]:
-    """The teacher env's keyword arguments that a run config sets: `config` is a TOML path (`sv-soar train`'s
+    """The teacher env config's fields that a run config sets: `config` is a TOML path (`sv-soar train`'s
     configs; relative paths resolve against its folder) or a dict of RunConfig sections ({"soar": {"q_r": 8}}).
 
     Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS; the [student] keys other than model become
-    `student` overrides), so load_environment's own defaults hold for the rest and the keyword arguments given
+    `student` overrides), so TeacherEnvConfig's defaults hold for the rest and the keyword arguments given
     with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
     task the teacher writes, as in `sv-soar train`. An unknown section or key is a ConfigError naming it."""
     if isinstance(config, (str, Path)):
@@ -400,7 +408,7 @@ def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]
     if "hard_set" in arguments:
         arguments["hard_set"] = str(_resolve(arguments["hard_set"], base_dir))
     if "hard_set_task" in arguments:
-        arguments.setdefault("task", arguments["hard_set_task"])
+        arguments.setdefault("svbench_task", arguments["hard_set_task"])
     student = sections.student.model_dump(include=sections.student.model_fields_set - {"model"}) \
         if sections.student is not None else {}
     return {**arguments, **({"student": student} if student else {})}

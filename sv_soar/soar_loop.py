@@ -225,7 +225,7 @@ def outer_step(loop: Loop, step: int) -> dict[str, Any]:
         return record.as_dict()
     datasets = [[sample.rows[i] for i in group] for group in groups]
 
-    # 3. score and 4. promote: the same step as the teacher environments' (sv_soar.soar_step); committed below,
+    # 3. score and 4. promote: soar_step, as the teacher envs' TeacherStep (sv_soar.teacher_step); committed below,
     # after the teacher checkpoint and the step log
     baseline = loop.promotion.baseline()
     promoted_before = loop.promotion.state.promoted

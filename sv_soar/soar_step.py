@@ -16,10 +16,9 @@ joins the promoted questions. The scorer that trains students and measures R_kj 
 imports neither torch nor a scorer: the rules sit below the machinery that runs them.
 
 Two drivers call `soar_step`: `sv-soar train` (sv_soar.soar_loop: rejection sampling of the teacher
-before, the teacher's RLOO update after) and the verifiers teacher env's group reward
-(sv_soar_teacher.grounded_rubric: the floor for invalid rollouts and the metrics after); the verifiers v1
-teacher env for hosted training (environments/sv_soar_teacher_v1: one episode = one step) calls it the
-same way.
+before, the teacher's RLOO update after) and the teacher envs' step (sv_soar.teacher_step: the floor for
+invalid rollouts and the metrics after), which the verifiers v0 env (one group = one step) and the v1 env for
+hosted training (one episode = one step) both run.
 """
 
 from __future__ import annotations

@@ -67,11 +67,14 @@ class LoadResult:
 TOKEN = "sv-soar-load-token"
 
 
+STUDENT = dict(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8, lora_rank=2,
+               lora_alpha=4, lora_target_modules=["q_proj"])
+
+
 def student_config():
     from sv_soar.student.trainer import StudentTrainConfig
 
-    return StudentTrainConfig(steps=1, steps_after_promotion=1, batch_prompts=2, group_size=2, max_new_tokens=8,
-                              lora_rank=2, lora_alpha=4, lora_target_modules=["q_proj"])
+    return StudentTrainConfig(**STUDENT)
 
 
 def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2, students: int = 2,
@@ -87,6 +90,8 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
     from sv_soar.teacher.contamination import HardSetIndex
     from sv_soar.backends.pool import ScorerPool
     from sv_soar.hard_set import HardSet
+    from sv_soar.teacher_env_config import TeacherEnvConfig
+    from sv_soar.teacher_step import TeacherStep
     from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
 
     rows = generate_e1_flows(8, seed=3)
@@ -100,8 +105,9 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
         return GroundedScorer(load_model(str(model)), get_task("e1"), config, students=students,
                               cache_dir=folder / "run" / "reward_cache", progress=False)
 
-    return GroundedTeacherRubric(task="e1", hard_set=hard_set, run=run, scorers=ScorerPool(build, size=pool),
-                                 config=config, g=g, n=n, q_r=4, floor=-1.0, seed=0)
+    args = TeacherEnvConfig(svbench_task="e1", student=STUDENT, g=g, n=n, q_r=4, floor=-1.0, seed=0,
+                            max_concurrent_scorings=pool)
+    return GroundedTeacherRubric(TeacherStep(args, hard_set=hard_set, run=run, scorers=ScorerPool(build, size=pool)))
 
 
 @contextlib.contextmanager
@@ -190,14 +196,14 @@ def _score_groups(rubric, *, groups: int, pool: int, g: int, n: int) -> LoadResu
         done.set()
         sampler.join()
     seconds = time.perf_counter() - started
-    steps = [record.step for record in rubric.run.state.history]
+    steps = [record.step for record in rubric.step.run.state.history]
     # the same (dataset, student seed) under two adapter names would also be a second training
     per_dataset = Counter((key, seed) for key, seed, _ in trained.elements())
     return LoadResult(groups=groups, pool=pool, seconds=round(seconds, 1), completed=len(rewards),
                       rewards_per_group=sorted({len(r) for r in rewards}), steps=sorted(steps),
                       trainings=sum(trained.values()), trained_twice=sum(c - 1 for c in per_dataset.values() if c > 1),
                       max_concurrent_scorings=scorings.peak,
-                      scoring_errors=[r.error for r in rubric.run.state.history if r.error],
+                      scoring_errors=[r.error for r in rubric.step.run.state.history if r.error],
                       rss_mb=[round(x, 1) for x in rss], max_requests_in_flight=requests.peak or None)
 
 

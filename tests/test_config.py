@@ -90,14 +90,31 @@ def test_teacher_env_arguments_are_the_keys_a_config_sets(tmp_path):
     path = write(tmp_path, '[data]\ntask = "e2"\nhard_set = "hs"\n[teacher]\ng = 3\nlearning_rate = 1e-3\n'
                            '[student]\nmodel = "m"\nsteps = 2\n[soar]\nfloor = "neutral"\n[evaluation]\nsamples = 4\n')
     assert teacher_env_arguments(path) == {
-        "hard_set": str((tmp_path / "hs").resolve()), "hard_set_task": "e2", "task": "e2", "g": 3, "model": "m",
+        "hard_set": str((tmp_path / "hs").resolve()), "hard_set_task": "e2", "svbench_task": "e2", "g": 3, "model": "m",
         "floor": "neutral", "student": {"steps": 2}}  # the teacher's optimiser and [evaluation]: not the env's
-    assert teacher_env_arguments({"teacher": {"task": "e1"}, "data": {"task": "e2", "hard_set": "/h"}})["task"] == "e1"
+    arguments = teacher_env_arguments({"teacher": {"task": "e1"}, "data": {"task": "e2", "hard_set": "/h"}})
+    assert arguments["svbench_task"] == "e1"
     assert teacher_env_arguments({}) == {}
     with pytest.raises(ConfigError, match=r"config: teacher\.gg: unknown key"):
         teacher_env_arguments({"teacher": {"gg": 3}})
     with pytest.raises(ConfigError, match=r"config: soar\.q_r: .*greater than or equal to 1"):
         teacher_env_arguments({"soar": {"q_r": 0}})
+
+
+def test_the_teacher_env_config_takes_its_defaults_from_the_run_config():
+    """One default each: every run-config key a teacher env reads has the run config's default in TeacherEnvConfig
+    (both teacher envs' config), and num_prompts is run.outer_steps."""
+    from sv_soar.config import TEACHER_ENV_ARGUMENTS
+    from sv_soar.teacher_env_config import TeacherEnvConfig
+
+    env, run = TeacherEnvConfig(), parse_config({"data": {"hard_set": "hs"}})
+    # data.hard_set is required of a run config (the env's is a folder or a packaged name); data.task and teacher.task
+    # are the env's hard_set_task and svbench_task, whose defaults mean "the other one"
+    for dotted in set(TEACHER_ENV_ARGUMENTS) - {"data.hard_set", "data.task", "teacher.task"}:
+        section, key = dotted.split(".")
+        assert getattr(env, TEACHER_ENV_ARGUMENTS[dotted]) == getattr(getattr(run, section), key), dotted
+    assert (env.svbench_task, env.hard_set_task, run.data.task, run.teacher.task) == ("e1", None, "e1", None)
+    assert env.num_prompts == run.run.outer_steps == 200
 
 
 def test_finetune_is_lora_or_full_and_full_students_train_locally(tmp_path):

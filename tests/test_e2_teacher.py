@@ -17,7 +17,7 @@ from sv_soar.config import load_config
 from sv_soar.tasks import get_task, scoring_task
 from sv_soar.teacher.contamination import HardSetIndex
 from sv_soar.teacher.e2_problems import E2TeacherProblem
-from sv_soar_teacher.grounded_rubric import METRIC_NAMES
+from sv_soar.teacher_step import METRIC_NAMES
 from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
 from sv_soar.teacher.problems import RejectReason, Rejection
 from tests.e2_configs import BAD_TF, POD, billion_laughs, needs_gnu_patch
@@ -199,14 +199,14 @@ def test_teacher_environment_for_e2_and_for_experiment_e(e2_hard_set, tiny_model
     user = env.dataset[0]["prompt"][1]["content"]
     assert "exactly one violation" in user and "unified diff" in user
     (rubric,) = [r for r in env.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
-    assert rubric.task == "e2" and rubric.problem_options == {"difficulty": "one", "sub_skill": "patch"}
-    assert "violations" in rubric.hard_set.d_train[0]["info"]
+    assert rubric.step.task == "e2" and rubric.step.problem_options == {"difficulty": "one", "sub_skill": "patch"}
+    assert "violations" in rubric.step.hard_set.d_train[0]["info"]
 
     env_e = sv_soar_teacher.load_environment(task="e1", hard_set_task="e2", run_dir=str(tmp_path / "e"), **common)
     (rubric_e,) = [r for r in env_e.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
-    assert rubric_e.task == "e1" and "Malicious or Benign" in env_e.dataset[0]["prompt"][1]["content"]
-    assert "violations" in rubric_e.hard_set.d_train[0]["info"]
-    with rubric_e.scorers.slot() as scorer:
+    assert rubric_e.step.task == "e1" and "Malicious or Benign" in env_e.dataset[0]["prompt"][1]["content"]
+    assert "violations" in rubric_e.step.hard_set.d_train[0]["info"]
+    with rubric_e.step.scorers.slot() as scorer:
         assert scorer().task.name == "e1+e2"  # E1 problems trained with E1's rubric, E2's for Q_R
 
 

@@ -10,9 +10,9 @@ the prime CLI's checks with the envs' config classes (vf.TasksetConfig), the ref
 test that runs verifiers' eval CLI or episode machinery (Env.run_episode / run_slot, the null harness, Trace).
 Five run on the newest only (NEWEST_ONLY), because on the oldest they would run no verifiers code that an
 oldest test does not already run:
-- the two tests of tests/hosted_v1/outer_step.py call OuterStep.score, which is the core's code (sv_soar via
+- the two tests of tests/hosted_v1/outer_step.py call TeacherStep.score, which is the core's code (sv_soar via
   `core`); their only verifiers code is `import verifiers.v1` and SoarTeacherConfig(**args), which every oldest
-  episode runs too (SoarTeacherEnv builds the same OuterStep from the same config class);
+  episode runs too (SoarTeacherEnv builds the same step, open_teacher_step, from the same config class);
 - prime 0.18's schema worker: its first half is check_configs on the shipped configs, the very call of the first
   config test; its second half runs prime_cli's training_schema_worker.py (the same file in both venvs) under a
   prime-rl schema venv's python, not the v1 venv's;
@@ -30,7 +30,7 @@ oldest test does not already run:
   `sv-soar serve-model`: served a tiny teacher warm-started on one problem (greedy, one valid reply and three
   duplicates), a student trains on that dataset and its trace gets R_k; served the bare tiny model (no valid
   problem), every trace gets the neutral floor; either step is committed to the run directory. The valid path
-  with several datasets (partition, R_k on every trace of X_k) also runs through the env's OuterStep on
+  with several datasets (partition, R_k on every trace of X_k) also runs through the env's teacher step on
   hand-written teacher replies.
 - What a real prime-rl run must survive, through verifiers' own episode machinery (`Env.run_slot`) against a
   model server on loopback that refuses a share of its requests: a failed generation leaves its episode ok

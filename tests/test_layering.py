@@ -60,7 +60,7 @@ def test_importing_the_config_loads_no_ml_library():
 # The ground floor: the rules of the algorithm, their types, and the run config (pyproject.toml's contract names the
 # same modules).
 RULES = ("sv_soar.soar_step", "sv_soar.promotion", "sv_soar.scores", "sv_soar.baseline", "sv_soar.config",
-         "sv_soar.soar_defaults", "sv_soar.task_names", "sv_soar.student.config")
+         "sv_soar.teacher_env_config", "sv_soar.soar_defaults", "sv_soar.task_names", "sv_soar.student.config")
 
 RULES_CHILD = BLOCKER + f"""
 import importlib, json

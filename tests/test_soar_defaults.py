@@ -141,22 +141,18 @@ def test_paired_bootstrap_over_problems_and_seeds():
 
 def test_window_tau_and_floor_are_one_default_each():
     """Window 3, τ 0.01 and the neutral floor (docs/design.md §4) are defined once (sv_soar.soar_defaults) and are
-    the defaults of `sv-soar train`'s config, the promotion state and the v0 teacher env alike."""
-    import inspect
-
-    import sv_soar_teacher
+    the defaults of `sv-soar train`'s config, the promotion state and the teacher envs' config alike."""
     from sv_soar import soar_defaults
     from sv_soar.promotion import PromotionState
-    from sv_soar_teacher.grounded_rubric import GroundedTeacherRubric
+    from sv_soar.teacher_env_config import TeacherEnvConfig
 
     assert (soar_defaults.WINDOW, soar_defaults.TAU, soar_defaults.FLOOR) == (3, 0.01, "neutral")
     soar = config().soar
     assert (soar.window, soar.tau, soar.floor) == (3, 0.01, "neutral")
     state = PromotionState(task="e1", model="m")
     assert (state.window, state.tau) == (3, 0.01)
-    env = inspect.signature(sv_soar_teacher.load_environment).parameters
-    assert (env["window"].default, env["tau"].default, env["floor"].default) == (3, 0.01, "neutral")
-    assert inspect.signature(GroundedTeacherRubric.__init__).parameters["floor"].default == "neutral"
+    env = TeacherEnvConfig()
+    assert (env.window, env.tau, env.floor) == (3, 0.01, "neutral")
 
 
 def test_training_and_evaluation_temperatures_are_separate():

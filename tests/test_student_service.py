@@ -207,8 +207,8 @@ def test_teacher_rubric_sends_datasets_to_students_url(hard_set, tiny_model_dir,
                           students_token=TOKEN)
         local_env = load(hard_set, tiny_model_dir, tmp_path / "local-run")
         texts = VALID * 2 + ["not a problem"] * 2
-        remote = teacher_rubric(remote_env).score_step(texts)
-        in_process = teacher_rubric(local_env).score_step(texts)
+        remote = teacher_rubric(remote_env).step.score(texts)
+        in_process = teacher_rubric(local_env).step.score(texts)
         assert remote.error is None and running.service.trained_jobs == 1
         assert remote.rewards == in_process.rewards
         assert [comparable(s) for s in remote.scores] == [comparable(s) for s in in_process.scores]

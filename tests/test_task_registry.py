@@ -175,7 +175,7 @@ def test_toy_task_through_hardset_score_and_the_teacher_env(parity_task, tiny_mo
     (record,) = state["history"]
     assert state["step"] == 1 and [states[0]["reward"], states[2]["reward"]] == record["dataset_rewards"]
     (rubric,) = [r for r in env.rubric.rubrics if isinstance(r, GroundedTeacherRubric)]
-    assert rubric.task == "parity"
+    assert rubric.step.task == "parity"
 
 
 def test_student_env_scores_a_toy_task_with_its_own_score(parity_task, tmp_path):

@@ -27,7 +27,7 @@ from sv_soar.reward_cache import RewardCache, reward_cache_key
 from sv_soar.student.adapters import load_baseline
 from sv_soar.tasks.teacher import validate_batch
 from sv_soar.soar_step import draw_q_r, partition, step_seed
-from sv_soar_teacher.grounded_rubric import METRIC_NAMES
+from sv_soar.teacher_step import METRIC_NAMES
 from tests.served_model import start_server, stop_server
 from tests.teacher_env_inputs import STUDENT, VALID, group_states, invalid, load, teacher_rubric
 
@@ -74,6 +74,7 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
 
     from sv_soar.config import ConfigError
     from sv_soar.student.config import student_config
+    from sv_soar.teacher_env_config import TeacherEnvConfig
 
     config = tmp_path / "run.toml"
     config.write_text(f'[data]\ntask = "e1"\nhard_set = "{hard_set}"\n[teacher]\ng = 3\nn = 2\nlearning_rate = 1e-3\n'
@@ -82,11 +83,17 @@ def test_run_config_sets_arguments_and_keyword_arguments_win(hard_set, tiny_mode
     env = vf.load_environment("sv-soar-teacher", config=str(config), n=5, preset="cpu", run_dir=str(tmp_path / "run"),
                               num_prompts=1)
     rubric = teacher_rubric(env)
-    assert (rubric.g, rubric.n, rubric.q_r, rubric.floor, rubric.task) == (3, 5, 3, "neutral", "e1")  # n: keyword
-    assert rubric.config == student_config("cpu", {"steps": 1}) and rubric.hard_set.source == hard_set / "d_train.jsonl"
+    args = rubric.step.config
+    assert (args.g, args.n, args.q_r, args.floor, rubric.step.task) == (3, 5, 3, "neutral", "e1")  # n: keyword
+    assert rubric.step.student == student_config("cpu", {"steps": 1})
+    assert rubric.step.hard_set.source == hard_set / "d_train.jsonl"
     env = sv_soar_teacher.load_environment(config={"soar": {"q_r": 2}}, hard_set=str(hard_set),
                                            model=str(tiny_model_dir), run_dir=str(tmp_path / "run2"), num_prompts=1)
-    assert (teacher_rubric(env).q_r, teacher_rubric(env).g, teacher_rubric(env).floor) == (2, 4, "neutral")  # env defaults
+    args = teacher_rubric(env).step.config
+    assert (args.q_r, args.g, args.floor) == (2, 4, "neutral")  # env defaults
+    env = sv_soar_teacher.load_environment(config=TeacherEnvConfig(hard_set=str(hard_set), model=str(tiny_model_dir),
+                                                                   q_r=2, g=3), g=2, run_dir=str(tmp_path / "run3"))
+    assert (teacher_rubric(env).step.config.q_r, teacher_rubric(env).step.config.g) == (2, 2)  # the one config too
     with pytest.raises(ConfigError, match=r"config: soar\.qr: unknown key"):
         sv_soar_teacher.load_environment(config={"soar": {"qr": 2}}, hard_set=str(hard_set))
     with pytest.raises(ConfigError, match=r"config: sor: unknown key"):
@@ -142,9 +149,9 @@ def test_group_reward_on_hand_written_teacher_completions(hard_set, tiny_model_d
         assert m["diversity_pairwise_jaccard_distance"] > 0.0
 
     # --- step 1: X_2's entry is in the reward cache with R_2 = 0.25 (students 0.2 and 0.3)
-    scorer_model, config = str(tiny_model_dir), rubric.config
+    scorer_model, config = str(tiny_model_dir), rubric.step.student
     q_r = draw_q_r(d_train, 4, step_seed(7, 1))
-    batch = validate_batch(texts, rubric.hard_set.index, rubric.limits)  # the rows exactly as the rubric builds them
+    batch = validate_batch(texts, rubric.step.hard_set.index, rubric.step.limits)  # the rows exactly as the rubric builds them
     datasets = [[batch.outcomes[i].to_row() for i in part] for part in partition(batch.valid_indices, 2, 5)]
 
     def key(rows):
@@ -184,7 +191,7 @@ def test_group_reward_on_hand_written_teacher_completions(hard_set, tiny_model_d
 
     # --- a restarted trainer resumes the run, and step 2 trains from the promoted baseline
     env = load(hard_set, tiny_model_dir, run_dir, window=1, tau=0.1)
-    assert teacher_rubric(env).run.state.step == 2 and teacher_rubric(env).run.baseline().id == baseline.id
+    assert teacher_rubric(env).step.run.state.step == 2 and teacher_rubric(env).step.run.baseline().id == baseline.id
     states = group_states(texts)
     asyncio.run(env.rubric.score_group(states))
     state = json.loads((run_dir / "state.json").read_text())
@@ -213,26 +220,26 @@ def test_concurrent_groups_are_bounded_and_each_is_one_step(hard_set, tiny_model
     env = load(hard_set, tiny_model_dir, tmp_path / "run", g=1, n=2, max_concurrent_scorings=1)
     rubric = teacher_rubric(env)
     lock, active, peak = threading.Lock(), [0], [0]
-    score_step = rubric.score_step
+    score_step = rubric.step.score
 
-    def counted(texts):
+    def counted(*args):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
         try:
-            return score_step(texts)
+            return score_step(*args)
         finally:
             with lock:
                 active[0] -= 1
 
-    rubric.score_step = counted  # the rubric's own method, observed from outside
+    rubric.step.score = counted  # the step's own method, observed from outside
     groups = [group_states(VALID[0:2]), group_states(VALID[2:4]), group_states(VALID[1:3])]
 
     async def all_groups():
         await asyncio.gather(*(env.rubric.score_group(states) for states in groups))
 
     asyncio.run(all_groups())
-    assert peak[0] == 1 and len(rubric.scorers._scorers) == 1  # one slot, one model copy
+    assert peak[0] == 1 and len(rubric.step.scorers._scorers) == 1  # one slot, one model copy
     steps = sorted(states[0]["metrics"]["outer_step"] for states in groups)
     assert steps == [0.0, 1.0, 2.0]  # each group its own outer step
     state = json.loads((tmp_path / "run" / "state.json").read_text())

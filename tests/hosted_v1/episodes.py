@@ -111,10 +111,10 @@ async def main(spec: dict, out: Path) -> None:
     from verifiers.v1.utils.generic import concrete_type
     from verifiers.v1.utils.loaders import environment_class
 
-    from sv_soar_teacher_v1 import taskset
+    from sv_soar.teacher_step import TeacherStep
 
-    scoring: list[dict] = []  # when each OuterStep.score ran (it is called as is; only timed)
-    score = taskset.OuterStep.score
+    scoring: list[dict] = []  # when each TeacherStep.score ran (it is called as is; only timed)
+    score = TeacherStep.score
 
     def timed_score(self, *args, **kwargs):
         window = {"start": time.time()}
@@ -124,7 +124,7 @@ async def main(spec: dict, out: Path) -> None:
         finally:
             window["end"] = time.time()
 
-    taskset.OuterStep.score = timed_score
+    TeacherStep.score = timed_score
 
     run_dir = Path(spec["env"]["taskset"]["run_dir"])  # (validation below narrows spec["env"] in place)
     teacher = ScriptedTeacher(spec["replies"], spec.get("fail_every", 0))

@@ -1,5 +1,5 @@
-"""Run in the v1 venv: score hand-written teacher replies as outer steps through the v1 env's OuterStep (the
-scoring half of an episode: the core's SOAR step, real students on the tiny model, the run directory).
+"""Run in the v1 venv: score hand-written teacher replies as outer steps through the v1 env's teacher step (the
+scoring half of an episode: the core's TeacherStep, real students on the tiny model, the run directory).
 
     python outer_step.py SPEC.json OUT.json
     SPEC: {"steps": [{"args": {SoarTeacherConfig fields}, "texts": [str | null, ...]}, ...]}
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from sv_soar_teacher_v1.taskset import OuterStep, SoarTeacherConfig
+from sv_soar_teacher_v1.taskset import SoarTeacherConfig, open_teacher_step
 
 torch.set_num_threads(1)
 
@@ -24,10 +24,10 @@ def main(spec_path: str, out_path: str) -> int:
     spec = json.loads(open(spec_path, encoding="utf-8").read())
     results = []
     for step in spec["steps"]:
-        outer = OuterStep(SoarTeacherConfig(**step["args"]))
-        rewards, metrics = outer.score(step["texts"])
-        state = json.loads((Path(outer.run.run_dir) / "state.json").read_text(encoding="utf-8"))
-        results.append({"rewards": rewards, "metrics": metrics, "state": state})
+        teacher_step = open_teacher_step(SoarTeacherConfig(**step["args"]))
+        scored = teacher_step.score(step["texts"])
+        state = json.loads((Path(teacher_step.run.run_dir) / "state.json").read_text(encoding="utf-8"))
+        results.append({"rewards": scored.rewards, "metrics": scored.metrics, "state": state})
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(results, f)
     return 0
