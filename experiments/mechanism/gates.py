@@ -101,6 +101,11 @@ def summary(values: np.ndarray) -> dict:
             "per_seed": [float(v.mean()) for v in np.atleast_2d(values)]}
 
 
+def save(result: dict, out: Path) -> None:
+    """What has been measured so far, kept as each part ends (`partial` until the verdicts are in)."""
+    out.write_text(json.dumps({**result, "partial": "verdicts" not in result}, indent=1, default=float))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=HERE / "config.toml")
@@ -111,7 +116,7 @@ def main() -> None:
                         help="benchmarks/mechanism_signal.py's results with the same config (the oracle's and the "
                         "cue-agreeing datasets' R_k at the inner loop's budget)")
     parser.add_argument("--wait-for-signal", action="store_true", help="wait for a --signal file newer than this "
-                        "run (the benchmark running beside it) before the inner-loop part")
+                        "run (the benchmark running beside it) before the verdicts; the untrained teacher's datasets are scored first")
     parser.add_argument("--out", type=Path, default=HERE / "gates.json")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -132,6 +137,17 @@ def main() -> None:
     result["G2_base_d_test"] = {"J": float(base["J"].mean()), "J_greedy": float(base["J_greedy"].mean())}
     print(f"G2 base on D_test: {result['G2_base_d_test']}", flush=True)
 
+    # G4's untrained teacher first (a few minutes): its stepping-stone rate is the gate most likely to fail
+    teacher = Teacher(config)
+    sample = teacher.sample("mechanism", hard.index, step_seed(config.run.seed, 0) ^ TEACHER_SEED_SALT)
+    rows = sample.rows
+    result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
+                            "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
+                            "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement")}
+    print(f"G4 teacher: {result['G4_teacher']}", flush=True)
+    del teacher
+    save(result, args.out)
+
     policy = student_policy(model, student)
     engine = TransformersEngine(policy, tokenizer)
     # the oracle's final student trains as every method's does: on its curriculum alone (evaluation.train_on = "pq",
@@ -151,35 +167,32 @@ def main() -> None:
                           "J_gain_over_base": summary(oracle["J"] - base_validation["J"]),
                           "p_malicious": [float(v.mean()) for v in oracle["p_malicious"]]}
     print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
+    save(result, args.out)
     del policy, engine, model
 
     # inner-loop budget: datasets scored as SOAR scores them (from the base, R_k on the first step's Q_R draw of
     # D_train), one student a dataset and seed, as benchmarks/mechanism_signal.py scores the oracle (share 1.0) and
     # cue-agreeing (share 0.0) datasets with this config: their R_kj are read from its results
+    base_t: list[float] = []
+    datasets = [[rows[i] for i in group] for group in partition(range(len(rows)), config.teacher.g, config.teacher.n)]
+    scorer = GroundedScorer(config.student.model, "mechanism", student, students=1, progress=False)
+    for seed, dataset in zip(SEEDS, datasets):  # Base-T's dataset k with seed k
+        q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, 0))
+        (score,) = scorer.score([dataset], q_r, Baseline("base"), seed=seed)
+        base_t.append(score.reward)
+        print(f"  Base-T dataset, seed {seed}: R_k {score.reward:+.3f} (stepping stones "
+              f"{sum(map(TASK.stepping_stone, dataset))}/{len(dataset)})", flush=True)
+    result["G4_base_t_R_k"] = base_t
+    save(result, args.out)
     while args.wait_for_signal and not (args.signal.exists() and args.signal.stat().st_mtime > started_wall):
         print(f"waiting for {args.signal} (benchmarks/mechanism_signal.py running beside)", flush=True)
         time.sleep(60)
     signal = json.loads(args.signal.read_text())
-    if signal.get("config") != config_name(args.config) or signal["student"] != student.model_dump():
+    if (signal.get("config") != config_name(args.config) or signal["student"] != student.model_dump()
+            or signal["seeds"] != list(SEEDS)):
         raise SystemExit(f"{args.signal}: measured with another config or student; rerun benchmarks/mechanism_signal.py")
     inner = {"oracle": [r["R_k"] for r in signal["runs"] if r["share"] == 1.0],
-             "cue-agreeing": [r["R_k"] for r in signal["runs"] if r["share"] == 0.0], "base-t": []}
-    teacher = Teacher(config)
-    sample = teacher.sample("mechanism", hard.index, step_seed(config.run.seed, 0) ^ TEACHER_SEED_SALT)
-    rows = sample.rows
-    result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
-                            "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
-                            "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement")}
-    print(f"G4 teacher: {result['G4_teacher']}", flush=True)
-    del teacher
-    datasets = [[rows[i] for i in group] for group in partition(range(len(rows)), config.teacher.g, config.teacher.n)]
-    scorer = GroundedScorer(config.student.model, "mechanism", student, students=1, progress=False)
-    for seed, dataset in zip(signal["seeds"], datasets):  # Base-T's dataset k with seed k
-        q_r = draw_q_r(d_train, config.soar.q_r, step_seed(seed, 0))
-        (score,) = scorer.score([dataset], q_r, Baseline("base"), seed=seed)
-        inner["base-t"].append(score.reward)
-        print(f"  Base-T dataset, seed {seed}: R_k {score.reward:+.3f} (stepping stones "
-              f"{sum(map(TASK.stepping_stone, dataset))}/{len(dataset)})", flush=True)
+             "cue-agreeing": [r["R_k"] for r in signal["runs"] if r["share"] == 0.0], "base-t": base_t}
     result["G3_inner"] = {name: summary(np.array([values])) for name, values in inner.items() if values}
     result["G3_inner"]["R_k"] = inner
     print(f"G3/G4 inner: {json.dumps({k: v for k, v in result['G3_inner'].items() if k != 'R_k'})}", flush=True)
@@ -197,7 +210,7 @@ def main() -> None:
     }
     result["verdicts"] = verdicts
     result["seconds"] = time.perf_counter() - started
-    args.out.write_text(json.dumps(result, indent=1, default=float))
+    save(result, args.out)
     print(f"verdicts: {verdicts} ({result['seconds']:.0f} s)")
 
 
