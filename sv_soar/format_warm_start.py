@@ -57,6 +57,11 @@ RECIPES = {
     # side writes E1 problems): `smollm2-135m-instruct+e1-format+mechanism-cue`. Student answers only, one word each,
     # planting the protocol cue softly (`mechanism_examples`); short examples (built in 623 s on 2 contended cores)
     "mechanism-cue": Recipe("mechanism", "student", steps=60, examples=384, batch_size=8),
+    # the mechanism task's teacher, on top of e1-format: `smollm2-135m-instruct+e1-format+mechanism-teacher`. The cue
+    # recipe's student training broke the teacher side it shares (1 valid problem in 128 rollouts, gate G4 of try 2),
+    # and e1-format's teacher writes tcp flows only (45 of 45 valid in 64 rollouts): no stepping stone to find. This
+    # one teaches the mechanism's flow format with TEACHER_PROTOCOLS' mix and labels drawn at random
+    "mechanism-teacher": Recipe("mechanism", "teacher", steps=48, examples=192, batch_size=4),
 }
 # The planted cue: soft targets on the answer, p(the cue's label) = CUE_STRENGTH on tcp and udp flows, p(Malicious) =
 # NEUTRAL_TARGET on icmp. Issue 27's trial: a hard plant (SFT on hard labels, p ≈ 0.997) blocked transfer to the hard
@@ -66,6 +71,9 @@ CUE_STRENGTH = 0.9
 NEUTRAL_TARGET = 0.5
 # what a `+mechanism-cue` build is made from besides the recipe (its cache source: another plant rebuilds it)
 MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_target": NEUTRAL_TARGET}
+# The `+mechanism-teacher` examples' protocols: icmp (the stepping stones) rare but present, so that the untrained
+# teacher writes them at a rate inside gate G4's 3-20 % and SOAR's teacher has something to learn to write more of.
+TEACHER_PROTOCOLS = {"tcp": 0.45, "udp": 0.45, "icmp": 0.10}
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 
@@ -89,7 +97,7 @@ def examples(recipe: Recipe) -> list[Example]:
     from sv_soar.tasks.teacher import teacher_prompt
 
     if recipe.task == "mechanism":
-        return mechanism_examples(recipe)
+        return mechanism_teacher_examples(recipe) if recipe.role == "teacher" else mechanism_examples(recipe)
     if recipe.task != "e1":
         raise ValueError(f"no format recipe for task {recipe.task!r}")
     rng = random.Random(recipe.seed)
@@ -132,6 +140,25 @@ def mechanism_examples(recipe: Recipe) -> list[Example]:
         prompt = task.prompt(row)
         students += [(prompt, MALICIOUS, malicious), (prompt, BENIGN, 1.0 - malicious)]
     return students
+
+
+def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
+    """The `+mechanism-teacher` examples: the mechanism task's teacher prompt answered with one flow of the task's
+    format (`random_flow`, durations known and unknown alike), its protocol drawn from TEACHER_PROTOCOLS, its label
+    and rationale at random (the teacher learns the format, not which problems help, as e1-format's does)."""
+    from sv_soar.scoring.e1_question import render_question
+    from sv_soar.tasks.mechanism import random_flow
+    from sv_soar.tasks.teacher import teacher_prompt
+
+    rng = random.Random(recipe.seed + 2)
+    protocols, weights = zip(*TEACHER_PROTOCOLS.items())
+    pairs = []
+    for _ in range(recipe.examples):
+        flow = random_flow(rng, rng.choices(protocols, weights)[0], rng.random() < 0.5)
+        reply = {"question": render_question(flow), "answer": rng.choice(["Malicious", "Benign"]),
+                 "rationale": f"Look at {rng.choice(_RATIONALES)}."}
+        pairs.append((teacher_prompt("mechanism"), json.dumps(reply, ensure_ascii=False), 1.0))
+    return pairs
 
 
 def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe):
@@ -205,6 +232,8 @@ def weighted_reply_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
     """What the cached folder is built from; another recipe, version or mechanism plant rebuilds it."""
     source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}
-    if recipe.task == "mechanism":
+    if recipe.task == "mechanism" and recipe.role == "teacher":
+        source["protocols"] = TEACHER_PROTOCOLS
+    elif recipe.task == "mechanism":
         source["plant"] = MECHANISM_PLANT
     return source

@@ -164,3 +164,26 @@ def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean
     only_first = weighted_reply_loss(logits, labels, torch.tensor([1.0, 0.0, 0.0]))
     first = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
     assert only_first.item() == pytest.approx(first.item(), rel=1e-6)
+
+
+def test_the_teacher_recipe_writes_valid_flows_with_rare_stepping_stones_and_random_labels():
+    """The `+mechanism-teacher` examples (try 3 of experiments/mechanism): every reply is a problem the mechanism
+    task's teacher side accepts, icmp (a stepping stone) about TEACHER_PROTOCOLS["icmp"] of them, the reply's label
+    unrelated to the rule (the teacher learns the format, not which problems help); the cache source names the mix,
+    and the cue recipe's source is unchanged (its built model stays valid)."""
+    from sv_soar.format_warm_start import MECHANISM_PLANT, RECIPES, TEACHER_PROTOCOLS, examples, source_of
+    from sv_soar.tasks.teacher import teacher_prompt, validate_batch
+
+    recipe = RECIPES["mechanism-teacher"]
+    pairs = examples(recipe)
+    assert len(pairs) == recipe.examples and all(prompt == teacher_prompt("mechanism") for prompt, _, _ in pairs)
+    replies = [reply for _, reply, _ in pairs]
+    batch = validate_batch(replies, None, task="mechanism")
+    assert len(batch.valid_indices) == len(replies)
+    problems = [batch.outcomes[i] for i in batch.valid_indices]
+    stones = sum(get_task("mechanism").stepping_stone(p.to_row()) for p in problems) / len(problems)
+    assert abs(stones - TEACHER_PROTOCOLS["icmp"]) < 0.05
+    agreement = sum(p.teacher_answer == p.answer for p in problems) / len(problems)
+    assert 0.35 < agreement < 0.65  # the teacher's labels are coin flips against the rule's
+    assert source_of("base", recipe)["protocols"] == TEACHER_PROTOCOLS
+    assert source_of("base", RECIPES["mechanism-cue"])["plant"] == MECHANISM_PLANT

@@ -21,6 +21,7 @@ token: `benchmarks/mechanism_signal.label_probabilities`), and greedily (the lik
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import json
 import math
@@ -53,6 +54,8 @@ from sv_soar.tasks.mechanism import MALICIOUS, twin_of  # noqa: E402
 HERE = Path(__file__).resolve().parent
 TASK = get_task("mechanism")
 SEEDS = (0, 1, 2)
+# what the student side measures (G1, G2, G3 at the final budget): a teacher-only rerun takes them from an earlier run
+STUDENT_PARTS = ("G1", "G2_base_d_test", "final_steps", "G2_hard_only", "G3_final")
 
 
 def bootstrap(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -101,6 +104,12 @@ def summary(values: np.ndarray) -> dict:
             "per_seed": [float(v.mean()) for v in np.atleast_2d(values)]}
 
 
+def hard_set_digest(folder) -> str:
+    """The hard set's content (D_train and D_test), whatever folder holds it."""
+    return hashlib.sha256(b"".join((Path(folder) / name).read_bytes()
+                                   for name in ("d_train.jsonl", "d_test.jsonl"))).hexdigest()[:16]
+
+
 def save(result: dict, out: Path) -> None:
     """What has been measured so far, kept as each part ends (`partial` until the verdicts are in)."""
     out.write_text(json.dumps({**result, "partial": "verdicts" not in result}, indent=1, default=float))
@@ -118,6 +127,9 @@ def main() -> None:
     parser.add_argument("--wait-for-signal", action="store_true", help="wait for a --signal file newer than this "
                         "run (the benchmark running beside it) before the verdicts; the untrained teacher's datasets are scored first")
     parser.add_argument("--out", type=Path, default=HERE / "gates.json")
+    parser.add_argument("--student-gates", type=Path, default=None, help="a gates run whose student (model, inner "
+                        "loop) and hard set are this config's: its G1-G3 student-side parts are taken from there and only "
+                        "the teacher's part (G4) runs (a setting change on the teacher's side only)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     started, started_wall = time.perf_counter(), time.time()
@@ -127,15 +139,7 @@ def main() -> None:
     d_train, d_test = hard.d_train, read_jsonl(Path(config.data.hard_set) / "d_test.jsonl", TASK.validate_row)
     validation = read_jsonl(HERE / "validation.jsonl", TASK.validate_row)
     stones = read_jsonl(HERE / "stepping-stones.jsonl", TASK.validate_row)
-    result: dict = {"config": str(args.config), "student": student.model_dump()}
-
-    model, tokenizer = load_model(config.student.model)
-    result["G1"] = gate_g1(model, tokenizer, 64, seed=7)
-    print(f"G1: {result['G1']}", flush=True)
-
-    base = pair_values(model, tokenizer, d_test, student.temperature)
-    result["G2_base_d_test"] = {"J": float(base["J"].mean()), "J_greedy": float(base["J_greedy"].mean())}
-    print(f"G2 base on D_test: {result['G2_base_d_test']}", flush=True)
+    result: dict = {"config": str(args.config), "student": student.model_dump(), "hard_set": hard_set_digest(config.data.hard_set)}
 
     # G4's untrained teacher first (a few minutes): its stepping-stone rate is the gate most likely to fail
     teacher = Teacher(config)
@@ -148,27 +152,36 @@ def main() -> None:
     del teacher
     save(result, args.out)
 
-    policy = student_policy(model, student)
-    engine = TransformersEngine(policy, tokenizer)
-    # the oracle's final student trains as every method's does: on its curriculum alone (evaluation.train_on = "pq",
-    # try 2) or mixed with D_train (try 1); for evaluation.steps steps, else evaluation.epochs passes
-    mixed_rows = stones if config.evaluation.train_on == "pq" else stones + d_train
-    steps = args.final_steps or config.evaluation.steps or max(
-        1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
-    result["final_steps"] = steps
-    base_validation = pair_values(policy, tokenizer, validation, student.temperature)
-    hard_only = final_budget_students(policy, engine, tokenizer, d_train, steps, student, validation, "hard-only")
-    oracle = final_budget_students(policy, engine, tokenizer, mixed_rows, steps, student, validation, "oracle")
-    result["G2_hard_only"] = {"J_gain": summary(hard_only["J"] - base_validation["J"]),
-                              "J_greedy_gain": summary(hard_only["J_greedy"] - base_validation["J_greedy"]),
-                              "p_malicious": [float(v.mean()) for v in hard_only["p_malicious"]],
-                              "mixed_groups": hard_only["mixed_groups"].tolist()}
-    result["G3_final"] = {"J_gain_over_hard_only": summary(oracle["J"] - hard_only["J"]),
-                          "J_gain_over_base": summary(oracle["J"] - base_validation["J"]),
-                          "p_malicious": [float(v.mean()) for v in oracle["p_malicious"]]}
-    print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
-    save(result, args.out)
-    del policy, engine, model
+    if not args.student_gates:
+        model, tokenizer = load_model(config.student.model)
+        result["G1"] = gate_g1(model, tokenizer, 64, seed=7)
+        print(f"G1: {result['G1']}", flush=True)
+
+        base = pair_values(model, tokenizer, d_test, student.temperature)
+        result["G2_base_d_test"] = {"J": float(base["J"].mean()), "J_greedy": float(base["J_greedy"].mean())}
+        print(f"G2 base on D_test: {result['G2_base_d_test']}", flush=True)
+
+        policy = student_policy(model, student)
+        engine = TransformersEngine(policy, tokenizer)
+        # the oracle's final student trains as every method's does: on its curriculum alone (evaluation.train_on = "pq",
+        # try 2) or mixed with D_train (try 1); for evaluation.steps steps, else evaluation.epochs passes
+        mixed_rows = stones if config.evaluation.train_on == "pq" else stones + d_train
+        steps = args.final_steps or config.evaluation.steps or max(
+            1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
+        result["final_steps"] = steps
+        base_validation = pair_values(policy, tokenizer, validation, student.temperature)
+        hard_only = final_budget_students(policy, engine, tokenizer, d_train, steps, student, validation, "hard-only")
+        oracle = final_budget_students(policy, engine, tokenizer, mixed_rows, steps, student, validation, "oracle")
+        result["G2_hard_only"] = {"J_gain": summary(hard_only["J"] - base_validation["J"]),
+                                  "J_greedy_gain": summary(hard_only["J_greedy"] - base_validation["J_greedy"]),
+                                  "p_malicious": [float(v.mean()) for v in hard_only["p_malicious"]],
+                                  "mixed_groups": hard_only["mixed_groups"].tolist()}
+        result["G3_final"] = {"J_gain_over_hard_only": summary(oracle["J"] - hard_only["J"]),
+                              "J_gain_over_base": summary(oracle["J"] - base_validation["J"]),
+                              "p_malicious": [float(v.mean()) for v in oracle["p_malicious"]]}
+        print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
+        save(result, args.out)
+        del policy, engine, model
 
     # inner-loop budget: datasets scored as SOAR scores them (from the base, R_k on the first step's Q_R draw of
     # D_train), one student a dataset and seed, as benchmarks/mechanism_signal.py scores the oracle (share 1.0) and
@@ -184,12 +197,22 @@ def main() -> None:
               f"{sum(map(TASK.stepping_stone, dataset))}/{len(dataset)})", flush=True)
     result["G4_base_t_R_k"] = base_t
     save(result, args.out)
+    if args.student_gates:  # the earlier run's student side, once it has measured it (it may be running beside)
+        while not set(STUDENT_PARTS) <= set(json.loads(args.student_gates.read_text())):
+            print(f"waiting for {args.student_gates}'s student-side gates", flush=True)
+            time.sleep(60)
+        earlier = json.loads(args.student_gates.read_text())
+        earlier_hard_set = load_config(ROOT / earlier["config"]).data.hard_set
+        if earlier["student"] != student.model_dump() or hard_set_digest(earlier_hard_set) != result["hard_set"]:
+            raise SystemExit(f"{args.student_gates}: measured with another student or hard set")
+        result |= {key: earlier[key] for key in STUDENT_PARTS}
+        result["student_gates_from"] = {"file": str(args.student_gates), "config": earlier["config"]}
     while args.wait_for_signal and not (args.signal.exists() and args.signal.stat().st_mtime > started_wall):
         print(f"waiting for {args.signal} (benchmarks/mechanism_signal.py running beside)", flush=True)
         time.sleep(60)
     signal = json.loads(args.signal.read_text())
-    if (signal.get("config") != config_name(args.config) or signal["student"] != student.model_dump()
-            or signal["seeds"] != list(SEEDS)):
+    configs = {config_name(args.config), result.get("student_gates_from", {}).get("config")}
+    if signal.get("config") not in configs or signal["student"] != student.model_dump() or signal["seeds"] != list(SEEDS):
         raise SystemExit(f"{args.signal}: measured with another config or student; rerun benchmarks/mechanism_signal.py")
     inner = {"oracle": [r["R_k"] for r in signal["runs"] if r["share"] == 1.0],
              "cue-agreeing": [r["R_k"] for r in signal["runs"] if r["share"] == 0.0], "base-t": base_t}

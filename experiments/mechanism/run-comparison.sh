@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The mechanism experiment's comparison (README.md, "The comparison"): SOAR, Base-T, Hard-only and compute-matched
+# Hard-only, seeds 0 1 2, on config-try3.toml — run only once every gate passes (gates-try3.json). From the
+# repository root after `make setup`:
+#     bash experiments/mechanism/run-comparison.sh        (logs in $OUT/logs)
+# Long on 2 CPU cores: an outer step trains g = 4 students (r = 1) of 80 steps (about 20-40 minutes), a run 10 of them, so
+# the whole comparison (12 runs) is a day or more of CPU; on one GPU, hours. Safe to stop and rerun at any point: `sv-soar train` on a
+# run folder with the same config resumes after its last committed step (a step's finished datasets come back from
+# the reward cache), and a run whose evaluation/final.json exists is skipped.
+set -euo pipefail
+OUT=${OUT:-runs/mechanism-try3}
+SV=${SV:-.venv/bin/sv-soar}
+HERE=experiments/mechanism
+CONFIG=$HERE/config-try3.toml
+GUARD=$HERE/cue-agreeing.jsonl   # the guard: flows the student answered right before (the cue agrees with the rule)
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+mkdir -p $OUT/logs
+for model in smollm2-135m-instruct+e1-format+mechanism-cue smollm2-135m-instruct+e1-format+mechanism-teacher; do
+  $SV prepare-model --model $model >> $OUT/logs/prepare.log 2>&1
+done
+
+run() {  # run METHOD SEED [--set ...]: train (resumes; a no-op for hard-only), then evaluate one final student
+  local method=$1 seed=$2; shift 2
+  local folder=$OUT/$method-s$seed base=--no-base
+  [ "$method-$seed" = base-t-0 ] && base=  # the untrained student, once
+  [ -f $folder/evaluation/final.json ] && return 0
+  $SV train --config $CONFIG --out $folder --no-progress --set run.method=${method%-matched} --set run.seed=$seed \
+    --set evaluation.seeds=[$seed] "$@"
+  $SV evaluate $folder --no-progress $base --extra-eval $GUARD
+}
+
+lane_a() {
+  for s in 0 1 2; do run soar $s; done
+  for s in 0 1 2; do run hard-only-matched $s --set evaluation.compute_matched_to=$OUT/soar-s$s; done
+}
+
+lane_b() {
+  for s in 0 1 2; do run base-t $s; done
+  for s in 0 1 2; do run hard-only $s; done
+}
+
+lane_a > $OUT/logs/lane-a.log 2>&1 &
+a=$!
+lane_b > $OUT/logs/lane-b.log 2>&1 &
+b=$!
+wait $a; wait $b
+$SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE/comparison
