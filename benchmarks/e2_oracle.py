@@ -39,8 +39,8 @@ def prf(tp: int, fp: int, fn: int) -> dict:
 
 def oracle_ids(rows: list[dict], engine: str) -> tuple[list[set[str]], list[float], int]:
     """Per row: the oracle's ids (both tools); per K8s row the kube-linter/Rego time; rejected count."""
-    from sv_soar.oracle import kubelinter, rego, semgrep
-    from sv_soar.oracle.safe_yaml import ConfigRejected
+    from sv_soar.tasks.e2.oracle import kubelinter, rego, semgrep
+    from sv_soar.tasks.e2.oracle.safe_yaml import ConfigRejected
 
     ids: list[set[str]] = [set() for _ in rows]
     rego_seconds: list[float] = []
@@ -85,7 +85,7 @@ def agreement(rows: list[dict], predicted: list[set[str]]) -> dict:
 
 
 def semgrep_single_times(rows: list[dict], n: int) -> dict:
-    from sv_soar.oracle import semgrep
+    from sv_soar.tasks.e2.oracle import semgrep
 
     out = {}
     for lang in ("k8s", "tf"):
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the full result here")
     args = parser.parse_args(argv)
 
-    from sv_soar.oracle import kube_linter_engine
+    from sv_soar.tasks.e2.oracle import kube_linter_engine
 
     rows = [json.loads(line) for line in args.path.read_text(encoding="utf-8").splitlines() if line.strip()]
     engine = kube_linter_engine("auto")

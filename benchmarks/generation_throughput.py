@@ -4,7 +4,7 @@ and greedy E1 evaluation throughput (questions/s).
     python benchmarks/generation_throughput.py [--model smollm2-135m-instruct] [--hf-baseline]
         [--eval-path ../shared/svbench-mini/e1.jsonl]
 
-Tokens/s: E1 prompts from the built-in IoT-23-style flow generator (`sv_soar.tasks.e1_flows`) under
+Tokens/s: E1 prompts from the built-in IoT-23-style flow generator (`sv_soar.tasks.e1.flows`) under
 the E1 task's system prompt; greedy decoding, max_new_tokens 64, no stop conditions (each row runs
 until EOS or 64 tokens). --hf-baseline also times `model.generate` on the same batches.
 Questions/s: greedy evaluation as the hard-set miner and the grounded scorer run it (stop at the end
@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def e1_prompts(count: int) -> tuple[list, str]:
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     task = get_task("e1")
     rows = generate_e1_flows(count, seed=0)

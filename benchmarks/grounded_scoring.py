@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MODEL = "smollm2-135m-instruct"
-DATASET_ROWS = 16  # |X|: built-in E1 flows (sv_soar.tasks.e1_flows), seed 0
+DATASET_ROWS = 16  # |X|: built-in E1 flows (sv_soar.tasks.e1.flows), seed 0
 
 
 def greedy_accuracy(engine, task, rows, max_new_tokens: int, adapter: str | None = None) -> float:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sv_soar.models import resolve_model
     from sv_soar.tasks.e1 import E1_TASK
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.student.trainer import StudentTrainConfig
 
     if args.threads:

@@ -36,7 +36,7 @@ RESULTS = Path(__file__).parent / "results" / "lr_calibration.json"
 
 
 def student_rows(n: int):
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     return generate_e1_flows(n, seed=0)
 

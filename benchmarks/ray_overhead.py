@@ -44,7 +44,7 @@ def main() -> int:
     from sv_soar.baseline import Baseline
     from sv_soar.grounded import GroundedScorer
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.student.trainer import StudentTrainConfig
 
     torch.set_num_threads(1)  # the actor gets num_cpus=1, hence 1 thread: the same on both sides

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 # The one place the work is defined. Defaults: StudentTrainConfig.cpu_small() (steps 3, 2 prompts ×
 # 4 completions, 48 new tokens, LoRA rank 8 on q_proj/v_proj); entries here override the preset.
 MODEL = "smollm2-135m-instruct"
-ROWS = 16  # built-in E1 flows (sv_soar.tasks.e1_flows), seed 0
+ROWS = 16  # built-in E1 flows (sv_soar.tasks.e1.flows), seed 0
 WORK: dict = {}
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from sv_soar.engines.transformers_engine import TransformersEngine
     from sv_soar.models import load_model
     from sv_soar.tasks.e1 import E1_TASK
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.student.trainer import student_adapter, student_policy, train_student
 
     if args.threads:

@@ -15,7 +15,7 @@ load average is printed before and after each.
 
 Equal work, fixed here once and handed to both sides as one spec:
 - model: the embedded smollm2-135m-instruct, fp32 on CPU, from the same converted folder;
-- prompts: built-in E1 flows (sv_soar.tasks.e1_flows, seed 0) under the E1 system prompt, in the
+- prompts: built-in E1 flows (sv_soar.tasks.e1.flows, seed 0) under the E1 system prompt, in the
   order train_student draws them; the sv-soar side checks that it generated for exactly these;
 - WORK: benchmarks/student_run.py `work_config()` (StudentTrainConfig.cpu_small: steps, prompts per
   step, group size = TRL's num_generations, max new tokens, LoRA rank/alpha/dropout/modules, lr
@@ -75,7 +75,7 @@ def build_spec(args: argparse.Namespace) -> dict:
 
     from sv_soar.models import resolve_model
     from sv_soar.tasks.e1 import E1_TASK
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.student.trainer import _shuffled_batches
 
     overrides = {

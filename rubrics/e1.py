@@ -1,6 +1,6 @@
-"""SV-Bench's E1 rubric as a verifiers parser and rubric; the parsing and scoring are sv_soar.scoring.e1.
+"""SV-Bench's E1 rubric as a verifiers parser and rubric; the parsing and scoring are sv_soar.tasks.e1.scoring.
 
-Every name of sv_soar.scoring.e1 is re-exported here, so an environment (and the SV-Bench parity tests)
+Every name of sv_soar.tasks.e1.scoring is re-exported here, so an environment (and the SV-Bench parity tests)
 import the whole E1 rubric from one module.
 """
 
@@ -11,8 +11,8 @@ from typing import Any
 import verifiers as vf
 
 from sv_soar.scoring.completion_text import completion_text  # noqa: F401 - what the rubric reads, for environments
-from sv_soar.scoring.e1 import *  # noqa: F401,F403 - the scoring functions, one import for environments
-from sv_soar.scoring.e1 import (
+from sv_soar.tasks.e1.scoring import *  # noqa: F401,F403 - the scoring functions, one import for environments
+from sv_soar.tasks.e1.scoring import (
     E1_WEIGHTS,
     E1Output,
     accuracy,

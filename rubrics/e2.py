@@ -1,5 +1,5 @@
 """SV-Bench's E2 rubric (the corrected reward SOAR's grounding uses) as a verifiers parser and rubric;
-the parsing and scoring are sv_soar.scoring.e2, whose names are all re-exported here."""
+the parsing and scoring are sv_soar.tasks.e2.scoring, whose names are all re-exported here."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import verifiers as vf
 
 from sv_soar.scoring.completion_text import completion_text
-from sv_soar.scoring.e2 import *  # noqa: F401,F403 - the scoring functions, one import for environments
-from sv_soar.scoring.e2 import E2Output, E2Scorer, count_tool_calls, parse_e2_output, row_from_answer
+from sv_soar.tasks.e2.scoring import *  # noqa: F401,F403 - the scoring functions, one import for environments
+from sv_soar.tasks.e2.scoring import E2Output, E2Scorer, count_tool_calls, parse_e2_output, row_from_answer
 
 
 # --- verifiers parser and reward functions --------------------------------------------------------

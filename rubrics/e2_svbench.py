@@ -1,5 +1,5 @@
 """SV-Bench's executable E2 rubric as a verifiers parser and rubric; the scoring (a port of SV-Bench's
-own reward functions) is sv_soar.scoring.e2_svbench, whose names are all re-exported here."""
+own reward functions) is sv_soar.tasks.e2.svbench, whose names are all re-exported here."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import verifiers as vf
 
-from sv_soar.scoring.e2_svbench import *  # noqa: F401,F403 - the scoring functions, one import for environments
-from sv_soar.scoring.e2_svbench import E2_SVBENCH_WEIGHTS, format_reward, parsed_output, reward_config_auditing, tool_observation_reward
+from sv_soar.tasks.e2.svbench import *  # noqa: F401,F403 - the scoring functions, one import for environments
+from sv_soar.tasks.e2.svbench import E2_SVBENCH_WEIGHTS, format_reward, parsed_output, reward_config_auditing, tool_observation_reward
 
 
 class SVBenchE2Parser(vf.Parser):

@@ -180,7 +180,7 @@ def probe_task():
 
 
 def rows(n: int, seed: int) -> list[dict]:
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     return generate_e1_flows(n, seed=seed)
 

@@ -76,6 +76,9 @@ TaskName = Annotated[str, AfterValidator(registered_task)]
 # Types the run config shares with the teacher envs' config (sv_soar.teacher_env_config): one meaning each.
 Grounding = Literal["correctness", "full"]
 Floor = Annotated[float, Field(le=0)] | Literal["neutral"]
+# E2's teacher options, checked at load: a copy of the types of E2's own model (sv_soar.tasks.e2.options.E2Options,
+# which checks them again where a prompt is built), because a config is checked without loading a task;
+# tests/test_e2_teacher.py holds the two equal.
 Difficulty = Literal["one", "two", "several", "multi-tool"]
 SubSkill = Literal["detect", "read-tool-output", "patch"]
 Lang = Literal["k8s", "tf"]

@@ -93,7 +93,7 @@ Example = tuple[list[dict[str, str]], str, float]  # (chat prompt, reply, weight
 def examples(recipe: Recipe) -> list[Example]:
     """(chat prompt, reply, weight) in the task's format, labels uniform at random, weight 1."""
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.tasks.teacher import teacher_prompt
 
     if recipe.task == "mechanism":
@@ -146,7 +146,7 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     """The `+mechanism-teacher` examples: the mechanism task's teacher prompt answered with one flow of the task's
     format (`random_flow`, durations known and unknown alike), its protocol drawn from TEACHER_PROTOCOLS, its label
     and rationale at random (the teacher learns the format, not which problems help, as e1-format's does)."""
-    from sv_soar.scoring.e1_question import render_question
+    from sv_soar.tasks.e1.question import render_question
     from sv_soar.tasks.mechanism import random_flow
     from sv_soar.tasks.teacher import teacher_prompt
 

@@ -54,7 +54,8 @@ from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row, get_task
 from sv_soar.tasks.teacher import validate_batch
 from sv_soar.teacher.diversity import question_diversity
-from sv_soar.teacher.problems import BatchValidation, ProblemLimits, RejectReason, Rejection
+from sv_soar.tasks.teacher import BatchValidation
+from sv_soar.teacher.checks import ProblemLimits, RejectReason, Rejection
 from sv_soar.teacher_env_config import TeacherEnvConfig
 
 log = logging.getLogger(__name__)

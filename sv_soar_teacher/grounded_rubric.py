@@ -15,7 +15,7 @@ import verifiers as vf
 
 from sv_soar.scoring.completion_text import completion_text
 from sv_soar.tasks.teacher import parse_teacher_problem
-from sv_soar.teacher.problems import Rejection, TeacherProblem
+from sv_soar.teacher.checks import Rejection, TeacherProblem
 from sv_soar.teacher_step import METRIC_NAMES, TeacherStep
 
 METRICS_KEY = "sv_soar_teacher"  # where grounded_reward leaves each rollout's metrics in its state

@@ -86,7 +86,7 @@ def build_rubric(folder: Path, model: Path, *, pool: int, g: int = 2, n: int = 2
     from sv_soar.promotion_run import PromotionRun
     from sv_soar.backends.remote import RemoteScorer
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
     from sv_soar.teacher.contamination import HardSetIndex
     from sv_soar.backends.pool import ScorerPool
     from sv_soar.hard_set import HardSet

@@ -66,7 +66,7 @@ def hard_set(tmp_path_factory) -> Path:
 
     from sv_soar.evaluation.hardset import mine_hard_set
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     task = get_task("e1")
     rows = [task.validate_row(row) for row in generate_e1_flows(12, seed=3)]

@@ -157,9 +157,9 @@ def _teacher_e1_texts() -> st.SearchStrategy[str]:
 @fuzz_target("teacher-e1", "E1 teacher completions (sv_soar.tasks.teacher.parse_teacher_problem)", _teacher_e1_texts)
 def check_teacher_e1(text: str) -> str:
     from sv_soar.tasks.e1 import validate_row
-    from sv_soar.tasks.e1_flows import parse_question
+    from sv_soar.tasks.e1.flows import parse_question
     from sv_soar.tasks.teacher import parse_teacher_problem
-    from sv_soar.teacher.problems import RejectReason, Rejection, TeacherProblem
+    from sv_soar.teacher.checks import RejectReason, Rejection, TeacherProblem
 
     outcome = parse_teacher_problem(text)
     if isinstance(outcome, Rejection):
@@ -604,13 +604,13 @@ def _teacher_e2_texts() -> st.SearchStrategy[str]:
 @functools.cache
 def _teacher_e2_context() -> tuple[Any, Any]:
     """One oracle (kube-linter as Rego, in-process) and a one-config hard set for the whole process."""
-    from sv_soar.oracle import OracleCache
+    from sv_soar.tasks.e2.oracle import OracleCache
     from sv_soar.teacher.contamination import HardSetIndex
 
     return OracleCache(size=512, kube_linter="rego"), HardSetIndex([_HARD_SET_CONFIG])
 
 
-@fuzz_target("teacher-e2", "E2 teacher completions (sv_soar.teacher.e2_problems.parse_e2_problem, each sub-skill); "
+@fuzz_target("teacher-e2", "E2 teacher completions (sv_soar.tasks.e2.teacher_problems.parse_e2_problem, each sub-skill); "
              "kube-linter checks as Rego, semgrep not run: a subprocess, its own input handled by the oracle tests",
              _teacher_e2_texts,
              examples=(json.dumps({"lang": "tf", "config": 'resource "aws_ebs_volume" "d\ud800" {\n  size = 40\n}\n'}),
@@ -625,11 +625,11 @@ def _teacher_e2_context() -> tuple[Any, Any]:
                        json.dumps({"config": _POD + "  - name: 5\n    image: nginx\n"})))  # 5 < "web": TypeError
 def check_teacher_e2(text: str) -> str:
     from rubrics.e2 import config_of, e2_components, row_oracle_ids, scored_tools
-    from sv_soar.oracle import finding_from_dict
+    from sv_soar.tasks.e2.oracle import finding_from_dict
     from sv_soar.tasks import get_task
-    from sv_soar.teacher.e2_problems import SUB_SKILLS, E2TeacherProblem
+    from sv_soar.tasks.e2.teacher_problems import SUB_SKILLS, E2TeacherProblem
     from sv_soar.tasks.teacher import parse_teacher_problem
-    from sv_soar.teacher.problems import RejectReason, Rejection
+    from sv_soar.teacher.checks import RejectReason, Rejection
 
     oracle, hard_set = _teacher_e2_context()
     outcomes = [parse_teacher_problem(text, task="e2", hard_set_index=hard_set,
@@ -723,7 +723,7 @@ def _student_e2_context() -> tuple[dict[str, Any], Any]:
     """The row every answer is scored on (_POD, labelled once by kube-linter's Rego checks) and the
     scorer, whose re-scans of patched configs are Rego too: no scanner subprocess, only GNU patch."""
     from rubrics.e2 import E2Scorer
-    from sv_soar.oracle import OracleCache, scan_config
+    from sv_soar.tasks.e2.oracle import OracleCache, scan_config
 
     report = scan_config(_POD, "k8s", tools=("kube-linter",), kube_linter="rego")
     assert report.findings, "the fixed config must have violations, or every patch scores nothing"
@@ -750,7 +750,7 @@ def _private_tempdir() -> Path:
                                    "patch": "--- a/config\n+++ b/config\n" + _HUNKS[-1]})))
 def check_student_e2(text: str) -> str:
     from rubrics.e2 import FORMAT_BONUS, INVALID_PENALTY, REWARD_RANGE, parse_e2_output
-    from sv_soar.oracle.patches import PatchRejected, check_diff_paths, patch_format
+    from sv_soar.tasks.e2.oracle.patches import PatchRejected, check_diff_paths, patch_format
 
     row, scorer = _student_e2_context()
     scratch = _private_tempdir()
@@ -1096,7 +1096,7 @@ def _e2_rows() -> st.SearchStrategy[Any]:
     return st.one_of(build, env, JSON_VALUES)
 
 
-@fuzz_target("e2-row", "E2 rows and answers (sv_soar.tasks.e2.validate_row, sv_soar.scoring.e2.row_from_answer: "
+@fuzz_target("e2-row", "E2 rows and answers (sv_soar.tasks.e2.validate_row, sv_soar.tasks.e2.scoring.row_from_answer: "
              "SV-Bench's build rows, its env's answer JSON with oracle ids and fixture paths, dataset records)", _e2_rows,
              examples=({"question": _e2_prompt(""), "answer": json.dumps({"oracle": [], "fixture_path": "/bin/sh"})},
                        # found by fuzzing: a lang echoed whole; a path too long to stat (OSError); an answer of
@@ -1152,7 +1152,7 @@ def _svbench_e2_cases() -> st.SearchStrategy[tuple]:
     return st.tuples(completion, answer, prompt)
 
 
-@fuzz_target("e2-svbench", "SV-Bench's E2 rubric as reproduced (sv_soar.scoring.e2_svbench: answer parser, oracle "
+@fuzz_target("e2-svbench", "SV-Bench's E2 rubric as reproduced (sv_soar.tasks.e2.svbench: answer parser, oracle "
              "answer JSON, tool messages read as JSON or Python literals, unified-diff patches applied and re-scanned)",
              _svbench_e2_cases,
              examples=(('{"violations": [{"id": "kube-linter/latest-tag", "severity": "med"}], "confidence": 0.5}',
@@ -1167,7 +1167,7 @@ def _svbench_e2_cases() -> st.SearchStrategy[tuple]:
                           json.dumps({"oracle": [{"id": "kube-linter/latest-tag"}], "config": config}), None)
                          for hunk, config in ((_HUNKS[6], _POD), (_HUNKS[0], _POD + "# \ud800\n"))]))
 def check_e2_svbench(case: tuple) -> str:
-    from sv_soar.scoring import e2_svbench as sv
+    from sv_soar.tasks.e2 import svbench as sv
 
     completion, answer, prompt = case
     scratch = _private_tempdir()

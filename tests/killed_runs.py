@@ -52,7 +52,7 @@ def shared_models(tmp_path_factory) -> tuple[Path, Path]:
 def write_config(folder: Path, model: Path, teacher: Path, *, outer_steps: int) -> Path:
     """A hard set and a config TOML for a tiny run of `outer_steps` steps, every step promoting."""
     from sv_soar.jsonl import write_jsonl
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     rows = generate_e1_flows(12, seed=5)
     write_jsonl(folder / "hs" / "d_train.jsonl", rows[:6])

@@ -10,7 +10,7 @@ import pytest
 
 from sv_soar.jsonl import JsonlError, JsonlReport, read_jsonl
 from sv_soar.tasks import get_task
-from sv_soar.tasks.e1_flows import (
+from sv_soar.tasks.e1.flows import (
     PROMPT_RE,
     TEMPLATES,
     Flow,

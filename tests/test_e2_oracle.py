@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sv_soar.oracle import (
+from sv_soar.tasks.e2.oracle import (
     ConfigRejected,
     OracleCache,
     ScannerError,
@@ -26,8 +26,8 @@ from sv_soar.oracle import (
     kube_linter_engine,
     scan_config,
 )
-from sv_soar.oracle import process, rego, semgrep
-from sv_soar.oracle.safe_yaml import YamlLimits, load_yaml_documents
+from sv_soar.tasks.e2.oracle import process, rego, semgrep
+from sv_soar.tasks.e2.oracle.safe_yaml import YamlLimits, load_yaml_documents
 from tests.e2_configs import BAD_TF, POD, SAFE_POD, billion_laughs
 
 
@@ -286,7 +286,7 @@ def test_scan_many_equals_one_scan_each():
 def test_torch_can_load_after_the_rego_engine_ran():
     """regopy loaded before torch aborted the process (double free) on the first torch import after a
     Rego evaluation, as happens when the teacher's configs are relabelled before students train."""
-    code = ("from sv_soar.oracle import scan_config\nfrom tests.e2_configs import POD\n"
+    code = ("from sv_soar.tasks.e2.oracle import scan_config\nfrom tests.e2_configs import POD\n"
             "assert scan_config(POD).ids()\nimport safetensors.torch, torch\nprint(torch.zeros(2).sum().item())")
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                           text=True, timeout=300)

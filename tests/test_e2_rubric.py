@@ -21,7 +21,7 @@ from rubrics.e2 import (
     parse_e2_output,
     weighted_prf,
 )
-from sv_soar.oracle.patches import PatchRejected, apply_patch, check_diff_paths
+from sv_soar.tasks.e2.oracle.patches import PatchRejected, apply_patch, check_diff_paths
 from tests.e2_configs import POD, needs_gnu_patch
 
 KL = ["latest-tag", "run-as-non-root", "no-read-only-root-fs", "unset-cpu-requirements", "unset-memory-requirements"]
@@ -195,7 +195,7 @@ def test_verifiers_rubric_scores_a_rollout():
 @needs_gnu_patch
 @pytest.mark.parametrize("stated_line", [6, 3])  # the hunk where it says, and 3 lines off (an offset)
 def test_python_fallback_applies_diffs_as_gnu_patch_does(stated_line):
-    from sv_soar.oracle.patches import apply_unified_diff, apply_unified_diff_in_python
+    from sv_soar.tasks.e2.oracle.patches import apply_unified_diff, apply_unified_diff_in_python
 
     diff = TAG_FIX.replace("@@ -6,3 +6,3 @@", f"@@ -{stated_line},3 +{stated_line},3 @@")
     assert apply_unified_diff_in_python(POD, diff) == apply_unified_diff(POD, diff)

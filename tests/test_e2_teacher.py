@@ -16,10 +16,10 @@ from rubrics.e2 import e2_components
 from sv_soar.config import load_config
 from sv_soar.tasks import get_task, scoring_task
 from sv_soar.teacher.contamination import HardSetIndex
-from sv_soar.teacher.e2_problems import E2TeacherProblem
+from sv_soar.tasks.e2.teacher_problems import E2TeacherProblem
 from sv_soar.teacher_step import METRIC_NAMES
 from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
-from sv_soar.teacher.problems import RejectReason, Rejection
+from sv_soar.teacher.checks import RejectReason, Rejection
 from tests.e2_configs import BAD_TF, POD, billion_laughs, needs_gnu_patch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,16 @@ def test_prompt_options_shape_the_request():
         teacher_prompt("e2", difficulty="extreme")
     with pytest.raises(ValueError, match="no prompt options"):
         teacher_prompt("e1", difficulty="one")
+
+
+def test_the_run_config_checks_the_options_e2s_model_checks():
+    from sv_soar import config
+    from sv_soar.tasks.e2.options import E2Options
+
+    assert get_task("e2").options is E2Options
+    for name, checked in (("difficulty", config.Difficulty), ("sub_skill", config.SubSkill), ("lang", config.Lang)):
+        assert E2Options.model_fields[name].annotation == (checked | None), name
+        assert config.TeacherSection.model_fields[name].annotation == (checked | None), name
 
 
 def test_config_is_relabelled_by_the_oracle_and_agreement_measured():
@@ -152,8 +162,8 @@ def test_score_cli_trains_students_on_relabelled_e2_configs(tiny_model_dir, tmp_
 
 
 def test_a_batch_is_relabelled_with_one_semgrep_run_a_language(monkeypatch):
-    from sv_soar.oracle import OracleCache, semgrep
-    from sv_soar.teacher import e2_problems
+    from sv_soar.tasks.e2.oracle import OracleCache, semgrep
+    from sv_soar.tasks.e2 import teacher_problems as e2_problems
 
     monkeypatch.setattr(e2_problems, "_ORACLE", OracleCache())  # nothing cached by earlier tests
 

@@ -18,7 +18,7 @@ import sv_soar_student
 from sv_soar.export_vf import export
 from sv_soar.jsonl import read_jsonl
 from sv_soar.student.config import LORA_LEARNING_RATE, StudentTrainConfig
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.flows import generate_e1_flows
 from tests.tiny_runs import make_run
 
 VF_019 = "verifiers-0.1.9.post3-py3-none-any.whl"

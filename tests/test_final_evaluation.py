@@ -19,7 +19,7 @@ from sv_soar.evaluation.final import (
 )
 from sv_soar.run_dir import RunDirError, create_run, open_run
 from sv_soar.tasks import get_task
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.flows import generate_e1_flows
 from tests.tiny_runs import make_run
 
 

@@ -28,7 +28,7 @@ from sv_soar.q_r_accuracy import BASELINE_ADAPTER
 from sv_soar.student.adapters import load_baseline, save_baseline
 from sv_soar.jsonl import write_jsonl
 from sv_soar.models import load_model
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.flows import generate_e1_flows
 from sv_soar.student.config import ALL_LINEAR, StudentTrainConfig
 from sv_soar.student.trainer import _shuffled_batches, train_student
 from tests.kind_task import KIND, comparable, flipped, hard_items, is_kind, kind_config

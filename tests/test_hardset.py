@@ -461,7 +461,7 @@ def test_problems_longer_than_the_context_window_are_left_out_and_named(tiny_mod
     from sv_soar.commands.hardset import _fitting_rows
     from sv_soar.evaluation.hardset import row_hash
     from sv_soar.tasks.e1 import E1_TASK
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     engine = TransformersEngine(str(tiny_model_dir))
     assert engine.context_window == 1024  # tests/tiny_llama.py's max_position_embeddings

@@ -76,7 +76,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def _e1_hard_set(folder: Path, n: int = 4) -> Path:
     """A hard-set folder as `sv-soar hardset --out` writes it, D_train only (what the teacher reads)."""
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "d_train.jsonl", "w") as f:

@@ -86,7 +86,7 @@ def test_cli_score_on_ray_equals_local(tiny_model_dir, tmp_path):
     import subprocess
 
     from sv_soar.jsonl import write_jsonl
-    from sv_soar.tasks.e1_flows import generate_e1_flows
+    from sv_soar.tasks.e1.flows import generate_e1_flows
 
     rows = generate_e1_flows(10, seed=5)
     write_jsonl(tmp_path / "hard" / "d_train.jsonl", rows[:4])

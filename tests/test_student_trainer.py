@@ -19,7 +19,7 @@ from sv_soar.generation import SamplingParams
 from sv_soar.models import load_model
 from sv_soar.tasks import Task
 from sv_soar.tasks.e1 import E1_TASK
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.flows import generate_e1_flows
 from sv_soar.student.adapters import BASE_POLICY_ADAPTER, adapter_state_dict, student_adapter, student_policy
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.policy_gradient import StudentTrainingError, group_logprobs

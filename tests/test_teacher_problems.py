@@ -15,23 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sv_soar.jsonl import read_jsonl
-from sv_soar.tasks.e1_flows import Flow, render_question
+from sv_soar.tasks.e1.flows import Flow, render_question
 from sv_soar.teacher.contamination import (
     HardSetIndex,
     jaccard,
     normalize_question,
     question_hash,
 )
-from sv_soar.teacher.problems import (
-    E1ProblemFields,
-    ProblemLimits,
-    Rejection,
-    RejectReason,
-    TeacherProblem,
-    canonical_e1_question,
-    find_injection,
-    problem_schema,
-)
+from sv_soar.tasks.e1.teacher_problems import E1ProblemFields, canonical_e1_question, problem_schema
+from sv_soar.teacher.checks import ProblemLimits, Rejection, RejectReason, TeacherProblem, find_injection
 from sv_soar.tasks.teacher import parse_teacher_problem, teacher_prompt, validate_batch
 
 E1_SUFFIX = "Decide: Malicious or Benign (you may Abstain if unsure)."
@@ -438,7 +430,7 @@ def test_schema_is_in_the_teacher_environment_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o",
                     str(tmp_path / "wheels"), str(build_dir)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheels").glob("*.whl")
-    assert "sv_soar/teacher/schemas/e1_problem.schema.json" in zipfile.ZipFile(wheel).namelist()
+    assert "sv_soar/tasks/e1/schemas/e1_problem.schema.json" in zipfile.ZipFile(wheel).namelist()
 
 
 _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),

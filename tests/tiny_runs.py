@@ -10,7 +10,7 @@ from sv_soar.config import parse_config
 from sv_soar.jsonl import write_jsonl
 from sv_soar.promotion import PromotionState
 from sv_soar.run_dir import create_run
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.flows import generate_e1_flows
 
 
 def split_hard_set(folder: Path) -> Path:

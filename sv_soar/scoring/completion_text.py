@@ -4,7 +4,7 @@ A multi-turn rollout (E2 with tool calls) holds several assistant messages, and 
 different texts from it, so the choice is explicit (`turns`):
 
 - `turns="last"` (the default): the last assistant message, the answer a rubric scores. After tool calls the
-  final message carries the JSON answer, which is what SV-Bench's parser reads (sv_soar.scoring, rubrics/,
+  final message carries the JSON answer, which is what SV-Bench's parser reads (each task's scoring, rubrics/,
   the teacher env's group reward). Messages may be dicts or objects with `role` / `content`; content parts
   are joined with a space; anything else reads as "".
 - `turns="all"`: every assistant message, concatenated, what hard-set mining scores again in saved
@@ -13,7 +13,7 @@ different texts from it, so the choice is explicit (`turns`):
   text nor chat messages is an error, not an empty answer.
 
 A plain string is the answer under either choice. (SV-Bench's own reader, the last message whatever its role, is
-`sv_soar.scoring.e1.response_text`, kept for parity with SV-Bench's reward functions.)
+`response_text`, kept for parity with SV-Bench's E1 and E2 reward functions.)
 """
 
 from __future__ import annotations
@@ -69,3 +69,21 @@ def _all_assistant_text(completion: Any) -> str:
         message_text(m.get("content") if m.get("content") is not None else m.get("reasoning_content"))
         for m in completion if isinstance(m, dict) and m.get("role") == "assistant"
     )
+
+
+def response_text(completion: Any) -> str:
+    """SV-Bench's get_response_text: a string as is, else the content of the LAST message, whatever its role."""
+    if completion is None:
+        return ""
+    if isinstance(completion, list):
+        if not completion:
+            return ""
+        last = completion[-1]
+        if isinstance(last, dict):
+            content = last.get("content")
+            return "" if content is None else str(content)
+        if hasattr(last, "content"):  # a pydantic message (SV-Bench would read str(message))
+            content = getattr(last, "content")
+            return "" if content is None else str(content)
+        return "" if last is None else str(last)
+    return str(completion)

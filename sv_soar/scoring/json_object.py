@@ -4,7 +4,7 @@ A model writes its JSON answer raw, in a ``` fence, or inside prose. `json_value
 text, its fenced blocks, then balanced {...} (SV-Bench's brace walk, `matching_brace`), and yields each
 candidate that decodes. How far it looks, and what a repeated key means, is the reader's setting:
 
-- `SVBENCH`, the rubrics (`extract_json_object`, used by sv_soar.scoring.e1 and e2): exactly SV-Bench's
+- `SVBENCH`, the rubrics (`extract_json_object`, used by sv_soar.tasks.e1.scoring and e2): exactly SV-Bench's
   JsonClassificationParser (security-verifiers-utils 0.3.1): the raw text, the first ```json fence, the
   {...} that opens at the first "{"; the first candidate that decodes to an object wins, and a repeated key
   keeps its last value, as json.loads does (tests/test_e1_svbench_parity.py).

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sv_soar.task_names import BUILTIN, add_task_name, remove_task_name, task_names
+from sv_soar.tasks.mixed import mixed_task  # experiment E: E1 stepping stones, E2 hard set
 from sv_soar.tasks.task import Row, Task
 
 __all__ = ["Row", "Task", "get_task", "register_task", "scoring_task", "task_names", "unregister_task"]
@@ -25,11 +26,15 @@ _REGISTRY: dict[str, Task] = {}  # its names, in the same order, are sv_soar.tas
 def register_task(task: Task) -> Task:
     """Add `task` under task.name; a name already taken is an error (unregister it first)."""
     _load_builtin_tasks()
+    _add(task)
+    add_task_name(task.name)
+    return task
+
+
+def _add(task: Task) -> None:
     if task.name in _REGISTRY or "+" in task.name:
         raise ValueError(f"task name {task.name!r} is taken or contains '+' (the mixed-task separator)")
     _REGISTRY[task.name] = task
-    add_task_name(task.name)
-    return task
 
 
 def unregister_task(name: str) -> None:
@@ -47,8 +52,6 @@ def get_task(name: str) -> Task:
         return _REGISTRY[name]
     parts = name.split("+") if isinstance(name, str) else []
     if len(parts) == 2 and parts[0] != parts[1] and all(part in _REGISTRY for part in parts):
-        from sv_soar.tasks.mixed import mixed_task  # experiment E: E1 stepping stones, E2 hard set
-
         return mixed_task(*(task for known, task in _REGISTRY.items() if known in parts))  # "e2+e1" is "e1+e2"
     raise ValueError(f"unknown task {name!r}: expected one of {', '.join(repr(n) for n in _REGISTRY)}, "
                      "or two of them joined by '+' (register a task with sv_soar.tasks.register_task)")
@@ -62,10 +65,13 @@ def scoring_task(config: RunConfig) -> Task:
 
 
 def _load_builtin_tasks() -> None:
-    """E1, E2 and the mechanism task, registered on first use (their modules import the scorers, which the config does not need)."""
+    """E1, E2 and the mechanism task, registered on first use as any task is (their names are
+    sv_soar.task_names.BUILTIN). On first use: a module that imports the registry for `Task` loads no scorer or
+    oracle, and the task packages import the registry themselves."""
     if "e1" not in _REGISTRY:
         from sv_soar.tasks.e1 import E1_TASK
         from sv_soar.tasks.e2 import E2_TASK
         from sv_soar.tasks.mechanism import MECHANISM_TASK
 
-        _REGISTRY.update(e1=E1_TASK, e2=E2_TASK, mechanism=MECHANISM_TASK)
+        for task in (E1_TASK, E2_TASK, MECHANISM_TASK):
+            _add(task)

@@ -22,11 +22,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sv_soar.scoring.e1_question import Flow, parse_question, render_question
+from sv_soar.tasks.e1.question import Flow, parse_question, render_question
 from sv_soar.tasks.task import Row, Task
 from sv_soar.teacher.checks import Rejection, TeacherProblem
-from sv_soar.teacher.problems import parse_e1_problem
-from sv_soar.teacher.prompts import e1_teacher_prompt
+from sv_soar.tasks.e1.teacher_problems import parse_e1_problem
+from sv_soar.tasks.e1.teacher_prompt import e1_teacher_prompt
 
 MALICIOUS, BENIGN = "Malicious", "Benign"
 CUE = {"udp": MALICIOUS, "tcp": BENIGN}  # the planted shortcut; icmp has none
@@ -121,7 +121,7 @@ def breakdown(row: Row) -> str:
 
 
 def parse_problem(text: Any, *, limits=None, hard_set_index=None, options=None) -> TeacherProblem | Rejection:
-    """A teacher completion in E1's problem format (sv_soar.teacher.problems), relabelled by the rule; the
+    """A teacher completion in E1's problem format (sv_soar.tasks.e1.teacher_problems), relabelled by the rule; the
     teacher's own label is kept as `teacher_answer` (the agreement metric), never used."""
     problem = parse_e1_problem(text, limits=limits, hard_set_index=hard_set_index, options=options)
     if isinstance(problem, Rejection):

@@ -9,7 +9,7 @@ generator. Every row leaves here validated by its task (`Task.validate_row`).
              before anything touches the network. E1_HF_REPO overrides the repository, as in
              SV-Bench's sv_shared/dataset_loader.py; its splits there are "train" (IoT-23,
              N=1800), "cic_ood" and "unsw_ood" (600 each).
-    builtin  the task's generator (`Task.generate_rows`; E1: `sv_soar.tasks.e1_flows.generate_e1_flows`),
+    builtin  the task's generator (`Task.generate_rows`; E1: `sv_soar.tasks.e1.flows.generate_e1_flows`),
              n rows, balanced, seeded.
 
 `n` caps the rows: a seeded shuffle, then the first n (the built-in generator makes exactly n).

@@ -8,9 +8,12 @@ generator) are fields of one object, so the code that runs SOAR reads them and n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sv_soar.generation import ChatPrompt
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 Row = dict[str, Any]
 
@@ -36,10 +39,6 @@ class Task:
     answer_tokens: int = 96
     # the student env's question for a row, when it is not row["question"] (E2: SV-Bench's `File path:` line)
     student_question: Callable[[Row], str] | None = None
-    # the verifiers parser and rubric of the student env, as "module:function" taking (scoring=, max_parse_chars=)
-    # and returning (parser, rubric); a string because the core imports no verifiers. None: a rubric whose one
-    # reward function is `score(...)["reward"]` (rubrics.task_rubric)
-    rubric: str | None = None
     # saved-results metrics that mean "solved", with the value that counts, first found wins (`sv-soar hardset
     # --from-results`; E1: SV-Bench's reward_accuracy = 1)
     success_metrics: tuple[tuple[str, float], ...] = ()
@@ -49,6 +48,9 @@ class Task:
     # the teacher's side (docs/design.md §4): the chat prompt of one teacher rollout, keyword options the
     # task's own (E2: difficulty, sub_skill, lang) ...
     teacher_prompt: Callable[..., ChatPrompt] | None = None
+    # the model that checks those options (E2: sv_soar.tasks.e2.options.E2Options) before a prompt is built
+    # (sv_soar.tasks.teacher); None: the prompt checks its own (E1 takes none)
+    options: type[BaseModel] | None = None
     # ... and the parser of one teacher completion: (text, *, limits, hard_set_index, options) ->
     # sv_soar.teacher.checks.TeacherProblem or Rejection, never raising on the text
     parse_problem: Callable[..., Any] | None = None
@@ -59,7 +61,7 @@ class Task:
     hub_dataset: str | None = None
     hub_dataset_env: str | None = None
     svbench_paths: tuple[str, ...] = ()
-    # source="builtin": n rows, seeded (E1: sv_soar.tasks.e1_flows)
+    # source="builtin": n rows, seeded (E1: sv_soar.tasks.e1.flows)
     generate_rows: Callable[[int, int], list[Row]] | None = None
     # twin pairs (docs/design.md §7): a hard row's twin, identical but for the causal feature and oppositely
     # labelled. When set, Acc on Q_R is pair accuracy J = mean over Q_R of correct(x) + correct(twin(x)) − 1,

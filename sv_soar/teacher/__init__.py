@@ -1,2 +1,3 @@
-"""The teacher's side of SOAR without verifiers: its prompt, parsing and validating the problems it writes,
-the hard-set contamination guard and the diversity of its questions."""
+"""What every task's teacher side shares, without verifiers: the checks of a problem the teacher writes (checks),
+the hard-set contamination guard and the diversity of its questions. Each task's own prompt and problem parser live
+in its package (sv_soar/tasks/e1/, e2/)."""

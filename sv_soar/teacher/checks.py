@@ -1,6 +1,6 @@
 """What every task's teacher-problem parser shares: the Rejection and its reasons, the limits, the
-JSON-object extraction and the prompt-injection markers (sv_soar.teacher.problems: E1 and the
-dispatch; sv_soar.teacher.e2_problems: E2)."""
+JSON-object extraction and the prompt-injection markers (sv_soar.tasks.e1.teacher_problems: E1;
+sv_soar.tasks.e2.teacher_problems: E2; sv_soar.tasks.teacher: the dispatch and a batch)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class RejectReason(StrEnum):
     NOT_E1_STYLE = "not_e1_style"
     DUPLICATE_OF_HARD_SET = "duplicate_of_hard_set"
     DUPLICATE_IN_BATCH = "duplicate_in_batch"
-    # E2 (sv_soar.teacher.e2_problems): the config itself
+    # E2 (sv_soar.tasks.e2.teacher_problems): the config itself
     NOT_CONFIG = "not_config"
     CONFIG_TOO_LARGE = "config_too_large"
 

@@ -52,7 +52,8 @@ class TeacherPromptTask(vf.Task[TeacherPromptData]):
 
 
 class SoarTeacherTaskset(vf.Taskset[TeacherPromptTask, SoarTeacherConfig]):
-    """num_prompts copies of the teacher prompt: SOAR's teacher sees no seed questions (sv_soar.teacher.prompts)."""
+    """num_prompts copies of the teacher prompt: SOAR's teacher sees no seed questions
+    (sv_soar.tasks.e1.teacher_prompt)."""
 
     def load(self) -> list[TeacherPromptTask]:
         system, user = core.teacher_prompt(self.config.svbench_task, **self.config.prompt_options())

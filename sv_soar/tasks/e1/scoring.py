@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sv_soar.scoring.completion_text import response_text
 from sv_soar.scoring.json_object import extract_json_object
 
 E1_LABELS = ("Benign", "Malicious", "Abstain")
@@ -101,24 +102,6 @@ def parse_e1_output(text: str, max_chars: int | None = None) -> E1Output | None:
         rationale=rationale if isinstance(rationale, str) else None,
         numeric_confidence=_numeric_confidence(data.get("confidence")),
     )
-
-
-def response_text(completion: Any) -> str:
-    """SV-Bench's get_response_text: a string as is, else the content of the LAST message, whatever its role."""
-    if completion is None:
-        return ""
-    if isinstance(completion, list):
-        if not completion:
-            return ""
-        last = completion[-1]
-        if isinstance(last, dict):
-            content = last.get("content")
-            return "" if content is None else str(content)
-        if hasattr(last, "content"):  # a pydantic message (SV-Bench would read str(message))
-            content = getattr(last, "content")
-            return "" if content is None else str(content)
-        return "" if last is None else str(last)
-    return str(completion)
 
 
 # --- the four SV-Bench components, on an already parsed output --------------------------------

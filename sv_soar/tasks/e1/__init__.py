@@ -1,6 +1,6 @@
 """E1 as a `Task`: SV-Bench's network-log classification (IoT-23 flows, Malicious / Benign).
 
-Scoring is SV-Bench's E1 rubric (`sv_soar.scoring.e1`); success is the correct label (docs/design.md §4,
+Scoring is SV-Bench's E1 rubric (`sv_soar.tasks.e1.scoring`); success is the correct label (docs/design.md §4,
 grounding="correctness"). The breakdown key of a row is its attack family when the row names one,
 else its Zeek connection state (`meta.scenario`): SV-Bench's IoT-23 rows all carry
 attack_family "NA", so for them the key is the connection state (S0, SF, OTH, ...), while the
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sv_soar.scoring.e1 import E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct, parse_e1_output
-from sv_soar.tasks.e1_flows import generate_e1_flows
+from sv_soar.tasks.e1.scoring import (E1_ANSWERS, E1_SYSTEM_PROMPT, coerce_answer, e1_components, is_correct,
+                                     parse_e1_output)
+from sv_soar.tasks.e1.flows import generate_e1_flows
 from sv_soar.tasks.task import Row, Task
-from sv_soar.teacher.problems import parse_e1_problem
-from sv_soar.teacher.prompts import e1_teacher_prompt
+from sv_soar.tasks.e1.teacher_problems import parse_e1_problem
+from sv_soar.tasks.e1.teacher_prompt import e1_teacher_prompt
 
 # attack_family values that mean "no family" (SV-Bench writes "NA"; Zeek writes "-")
 _NO_FAMILY = {"", "NA", "-", "None"}
@@ -101,7 +102,6 @@ E1_TASK = Task(
     breakdown=breakdown,
     validate_row=validate_row,
     calibration_point=calibration_point,
-    rubric="rubrics:e1_rubric",
     success_metrics=(("reward_accuracy", 1.0), ("accuracy", 1.0)),  # SV-Bench's accuracy reward: label == answer
     svbench_envs=("sv-env-network-logs",),
     teacher_prompt=e1_teacher_prompt,

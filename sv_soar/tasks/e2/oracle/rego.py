@@ -10,8 +10,8 @@ import threading
 from importlib import resources
 from typing import Any
 
-from sv_soar.oracle.findings import Finding
-from sv_soar.oracle.safe_yaml import DEFAULT_LIMITS, YamlLimits, load_yaml_documents
+from sv_soar.tasks.e2.oracle.findings import Finding
+from sv_soar.tasks.e2.oracle.safe_yaml import DEFAULT_LIMITS, YamlLimits, load_yaml_documents
 
 POLICY_FILE = "kube_linter.rego"
 QUERY = "data.svsoar.kubelinter.violations"
@@ -21,7 +21,8 @@ _local = threading.local()  # a rego-cpp interpreter is not shared between threa
 
 
 def policy_text() -> str:
-    return resources.files("sv_soar.oracle").joinpath("policies").joinpath(POLICY_FILE).read_text(encoding="utf-8")
+    policies = resources.files("sv_soar.tasks.e2.oracle").joinpath("policies")
+    return policies.joinpath(POLICY_FILE).read_text(encoding="utf-8")
 
 
 def k8s_objects(documents: list[Any]) -> list[dict[str, Any]]:

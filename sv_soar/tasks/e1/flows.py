@@ -87,7 +87,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from sv_soar.scoring.e1_question import PROMPT_RE, Flow, parse_question, render_question  # noqa: F401 - re-exported
+from sv_soar.tasks.e1.question import PROMPT_RE, Flow, parse_question, render_question  # noqa: F401 - re-exported
 from sv_soar.tasks import Row
 
 MALICIOUS, BENIGN = "Malicious", "Benign"

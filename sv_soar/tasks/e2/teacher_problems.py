@@ -34,13 +34,15 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sv_soar.scoring.e2 import scored_tools, weighted_prf
-from sv_soar.oracle import PRIMARY_TOOL, TOOLS, OracleCache, detect_lang
-from sv_soar.oracle.safe_yaml import YamlLimits, not_utf8
+from sv_soar.tasks.e2.options import DIFFICULTIES, SUB_SKILLS
+from sv_soar.tasks.e2.scoring import scored_tools, weighted_prf
+from sv_soar.tasks.e2.oracle import PRIMARY_TOOL, TOOLS, OracleCache, detect_lang
+from sv_soar.tasks.e2.oracle.rego import k8s_objects
+from sv_soar.tasks.e2.oracle.safe_yaml import YamlLimits, load_yaml_documents, not_utf8
 from sv_soar.teacher.contamination import HardSetIndex, question_hash
 from sv_soar.teacher.checks import (
     ProblemLimits,
@@ -51,10 +53,6 @@ from sv_soar.teacher.checks import (
     extract_json_object,
     find_injection,
 )
-
-SUB_SKILLS = ("detect", "read-tool-output", "patch")
-DIFFICULTIES = ("one", "two", "several", "multi-tool")
-SubSkill = Literal["detect", "read-tool-output", "patch"]
 
 
 class E2ProblemLimits(BaseModel):
@@ -223,9 +221,6 @@ def parse_e2_problem(
 
 
 def _has_k8s_object(config: str) -> bool:
-    from sv_soar.oracle.rego import k8s_objects
-    from sv_soar.oracle.safe_yaml import load_yaml_documents
-
     return bool(k8s_objects(load_yaml_documents(config, YamlLimits())))
 
 

@@ -1,4 +1,4 @@
-"""Teacher rollout -> SV-Bench problem, or the reason it cannot be one.
+"""E1 teacher rollout -> SV-Bench problem, or the reason it cannot be one.
 
 A teacher completion is untrusted text from a model being trained by RL against the student: it can
 be empty, endless, malformed, or aimed at the scorer. SOAR discards invalid rollouts and resamples
@@ -17,7 +17,7 @@ The checks run in this order (the first failure is the reason):
   not_e1_style          not a single flow record; a record written loosely is rewritten in SV-Bench's
                         exact format instead (see `canonical_e1_question`)
   duplicate_of_hard_set a copy of a hard-set question (contamination.py)
-  duplicate_in_batch    a copy of an earlier valid problem of the same batch (`validate_problems`)
+  duplicate_in_batch    a copy of an earlier valid problem of the same batch (sv_soar.tasks.teacher.validate_problems)
 
 Extra JSON keys are allowed and dropped (decision): the stored row is rebuilt from the validated
 fields only, so they cannot reach the student, and rejecting them would spend teacher samples on
@@ -31,16 +31,14 @@ import json
 import math
 import re
 import unicodedata
-from collections import Counter
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sv_soar.scoring.e1_question import Flow, parse_question, render_question
-from sv_soar.teacher.checks import (  # noqa: F401 - re-exported: the names every problem parser shares
+from sv_soar.tasks.e1.question import Flow, parse_question, render_question
+from sv_soar.teacher.checks import (
     ProblemLimits,
     RejectReason,
     Rejection,
@@ -73,7 +71,7 @@ def problem_schema(task: str = "e1") -> dict[str, Any]:
     if task not in _SCHEMA_FILES:
         raise ValueError(f"no problem schema for task {task!r}: expected one of {', '.join(_SCHEMA_FILES)}")
     name = _SCHEMA_FILES[task]
-    text = resources.files("sv_soar.teacher").joinpath("schemas", name).read_text(encoding="utf-8")
+    text = resources.files("sv_soar.tasks.e1").joinpath("schemas", name).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -186,7 +184,7 @@ def canonical_e1_question(question: str) -> tuple[str | None, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# One rollout, and a batch
+# One rollout
 
 
 def parse_e1_problem(
@@ -235,55 +233,3 @@ def parse_e1_problem(
         rationale=rationale or None,
         task="e1",
     )
-
-
-@dataclass
-class BatchValidation:
-    """Outcome of each teacher completion of a batch, in order."""
-
-    outcomes: list[TeacherProblem | Rejection] = field(default_factory=list)
-
-    @property
-    def problems(self) -> list[TeacherProblem]:
-        return [o for o in self.outcomes if isinstance(o, TeacherProblem)]
-
-    @property
-    def valid_indices(self) -> list[int]:
-        return [i for i, o in enumerate(self.outcomes) if isinstance(o, TeacherProblem)]
-
-    @property
-    def rejected(self) -> Counter[RejectReason]:
-        return Counter(o.reason for o in self.outcomes if isinstance(o, Rejection))
-
-    @property
-    def valid_fraction(self) -> float:
-        return len(self.problems) / len(self.outcomes) if self.outcomes else 0.0
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [p.to_row() for p in self.problems]
-
-
-def validate_problems(
-    texts: list[Any],
-    parse: Callable[[Any], TeacherProblem | Rejection],
-    limits: ProblemLimits | None = None,
-) -> BatchValidation:
-    """Parse each teacher completion of a batch with its task's parser (sv_soar.tasks.teacher.validate_batch);
-    a later near-copy of an earlier valid problem is rejected as duplicate_in_batch (the first one is kept)."""
-    limits = limits or ProblemLimits()
-    seen = HardSetIndex((), threshold=limits.batch_duplicate_threshold)
-    first_index: dict[str, int] = {}
-    result = BatchValidation()
-    for i, text in enumerate(texts):
-        outcome = parse(text)
-        if isinstance(outcome, TeacherProblem):
-            dup, matched, similarity = seen.is_near_duplicate(outcome.question)
-            if dup:
-                outcome = Rejection(
-                    RejectReason.DUPLICATE_IN_BATCH,
-                    f"copy of completion #{first_index[matched]} (similarity {similarity:.3f})",
-                )
-            else:
-                first_index[seen.add(outcome.question, outcome.hash)] = i
-        result.outcomes.append(outcome)
-    return result

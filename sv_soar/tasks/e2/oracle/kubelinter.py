@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from sv_soar.oracle.findings import Finding
-from sv_soar.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
-from sv_soar.oracle.rego import KUBE_LINTER_SEVERITY
+from sv_soar.tasks.e2.oracle.findings import Finding
+from sv_soar.tasks.e2.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
+from sv_soar.tasks.e2.oracle.rego import KUBE_LINTER_SEVERITY
 
 TIMEOUT_S = 60.0
 

@@ -1,6 +1,6 @@
 """SV-Bench E2 (config audit and remediation), CORRECTED scoring: SOAR's grounding signal and the
 student env's `scoring="corrected"` option. The student env scores as SV-Bench by default
-(sv_soar/scoring/e2_svbench.py: same functions, weights, metric names and values).
+(sv_soar/tasks/e2/svbench.py: same functions, weights, metric names and values).
 
 The model answers `{"violations": [{"id": "tool/rule-id", "severity": "low|med|high"}], "patch": str,
 "confidence": float}`; the JSON is found as in E1 (raw, a fenced block, the first balanced {...}).
@@ -8,7 +8,7 @@ The model answers `{"violations": [{"id": "tool/rule-id", "severity": "low|med|h
     f1           severity-weighted F1 of the predicted ids against the row's oracle ids
                  (weights low 0.3 / med 0.6 / high 1.0, SV-Bench's SEV_WEIGHT)
     patch_delta  weight of the oracle ids that are gone after the patch is applied and the config
-                 re-scanned (sv_soar.oracle.patches; 0 without a patch or when it does not apply)
+                 re-scanned (sv_soar.tasks.e2.oracle.patches; 0 without a patch or when it does not apply)
     format       0.05 for a valid answer, else -0.25
     reward       clip(f1 + patch_delta + format, -1, 2)
 
@@ -26,7 +26,7 @@ Where this module departs from SV-Bench, and why:
   true positives by the predicted severity, so answering "high" for everything inflates recall.
 - patch_delta counts the oracle ids that the oracle itself found before the patch and not after,
   so an oracle miss is never paid for; a patch that removes or renames an object, or whose headers
-  reach outside its folder, is not applied (sv_soar.oracle.patches).
+  reach outside its folder, is not applied (sv_soar.tasks.e2.oracle.patches).
 - An answer that does not parse scores format -0.25 (docs/design.md §3); SV-Bench's env returns 0 there.
 """
 
@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sv_soar.scoring.json_object import extract_json_object
-from sv_soar.oracle import PRIMARY_TOOL, OracleCache
-from sv_soar.oracle.patches import PatchRejected, apply_patch
-from sv_soar.oracle.process import ScannerError
+from sv_soar.tasks.e2.oracle import PRIMARY_TOOL, OracleCache, finding_from_dict
+from sv_soar.tasks.e2.oracle.patches import PatchRejected, apply_patch
+from sv_soar.tasks.e2.oracle.process import ScannerError
+from sv_soar.tasks.e2.svbench import answer_object, fixture_type_of, row_config
 
 SEV_WEIGHT = {"low": 0.3, "med": 0.6, "high": 1.0}  # SV-Bench reward.py
 FORMAT_BONUS, INVALID_PENALTY = 0.05, -0.25
@@ -121,8 +122,6 @@ def scored_tools(lang: str, mode: str = "primary") -> tuple[str, ...]:
 
 def row_oracle_ids(row: dict[str, Any], tools: tuple[str, ...]) -> dict[str, str]:
     """The row's labelled ids {"tool/rule-id": severity} of `tools`, de-duplicated (highest severity)."""
-    from sv_soar.oracle import finding_from_dict
-
     out: dict[str, str] = {}
     for item in (row.get("info") or {}).get("violations") or []:
         finding = finding_from_dict(item)
@@ -211,8 +210,6 @@ def row_from_answer(answer: Any, prompt: Any = None) -> dict[str, Any]:
     and the older {"question", "info", "meta"} JSON. An answer without an oracle raises ValueError:
     it is never read as a clean config.
     """
-    from sv_soar.scoring.e2_svbench import answer_object, fixture_type_of, row_config
-
     data = json.loads(answer) if isinstance(answer, str) else dict(answer or {})
     if isinstance(data, dict) and isinstance(data.get("info"), dict) and isinstance(data.get("question"), str):
         return data

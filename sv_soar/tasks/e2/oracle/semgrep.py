@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from sv_soar.oracle.findings import Finding
-from sv_soar.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
+import yaml
+
+from sv_soar.tasks.e2.oracle.findings import Finding
+from sv_soar.tasks.e2.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
 
 RULE_FILES = {"k8s": "kubernetes.yaml", "tf": "terraform.yaml"}
 FILE_NAMES = {"k8s": "config.yaml", "tf": "main.tf"}
@@ -31,14 +33,12 @@ def semgrep_binary() -> str | None:
 
 
 def rule_file(lang: str) -> Path:
-    return Path(str(resources.files("sv_soar.oracle").joinpath("semgrep_rules").joinpath(RULE_FILES[lang])))
+    return Path(str(resources.files("sv_soar.tasks.e2.oracle").joinpath("semgrep_rules").joinpath(RULE_FILES[lang])))
 
 
 @functools.cache
 def rule_ids(lang: str) -> tuple[str, ...]:
     """Every rule id of the language's rule file, longest first (for suffix matching)."""
-    import yaml
-
     rules = yaml.safe_load(rule_file(lang).read_text(encoding="utf-8"))["rules"]
     return tuple(sorted((r["id"] for r in rules), key=len, reverse=True))
 

@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sv_soar.oracle import kubelinter, rego, semgrep
-from sv_soar.oracle.findings import SEVERITIES, Finding, finding_from_dict, normalize_severity
-from sv_soar.oracle.process import ScannerError
-from sv_soar.oracle.safe_yaml import DEFAULT_LIMITS, ConfigRejected, YamlLimits, check_size
+from sv_soar.tasks.e2.oracle import kubelinter, rego, semgrep
+from sv_soar.tasks.e2.oracle.findings import SEVERITIES, Finding, finding_from_dict, normalize_severity
+from sv_soar.tasks.e2.oracle.process import ScannerError
+from sv_soar.tasks.e2.oracle.safe_yaml import DEFAULT_LIMITS, ConfigRejected, YamlLimits, check_size
 
 LANGS = ("k8s", "tf")
 TOOLS = ("kube-linter", "semgrep")

@@ -1,6 +1,6 @@
 """E2 as a `Task`: SV-Bench's config audit and remediation (Kubernetes YAML, Terraform HCL).
 
-Scoring is `sv_soar.scoring.e2` (SV-Bench's reward without its two defects); success (docs/design.md §4,
+Scoring is `sv_soar.tasks.e2.scoring` (SV-Bench's reward without its two defects); success (docs/design.md §4,
 grounding="correctness") is a severity-weighted F1 of at least `F1_SUCCESS` against the row's
 oracle ids. The breakdown key is the language and how many scored ids the row has ("k8s:clean",
 "k8s:1-2", "k8s:3-5", "k8s:6+", "tf:..."), the seed's difficulty axis for E2 (one violation, two,
@@ -20,13 +20,15 @@ import hashlib
 import json
 from typing import Any
 
-from sv_soar.scoring.e2 import E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_lang, row_oracle_ids, scored_tools
-from sv_soar.scoring.e2_svbench import PROMPT_CONFIG
+from sv_soar.tasks.e2.options import E2Options
+from sv_soar.tasks.e2.scoring import (E2_SYSTEM_PROMPT, F1_SUCCESS, config_of, e2_components, row_from_answer, row_lang,
+                                     row_oracle_ids, scored_tools)
+from sv_soar.tasks.e2.svbench import PROMPT_CONFIG
 from sv_soar.tasks.task import Row, Task
 from sv_soar.teacher.checks import ProblemLimits, Rejection
 from sv_soar.teacher.contamination import HardSetIndex
-from sv_soar.teacher.e2_problems import E2TeacherProblem, parse_e2_problem, prefetch_oracle
-from sv_soar.teacher.prompts import e2_teacher_prompt
+from sv_soar.tasks.e2.teacher_problems import E2TeacherProblem, parse_e2_problem, prefetch_oracle
+from sv_soar.tasks.e2.teacher_prompt import e2_teacher_prompt
 
 LANG_ALIASES = {"k8s": "k8s", "kubernetes": "k8s", "tf": "tf", "terraform": "tf"}
 
@@ -86,8 +88,6 @@ def validate_row(value: Any) -> Row:
         if not isinstance(inner, dict):
             raise ValueError(f"'answer' is the JSON of a {type(inner).__name__}, not of an E2 row (an object)")
         if isinstance(inner, dict) and "info" not in inner:  # SV-Bench's env format: answer = JSON of info
-            from sv_soar.scoring.e2 import row_from_answer
-
             inner = row_from_answer(inner, value.get("question"))
             outer_meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
             value = {"meta": {**inner["meta"], **outer_meta}}
@@ -131,8 +131,12 @@ def _describe(value: Any) -> str:
 
 def parse_problem(text: Any, *, limits: ProblemLimits | None = None, hard_set_index: HardSetIndex | None = None,
                   options: dict[str, Any] | None = None) -> E2TeacherProblem | Rejection:
-    """One E2 teacher completion, relabelled by the oracle; options: sub_skill, difficulty (teacher/e2_problems.py)."""
-    return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, **(options or {}))
+    """One E2 teacher completion, relabelled by the oracle (teacher_problems.py). `options`: E2Options' sub_skill and
+    difficulty shape the question (lang, only the prompt); any other key is parse_e2_problem's own (a test's oracle)."""
+    rest = dict(options or {})
+    chosen = E2Options.model_validate({name: rest.pop(name) for name in list(rest) if name in E2Options.model_fields})
+    return parse_e2_problem(text, limits=limits, hard_set_index=hard_set_index, sub_skill=chosen.sub_skill or "detect",
+                            difficulty=chosen.difficulty, **rest)
 
 
 def student_question(row: Row) -> str:
@@ -151,13 +155,13 @@ E2_TASK = Task(
     answer_of=answer,
     answer_tokens=384,  # ids of ~25 tokens each and maybe a patch (configs/experiment-C-soar-e2.toml)
     student_question=student_question,
-    rubric="rubrics:e2_rubric",
     # the grounding's F1 >= 0.5 (docs/design.md §4), read from our corrected env's detection_f1, else from
     # SV-Bench's reward_config_auditing, which is F1 + 0.05 (+ a patch delta, so a good patch with F1 below 0.5
     # can also pass there)
     success_metrics=(("detection_f1", 0.5), ("reward_config_auditing", 0.55)),
     svbench_envs=("sv-env-config-verification",),
     teacher_prompt=e2_teacher_prompt,
+    options=E2Options,
     parse_problem=parse_problem,
     prefetch_problems=prefetch_oracle,
     hub_dataset="intertwine-ai/security-verifiers-e2-private",  # SV-Bench's E2_HF_REPO default

@@ -1,6 +1,6 @@
 """SV-Bench's E1 question format: one Zeek flow record as SV-Bench's `scripts/data/build_e1_iot23.py`
-(`render_prompt`) writes it. Below both the built-in flow generator (sv_soar.tasks.e1_flows) and the
-teacher's E1 problem check (sv_soar.teacher.problems), which rewrites a loosely written record in it."""
+(`render_prompt`) writes it. Below both the built-in flow generator (sv_soar.tasks.e1.flows) and the
+teacher's E1 problem check (sv_soar.tasks.e1.teacher_problems), which rewrites a loosely written record in it."""
 
 from __future__ import annotations
 

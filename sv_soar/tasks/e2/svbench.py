@@ -46,9 +46,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from sv_soar.scoring.e1 import response_text
-from sv_soar.oracle import OracleCache
-from sv_soar.oracle.process import ScannerError
+from sv_soar.scoring.completion_text import response_text
+from sv_soar.tasks.e2.oracle import OracleCache
+from sv_soar.tasks.e2.oracle.process import ScannerError
 
 SEV_WEIGHT = {"low": 0.3, "med": 0.6, "high": 1.0}  # SV-Bench reward.py
 E2_SVBENCH_WEIGHTS = (1.0, 0.05, 0.2)  # SV-Bench _build_executable_rubric
