@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sv_soar.config import Difficulty, Floor, Grounding, Lang, RunConfig, SubSkill, TaskName, teacher_env_arguments
-from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
+from sv_soar.student.config import PRESET_NAMES, StudentTrainConfig, student_config
 
 
 def run_default(key: str) -> Any:
@@ -42,7 +42,7 @@ class TeacherEnvConfig(BaseModel):
     """The hard set's task when it differs from svbench_task (RunConfig: data.task; experiment E: e1 on e2)."""
     model: str = run_default("student.model")
     """The student model the r students start from."""
-    preset: Literal[PRESETS] = "paper"
+    preset: Literal[PRESET_NAMES] = "paper"
     """Student-training preset (sv_soar.student.config.PRESETS); `student` overrides single fields."""
     student: dict[str, Any] = Field(default_factory=dict)
     g: int = Field(run_default("teacher.g"), ge=1)

@@ -21,7 +21,7 @@ from sv_soar.reward_cache import problem_content
 from sv_soar.scores import Scorer
 from sv_soar.config import RunConfig, parse_config
 from sv_soar.student.adapters import load_baseline
-from sv_soar.student.config import PRESETS, StudentTrainConfig, student_config
+from sv_soar.student.config import PRESET_NAMES, StudentTrainConfig, student_config
 from sv_soar.tasks import Task, scoring_task
 
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="student model: embedded name, local folder or HF hub id (default: %(default)s)")
     parser.add_argument("--q-r", type=int, default=64, help="|Q_R|, questions drawn from D_train (SOAR: 64)")
     parser.add_argument("--students", type=int, default=4, help="r, students a dataset (SOAR: 4)")
-    parser.add_argument("--preset", choices=PRESETS, default="paper",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                         help="student config: paper (SOAR's inner loop) or cpu (StudentTrainConfig.cpu_small)")
     parser.add_argument("--promoted", action="store_true",
                         help="the baseline was promoted before: train steps_after_promotion steps (SOAR: 15)")

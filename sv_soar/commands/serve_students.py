@@ -23,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sv_soar.backends import BACKENDS
     from sv_soar.commands.servers import byte_size
     from sv_soar.grounded import GROUNDINGS
-    from sv_soar.student.config import PRESETS
+    from sv_soar.student.config import PRESET_NAMES
     from sv_soar.soar_defaults import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help="student model (default: %(default)s)")
     parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")
-    parser.add_argument("--preset", choices=PRESETS, default="paper",
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="paper",
                         help="student config: paper (SOAR's inner loop) or cpu (StudentTrainConfig.cpu_small)")
     parser.add_argument("--student", metavar="JSON", default=None,
                         help="student config overrides as a JSON object, e.g. '{\"steps\": 3}'")

@@ -163,22 +163,8 @@ class StudentTrainConfig(BaseModel):
 
     @classmethod
     def cpu_small(cls, **overrides: Any) -> "StudentTrainConfig":
-        """A run that finishes in minutes on a 2-core CPU with the 135M model; not the paper's setting. Its learning
-        rate is the calibrated LoRA default (1e-3: at 1e-4, 10 steps of 8 completions did not raise the training
-        reward; benchmarks/results/lr_calibration.json)."""
-        values: dict[str, Any] = dict(
-            steps=3,
-            steps_after_promotion=4,
-            batch_prompts=2,
-            group_size=4,
-            max_new_tokens=48,
-            micro_batch_size=8,
-            lora_rank=8,
-            lora_alpha=16,
-            lora_target_modules=["q_proj", "v_proj"],
-        )
-        values.update(overrides)
-        return cls(**values)
+        """The "cpu" preset (PRESETS) with `overrides` on top."""
+        return cls(**{**PRESETS["cpu"], **overrides})
 
     def make_optimizer(self, params):
         """The student's optimizer over `params` (`optimizer`, `learning_rate`, `weight_decay`)."""
@@ -218,16 +204,20 @@ def refuse_full_finetune(config: StudentTrainConfig, where: str) -> None:
                          '"local", no compute.students_url); use student.finetune = "lora" there')
 
 
-# The two student presets: SOAR's inner loop, and one sized for a 2-core CPU (StudentTrainConfig.cpu_small). The one
-# list: `--preset` choices and the envs' `preset` annotations (Literal[PRESETS]) are this tuple.
-PRESETS = ("paper", "cpu")
+# The student presets, as data: each is the fields it sets over StudentTrainConfig's defaults (which are SOAR's inner
+# loop). "cpu" finishes in minutes on a 2-core CPU with the 135M model, not the paper's setting; its learning rate is
+# the calibrated LoRA default (1e-3: at 1e-4, 10 steps of 8 completions did not raise the training reward;
+# benchmarks/results/lr_calibration.json). `--preset` choices and the envs' `preset` annotations are PRESET_NAMES.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {"steps": 3, "steps_after_promotion": 4, "batch_prompts": 2, "group_size": 4, "max_new_tokens": 48,
+            "micro_batch_size": 8, "lora_rank": 8, "lora_alpha": 16, "lora_target_modules": ["q_proj", "v_proj"]},
+}
+PRESET_NAMES = tuple(PRESETS)
 
 
 def student_config(preset: str, overrides: dict[str, Any] | None) -> StudentTrainConfig:
-    """SOAR's inner loop ("paper") or the 2-core CPU one ("cpu"), with `overrides` on top."""
-    overrides = dict(overrides or {})
+    """A preset's student config (PRESETS), with `overrides` on top."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}, got {preset!r}")
-    if preset == "paper":
-        return StudentTrainConfig(**overrides)
-    return StudentTrainConfig.cpu_small(**overrides)
+    return StudentTrainConfig(**{**PRESETS[preset], **(overrides or {})})
