@@ -61,8 +61,10 @@ demo: setup
 # stepping-stone plot. Its gates fail today (experiments/mechanism/README.md), so it shows the pipeline, not learning;
 # from nothing it takes over 15 minutes (README, "The mechanism task").
 MECHANISM_MODEL := smollm2-135m-instruct+e1-format+mechanism-cue
+MECHANISM_TEACHER := smollm2-135m-instruct+e1-format+mechanism-teacher
 demo-mechanism: setup
 	$(SV) prepare-model --model $(MECHANISM_MODEL)
+	$(SV) prepare-model --model $(MECHANISM_TEACHER)
 	$(SV) train --config configs/cpu-demo-mechanism.toml --out $(DEMO_DIR)/mechanism
 	$(SV) evaluate $(DEMO_DIR)/mechanism
 	$(SV) evaluate $(DEMO_DIR)/mechanism --loop-student --no-base || echo "no loop student to score (above: why)"
