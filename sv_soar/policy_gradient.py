@@ -134,10 +134,11 @@ def reference_logprobs(policy, reference, prompt_ids: Sequence[int], completion_
     `cache`: a dict kept for as long as `reference` does not change (a student run). Where every completion is one
     token long (the mechanism task's answers), π_ref's distribution at the prompt's end is all the KL needs; it is
     computed once a prompt and read from the cache after that, the same numbers as a forward each time (the
-    forward `group_logprobs` runs, on the same prompt and weights). A 64-problem student run of 80 steps saves 79
-    of every 80 reference forwards, a quarter of its step on a CPU."""
+    forward `group_logprobs` runs, on the same prompt and weights; not under gradient checkpointing, whose forward
+    differs). A 64-problem student run of 80 steps saves 79 of every 80 reference forwards, a quarter of its step on a
+    CPU."""
     with torch.no_grad():
-        if cache is not None and all(len(ids) == 1 for ids in completion_ids):
+        if cache is not None and not gradient_checkpointing and all(len(ids) == 1 for ids in completion_ids):
             key = (tuple(prompt_ids), temperature)
             if key not in cache:
                 with _reference_model(policy, reference) as model:
@@ -204,7 +205,7 @@ def policy_gradient_step(
 
     loss = Σ_{b,i,t} [ −A_{b,i} · log π(y_t) + β · k2_t ] / Σ_{b,i} |y_{b,i}| (k2: `kl_penalty`), the KL taken against
     `reference` (`reference_logprobs`: the student's starting weights, or the initial teacher; `reference_cache`, its
-cache of one-token answers).
+    cache of one-token answers).
     The divisor is known before the first forward, so micro-batches (slices of one prompt's group,
     the prompt computed once each: `group_logprobs`) add up to exactly the full-batch gradient.
 

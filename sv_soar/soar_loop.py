@@ -43,7 +43,6 @@ from sv_soar.baseline import Baseline
 from sv_soar.backends import scorer_for
 from sv_soar.config import ConfigError, RunConfig
 from sv_soar.evaluation.pass_at_k import sample_successes
-from sv_soar.grounded import GroundedScorer
 from sv_soar.jsonl import read_jsonl, remove_temporary_files, write_jsonl
 from sv_soar.promotion import PromotionDecision, promote
 from sv_soar.promotion_run import PromotionRun
@@ -322,8 +321,9 @@ def _scored(loop: Loop, sample: TeacherSample, datasets: list[list[Row]], result
     }
 
 
-def _learnability(scorer: GroundedScorer, dataset: Sequence[Row], baseline: Baseline, seed: int) -> float:
-    """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward."""
+def _learnability(scorer: Scorer, dataset: Sequence[Row], baseline: Baseline, seed: int) -> float:
+    """Sample the baseline student LEARNABILITY_SAMPLES times a problem; the Intrinsic-T reward. `scorer` is this
+    process's GroundedScorer (or its TrackedScorer): Intrinsic-T refuses other backends (`_outer_loop`)."""
     with scorer.baseline_engine(baseline, "learnability-baseline") as (engine, adapter):
         successes = sample_successes(engine, scorer.task, dataset, LEARNABILITY_SAMPLES, seed=seed,
                                      max_new_tokens=scorer.config.tokens_for(scorer.task), adapter=adapter, progress=False)

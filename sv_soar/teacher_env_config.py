@@ -4,7 +4,7 @@ A teacher env runs `sv-soar train`'s outer step with a hosted trainer in the tea
 so its arguments are RunConfig keys under flat names: each field below names the key whose default it takes
 (`run_default("soar.q_r")`), and sv_soar.config.TEACHER_ENV_ARGUMENTS maps a run config onto them. One default and
 one meaning each, wherever they are set: `floor` "neutral" is no advantage (RunConfig's soar.floor says how each
-trainer gets there), `num_prompts` is run.outer_steps, τ is soar.tau.
+trainer gets there), `num_prompts` defaults to run.outer_steps' default, τ is soar.tau.
 
     v0  sv_soar_teacher.load_environment(config=TOML | dict | TeacherEnvConfig, **overrides)
     v1  sv_soar_teacher_v1.SoarTeacherConfig(vf.TasksetConfig, TeacherEnvConfig)   (flat [env.taskset] keys)

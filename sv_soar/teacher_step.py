@@ -52,9 +52,8 @@ from sv_soar.soar_defaults import NEUTRAL
 from sv_soar.soar_step import StepResult, partition, soar_step
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.tasks import Row, get_task
-from sv_soar.tasks.teacher import validate_batch
+from sv_soar.tasks.teacher import BatchValidation, validate_batch
 from sv_soar.teacher.diversity import question_diversity
-from sv_soar.tasks.teacher import BatchValidation
 from sv_soar.teacher.checks import ProblemLimits, RejectReason, Rejection
 from sv_soar.teacher_env_config import TeacherEnvConfig
 
@@ -86,6 +85,10 @@ class ScoredStep:
     decision: PromotionDecision | None = None
     error: str | None = None
     committed: bool = True
+
+
+class StepCancelled(RuntimeError):
+    """The step was cancelled before it took a step number: nothing was trained, nothing committed."""
 
 
 class TeacherStep:
@@ -130,7 +133,8 @@ class TeacherStep:
         return cls(config, hard_set=hard, run=run, scorers=scorers, redo_untrained=redo_untrained)
 
     async def score_async(self, texts: Sequence[str | None]) -> ScoredStep:
-        """`score` in this step's threads. Cancelled, the step commits nothing; its students finish in their thread."""
+        """`score` in this step's threads. Cancelled, the step commits nothing: cancelled while it waits for a scorer, it
+        never starts (StepCancelled, read by the done callback); once started, its students finish in their thread."""
         cancelled = threading.Event()
         scoring = asyncio.ensure_future(
             asyncio.get_running_loop().run_in_executor(self._executor, self.score, texts, cancelled))
@@ -165,6 +169,8 @@ class TeacherStep:
                 committed = True
 
         with self.scorers.slot() as scorer:
+            if cancelled is not None and cancelled.is_set():  # dropped while it waited for a scorer: no step taken
+                raise StepCancelled("cancelled before it started; no step number taken, no student trained")
             with self._lock, self.run.locked():
                 step = max(self._next_step, self.run.state.next_step)
                 self._next_step = step + 1

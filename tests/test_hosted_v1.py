@@ -177,12 +177,15 @@ def test_configs_prime_or_the_env_must_refuse_are_refused(v1_python, tmp_path):
     reserved.write_text(text.replace('svbench_task = "e1"', 'task = "e1"'), encoding="utf-8")
     typo = tmp_path / "typo.toml"
     typo.write_text(text.replace("q_r = 64", "qr = 64"), encoding="utf-8")
+    concurrent = tmp_path / "concurrent.toml"
+    concurrent.write_text(text.replace("q_r = 64", "q_r = 64\nmax_concurrent_scorings = 2"), encoding="utf-8")
     assert teacher["orchestrator"]["train"]["source"][0]["env"]["taskset"]["q_r"] == 64
-    results = check_configs(v1_python, [old, secret, reserved, typo], tmp_path)
+    results = check_configs(v1_python, [old, secret, reserved, typo, concurrent], tmp_path)
     assert "shared LoRA" in results["old-layout.toml"]["error"]
     assert "prime refused it" in results["secret.toml"]["error"]
     assert "task" in results["reserved.toml"]["error"]
     assert "qr" in results["typo.toml"]["error"]
+    assert "max_concurrent_scorings" in results["concurrent.toml"]["error"]  # at load, not at the first episode
     assert not any(r["ok"] for r in results.values())
 
 

@@ -213,6 +213,28 @@ def test_scoring_failure_gives_the_whole_group_the_floor(hard_set, tmp_path):
     assert record["reward_hat"] is None and record["error"] and "no-such-model" in record["error"]
 
 
+def test_a_step_cancelled_while_it_waits_for_a_scorer_takes_no_step_number_and_trains_nothing(hard_set, tmp_path):
+    """A group dropped while it waits for a scorer (a stale episode, a deadline) never starts: it builds no scorer,
+    trains no student and takes no step number, so the next group is step 0 (here a scorer that cannot be built
+    records its error at step 0: what a started step does)."""
+    import threading
+
+    from sv_soar.teacher_step import StepCancelled
+
+    missing_model = tmp_path / "no-such-model"
+    missing_model.mkdir()
+    step = teacher_rubric(load(hard_set, missing_model, tmp_path / "run", floor=-0.5)).step
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(StepCancelled):
+        step.score(VALID + [""] * 6, cancelled)
+    assert not (tmp_path / "run" / "state.json").exists() or not json.loads(
+        (tmp_path / "run" / "state.json").read_text())["history"]
+    assert step.score(VALID + [""] * 6).step == 0
+    (record,) = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    assert record["step"] == 0 and "no-such-model" in record["error"]
+
+
 def test_concurrent_groups_are_bounded_and_each_is_one_step(hard_set, tiny_model_dir, tmp_path):
     """verifiers scores groups concurrently: at most max_concurrent_scorings run at once, on one scorer each."""
     import threading

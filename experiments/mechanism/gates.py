@@ -43,7 +43,7 @@ from sv_soar.config import load_config  # noqa: E402
 from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
 from sv_soar.grounded import Baseline, GroundedScorer  # noqa: E402
 from sv_soar.hard_set import load_hard_set  # noqa: E402
-from sv_soar.jsonl import read_jsonl  # noqa: E402
+from sv_soar.jsonl import read_jsonl, write_text_atomic  # noqa: E402
 from sv_soar.models import load_model  # noqa: E402
 from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher  # noqa: E402
 from sv_soar.soar_step import draw_q_r, partition, problem_mix, step_seed  # noqa: E402
@@ -111,8 +111,18 @@ def hard_set_digest(folder) -> str:
 
 
 def save(result: dict, out: Path) -> None:
-    """What has been measured so far, kept as each part ends (`partial` until the verdicts are in)."""
-    out.write_text(json.dumps({**result, "partial": "verdicts" not in result}, indent=1, default=float))
+    """What has been measured so far, kept as each part ends (`partial` until the verdicts are in); atomic, since a
+    teacher-only run (--student-gates) may be reading it."""
+    write_text_atomic(out, json.dumps({**result, "partial": "verdicts" not in result}, indent=1, default=float))
+
+
+def student_parts(path: Path) -> dict | None:
+    """A gates run's student-side parts, or None while it has not measured them all."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return earlier if set(STUDENT_PARTS) <= set(earlier) else None
 
 
 def main() -> None:
@@ -139,7 +149,8 @@ def main() -> None:
     d_train, d_test = hard.d_train, read_jsonl(Path(config.data.hard_set) / "d_test.jsonl", TASK.validate_row)
     validation = read_jsonl(HERE / "validation.jsonl", TASK.validate_row)
     stones = read_jsonl(HERE / "stepping-stones.jsonl", TASK.validate_row)
-    result: dict = {"config": str(args.config), "student": student.model_dump(), "hard_set": hard_set_digest(config.data.hard_set)}
+    result: dict = {"config": config_name(args.config), "student": student.model_dump(),
+                    "hard_set": hard_set_digest(config.data.hard_set)}
 
     # G4's untrained teacher first (a few minutes): its stepping-stone rate is the gate most likely to fail
     teacher = Teacher(config)
@@ -198,10 +209,9 @@ def main() -> None:
     result["G4_base_t_R_k"] = base_t
     save(result, args.out)
     if args.student_gates:  # the earlier run's student side, once it has measured it (it may be running beside)
-        while not set(STUDENT_PARTS) <= set(json.loads(args.student_gates.read_text())):
+        while (earlier := student_parts(args.student_gates)) is None:
             print(f"waiting for {args.student_gates}'s student-side gates", flush=True)
             time.sleep(60)
-        earlier = json.loads(args.student_gates.read_text())
         earlier_hard_set = load_config(ROOT / earlier["config"]).data.hard_set
         if earlier["student"] != student.model_dump() or hard_set_digest(earlier_hard_set) != result["hard_set"]:
             raise SystemExit(f"{args.student_gates}: measured with another student or hard set")

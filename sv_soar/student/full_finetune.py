@@ -9,7 +9,7 @@ Baseline.adapter_state and the reward cache hold in place of LoRA weights. The t
 LoRA keys always name lora_A / lora_B, a model's own keys never do (`sv_soar.baseline.is_full_state`).
 
 The teacher's "full" mode trains its model in place and keeps a frozen copy of the initial model as the
-KL reference (sv_soar.soar_loop.Teacher).
+KL reference (sv_soar.teacher_policy.Teacher).
 """
 
 from __future__ import annotations

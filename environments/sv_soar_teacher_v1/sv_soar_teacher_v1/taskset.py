@@ -28,6 +28,7 @@ import asyncio
 import threading
 
 import verifiers.v1 as vf
+from pydantic import field_validator
 
 from sv_soar_teacher_v1 import core
 
@@ -37,6 +38,14 @@ REWARD = "grounded_improvement"
 class SoarTeacherConfig(vf.TasksetConfig, core.TeacherEnvConfig):
     """The teacher env's arguments (sv_soar.teacher_env_config): `task` is the taskset's reserved per-task config,
     hence `svbench_task`; `hard_set` is the name of a set packaged into this env (`sv-soar package-env`)."""
+
+    @field_validator("max_concurrent_scorings")
+    @classmethod
+    def _one_step_at_a_time(cls, value: int) -> int:  # refused at load, not at the first episode
+        if value != 1:
+            raise ValueError(f"max_concurrent_scorings is {value}: this env runs one outer step at a time (episodes "
+                             "of a run directory one after another), so it must be 1")
+        return value
 
 
 class TeacherPromptData(vf.TaskData):

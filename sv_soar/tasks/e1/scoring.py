@@ -37,7 +37,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sv_soar.scoring.completion_text import response_text
 from sv_soar.scoring.json_object import extract_json_object
 
 E1_LABELS = ("Benign", "Malicious", "Abstain")

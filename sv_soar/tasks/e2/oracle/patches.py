@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sv_soar.tasks.e2.oracle.process import ScannerError, run_scanner, scratch_dir, write_files
+from sv_soar.tasks.e2.oracle.process import run_scanner, scratch_dir, write_files
 from sv_soar.tasks.e2.oracle.rego import k8s_objects
 from sv_soar.tasks.e2.oracle.safe_yaml import (DEFAULT_LIMITS, ConfigRejected, YamlLimits, check_size,
                                                load_yaml_documents, not_utf8)
