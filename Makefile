@@ -34,13 +34,17 @@ v1-venv:
 	bash scripts/build_v1_venv.sh --verifiers newest
 	bash scripts/build_v1_venv.sh --verifiers oldest
 
+# pytest-xdist: one worker a core, each test file in one worker (its module fixtures built once), the longest files
+# handed out first (tests/conftest.py); --durations=10 names the ten slowest tests of every run.
+PYTEST := $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=10
+
 # lint-imports: the layering contracts in pyproject.toml ([tool.importlinter]: the core imports no environment)
 test: setup v1-venv
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # The main job on the embedded model, offline: the format warm start (built once into the cache), a short
 # SOAR run on the shipped hard set (configs/hardsets/e1-t01), the final evaluation (a fresh student on

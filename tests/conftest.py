@@ -4,11 +4,37 @@ warm-started from it, and a tiny mined E1 hard set."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`make test`: -n auto), each worker gets its share of the cores for torch's OpenMP threads,
+    and so do the subprocesses it starts (they inherit the variable): two workers of 2 threads each on 2 cores
+    are the oversubscription one_thread's docstring measured at 20-40x slower steps."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // int(workers)))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`make test` runs pytest-xdist with --dist loadfile: each test file runs in one worker, so its module fixtures
+    (a served model, a trained run) are built once. Each worker collects the files longest first, as far as the
+    `slow` marks tell (the most slow tests first, the files without any last, each file's tests in their order),
+    and --no-loadscope-reorder hands them out in that order, so the run does not end on one worker finishing a
+    long file alone. (--dist loadgroup, which could split a file, groups nothing on pytest 9.2 with pytest-xdist
+    3.8: pytest-dev/pytest-xdist#1386.) A run without xdist keeps pytest's order."""
+    if not hasattr(config, "workerinput"):  # not an xdist worker
+        return
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first: dict[Path, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.path, index)
+    items.sort(key=lambda item: (-slow[item.path], first[item.path]))
 
 
 def svbench_mini_dir() -> Path:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 REPO = Path(__file__).resolve().parents[1]
 # What differs between two runs of the same config by design: wall-clock times, and whether a dataset's
 # R_k came from the reward cache (a step replayed after a kill finds its own earlier work there).
@@ -45,8 +47,18 @@ def build_models(folder: Path) -> tuple[Path, Path]:
 
 
 def shared_models(tmp_path_factory) -> tuple[Path, Path]:
-    """build_models once a test session, in a folder every test module finds (the teacher takes a minute)."""
-    return build_models(tmp_path_factory.getbasetemp() / "tiny-run-models")
+    """build_models once a test session, in a folder every test module finds (the teacher takes a minute). Under
+    pytest-xdist the workers share one build in the folder above their own temporary folders: the first to ask
+    builds it under a file lock while the others wait, and nobody rebuilds a folder another worker is reading."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # xdist gives each worker <basetemp>/popen-gwN; <basetemp> is this run's alone
+    folder = root / "tiny-run-models"
+    with FileLock(root / "tiny-run-models.lock"):
+        if not (folder / "built").is_file():
+            build_models(folder)
+            (folder / "built").touch()
+    return folder / "model", folder / "teacher"
 
 
 def write_config(folder: Path, model: Path, teacher: Path, *, outer_steps: int) -> Path:

@@ -9,6 +9,7 @@ baseline hand-over and the teacher update all run.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -57,6 +58,16 @@ def hard_set(tmp_path):
     return split_hard_set(tmp_path / "hs")
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir, tiny_teacher_dir):
+    """(config, folder) of the tiny two-step SOAR run, trained once for the tests that only read it or copy it:
+    the resume test's uninterrupted run and the pipeline test's SOAR run are the same run."""
+    folder = tmp_path_factory.mktemp("tiny-run")
+    config = tiny_config(tiny_model_dir, tiny_teacher_dir, split_hard_set(folder / "hs"))
+    train(config, folder / "whole", progress=False)
+    return config, folder / "whole"
+
+
 def comparable(folder):
     steps = [{k: v for k, v in entry.items() if k not in TIMINGS} for entry in read_jsonl(folder / "steps.jsonl")]
     state = json.loads((folder / "state.json").read_text())
@@ -65,10 +76,8 @@ def comparable(folder):
 
 
 @pytest.mark.slow
-def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
-    config = tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set)
-    whole = tmp_path / "whole"
-    train(config, whole, progress=False)
+def test_two_steps_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_run):
+    config, whole = tiny_run
     steps, state, teacher = comparable(whole)
     assert [e["step"] for e in steps] == [0, 1]
     first = steps[0]
@@ -204,15 +213,18 @@ def test_unstuck_reads_the_baseline_and_the_promoted_median_student():
 
 
 @pytest.mark.slow
-def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_model_dir, tiny_teacher_dir, hard_set):
+def test_train_evaluate_report_with_a_compute_matched_hard_only(tmp_path, tiny_model_dir, tiny_teacher_dir, tiny_run):
     """The pipeline `make demo` runs, on tiny models: SOAR, then a Hard-only run matched to its student
-    compute, both evaluated, one report comparing them."""
+    compute, both evaluated, one report comparing them. The SOAR run is the module's tiny run, copied (the
+    evaluation writes into its folder)."""
     from sv_soar.evaluation.final import compute_matched_steps, final_evaluation
     from sv_soar.evaluation.report import write_report
     from sv_soar.run_dir import open_run
 
+    config, trained = tiny_run
     soar_dir, hard_dir = tmp_path / "soar", tmp_path / "hard-only"
-    train(tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set), soar_dir, progress=False)
+    shutil.copytree(trained, soar_dir)
+    hard_set = config.data.hard_set
     entries = read_jsonl(soar_dir / "steps.jsonl")
     # 2 datasets x 2 students x 1 step (steps_after_promotion is 1 too), twice; the final student: 1 step
     assert [e["student_steps"] for e in entries] == [4, 4]
