@@ -11,6 +11,7 @@ from typing import Any
 import verifiers as vf
 
 from sv_soar.scoring.completion_text import completion_text  # noqa: F401 - what the rubric reads, for environments
+from sv_soar.scoring.completion_text import response_text
 from sv_soar.tasks.e1.scoring import *  # noqa: F401,F403 - the scoring functions, one import for environments
 from sv_soar.tasks.e1.scoring import (
     E1_WEIGHTS,
@@ -20,7 +21,6 @@ from sv_soar.tasks.e1.scoring import (
     calibration,
     format_ok,
     parse_e1_output,
-    response_text,
 )
 
 
