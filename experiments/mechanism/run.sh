@@ -16,7 +16,13 @@ $PY $HERE/probe2.py --rows stones --limit 8 --batching balanced --lr 1e-4 --step
 $PY $HERE/probe2.py --rows hard --batching balanced --lr 1e-4 --steps 40 --every 20 --seeds 0 \
   > $HERE/try2-probe-hard-balanced.log 2>&1
 
-# not run yet (README.md: the try-2 protocol): the signal calibration and the gates, then — only if every gate
-# passes — the comparison
-#   $PY benchmarks/mechanism_signal.py --config $HERE/config-try2.toml --out benchmarks/results/mechanism_signal.json
-#   $PY $HERE/gates.py --config $HERE/config-try2.toml --out $HERE/gates-try2.json
+# try 2's signal calibration and gates, side by side, one thread each (logs try2-signal.log, try2-gates.log)
+OMP_NUM_THREADS=1 $PY benchmarks/mechanism_signal.py --config $HERE/config-try2.toml \
+  --out benchmarks/results/mechanism_signal.json > $HERE/try2-signal.log 2>&1 &
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try2.toml --wait-for-signal \
+  --out $HERE/gates-try2.json > $HERE/try2-gates.log 2>&1 &
+# try 3 (its G4 after try 2's failed): the teacher's part only, the student side read from try 2's gates once measured
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try3.toml --student-gates $HERE/gates-try2.json \
+  --wait-for-signal --out $HERE/gates-try3.json > $HERE/try3-gates.log 2>&1
+wait
+# the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
