@@ -2,7 +2,7 @@
 read once a prompt (`reference_logprobs(cache=...)`, what the trainer does) against a forward of π_ref every step,
 alternating the two so that a noisy machine slows both alike. The two runs must end on the same weights.
 
-    .venv/bin/python benchmarks/reference_cache.py                 # 3 pairs of 12-step students, one thread
+    .venv/bin/python benchmarks/reference_cache.py                 # 3 pairs of 12-step students on 8 problems
     .venv/bin/python benchmarks/reference_cache.py --steps 20 --pairs 2 --json benchmarks/results/reference_cache.json
 
 Prints seconds a step with and without the cache and their ratio, measured in this run.
@@ -39,11 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=8, help="problems the student trains on (a SOAR dataset's n: 8 in "
+                        "the mechanism experiment; the cache pays from each problem's second visit)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = get_task("mechanism")
-    rows = read_jsonl(REPO / "experiments/mechanism/stepping-stones.jsonl", task.validate_row)
+    rows = read_jsonl(REPO / "experiments/mechanism/stepping-stones.jsonl", task.validate_row)[: args.rows]
     config = StudentTrainConfig(steps=args.steps, batch_prompts=8, group_size=8, learning_rate=1e-4,
                                 lr_schedule="constant", batching="balanced", kl_coef=0.001, temperature=1.0,
                                 reward="correctness", max_new_tokens=1, lora_rank=8, lora_alpha=16,
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pair {pair} {arm:>8}: {seconds[arm][-1]:.2f} s a step", flush=True)
     same = all(torch.equal(states["cached", p][k], states["uncached", p][k]) for p in range(args.pairs)
                for k in states["cached", p])
-    result = {"steps": args.steps, "pairs": args.pairs, "threads": args.threads,
+    result = {"steps": args.steps, "pairs": args.pairs, "threads": args.threads, "rows": len(rows),
               "seconds_per_step": {arm: statistics.mean(v) for arm, v in seconds.items()},
               "ratio_uncached_to_cached": statistics.mean(seconds["uncached"]) / statistics.mean(seconds["cached"]),
               "same_weights": same}
