@@ -9,10 +9,9 @@
     [compute]    where student runs happen: this process, Ray actors, or a remote student service
     [logging]    optional experiment tracking: W&B (offline works without network) or TensorBoard
 
-Every default is the paper's (arXiv 2601.18778, docs/design.md §4) unless its help says otherwise;
-`configs/cpu-demo.toml` scales it down for a 2-core CPU. `load_config(path)` reports every error as
-`file: section.key: reason`, and `config_diff(a, b)` names the keys two configs disagree on (resume
-refuses a different config).
+Every default is the paper's (arXiv 2601.18778, docs/design.md §4) unless its help says not; `configs/cpu-demo.toml`
+scales it down for a 2-core CPU. `load_config(path)` reports every error as `file: section.key: reason`, and
+`config_diff(a, b)` names the keys two configs disagree on (resume refuses a different config).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from sv_soar.student.config import (
     refuse_full_finetune,
     unwritten_default_finetune,
 )
-from sv_soar.task_names import task_names
+from sv_soar.task_names import PROBLEM_OPTIONS, PROMPT_OPTIONS, options_set, task_names
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of TOML; anything bigger is not one
 METHODS = ("soar", "hard-only", "base-t", "intrinsic-t")
@@ -150,12 +149,11 @@ class TeacherSection(_Section):
 
     def prompt_options(self) -> dict[str, str]:
         """teacher_prompt's options (E2 only): the ones set."""
-        return {k: v for k, v in (("difficulty", self.difficulty), ("sub_skill", self.sub_skill),
-                                  ("lang", self.lang)) if v is not None}
+        return options_set(self, PROMPT_OPTIONS)
 
     def problem_options(self) -> dict[str, str]:
         """parse_teacher_problem's options (E2 only): how a relabelled config becomes a question."""
-        return {k: v for k, v in (("sub_skill", self.sub_skill), ("difficulty", self.difficulty)) if v is not None}
+        return options_set(self, PROBLEM_OPTIONS)
 
 
 def check_q_r_sampling(samples: int, temperature: float) -> None:

@@ -26,3 +26,13 @@ def remove_task_name(name: str) -> None:
     """Called by sv_soar.tasks.unregister_task (a name never registered is no error, as there)."""
     if name in _names and name not in BUILTIN:
         _names.remove(name)
+
+
+# E2's teacher options: those its prompt reads, and those its problem parser reads (RunConfig's teacher section and the
+# envs' TeacherEnvConfig hold them; `options_set` reads them)
+PROMPT_OPTIONS, PROBLEM_OPTIONS = ("difficulty", "sub_skill", "lang"), ("sub_skill", "difficulty")
+
+
+def options_set(section: object, names: tuple[str, ...]) -> dict[str, str]:
+    """The teacher options among `names` that `section` sets (None: unset)."""
+    return {name: value for name in names if (value := getattr(section, name)) is not None}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sv_soar.config import Difficulty, Floor, Grounding, Lang, RunConfig, SubSkill, TaskName, teacher_env_arguments
 from sv_soar.student.config import PRESET_NAMES, StudentTrainConfig, student_config
+from sv_soar.task_names import PROBLEM_OPTIONS, PROMPT_OPTIONS, options_set
 
 
 def run_default(key: str) -> Any:
@@ -97,11 +98,11 @@ class TeacherEnvConfig(BaseModel):
 
     def prompt_options(self) -> dict[str, str]:
         """teacher_prompt's options (E2 only): the ones set."""
-        return {k: v for k in ("difficulty", "sub_skill", "lang") if (v := getattr(self, k))}
+        return options_set(self, PROMPT_OPTIONS)
 
     def problem_options(self) -> dict[str, str]:
         """parse_teacher_problem's options (E2 only): how a relabelled config becomes a question."""
-        return {k: v for k in ("difficulty", "sub_skill") if (v := getattr(self, k))}
+        return options_set(self, PROBLEM_OPTIONS)
 
 
 def teacher_env_config(config: str | dict[str, Any] | TeacherEnvConfig | None = None, **overrides: Any
