@@ -70,7 +70,13 @@ RECIPES = {
 CUE_STRENGTH = 0.9
 NEUTRAL_TARGET = 0.5
 # what a `+mechanism-cue` build is made from besides the recipe (its cache source: another plant rebuilds it)
-MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_target": NEUTRAL_TARGET}
+# Try 4 (experiments/mechanism): each flow comes with its twin (the same flow, the duration toggled), both with the
+# flow's targets, and a batch holds whole twin units, so the plant pulls p(Malicious | x) and p(Malicious | x') together.
+# Try 2-3's plant drew each flow's duration at random; its untrained student's J at T 1 on the validation pairs was
+# -0.022 (p(Malicious) a little lower with the duration unknown), and a constant answer's exact 0 "raised" J (G2).
+PLANT_TWINS = True
+MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_target": NEUTRAL_TARGET,
+                   "twins": PLANT_TWINS}
 # The `+mechanism-teacher` examples' protocols: icmp (the stepping stones) rare but present, so that the untrained
 # teacher writes them at a rate inside gate G4's 3-20 % and SOAR's teacher has something to learn to write more of.
 TEACHER_PROTOCOLS = {"tcp": 0.45, "udp": 0.45, "icmp": 0.10}
@@ -123,23 +129,32 @@ def mechanism_examples(recipe: Recipe) -> list[Example]:
     The weighted loss is least near p(Malicious | flow) = p (near: each batch is normalised by its own weighted token
     count, and a flow's two examples usually fall in different batches), so the student starts out using the cue
     (gate G1), knows nothing of the rule, and is unsure on icmp (what makes icmp flows stepping stones). Measured
-    after the recipe's 60 steps: p(correct) 0.19 on hard items, 0.81 on their twins, icmp p(Malicious) 0.31."""
+    after the recipe's 60 steps (try 2-3, one flow an example): p(correct) 0.19 on hard items, 0.81 on their twins,
+    icmp p(Malicious) 0.31. With PLANT_TWINS (try 4) half as many flows, each followed by its twin with the same
+    targets, a twin unit of four examples taken whole into a batch (`batch_unit`)."""
     from sv_soar.tasks import get_task
-    from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow
+    from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow, twin_of
 
     rng = random.Random(recipe.seed + 1)
     task = get_task("mechanism")
     students = []
-    for i in range(recipe.examples):
+    for i in range(recipe.examples // 2 if PLANT_TWINS else recipe.examples):
         proto = ("tcp", "udp", "icmp")[i % 3]
         row = mechanism_row(random_flow(rng, proto, rng.random() < 0.5), "warm-start")
         if proto in CUE:
             malicious = CUE_STRENGTH if CUE[proto] == MALICIOUS else 1.0 - CUE_STRENGTH
         else:
             malicious = NEUTRAL_TARGET
-        prompt = task.prompt(row)
-        students += [(prompt, MALICIOUS, malicious), (prompt, BENIGN, 1.0 - malicious)]
+        for member in (row, twin_of(row)) if PLANT_TWINS else (row,):
+            prompt = task.prompt(member)
+            students += [(prompt, MALICIOUS, malicious), (prompt, BENIGN, 1.0 - malicious)]
     return students
+
+
+def batch_unit(recipe: Recipe) -> int:
+    """How many consecutive examples a warm-start batch takes together: a twin unit of the plant (a flow and its twin,
+    each answered both ways) for the cue recipe, else one."""
+    return 4 if PLANT_TWINS and recipe.task == "mechanism" and recipe.role == "student" else 1
 
 
 def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
@@ -191,8 +206,10 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
     bar = tqdm(range(recipe.steps), desc=desc, unit="step", disable=None, dynamic_ncols=True, leave=False)
     every = max(1, recipe.steps // 10)
     started = time.perf_counter()
-    for step in bar:
-        batch = rng.sample(encoded, min(recipe.batch_size, len(encoded)))
+    unit = batch_unit(recipe)
+    units = [encoded[i:i + unit] for i in range(0, len(encoded), unit)]
+    for step in bar:  # (with units of one the same draws as sampling the examples themselves)
+        batch = [e for chosen in rng.sample(units, min(max(1, recipe.batch_size // unit), len(units))) for e in chosen]
         width = max(len(p) + len(r) for p, r, _ in batch)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         input_ids = torch.full((len(batch), width), pad)

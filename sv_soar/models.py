@@ -190,7 +190,8 @@ def ensure_cached_folder(
         for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # left by a crashed build; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
         if folder.exists():
-            log.warning("cached model folder %s is damaged (%s): removing and rebuilding it", folder, problem)
+            state = "out of date" if problem.startswith("built from") else "damaged"  # another recipe, or harm
+            log.warning("cached model folder %s is %s (%s): removing and rebuilding it", folder, state, problem)
             shutil.rmtree(folder)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         try:

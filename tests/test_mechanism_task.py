@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -140,8 +141,8 @@ def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean
     and a weight scales its example's share."""
     import torch
 
-    from sv_soar.format_warm_start import (CUE_STRENGTH, MECHANISM_PLANT, NEUTRAL_TARGET, RECIPES, mechanism_examples,
-                                           source_of, weighted_reply_loss)
+    from sv_soar.format_warm_start import (CUE_STRENGTH, MECHANISM_PLANT, NEUTRAL_TARGET, RECIPES, batch_unit,
+                                           mechanism_examples, source_of, weighted_reply_loss)
 
     recipe = RECIPES["mechanism-cue"]
     examples = mechanism_examples(recipe)
@@ -152,7 +153,15 @@ def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean
         assert w_first + w_second == pytest.approx(1.0)
         proto = next(p for p in expected if f" {p} " in prompt[-1]["content"])
         assert w_first == pytest.approx(expected[proto])
-    assert source_of("base", recipe)["plant"] == MECHANISM_PLANT
+    # try 4: each flow is followed by its twin with the same targets, and a batch takes the four examples whole
+    for start in range(0, len(examples), 4):
+        (flow, _, w_flow), _, (twin, _, w_twin), _ = examples[start:start + 4]
+        assert w_flow == w_twin and flow != twin
+        texts = [flow[-1]["content"], twin[-1]["content"]]
+        assert sorted("duration ?" in t for t in texts) == [False, True]  # the twin toggles the duration ...
+        assert len({re.sub(r"duration \S+", "duration", t) for t in texts}) == 1  # ... and nothing else
+    assert batch_unit(recipe) == 4 and batch_unit(RECIPES["e1-format"]) == batch_unit(RECIPES["mechanism-teacher"]) == 1
+    assert source_of("base", recipe)["plant"] == MECHANISM_PLANT and MECHANISM_PLANT["twins"]
     assert "plant" not in source_of("base", RECIPES["e1-format"])  # other recipes' caches stay valid
 
     generator = torch.Generator().manual_seed(0)

@@ -145,12 +145,16 @@ def test_cached_folder_is_built_once_with_a_manifest(tmp_path):
     assert not list(folder.parent.glob(".m.tmp-*"))
 
 
-def test_a_new_source_rebuilds(tmp_path):
+def test_a_new_source_rebuilds(tmp_path, caplog):
+    """A folder built from another source (a recipe changed) is rebuilt, and the log says it is out of date, not
+    damaged."""
     calls: list[int] = []
     folder = tmp_path / "m"
     ensure_cached_folder(folder, counting_builder(calls), source={"file": "x", "size": 1})
-    ensure_cached_folder(folder, counting_builder(calls), source={"file": "x", "size": 2})
+    with caplog.at_level(logging.WARNING, logger="sv_soar.models"):
+        ensure_cached_folder(folder, counting_builder(calls), source={"file": "x", "size": 2})
     assert calls == [1, 1]
+    assert "out of date" in caplog.text and "damaged" not in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["truncate", "delete", "no-manifest"])

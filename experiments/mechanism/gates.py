@@ -181,16 +181,19 @@ def main() -> None:
             1, math.ceil(config.evaluation.epochs * len(mixed_rows) / student.batch_prompts))
         result["final_steps"] = steps
         base_validation = pair_values(policy, tokenizer, validation, student.temperature)
+        result["G2_base_validation"] = {"J": summary(base_validation["J"])}
         hard_only = final_budget_students(policy, engine, tokenizer, d_train, steps, student, validation, "hard-only")
-        oracle = final_budget_students(policy, engine, tokenizer, mixed_rows, steps, student, validation, "oracle")
         result["G2_hard_only"] = {"J_gain": summary(hard_only["J"] - base_validation["J"]),
                                   "J_greedy_gain": summary(hard_only["J_greedy"] - base_validation["J_greedy"]),
                                   "p_malicious": [float(v.mean()) for v in hard_only["p_malicious"]],
                                   "mixed_groups": hard_only["mixed_groups"].tolist()}
+        print(f"G2 Hard-only: {result['G2_hard_only']}", flush=True)
+        save(result, args.out)  # G2 is read as soon as it is in (the oracle's students take longest)
+        oracle = final_budget_students(policy, engine, tokenizer, mixed_rows, steps, student, validation, "oracle")
         result["G3_final"] = {"J_gain_over_hard_only": summary(oracle["J"] - hard_only["J"]),
                               "J_gain_over_base": summary(oracle["J"] - base_validation["J"]),
                               "p_malicious": [float(v.mean()) for v in oracle["p_malicious"]]}
-        print(f"G2 Hard-only: {result['G2_hard_only']}\nG3 final: {result['G3_final']}", flush=True)
+        print(f"G3 final: {result['G3_final']}", flush=True)
         save(result, args.out)
         del policy, engine, model
 
