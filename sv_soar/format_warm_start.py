@@ -55,8 +55,10 @@ RECIPES = {
     "e1-format": Recipe("e1", "both", steps=48, batch_size=4),
     # the mechanism task's cold start (sv_soar.tasks.mechanism, docs/design.md §7), on top of e1-format (whose teacher
     # side writes E1 problems): `smollm2-135m-instruct+e1-format+mechanism-cue`. Student answers only, one word each,
-    # planting the protocol cue softly (`mechanism_examples`); short examples (built in 623 s on 2 contended cores)
-    "mechanism-cue": Recipe("mechanism", "student", steps=60, examples=384, batch_size=8),
+    # planting the protocol cue softly (`mechanism_examples`); short examples. 120 steps (try 4; tries 2-3: 60): with
+    # twin units the untrained J at T 1 on the validation pairs is +0.007 after 60 steps, +0.004 after 120, and icmp's
+    # p(Malicious) 0.36 -> 0.48 (experiments/mechanism/try4-plant-check.log); built in ~17 min on one contended core
+    "mechanism-cue": Recipe("mechanism", "student", steps=120, examples=384, batch_size=8),
     # the mechanism task's teacher, on top of e1-format: `smollm2-135m-instruct+e1-format+mechanism-teacher`. The cue
     # recipe's student training broke the teacher side it shares (1 valid problem in 128 rollouts, gate G4 of try 2),
     # and e1-format's teacher writes tcp flows only (45 of 45 valid in 64 rollouts): no stepping stone to find. This

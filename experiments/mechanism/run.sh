@@ -25,4 +25,13 @@ OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try2.toml --wait-for-
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try3.toml --student-gates $HERE/gates-try2.json \
   --wait-for-signal --out $HERE/gates-try3.json > $HERE/try3-gates.log 2>&1
 wait
+
+# try 4 (config-try4.toml: the plant with twins): its untrained J first, then the gates beside the signal at the two
+# shares the gates read (0: cue-agreeing, 1: the oracle), one thread each (logs try4-*.log)
+$PY $HERE/plant_check.py --config $HERE/config-try4.toml > $HERE/try4-plant-check.log 2>&1
+OMP_NUM_THREADS=1 $PY benchmarks/mechanism_signal.py --config $HERE/config-try4.toml --shares 0 1 \
+  --out benchmarks/results/mechanism_signal-try4.json > $HERE/try4-signal.log 2>&1 &
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try4.toml --wait-for-signal \
+  --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try4.json > $HERE/try4-gates.log 2>&1
+wait
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
