@@ -390,9 +390,9 @@ def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]
     """The teacher env config's fields that a run config sets: `config` is a TOML path (`sv-soar train`'s
     configs; relative paths resolve against its folder) or a dict of RunConfig sections ({"soar": {"q_r": 8}}).
 
-    Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS, [env]'s too; the [student] keys other than
-    model become `student` overrides over env.preset), so TeacherEnvConfig's defaults hold for the rest and the keyword arguments given
-    with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
+    Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS, [env]'s too; the [student] keys but model
+    are `student` overrides of env.preset), so TeacherEnvConfig's defaults hold for the rest and the keyword arguments
+    given with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
     task the teacher writes, as in `sv-soar train`. An unknown section or key is a ConfigError naming it."""
     if isinstance(config, (str, Path)):
         values, origin, base_dir = read_toml(Path(config)), str(config), Path(config).parent
@@ -461,7 +461,7 @@ def _describe(exc: ValidationError, origin: str) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         reason = error["msg"]
         if error["type"] == "extra_forbidden":
-            reason = "unknown key (a typo? see the section's fields in sv_soar/config.py)"
+            reason = "unknown key (a typo? see the section's fields in sv_soar/config.py, [env]'s in env_section.py)"
         problems.append(f"{origin}: {key}: {reason}")
     return "\n".join(problems)
 

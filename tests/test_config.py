@@ -124,8 +124,8 @@ def test_an_env_section_describes_the_rest_of_a_teacher_env(tmp_path):
     over data.hard_set), run.outer_steps as num_prompts, and the [student] keys over env.preset."""
     from sv_soar.teacher_env_config import teacher_env_config
 
-    path = write(tmp_path, '[data]\nhard_set = "hs"\n[run]\nouter_steps = 5\n[student]\nsteps = 2\n'
-                           '[env]\npreset = "cpu"\nrun_dir = "run"\nreward_cache = "cache"\nmax_concurrent_scorings = 2\n')
+    path = write(tmp_path, '[data]\nhard_set = "hs"\n[run]\nouter_steps = 5\n[student]\nsteps = 2\n[env]\n'
+                           'preset = "cpu"\nrun_dir = "run"\nreward_cache = "cache"\nmax_concurrent_scorings = 2\n')
     env = teacher_env_config(str(path))
     assert (env.preset, env.run_dir, env.reward_cache) == ("cpu", str(tmp_path / "run"), str(tmp_path / "cache"))
     assert (env.max_concurrent_scorings, env.num_prompts, env.hard_set) == (2, 5, str(tmp_path / "hs"))
