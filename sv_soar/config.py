@@ -8,6 +8,7 @@
     [evaluation] the final evaluation on D_test
     [compute]    where student runs happen: this process, Ray actors, or a remote student service
     [logging]    optional experiment tracking: W&B (offline works without network) or TensorBoard
+    [env]        what only a teacher env has (sv_soar.env_section); not used by `sv-soar train`
 
 Every default is the paper's (arXiv 2601.18778, docs/design.md §4) unless its help says not; `configs/cpu-demo.toml`
 scales it down for a 2-core CPU. `load_config(path)` reports every error as `file: section.key: reason`, and
@@ -24,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer,
                       model_validator)
 
+from sv_soar.env_section import EnvSection
 from sv_soar.soar_defaults import DEFAULT_MODEL, FLOOR, TAU, WINDOW
 from sv_soar.student.config import (
     LORA_LEARNING_RATE,
@@ -266,6 +268,7 @@ class RunConfig(_Section):
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    env: EnvSection = Field(default_factory=EnvSection)
 
     @property
     def rollouts_per_step(self) -> int:
@@ -312,8 +315,8 @@ class RunConfig(_Section):
         return self
 
     def resolved(self) -> dict[str, Any]:
-        """The config with every default filled in, as written to RUN_DIR/config.toml."""
-        return self.model_dump(mode="json")
+        """The config with every default filled in, as written to RUN_DIR/config.toml: the run's, so not [env]."""
+        return self.model_dump(mode="json", exclude={"env"})
 
 
 def parse_config(values: dict[str, Any], *, origin: str = "<config>", base_dir: Path | None = None) -> RunConfig:
@@ -375,17 +378,21 @@ TEACHER_ENV_ARGUMENTS = {
     "student.model": "model", "soar.students": "students", "soar.q_r": "q_r", "soar.grounding": "grounding",
     "soar.floor": "floor", "soar.time_limit_s": "time_limit_s", "soar.tau": "tau", "soar.window": "window",
     "run.seed": "seed", "compute.backend": "backend", "compute.ray_address": "ray_address",
-    "compute.ray_actors": "ray_actors", "compute.students_url": "students_url",
+    "compute.ray_actors": "ray_actors", "compute.students_url": "students_url", "run.outer_steps": "num_prompts",
+    "env.hard_set": "hard_set", "env.preset": "preset", "env.run_dir": "run_dir", "env.reward_cache": "reward_cache",
+    "env.max_concurrent_scorings": "max_concurrent_scorings",
 }
+# Paths, relative to the config's folder. env.hard_set, a packaged name, comes after data.hard_set and wins over it.
+TEACHER_ENV_PATHS = ("data.hard_set", "env.run_dir", "env.reward_cache")
 
 
 def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]:
     """The teacher env config's fields that a run config sets: `config` is a TOML path (`sv-soar train`'s
     configs; relative paths resolve against its folder) or a dict of RunConfig sections ({"soar": {"q_r": 8}}).
 
-    Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS; the [student] keys other than model become
-    `student` overrides), so TeacherEnvConfig's defaults hold for the rest and the keyword arguments given
-    with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
+    Only the keys the config sets are returned (TEACHER_ENV_ARGUMENTS, [env]'s too; the [student] keys but model
+    are `student` overrides of env.preset), so TeacherEnvConfig's defaults hold for the rest and the keyword arguments
+    given with `config` override it. data.task is the hard set's task and, unless teacher.task says otherwise, the
     task the teacher writes, as in `sv-soar train`. An unknown section or key is a ConfigError naming it."""
     if isinstance(config, (str, Path)):
         values, origin, base_dir = read_toml(Path(config)), str(config), Path(config).parent
@@ -405,9 +412,9 @@ def teacher_env_arguments(config: str | Path | dict[str, Any]) -> dict[str, Any]
         name, key = dotted.split(".")
         section = getattr(sections, name)
         if section is not None and key in section.model_fields_set:
-            arguments[argument] = getattr(section, key)
-    if "hard_set" in arguments:
-        arguments["hard_set"] = str(_resolve(arguments["hard_set"], base_dir))
+            value = getattr(section, key)
+            arguments[argument] = str(_resolve(value, base_dir)) if dotted in TEACHER_ENV_PATHS and value is not None \
+                else value
     if "hard_set_task" in arguments:
         arguments.setdefault("svbench_task", arguments["hard_set_task"])
     student = sections.student.model_dump(include=sections.student.model_fields_set - {"model"}) \
@@ -454,7 +461,7 @@ def _describe(exc: ValidationError, origin: str) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         reason = error["msg"]
         if error["type"] == "extra_forbidden":
-            reason = "unknown key (a typo? see the section's fields in sv_soar/config.py)"
+            reason = "unknown key (a typo? see the section's fields in sv_soar/config.py, [env]'s in env_section.py)"
         problems.append(f"{origin}: {key}: {reason}")
     return "\n".join(problems)
 

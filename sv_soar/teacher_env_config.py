@@ -4,13 +4,15 @@ A teacher env runs `sv-soar train`'s outer step with a hosted trainer in the tea
 so its arguments are RunConfig keys under flat names: each field below names the key whose default it takes
 (`run_default("soar.q_r")`), and sv_soar.config.TEACHER_ENV_ARGUMENTS maps a run config onto them. One default and
 one meaning each, wherever they are set: `floor` "neutral" is no advantage (RunConfig's soar.floor says how each
-trainer gets there), `num_prompts` defaults to run.outer_steps' default, τ is soar.tau.
+trainer gets there), `num_prompts` is run.outer_steps (one prompt a step), τ is soar.tau.
 
     v0  sv_soar_teacher.load_environment(config=TOML | dict | TeacherEnvConfig, **overrides)
     v1  sv_soar_teacher_v1.SoarTeacherConfig(vf.TasksetConfig, TeacherEnvConfig)   (flat [env.taskset] keys)
 
-What only an env has: the hard set as a folder (v0) or a packaged name (v1), the student preset and its overrides,
-the run folder, and how many groups it scores at once. A leaf, as sv_soar.config: it imports no runtime.
+What only an env has is RunConfig's [env] section (sv_soar.env_section): the hard set's packaged name (v1), the
+student preset that the [student] keys override, the run folder, the reward cache, and how many groups it scores at
+once. So one `sv-soar train` TOML with an [env] section is a whole teacher env's config. A leaf, as sv_soar.config:
+it imports no runtime.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from sv_soar.task_names import PROBLEM_OPTIONS, PROMPT_OPTIONS, options_set
 
 
 def run_default(key: str) -> Any:
-    """The default of RunConfig's `key` ("soar.q_r"): the one place a teacher env's default is defined."""
+    """The default of RunConfig's `key` ("soar.q_r", "env.preset"): where a teacher env's default is defined."""
     section, name = key.split(".")
     return RunConfig.model_fields[section].annotation.model_fields[name].get_default(call_default_factory=True)
 
@@ -37,15 +39,17 @@ class TeacherEnvConfig(BaseModel):
 
     svbench_task: TaskName = run_default("data.task")
     """Task the teacher writes problems for (RunConfig: teacher.task, else data.task); v0's keyword is `task`."""
-    hard_set: str | None = None
-    """The hard set: a `sv-soar hardset` folder (v0), or the name of one packaged into the env (v1)."""
+    hard_set: str | None = run_default("env.hard_set")
+    """The hard set: a `sv-soar hardset` folder (v0; RunConfig: data.hard_set), or the name of one packaged into the
+    env (v1; RunConfig: env.hard_set)."""
     hard_set_task: TaskName | None = None
     """The hard set's task when it differs from svbench_task (RunConfig: data.task; experiment E: e1 on e2)."""
     model: str = run_default("student.model")
     """The student model the r students start from."""
-    preset: Literal[PRESET_NAMES] = "paper"
+    preset: Literal[PRESET_NAMES] = run_default("env.preset")
     """Student-training preset (sv_soar.student.config.PRESETS); `student` overrides single fields."""
     student: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the preset's student config (RunConfig: the [student] keys set, but model)."""
     g: int = Field(run_default("teacher.g"), ge=1)
     """Datasets a step (SOAR: 4)."""
     n: int = Field(run_default("teacher.n"), ge=1)
@@ -64,7 +68,7 @@ class TeacherEnvConfig(BaseModel):
     window: int = Field(run_default("soar.window"), ge=1)
     num_prompts: int = Field(run_default("run.outer_steps"), ge=1)
     """Prompts (outer steps) the env offers (RunConfig: run.outer_steps; SOAR runs 200 teacher updates)."""
-    run_dir: str | None = None
+    run_dir: str | None = run_default("env.run_dir")
     """Where the promotion state lives (default: a folder under the sv-soar cache named by these arguments, so a
     restarted env resumes it; sv_soar.teacher_step.default_run_dir)."""
     time_limit_s: float | None = Field(run_default("soar.time_limit_s"), gt=0)
@@ -77,9 +81,9 @@ class TeacherEnvConfig(BaseModel):
     backend: Literal["local", "ray"] = run_default("compute.backend")
     ray_address: str | None = run_default("compute.ray_address")
     ray_actors: int | None = Field(run_default("compute.ray_actors"), ge=1)
-    max_concurrent_scorings: int = Field(1, ge=1)
+    max_concurrent_scorings: int = Field(run_default("env.max_concurrent_scorings"), ge=1)
     """Groups scored at once, each by its own scorer (its own model copy); v1 scores one episode at a time."""
-    reward_cache: str | None = None
+    reward_cache: str | None = run_default("env.reward_cache")
     """Folder of the scorer's reward cache (a retried group is not trained again)."""
 
     @field_validator("preset", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -115,6 +116,56 @@ def test_the_teacher_env_config_takes_its_defaults_from_the_run_config():
         assert getattr(env, TEACHER_ENV_ARGUMENTS[dotted]) == getattr(getattr(run, section), key), dotted
     assert (env.svbench_task, env.hard_set_task, run.data.task, run.teacher.task) == ("e1", None, "e1", None)
     assert env.num_prompts == run.run.outer_steps == 200
+
+
+def test_an_env_section_describes_the_rest_of_a_teacher_env(tmp_path):
+    """[env]: what only a teacher env has, in the run config's own file. One `sv-soar train` TOML then describes a
+    teacher env whole: TeacherEnvConfig gets [env]'s keys (paths relative to the file, env.hard_set a packaged name
+    over data.hard_set), run.outer_steps as num_prompts, and the [student] keys over env.preset."""
+    from sv_soar.teacher_env_config import teacher_env_config
+
+    path = write(tmp_path, '[data]\nhard_set = "hs"\n[run]\nouter_steps = 5\n[student]\nsteps = 2\n[env]\n'
+                           'preset = "cpu"\nrun_dir = "run"\nreward_cache = "cache"\nmax_concurrent_scorings = 2\n')
+    env = teacher_env_config(str(path))
+    assert (env.preset, env.run_dir, env.reward_cache) == ("cpu", str(tmp_path / "run"), str(tmp_path / "cache"))
+    assert (env.max_concurrent_scorings, env.num_prompts, env.hard_set) == (2, 5, str(tmp_path / "hs"))
+    assert env.student_train_config().steps == 2 and env.student_train_config().group_size == 4  # cpu's, overridden
+    path.write_text(path.read_text() + 'hard_set = "e1-t01"\n')
+    assert teacher_env_config(str(path)).hard_set == "e1-t01"  # the v1 env's packaged name, never resolved
+    assert teacher_env_config(str(path), preset="paper").preset == "paper"  # keyword arguments still win
+    # `sv-soar train` checks the section and runs without it: the run folder's config.toml is the run's
+    config = load_config(path)
+    assert config.env.preset == "cpu" and "env" not in config.resolved()
+    with pytest.raises(ConfigError, match=r"exp\.toml: env\.presets: unknown key"):
+        load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[env]\npresets = "cpu"\n'))
+    with pytest.raises(ConfigError, match=r"config: env\.max_concurrent_scorings: .*greater than or equal to 1"):
+        teacher_env_config({"env": {"max_concurrent_scorings": 0}})
+
+
+def test_a_config_without_an_env_section_dumps_as_before(tmp_path):
+    """[env] is new: a config without it resolves to the same sections, in the same order, as before it was added
+    (run folders' config.toml, resume's diff and the tracker's config are unchanged), and so does one with it."""
+    config = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n'))
+    sections = ["run", "data", "teacher", "student", "soar", "evaluation", "compute", "logging"]
+    assert list(config.resolved()) == sections
+    assert re.findall(r"(?m)^\[(\w+)\]$", dump_toml(config.resolved())) == sections
+    with_env = load_config(write(tmp_path, '[data]\nhard_set = "hs"\n[env]\npreset = "cpu"\n'))
+    assert with_env.resolved() == config.resolved() and not config_diff(config.resolved(), with_env.resolved())
+
+
+def test_the_env_only_defaults_are_defined_once():
+    """TeacherEnvConfig's env-only fields take their defaults from [env] (sv_soar.env_section), as its other fields
+    take theirs from the other sections: every [env] key maps to the TeacherEnvConfig field of the same name."""
+    from sv_soar.config import TEACHER_ENV_ARGUMENTS
+    from sv_soar.env_section import EnvSection
+    from sv_soar.teacher_env_config import TeacherEnvConfig
+
+    env, section = TeacherEnvConfig(), EnvSection()
+    assert {f"env.{key}" for key in EnvSection.model_fields} <= set(TEACHER_ENV_ARGUMENTS)
+    for key in EnvSection.model_fields:
+        assert TEACHER_ENV_ARGUMENTS[f"env.{key}"] == key and getattr(env, key) == getattr(section, key), key
+    # every TeacherEnvConfig field is set by a run-config key ([student]'s keys are `student`)
+    assert set(TeacherEnvConfig.model_fields) == set(TEACHER_ENV_ARGUMENTS.values()) | {"student"}
 
 
 def test_finetune_is_lora_or_full_and_full_students_train_locally(tmp_path):
