@@ -133,7 +133,7 @@ def resolve_model(name: str, *, verify: bool = False) -> str:
 
 def _derived_model(name: str, verify: bool) -> str | None:
     """'<base>+<recipe>': a format-warm-started model (sv_soar.format_warm_start), built once into the cache."""
-    from sv_soar import format_warm_start  # delayed: it imports torch
+    from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
     try:
         derived = format_warm_start.split_name(name)
@@ -152,7 +152,7 @@ def _derived_model(name: str, verify: bool) -> str | None:
 
 def build_format_warm_start(base: str, recipe: Recipe, out: Path) -> None:
     """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
-    from sv_soar import format_warm_start  # delayed: it imports torch
+    from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
     model, tokenizer = load_model(base)
     losses, merged = format_warm_start.warm_start(model, tokenizer, format_warm_start.examples(recipe), recipe)

@@ -49,7 +49,8 @@ def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local
 
         return GroundedScorer(model, task, config, **kwargs)
     if backend == "ray":
-        from sv_soar.backends.ray_backend import RayGroundedScorer  # delayed: it imports torch; ray is an extra
+        from sv_soar.backends.ray_backend import (  # delayed: sv_soar.backends.ray_backend imports torch and ray
+            RayGroundedScorer)
 
         return RayGroundedScorer(model, task, config, address=ray_address, actors=ray_actors, **kwargs)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

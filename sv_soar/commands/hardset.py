@@ -214,7 +214,8 @@ def _load_rows(task: Task, source: str, args: argparse.Namespace) -> list[Row]:
 
 
 def _load_engine(model: str):
-    from sv_soar.engines.transformers_engine import TransformersEngine  # delayed: it imports torch
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
 
     return TransformersEngine(model)
 

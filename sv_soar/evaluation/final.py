@@ -176,9 +176,10 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
                      extra_sets: dict[str, list[Row]] | None = None, score_base: bool = True,
                      progress: bool = True) -> dict[str, Any]:
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
-    from sv_soar.engines.transformers_engine import TransformersEngine  # delayed: it imports torch
-    from sv_soar.student.full_finetune import trainable_copy  # delayed: it imports torch
-    from sv_soar.student.trainer import (  # delayed: it imports torch
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
+    from sv_soar.student.full_finetune import trainable_copy  # delayed: sv_soar.student.full_finetune imports torch
+    from sv_soar.student.trainer import (  # delayed: sv_soar.student.trainer imports torch
         remove_student_adapter, student_policy, train_student)
 
     config = run.config
@@ -278,8 +279,10 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     RUN_DIR/evaluation/adapter-<folder name>.json) and returns the report, with its path."""
     from safetensors.torch import load_file  # heavy: safetensors.torch imports torch
 
-    from sv_soar.engines.transformers_engine import TransformersEngine  # delayed: it imports torch
-    from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state  # delayed: it imports torch
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
+    from sv_soar.student.full_finetune import (  # delayed: sv_soar.student.full_finetune imports torch
+        FULL_WEIGHTS, load_full_state)
 
     adapter = Path(adapter)
     full = (adapter / FULL_WEIGHTS).is_file()
