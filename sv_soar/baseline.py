@@ -40,7 +40,7 @@ class Baseline:
         if self.adapter_state is None:
             return "base"
         if self._id is None or self._id[0] != id(self.adapter_state):  # hash each weights object once
-            import torch  # here: weights are torch tensors, so torch is loaded wherever there are any to hash
+            import torch  # heavy: torch, loaded only where there are weights (tensors) to hash
 
             digest = hashlib.sha256()
             for key in sorted(self.adapter_state):

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from sv_soar.config import _toml_value
+from sv_soar.evaluation.final import training_phases
+from sv_soar.jsonl import write_jsonl, write_text_atomic
+from sv_soar.models import EMBEDDED_MODELS, resolve_model
 from sv_soar.tasks import get_task, scoring_task
 
 VF_TRAIN_FILE = "vf-train.toml"
@@ -40,16 +43,12 @@ STUDENT_ENV_V1 = "sv-soar-student-v1"  # environments/sv_soar_student_v1
 
 def training_rows(run) -> list[dict]:
     """PQ ∪ D_train as the final evaluation trains on it (shuffled together there; order kept here)."""
-    from sv_soar.evaluation.final import training_phases
-
     promoted = [] if run.config.run.method == "hard-only" else run.promoted_datasets()
     return [row for phase in training_phases(promoted, run.d_train(), curriculum=False) for row in phase]
 
 
 def trained_model_name(name: str) -> str:
     """What a trainer elsewhere can load: a HF id stays as is; an embedded name becomes its converted folder."""
-    from sv_soar.models import EMBEDDED_MODELS, resolve_model
-
     return resolve_model(name) if name in EMBEDDED_MODELS else name
 
 
@@ -164,8 +163,6 @@ def _value(value: Any) -> str:
 
 
 def export(run, out: Path, *, prime_rl: bool = False) -> dict[str, Path]:
-    from sv_soar.jsonl import write_jsonl, write_text_atomic
-
     rows = training_rows(run)
     out.mkdir(parents=True, exist_ok=True)
     train_path = write_jsonl(out / TRAIN_FILE, rows).resolve()

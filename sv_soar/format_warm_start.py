@@ -31,6 +31,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
+from tqdm.auto import tqdm
+
+from sv_soar.student.adapters import lora_config
+from sv_soar.student.config import ALL_LINEAR
+from sv_soar.tasks import get_task
+from sv_soar.tasks.e1.flows import generate_e1_flows
+from sv_soar.tasks.e1.question import render_question
+from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow, twin_of
+from sv_soar.tasks.teacher import teacher_prompt
 
 RECIPE_VERSION = 1
 
@@ -100,10 +109,6 @@ Example = tuple[list[dict[str, str]], str, float]  # (chat prompt, reply, weight
 
 def examples(recipe: Recipe) -> list[Example]:
     """(chat prompt, reply, weight) in the task's format, labels uniform at random, weight 1."""
-    from sv_soar.tasks import get_task
-    from sv_soar.tasks.e1.flows import generate_e1_flows
-    from sv_soar.tasks.teacher import teacher_prompt
-
     if recipe.task == "mechanism":
         return mechanism_teacher_examples(recipe) if recipe.role == "teacher" else mechanism_examples(recipe)
     if recipe.task != "e1":
@@ -134,9 +139,6 @@ def mechanism_examples(recipe: Recipe) -> list[Example]:
     after the recipe's 60 steps (try 2-3, one flow an example): p(correct) 0.19 on hard items, 0.81 on their twins,
     icmp p(Malicious) 0.31. With PLANT_TWINS (try 4) half as many flows, each followed by its twin with the same
     targets, a twin unit of four examples taken whole into a batch (`batch_unit`)."""
-    from sv_soar.tasks import get_task
-    from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow, twin_of
-
     rng = random.Random(recipe.seed + 1)
     task = get_task("mechanism")
     students = []
@@ -163,10 +165,6 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     """The `+mechanism-teacher` examples: the mechanism task's teacher prompt answered with one flow of the task's
     format (`random_flow`, durations known and unknown alike), its protocol drawn from TEACHER_PROTOCOLS, its label
     and rationale at random (the teacher learns the format, not which problems help, as e1-format's does)."""
-    from sv_soar.tasks.e1.question import render_question
-    from sv_soar.tasks.mechanism import random_flow
-    from sv_soar.tasks.teacher import teacher_prompt
-
     rng = random.Random(recipe.seed + 2)
     protocols, weights = zip(*TEACHER_PROTOCOLS.items())
     pairs = []
@@ -181,10 +179,7 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
 def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe):
     """Fit a LoRA adapter on the replies (prompt tokens masked; each reply's token losses weighted by its example's
     weight, 1 where a pair has none; the batch's loss is their weighted mean) and merge it: (losses, merged model)."""
-    from peft import get_peft_model
-
-    from sv_soar.student.adapters import lora_config
-    from sv_soar.student.config import ALL_LINEAR
+    from peft import get_peft_model  # heavy: peft, loaded only when a warm start trains
 
     torch.manual_seed(recipe.seed)
     lora = lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR)
@@ -200,7 +195,6 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
     rng = random.Random(recipe.seed)
     losses = []
     policy.train()
-    from tqdm.auto import tqdm
 
     # the slowest step of a fresh machine's demo (~4 minutes on 2 cores): a bar on a terminal; in a log (no
     # terminal) a line every tenth of the steps, so the log never sits silent for minutes

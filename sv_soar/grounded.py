@@ -56,13 +56,16 @@ import torch
 
 from sv_soar.baseline import Baseline
 from sv_soar.config import check_q_r_sampling
+from sv_soar.engines.transformers_engine import TransformersEngine
+from sv_soar.engines.vllm_engine import VLLMEngine
 from sv_soar.generation import SamplingParams
+from sv_soar.models import load_model
 from sv_soar.q_r_accuracy import GROUNDINGS, Grounding, QRAccuracy, rows_hash
 from sv_soar.reward_cache import RewardCache, reward_cache_key
 from sv_soar.scores import DatasetScore, StudentResult
 from sv_soar.student.adapters import student_policy
-from sv_soar.student.full_finetune import StoredWeights, trainable_copy
 from sv_soar.student.config import StudentTrainConfig
+from sv_soar.student.full_finetune import StoredWeights, trainable_copy
 from sv_soar.student_runs import StudentRuns
 from sv_soar.tasks import Row, Task, get_task
 
@@ -167,9 +170,6 @@ class GroundedScorer(QRAccuracy, StudentRuns):
         (The Ray backend, sv_soar.backends.ray_backend, loads it in its actors instead.)"""
         # here, not at the top: they import transformers (seconds), which a process that only drives scorers
         # (the Ray backend's driver) never needs
-        from sv_soar.engines.transformers_engine import TransformersEngine
-        from sv_soar.models import load_model
-
         if isinstance(model, (str, os.PathLike)):
             self.model_name = str(model)
             base, tokenizer = load_model(self.model_name, device=self.device)
@@ -178,7 +178,6 @@ class GroundedScorer(QRAccuracy, StudentRuns):
             self.model_name = str(getattr(base.config, "_name_or_path", "") or type(base).__name__)
         self.policy = student_policy(base, self.config)  # once per scorer: every student is an adapter on it
         if self.engine_kind == "vllm":  # rollouts and evaluation on vLLM; training stays on `policy` (GPU)
-            from sv_soar.engines.vllm_engine import VLLMEngine  # here: vllm, an optional extra (GPU)
 
             self.engine = VLLMEngine(self.model_name, tokenizer=tokenizer, policy=self.policy, **self.engine_options)
         elif self.engine_kind == "transformers":

@@ -28,6 +28,8 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from sv_soar.hard_set import load_hard_set
+
 DATA_FOLDER = "data"  # inside the env's module: <module>/data/<name>/
 SET_FILES = ("d_train.jsonl", "d_test.jsonl", "hard_set.jsonl")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -49,8 +51,6 @@ def env_module(env_dir: Path) -> str:
 
 def package_set(data: Path, env_dir: Path, name: str, task: str) -> Path:
     """Validate DATA's rows as `task` rows and copy them into ENV_DIR/<module>/data/NAME/; returns that folder."""
-    from sv_soar.hard_set import load_hard_set  # validates every row (file:line on a bad one)
-
     if not NAME_PATTERN.match(name):
         raise PackagedDataError(f"--name {name!r}: use lower-case letters, digits, '.', '_' or '-' (it becomes a "
                                 "folder name and a config value)")

@@ -133,7 +133,7 @@ def resolve_model(name: str, *, verify: bool = False) -> str:
 
 def _derived_model(name: str, verify: bool) -> str | None:
     """'<base>+<recipe>': a format-warm-started model (sv_soar.format_warm_start), built once into the cache."""
-    from sv_soar import format_warm_start
+    from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
     try:
         derived = format_warm_start.split_name(name)
@@ -152,7 +152,7 @@ def _derived_model(name: str, verify: bool) -> str | None:
 
 def build_format_warm_start(base: str, recipe: Recipe, out: Path) -> None:
     """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
-    from sv_soar import format_warm_start
+    from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
     model, tokenizer = load_model(base)
     losses, merged = format_warm_start.warm_start(model, tokenizer, format_warm_start.examples(recipe), recipe)
@@ -278,8 +278,8 @@ def _check_folder(folder: Path, source: dict[str, Any] | None, verify: bool) -> 
 
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise a GGUF checkpoint into an fp32 HF folder (model + tokenizer) at `out`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: torch, loaded only when a model loads
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -305,7 +305,7 @@ def default_dtype(device: str | torch.device) -> torch.dtype:
     """fp32 on CPU (bf16 is slower on AVX2 machines without bf16 units), bf16 on CUDA: half the memory and
     Hopper's tensor cores (about 790 TFLOP/s bf16 on an H200 against about 67 in plain fp32). The LoRA
     weights stay fp32 on a bf16 base (peft's autocast_adapter_dtype), and so does their AdamW state."""
-    import torch
+    import torch  # heavy: torch, loaded only when a model loads
 
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
@@ -316,8 +316,8 @@ def load_model(name: str, *, dtype: torch.dtype | None = None, device: str = "cp
     dtype defaults to `default_dtype(device)`: float32 on CPU (docs/design.md §6: bf16 is slower on these AVX2
     machines), bfloat16 on CUDA. On CUDA attention is PyTorch's SDPA (flash / memory-efficient kernels).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # heavy: torch, loaded only when a model loads
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: transformers
 
     path = resolve_model(name, verify=True)
     try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from sv_soar.jsonl import atomic_path, write_text_atomic
 from sv_soar.tasks import Row
@@ -107,8 +108,6 @@ class RewardCache:
         return write_text_atomic(self._path(key), json.dumps({**entry, "key": key, "version": CACHE_VERSION}))
 
     def get_adapter(self, key: str, student: int) -> dict[str, torch.Tensor] | None:
-        from safetensors.torch import load_file
-
         path = self.adapter_path(key, student)
         if not path.is_file():
             return None
@@ -119,8 +118,6 @@ class RewardCache:
             return None
 
     def put_adapter(self, key: str, student: int, state: dict[str, torch.Tensor]) -> Path:
-        from safetensors.torch import save_file
-
         path = self.adapter_path(key, student)
         with atomic_path(path) as tmp:
             save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))

@@ -49,7 +49,7 @@ class Run:
 
     def promoted_datasets(self) -> list[list[Row]]:
         """The promoted datasets X_{k*}, in promotion order (empty before the first promotion)."""
-        from sv_soar.promotion_run import STATE_FILE, load_state  # here: it stores baselines' weights (torch)
+        from sv_soar.promotion_run import STATE_FILE, load_state  # delayed: sv_soar.promotion_run imports torch
 
         path = self.folder / STATE_FILE
         if not path.is_file():
@@ -59,7 +59,7 @@ class Run:
     def loop_student(self) -> Path | None:
         """The outer loop's own student: the folder of the last promoted baseline, the student every later R_k
         was measured against (None before the first promotion, when that student is the bare base model)."""
-        from sv_soar.promotion_run import STATE_FILE, load_state  # here: it stores baselines' weights (torch)
+        from sv_soar.promotion_run import STATE_FILE, load_state  # delayed: sv_soar.promotion_run imports torch
 
         path = self.folder / STATE_FILE
         folder = load_state(path).baseline.folder if path.is_file() else None

@@ -64,7 +64,7 @@ class Tracker:
         self.backend = backend
         if backend == "wandb":
             try:
-                import wandb
+                import wandb  # heavy: wandb, an optional extra
             except ImportError:
                 raise ImportError("[logging] backend = 'wandb' needs wandb: pip install 'sv-soar[tracking]'") from None
             # one W&B run per run folder, so that --resume continues it
@@ -75,7 +75,7 @@ class Tracker:
             self._run.define_metric("*", step_metric="outer_step")
         elif backend == "tensorboard":
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # heavy: torch; tensorboard is an optional extra
             except ImportError:
                 raise ImportError("[logging] backend = 'tensorboard' needs tensorboard: "
                                   "pip install 'sv-soar[tracking]'") from None

@@ -24,7 +24,9 @@ from datasets import Dataset
 
 from rubrics import task_rubric
 from sv_soar.tasks import Row, Task, get_task
+from sv_soar.tasks.e2 import fixture_path
 from sv_soar.tasks.sources import load_rows
+from sv_soar_student.e2_tools import E2_TOOL_SYSTEM_PROMPT, E2ToolEnv, materialise_configs
 
 ENV_ID = "sv-soar-student"
 
@@ -71,9 +73,6 @@ def load_environment(
     dataset = Dataset.from_list([student_record(spec, row) for row in rows])
     parser, rubric = task_rubric(spec, scoring=scoring, max_parse_chars=max_parse_chars)
     if spec.name == "e2" and tools:
-        from sv_soar.tasks.e2 import fixture_path
-        from sv_soar_student.e2_tools import E2_TOOL_SYSTEM_PROMPT, E2ToolEnv, materialise_configs
-
         return E2ToolEnv(dataset=dataset, system_prompt=system_prompt or E2_TOOL_SYSTEM_PROMPT, parser=parser,
                          rubric=rubric, env_id=ENV_ID, max_turns=max_turns,
                          config_root=materialise_configs(rows, fixture_path), **kwargs)

@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import verifiers as vf
 
-from sv_soar.tasks.e2.scoring import E2_SYSTEM_PROMPT, row_from_answer, row_lang
 from sv_soar.tasks.e2.oracle import OracleCache, OracleReport
+from sv_soar.tasks.e2.scoring import E2_SYSTEM_PROMPT, config_of, row_from_answer, row_lang
 
 MAX_FINDINGS = 50
 MAX_CONFIG_CHARS = 64 * 1024
@@ -138,8 +138,6 @@ HIDDEN_ARGS = ["task_config", "lang", "root"]
 
 def materialise_configs(rows: list[dict[str, Any]], fixture_path: Callable[[dict[str, Any]], str]) -> str:
     """Write each row's config to a private temp folder at its `File path:`; the folder (removed at exit)."""
-    from sv_soar.tasks.e2.scoring import config_of
-
     root = tempfile.mkdtemp(prefix="sv-soar-e2-")
     atexit.register(shutil.rmtree, root, True)
     for row in rows:

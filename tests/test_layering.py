@@ -2,10 +2,12 @@
 (a verifiers-v1 environment, or a machine without torch, reads the same TOML); and the rules of the algorithm
 (partition, Q_R, the teacher's RLOO, promotion) import and run without torch. The import directions themselves
 (the core imports no environment package; the rules and the config import no ML library and none of the machinery)
-are import-linter's contracts in pyproject.toml; these tests check what Python actually loads."""
+are import-linter's contracts in pyproject.toml; these tests check what Python actually loads, and that an import
+sits inside a function only where it keeps a heavy package out of its module."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -97,3 +99,125 @@ def test_the_rules_of_the_algorithm_import_and_run_without_torch():
     assert result["rloo"] == pytest.approx([-0.2, 0.0, 0.2])  # A_k = R_k − mean_{j≠k} R_j; a failed dataset: 0
     assert result["promoted"] is False and result["base"] == "base" and result["scorer"] is False
     assert result["loaded"] == []
+
+
+# Imports sit at the top of their module (issue 24) unless the import inside a function keeps a heavy package out of
+# a module that does not load it already: one that costs seconds to import (torch, datasets, matplotlib) or is an
+# optional extra (vllm, ray, wandb). A delayed import of `json` or of a light project module fails the test below.
+# What a module loads is computed from the imports at the top of the modules it imports, transitively (grimp's
+# graph, which import-linter reads, counts the imports inside functions too).
+HEAVY = ("torch", "transformers", "peft", "safetensors.torch", "vllm", "trl", "ray", "datasets", "verifiers",
+         "matplotlib", "wandb", "tensorboard", "uvicorn", "fastapi", "starlette", "httpx", "accelerate")
+# what importing a HEAVY name loads (itself otherwise): a module with torch at its top gains nothing by delaying
+# safetensors.torch (safetensors itself is light)
+HEAVY_LOADS = {"safetensors.torch": {"torch"}, "peft": {"peft", "torch", "transformers"}, "vllm": {"vllm", "torch"},
+               "trl": {"trl", "torch", "transformers"}, "fastapi": {"fastapi", "starlette"}}
+# (module, what it imports inside a function): the imports that stay there although they load nothing heavy
+DELAYED_FOR_ANOTHER_REASON = {
+    # the task packages import the registry (a cycle), and a module that imports it for `Task` loads no scorer
+    ("sv_soar.tasks", "sv_soar.tasks.e1"): "cycle", ("sv_soar.tasks", "sv_soar.tasks.e2"): "cycle",
+    ("sv_soar.tasks", "sv_soar.tasks.mechanism"): "cycle",
+    # regopy loaded before torch aborts the process when torch loads: rego.py imports torch first, in the function
+    ("sv_soar.tasks.e2.oracle.rego", "regopy"): "order",
+}
+IMPORT_ROOTS = {"sv_soar": REPO, "sv_soar_teacher": REPO, "sv_soar_student": REPO, "rubrics": REPO,
+                **{path.name: path.parent for path in REPO.glob("environments/*_v1/*_v1")}}
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of sv_soar and of the environment packages, by dotted name."""
+    found = {}
+    for package, root in IMPORT_ROOTS.items():
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(module: str, path: Path) -> list[tuple[list[str], bool, ast.stmt]]:
+    """Each import statement of a module: the dotted names it may load, whether it runs when the module is imported
+    (not inside a function, not under `if TYPE_CHECKING`), and its node."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                found.append(([alias.name for alias in child.names], not in_function, child))
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[:len(package.split(".")) - child.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                found.append(([base] + [f"{base}.{alias.name}" for alias in child.names], not in_function, child))
+            walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    walk(ast.parse(path.read_text()), False)
+    return found
+
+
+def _heavy_named(name: str) -> set[str]:
+    """The heavy packages that importing `name`, a third-party module, loads."""
+    for heavy in HEAVY:
+        if name == heavy or name.startswith(heavy + "."):
+            return HEAVY_LOADS.get(heavy, {heavy})
+    return set()
+
+
+def _with_parents(name: str, modules: dict[str, Path]) -> list[str]:
+    """The project modules that importing `name` runs: its packages' __init__s, and itself."""
+    parts = name.split(".")
+    return [m for m in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if m in modules]
+
+
+def _heavy_at_import() -> tuple[dict[str, Path], dict[str, set[str]]]:
+    """For each module, the heavy packages that importing it loads, through the imports at the top of the modules it
+    imports, transitively."""
+    modules = _modules()
+    direct, edges = {}, {}
+    for module, path in modules.items():
+        names = [n for names, top, _ in _imports(module, path) if top for n in names] + [module]
+        direct[module] = set().union(*(_heavy_named(n) for n in names if not _with_parents(n, modules)))
+        edges[module] = {m for n in names for m in _with_parents(n, modules)}
+    heavy = {}
+    for module in modules:
+        seen, todo = {module}, [module]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        heavy[module] = set().union(*(direct[m] for m in seen))
+    return modules, heavy
+
+
+def needless_delayed_imports() -> list[str]:
+    """`path:line: import` for each import inside a function that loads no heavy package its module does not load
+    already, and that DELAYED_FOR_ANOTHER_REASON does not name; and each such import that stays without a trailing
+    comment that says why."""
+    modules, heavy = _heavy_at_import()
+    found = []
+    for module, path in sorted(modules.items()):
+        lines = path.read_text().splitlines()
+        for names, top, node in _imports(module, path):
+            if top:
+                continue
+            loads = set().union(*(heavy[m] for n in names for m in _with_parents(n, modules)),
+                                *(_heavy_named(n) for n in names if not _with_parents(n, modules)))
+            where = f"{path.relative_to(REPO)}:{node.lineno}: {lines[node.lineno - 1].strip()}"
+            if not loads - heavy[module] and (module, names[0]) not in DELAYED_FOR_ANOTHER_REASON:
+                found.append(where)
+            elif "#" not in " ".join(lines[node.lineno - 1:node.end_lineno]):
+                found.append(where + "  (no comment says why)")
+    return found
+
+
+def test_imports_sit_at_the_top_unless_they_delay_a_heavy_package():
+    """Every import inside a function in sv_soar and the environment packages keeps a HEAVY package (torch, vllm,
+    matplotlib...) out of a module that does not load it at import, or is named in DELAYED_FOR_ANOTHER_REASON (an
+    import cycle, an import order); and its line's comment says which."""
+    assert needless_delayed_imports() == []
+    modules = _modules()
+    delayed = {(m, names[0]) for m, path in modules.items() for names, top, _ in _imports(m, path) if not top}
+    assert set(DELAYED_FOR_ANOTHER_REASON) <= delayed  # no stale entry

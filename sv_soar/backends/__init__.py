@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from sv_soar.backends.remote import RemoteScorer
 from sv_soar.scores import Scorer
 
 BACKENDS = ("local", "ray")
@@ -38,19 +39,18 @@ def make_scorer(model: Any, task: Any, config: Any, *, backend: Backend = "local
     """A scorer with GroundedScorer's `score` for the chosen backend; kwargs go to the scorer (students,
     grounding, time_limit_s, cache_dir, eval_batch_size, progress)."""
     if students_url:
-        from sv_soar.backends.remote import RemoteScorer
-
         if kwargs.get("q_r_temperature", 0.0) > 0:
             raise ValueError(f"a sampled Acc on Q_R (q_r_temperature {kwargs['q_r_temperature']}) is scored locally "
                              f"or on Ray: the student service at {students_url} scores greedily")
         return RemoteScorer(students_url, task, config, token=students_token, model=model,
                             students=kwargs.get("students", 4), grounding=kwargs.get("grounding", "correctness"))
     if backend == "local":
-        from sv_soar.grounded import GroundedScorer
+        from sv_soar.grounded import GroundedScorer  # delayed: sv_soar.grounded imports torch
 
         return GroundedScorer(model, task, config, **kwargs)
     if backend == "ray":
-        from sv_soar.backends.ray_backend import RayGroundedScorer
+        from sv_soar.backends.ray_backend import (  # delayed: sv_soar.backends.ray_backend imports torch and ray
+            RayGroundedScorer)
 
         return RayGroundedScorer(model, task, config, address=ray_address, actors=ray_actors, **kwargs)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -33,9 +33,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
 from sv_soar.baseline import Baseline
 from sv_soar.grounded import GroundedScorer
 from sv_soar.scores import StudentResult
+from sv_soar.soar_step import partition
 from sv_soar.student.config import refuse_full_finetune
 from sv_soar.tasks import Row, Task
 
@@ -48,7 +51,7 @@ LOCAL_OBJECT_STORE_BYTES = 256 << 20  # a local test cluster: adapters and Q_R a
 def require_ray():
     """The `ray` module, or an ImportError that says how to install it."""
     try:
-        import ray
+        import ray  # heavy: ray, an optional extra
     except ImportError as exc:
         raise ImportError(f"backend = \"ray\" needs Ray, which is not installed: {RAY_INSTALL}") from exc
     return ray
@@ -78,8 +81,6 @@ class StudentWorker:
     """A Ray actor's body: one base model, as a local GroundedScorer, that trains and measures students."""
 
     def __init__(self, model: str, task: str | Task, config: Any, *, threads: int | None, **options: Any) -> None:
-        import torch
-
         if threads:
             torch.set_num_threads(threads)
         self.device = options.get("device", "cpu")
@@ -167,8 +168,6 @@ class RayGroundedScorer(GroundedScorer):
         back in run order. A part whose actor died is run once more on a restarted actor (its students count
         two attempts); if that one dies too, its students fail with "ActorDied". Seconds of evaluation: summed
         over actors."""
-        from sv_soar.soar_step import partition
-
         ray = require_ray()
         baseline_ref, q_r_ref = ray.put(baseline), ray.put(list(q_r))  # sent once, read by every actor
         # the teacher rubric's partition rule: contiguous parts whose sizes differ by at most one

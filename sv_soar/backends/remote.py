@@ -15,6 +15,8 @@ from typing import Any
 
 from sv_soar.baseline import Baseline
 from sv_soar.scores import DatasetScore
+from sv_soar.student.config import refuse_full_finetune
+from sv_soar.tasks import get_task
 
 log = logging.getLogger("sv_soar.serve_students")
 
@@ -59,7 +61,7 @@ class RemoteAdapterState(Mapping):
 
     def _load(self) -> dict[str, Any]:
         if self._state is None:
-            from safetensors.torch import load
+            from safetensors.torch import load  # heavy: safetensors.torch imports torch
 
             job_id, k, j = self._where
             raw = self._client._request("GET", f"/v1/jobs/{job_id}/adapters/{k}/{j}", raw=True)
@@ -98,9 +100,6 @@ class RemoteScorer:
     def __init__(self, url: str, task: Any, config: Any, *, token: str | None = None, model: str | None = None,
                  students: int = 4, grounding: str = "correctness", poll_s: float = 1.0,
                  timeout_s: float | None = None, retries: int = 5, retry_backoff_s: float = 0.5) -> None:
-        from sv_soar.student.config import refuse_full_finetune
-        from sv_soar.tasks import get_task
-
         refuse_full_finetune(config, f"compute.students_url = {url!r}")
         token = token or os.environ.get(TOKEN_ENV)
         if not token:
@@ -115,7 +114,7 @@ class RemoteScorer:
 
     def score(self, datasets: Sequence[Sequence[dict]], q_r: Sequence[dict], baseline: Baseline, *, seed: int,
               promoted: bool = False, keep_adapters: bool = False) -> list[Any]:
-        from sv_soar.reward_cache import problem_content
+        from sv_soar.reward_cache import problem_content  # delayed: sv_soar.reward_cache imports torch
 
         self._check_service()
         request = {"task": self.task.name, "datasets": [[_wire(r) for r in d] for d in datasets],
@@ -198,7 +197,7 @@ class RemoteScorer:
         self._checked = True
 
     def _upload_baseline(self, baseline: Any) -> None:
-        from safetensors.torch import save
+        from safetensors.torch import save  # heavy: safetensors.torch imports torch
 
         data = save({k: v.contiguous() for k, v in baseline.adapter_state.items()})
         self._request("PUT", f"/v1/baselines/{baseline.id}", raw_body=data)
@@ -207,7 +206,7 @@ class RemoteScorer:
                  raw: bool = False) -> Any:
         """One request, retried with backoff on connection errors and RETRIED_STATUSES (the same job id:
         idempotent); the answer's JSON object (its bytes with `raw`), else StudentServiceError."""
-        import httpx
+        import httpx  # heavy: httpx, only the client's requests need it
 
         headers = {"Authorization": f"Bearer {self._token}"}
         content = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from sv_soar.evaluation.final import adapter_evaluation, final_evaluation, loop_student_evaluation, render_summary
+from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks.sources import load_rows
 
 
@@ -34,8 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sv_soar.run_dir import RunDirError, open_run
-
     try:
         run = open_run(args.run_dir)
     except RunDirError as exc:

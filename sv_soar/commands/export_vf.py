@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sv_soar.export_vf import export, rows_name
+from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks import scoring_task
 
 
@@ -18,8 +19,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sv_soar.run_dir import RunDirError, open_run
-
     try:
         run_folder = open_run(args.run_dir)
         written = export(run_folder, args.out or args.run_dir / "export-vf", prime_rl=args.prime_rl)

@@ -18,9 +18,12 @@ import numpy as np
 
 from sv_soar.evaluation.cold_start_report import OVERALL, k_spread
 from sv_soar.evaluation.hardset import DEFAULT_SAMPLES, FailAtK, mine_hard_set, row_hash
+from sv_soar.evaluation.pass_at_k import sample_successes
 from sv_soar.evaluation.saved_results import load_eval_results, per_problem, rectangular
+from sv_soar.generation import tokens_over_context
+from sv_soar.jsonl import JsonlReport
 from sv_soar.tasks import Row, Task, get_task, task_names
-
+from sv_soar.tasks.sources import load_rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,8 +145,6 @@ def _problems_from_results(task: Task, source: str, args: argparse.Namespace) ->
 
 
 def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> _Problems:
-    from sv_soar.evaluation.pass_at_k import sample_successes
-
     rows = _load_rows(task, source, args)
     if not rows:
         raise ValueError("no problems to sample")
@@ -192,8 +193,6 @@ def _problems_by_sampling(task: Task, source: str, args: argparse.Namespace) -> 
 def _fitting_rows(engine: Any, task: Task, rows: list[Row], max_new_tokens: int) -> tuple[list[Row], list[str]]:
     """The rows whose prompt and answer fit the model's context window, and the others' ids (a 64 KB config
     in the E2 mini set is ~20k tokens against SmolLM2's 8k: sv_soar.generation.tokens_over_context)."""
-    from sv_soar.generation import tokens_over_context
-
     fitting, unreadable = [], []
     for row in rows:
         tokens = tokens_over_context(engine, task.prompt(row), max_new_tokens)
@@ -205,9 +204,6 @@ def _fitting_rows(engine: Any, task: Task, rows: list[Row], max_new_tokens: int)
 
 
 def _load_rows(task: Task, source: str, args: argparse.Namespace) -> list[Row]:
-    from sv_soar.jsonl import JsonlReport
-    from sv_soar.tasks.sources import load_rows
-
     if source == "jsonl" and not args.path:
         raise SystemExit("sv-soar hardset: --source jsonl needs --path FILE")
     report = JsonlReport()
@@ -218,7 +214,8 @@ def _load_rows(task: Task, source: str, args: argparse.Namespace) -> list[Row]:
 
 
 def _load_engine(model: str):
-    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
 
     return TransformersEngine(model)
 

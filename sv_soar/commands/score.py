@@ -15,19 +15,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sv_soar.backends import scorer_for
 from sv_soar.baseline import Baseline
+from sv_soar.config import RunConfig, parse_config
+from sv_soar.jsonl import read_jsonl, write_text_atomic
+from sv_soar.models import ModelError, resolve_model
 from sv_soar.q_r_accuracy import GROUNDINGS
 from sv_soar.reward_cache import problem_content
 from sv_soar.scores import Scorer
-from sv_soar.config import RunConfig, parse_config
+from sv_soar.soar_defaults import DEFAULT_MODEL
 from sv_soar.student.adapters import load_baseline
 from sv_soar.student.config import PRESET_NAMES, StudentTrainConfig, student_config
 from sv_soar.tasks import Task, scoring_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.soar_defaults import DEFAULT_MODEL
-
     parser.add_argument("--dataset", action="append", required=True, metavar="FILE",
                         help="teacher dataset X_k as SV-Bench JSONL; repeat for several (scored in one call)")
     parser.add_argument("--hard-set", required=True, metavar="PATH",
@@ -63,12 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from sv_soar.models import ModelError
 
     try:  # bad input: one line naming the problem (a JSONL error names file:line), exit code 2
         inputs = _read_inputs(args)
-        from sv_soar.backends import scorer_for
-
         scorer = scorer_for(inputs.pop("run_config"), inputs["task"], cache_dir=args.cache,
                             progress=not args.no_progress, device=args.device, engine=args.engine)
     except (OSError, ValueError, ImportError, ModelError) as exc:
@@ -97,9 +96,6 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
-    from sv_soar.jsonl import read_jsonl
-    from sv_soar.models import resolve_model
-
     counts = (("--q-r", args.q_r), ("--students", args.students), ("--eval-batch-size", args.eval_batch_size))
     for flag, value in counts:
         if value < 1:
@@ -124,8 +120,6 @@ def _read_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _score_and_report(args: argparse.Namespace, scorer: Scorer, *, task: Task, datasets: list, d_train: list,
                       d_train_path: Path, q_r: list, baseline: Baseline, config: StudentTrainConfig) -> int:
-    from sv_soar.jsonl import write_text_atomic
-
     steps = config.steps_for(args.promoted)
     print(f"score: task {task.name}, model {args.model}, preset {args.preset} ({steps} steps × "
           f"{config.batch_prompts} prompts × {config.group_size}), r={args.students}, grounding {args.grounding}")

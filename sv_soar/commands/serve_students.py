@@ -12,20 +12,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sv_soar.backends import BACKENDS, make_scorer
 from sv_soar.backends.remote import TOKEN_ENV
+from sv_soar.commands.servers import byte_size, interrupt, write_port_file
+from sv_soar.serving.http_server import LOOPBACK
 from sv_soar.serving.student_server import StudentServer
 from sv_soar.serving.student_service import ServiceLimits, StudentService
+from sv_soar.soar_defaults import DEFAULT_MODEL
+from sv_soar.student.config import PRESET_NAMES, student_config
 
 log = logging.getLogger("sv_soar.serve_students")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sv_soar.backends import BACKENDS
-    from sv_soar.commands.servers import byte_size
-    from sv_soar.grounded import GROUNDINGS
-    from sv_soar.student.config import PRESET_NAMES
-    from sv_soar.soar_defaults import DEFAULT_MODEL
-
+    from sv_soar.grounded import GROUNDINGS  # delayed: sv_soar.grounded imports torch
     parser.add_argument("--model", default=DEFAULT_MODEL, help="student model (default: %(default)s)")
     parser.add_argument("--task", default="e1", help="task of the rows (default: %(default)s)")
     parser.add_argument("--preset", choices=PRESET_NAMES, default="paper",
@@ -56,11 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
-    from sv_soar.backends import make_scorer
-    from sv_soar.serving.http_server import LOOPBACK
-    from sv_soar.commands.servers import interrupt, write_port_file
-    from sv_soar.student.config import student_config
-
     token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "")
     if not token:
         print(f"sv-soar serve-students: a bearer token is required: --token-file FILE or ${TOKEN_ENV}", file=sys.stderr)

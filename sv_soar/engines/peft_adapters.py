@@ -23,7 +23,7 @@ class PeftAdapters:
     `_enabled_depth` and `_mixed_batches_ok` (set in the engine's __init__)."""
 
     def load_adapter(self, name: str, path: str) -> None:
-        from peft import PeftModel  # here: peft loads with the first adapter, not with every engine
+        from peft import PeftModel  # heavy: peft, loaded with the first adapter, not with every engine
 
         if name == BASE_ADAPTER:
             raise ValueError(f"{BASE_ADAPTER!r} is peft's name for the bare model; pick another adapter name")
@@ -80,7 +80,7 @@ class PeftAdapters:
         no DoRA, no LoRA on nn.MultiheadAttention (peft's own checks in lora/layer.py). Decided by
         inspection, not by trying: peft leaves its forward hooks registered when a call raises."""
         if self._mixed_batches_ok is None:
-            from peft.tuners.lora import LoraLayer  # here: as PeftModel above
+            from peft.tuners.lora import LoraLayer  # heavy: peft, as PeftModel above
 
             ok = all(config.peft_type == "LORA" for config in self.model.peft_config.values())
             for module in self.model.modules():

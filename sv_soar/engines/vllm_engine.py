@@ -36,6 +36,7 @@ from typing import Any
 
 from sv_soar.engines.stopping import json_object_end
 from sv_soar.generation import ChatPrompt, Completion, GenerationStats, SamplingParams
+from sv_soar.models import resolve_model
 
 VLLM_INSTALL = "pip install 'sv-soar[vllm]'  (on a CUDA machine; vLLM brings its own CUDA torch)"
 PLACEHOLDER_ADAPTERS = ("sv-soar-base", "__base__")  # the bare model, as the trainer and peft name it
@@ -44,7 +45,7 @@ PLACEHOLDER_ADAPTERS = ("sv-soar-base", "__base__")  # the bare model, as the tr
 def require_vllm():
     """The `vllm` module, or an ImportError that says how to install it."""
     try:
-        import vllm
+        import vllm  # heavy: vllm, an optional extra (GPU)
     except ImportError as exc:
         raise ImportError(f"engine = \"vllm\" needs vLLM, which is not installed: {VLLM_INSTALL}. "
                           "On a CPU machine use the transformers engine (vLLM on CPU is no faster here, "
@@ -60,7 +61,6 @@ class VLLMEngine:
                  max_loras: int = 16, max_model_len: int | None = 4096, dtype: str = "auto",
                  enforce_eager: bool = False, **llm_kwargs: Any) -> None:
         vllm = require_vllm()
-        from sv_soar.models import resolve_model
 
         if not 0 < gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
@@ -148,7 +148,7 @@ class VLLMEngine:
         raise KeyError(f"adapter(s) [{name!r}] not loaded; loaded: {self.loaded_adapters()}")
 
     def _export(self, name: str) -> Any:
-        from sv_soar.student.trainer import adapter_state_dict
+        from sv_soar.student.trainer import adapter_state_dict  # delayed: sv_soar.student.trainer imports torch
 
         state = adapter_state_dict(self.policy, name)
         digest = hashlib.sha256()
@@ -158,7 +158,7 @@ class VLLMEngine:
         version = digest.hexdigest()[:16]
         if name in self._adapters and self._adapters[name][0] == version:
             return self._adapters[name][1]
-        from sv_soar.student.adapters import write_adapter
+        from sv_soar.student.adapters import write_adapter  # delayed: sv_soar.student.adapters imports torch
 
         folder = os.path.join(self._export_root, f"{_safe(name)}-{version}")
         os.makedirs(folder, exist_ok=True)
@@ -170,7 +170,7 @@ class VLLMEngine:
         return request
 
     def _new_request(self, name: str, path: str) -> Any:
-        from vllm.lora.request import LoRARequest
+        from vllm.lora.request import LoRARequest  # heavy: vllm
 
         request = LoRARequest(f"{name}@{self._next_id}", self._next_id, path)  # a new id: never a stale cache hit
         self._next_id += 1

@@ -122,8 +122,8 @@ def _samples_rows(report: ColdStartReport) -> list[str]:
 def plot_zero_pass(report: ColdStartReport, path: str | os.PathLike) -> Path:
     """Zero-pass fraction against K (log2 axis), one line per breakdown group and one overall."""
     # Figure + Agg canvas directly: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     fig = Figure(figsize=(7.5, 4.5), dpi=120)
     FigureCanvasAgg(fig)

@@ -31,6 +31,8 @@ import numpy as np
 
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
+from sv_soar.models import load_model
+from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks import Row, Task, scoring_task
 
 PASS_KS = (1, 4, 8, 16, 32)  # the paper's final pass@k (docs/design.md §4)
@@ -174,10 +176,11 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
                      extra_sets: dict[str, list[Row]] | None = None, score_base: bool = True,
                      progress: bool = True) -> dict[str, Any]:
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
-    from sv_soar.engines.transformers_engine import TransformersEngine
-    from sv_soar.models import load_model
-    from sv_soar.student.full_finetune import trainable_copy
-    from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
+    from sv_soar.student.full_finetune import trainable_copy  # delayed: sv_soar.student.full_finetune imports torch
+    from sv_soar.student.trainer import (  # delayed: sv_soar.student.trainer imports torch
+        remove_student_adapter, student_policy, train_student)
 
     config = run.config
     task = scoring_task(config)
@@ -186,8 +189,6 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     train_on = config.evaluation.train_on
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum, train_on)
     if not phases:
-        from sv_soar.run_dir import RunDirError
-
         raise RunDirError(f"{run.folder}: evaluation.train_on = 'pq' but the run promoted no questions "
                           f"(method {config.run.method}): there is nothing to train the final students on")
     matched_to = config.evaluation.compute_matched_to
@@ -259,8 +260,6 @@ def loop_student_evaluation(run, *, samples: int, extra_sets: dict[str, list[Row
     """Score the outer loop's own student (the last promoted baseline: what the loop itself taught, trained on
     the teacher's problems only) the way final students are scored; writes RUN_DIR/evaluation/loop-student.json,
     which the report shows as a "<method> (loop student)" row. A run that never promoted has no such student."""
-    from sv_soar.run_dir import RunDirError
-
     folder = run.loop_student()
     if folder is None:
         raise RunDirError(f"{run.folder}: the run promoted no student (method {run.config.run.method}), so its "
@@ -278,11 +277,12 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     student's folder (model.safetensors: a final student's under student.finetune = "full") is scored the
     same way, its weights loaded into the base model once the base has been scored. Writes `out` (default
     RUN_DIR/evaluation/adapter-<folder name>.json) and returns the report, with its path."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy: safetensors.torch imports torch
 
-    from sv_soar.engines.transformers_engine import TransformersEngine
-    from sv_soar.models import load_model
-    from sv_soar.student.full_finetune import FULL_WEIGHTS, load_full_state
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
+    from sv_soar.student.full_finetune import (  # delayed: sv_soar.student.full_finetune imports torch
+        FULL_WEIGHTS, load_full_state)
 
     adapter = Path(adapter)
     full = (adapter / FULL_WEIGHTS).is_file()
@@ -333,8 +333,6 @@ def compute_matched_steps(folder: Path) -> int:
     """Student RL steps a SOAR run spent: its outer loop's students (steps.jsonl) plus one final student.
 
     Only student compute counts: the teacher's sampling and updates have no Hard-only counterpart."""
-    from sv_soar.run_dir import RunDirError, open_run
-
     soar = open_run(folder)
     steps_path = soar.folder / "steps.jsonl"
     if not steps_path.is_file():

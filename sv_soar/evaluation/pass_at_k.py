@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from sv_soar.generation import GenerationEngine, SamplingParams
 from sv_soar.tasks import Row, Task
@@ -139,6 +140,4 @@ def _call_seed(seed: int | None, row_start: int, sample_start: int) -> int | Non
 
 
 def _progress(total: int, desc: str, enabled: bool, unit: str = "row") -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)

@@ -16,8 +16,8 @@ from sv_soar.jsonl import atomic_path
 
 def _figure(width: float, height: float):
     # Figure + Agg canvas directly: no pyplot global state, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     fig = Figure(figsize=(width, height), dpi=120)
     FigureCanvasAgg(fig)
@@ -26,7 +26,7 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path, integer_x: bool = False) -> Path:
     if integer_x:  # outer steps
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator  # heavy: matplotlib
 
         for ax in fig.axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -20,7 +20,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from sv_soar.serving.openai_protocol import ApiError
@@ -59,7 +60,7 @@ class HttpServer:
 
     def __init__(self, app: Callable, address: tuple[str, int], *, backlog: int = BACKLOG,
                  graceful_shutdown_s: float = 5.0) -> None:
-        import uvicorn
+        import uvicorn  # heavy: uvicorn, loaded only when a server starts
 
         self.app = app if isinstance(app, InFlight) else InFlight(app)
         app = self.app
@@ -173,9 +174,6 @@ def json_body(raw: bytes) -> Any:
 def install_error_handlers(app: Any) -> None:
     """Every refusal in OpenAI's error shape: ApiError as itself, an unknown route as 404 (405 for a known
     path with another method), anything unexpected as a 500 naming the exception, and the service goes on."""
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect
-
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         headers = {"Connection": "close"} if isinstance(exc, BodyTooLarge) and exc.close else None

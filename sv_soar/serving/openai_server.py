@@ -165,9 +165,10 @@ def _check_context_length(engine: GenerationEngine, request: ChatRequest) -> Non
 
 def load_engine(model: str, device: str = "auto") -> GenerationEngine:
     """The engine serve-model serves: the project's transformers engine, on CUDA when there is one (`auto`)."""
-    import torch
+    import torch  # heavy: torch, loaded only when a model loads
 
-    from sv_soar.engines.transformers_engine import TransformersEngine
+    from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
+        TransformersEngine)
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

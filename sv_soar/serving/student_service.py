@@ -46,9 +46,10 @@ from typing import Any
 
 from sv_soar.backends.remote import JOB_STATUSES, _digest
 from sv_soar.baseline import Baseline
-from sv_soar.scores import Scorer
 from sv_soar.jsonl import write_text_atomic
+from sv_soar.scores import Scorer
 from sv_soar.serving.openai_protocol import ApiError
+from sv_soar.tasks import get_task
 
 log = logging.getLogger("sv_soar.serve_students")
 
@@ -96,8 +97,6 @@ class StudentService:
     """The job queue in front of one scorer (no HTTP here: `StudentServer` wraps it)."""
 
     def __init__(self, scorer: Scorer, store: str | Path, limits: ServiceLimits = ServiceLimits()) -> None:
-        from sv_soar.tasks import get_task
-
         self.scorer, self.limits = scorer, limits
         self.task = scorer.task if not isinstance(scorer.task, str) else get_task(scorer.task)
         self.store = Path(store)
@@ -165,7 +164,7 @@ class StudentService:
         return path.read_bytes()
 
     def put_baseline(self, baseline_id: str, raw: bytes) -> dict[str, Any]:
-        from safetensors.torch import load  # here: safetensors.torch imports torch (seconds)
+        from safetensors.torch import load  # heavy: safetensors.torch imports torch
 
         if not BASELINE_ID.fullmatch(baseline_id) or baseline_id == "base":
             raise ApiError(f"{baseline_id!r} is not a Baseline.id (16 hex digits)", "baseline", status=400)
@@ -199,7 +198,7 @@ class StudentService:
         self._worker.join(timeout=5)
 
     def _baseline(self, baseline_id: str) -> Any:
-        from safetensors.torch import load_file  # here: safetensors.torch imports torch (seconds)
+        from safetensors.torch import load_file  # heavy: safetensors.torch imports torch
 
         if baseline_id == "base":
             return Baseline("base")
@@ -261,7 +260,7 @@ class StudentService:
                     self._remember_done(job_id)
 
     def _run(self, job: Job) -> list[dict[str, Any]]:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy: safetensors.torch imports torch
 
         request = job.request
         baseline = self._baseline(request["baseline"])

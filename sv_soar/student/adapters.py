@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import load_file
 
 # peft and safetensors.torch are imported inside the functions that use them: peft imports transformers
 # (seconds), which a process that only reads baselines' weights or writes adapter folders never needs.
@@ -52,7 +53,7 @@ def student_policy(model, config: StudentTrainConfig):
     With config.finetune = "full" no student is an adapter: the bare model, frozen, is the shared one
     (sv_soar.student.full_finetune).
     """
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model  # heavy: peft
 
     if isinstance(model, PeftModel):
         return model
@@ -69,7 +70,7 @@ def student_policy(model, config: StudentTrainConfig):
 
 def adapter_state_dict(policy, adapter_name: str) -> dict[str, torch.Tensor]:
     """The adapter's LoRA weights as detached CPU copies, keyed as peft saves them."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # heavy: peft
 
     state = get_peft_model_state_dict(policy, adapter_name=adapter_name)
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
@@ -82,7 +83,7 @@ def add_student_adapter(policy, adapter_name: str, config: StudentTrainConfig, i
     from those weights; otherwise from peft's default init (A random, B zero: the base model's policy).
     Returns the adapter's parameters, the ones the optimizer may touch.
     """
-    from peft import set_peft_model_state_dict
+    from peft import set_peft_model_state_dict  # heavy: peft
 
     policy.add_adapter(adapter_name, config.lora_config())
     if init_adapter_state is not None:
@@ -114,7 +115,7 @@ def add_reference_adapter(policy, adapter_name: str, config: StudentTrainConfig,
     so that its KL is taken against where it started, not against the base model (docs/design.md §4: a student
     copied from a promoted baseline has zero KL at its first step). Never trainable, never active for sampling;
     `remove_student_adapter(policy, adapter_name)` removes it too. Returns its name."""
-    from peft import set_peft_model_state_dict
+    from peft import set_peft_model_state_dict  # heavy: peft
 
     name = reference_adapter_name(adapter_name)
     policy.add_adapter(name, config.lora_config())
@@ -155,8 +156,7 @@ def student_adapter(policy, adapter_name: str) -> Iterator[str]:
 def load_baseline(folder: str | Path) -> Baseline:
     """Read a folder written by `save_baseline` (or any peft LoRA adapter folder, e.g. `StudentRun.save`, or a
     fully fine-tuned student's model.safetensors)."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file
+    from peft import LoraConfig  # heavy: peft
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -3,11 +3,12 @@ run config loads without torch (sv_soar.config)."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
-
 
 if TYPE_CHECKING:
     from sv_soar.tasks import Task
@@ -24,9 +25,6 @@ VERIFIERS_TRAINER_PACKAGES = ("deepspeed", "vllm", "flash_attn", "liger_kernel",
 
 def verifiers_trainer_requirements() -> str:
     """Why student.trainer = "verifiers" cannot run here, naming what it needs and what is missing."""
-    import importlib.metadata
-    import importlib.util
-
     missing = []
     try:
         version = importlib.metadata.version("verifiers")
@@ -35,7 +33,7 @@ def verifiers_trainer_requirements() -> str:
     if version is None or not version.startswith("0.1.9"):
         missing.append(f"verifiers==0.1.9.post3 (installed: {version or 'none'}; later versions have no RLTrainer)")
     missing += [name for name in VERIFIERS_TRAINER_PACKAGES if importlib.util.find_spec(name) is None]
-    import torch  # here, not at the top: this module loads without torch
+    import torch  # heavy: torch; the run config loads without it
 
     if not torch.cuda.is_available():
         missing.append("a CUDA GPU")
@@ -168,7 +166,7 @@ class StudentTrainConfig(BaseModel):
 
     def make_optimizer(self, params):
         """The student's optimizer over `params` (`optimizer`, `learning_rate`, `weight_decay`)."""
-        import torch  # here, not at the top: this module loads without torch
+        import torch  # heavy: torch; the run config loads without it
 
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.learning_rate, weight_decay=self.weight_decay)
@@ -189,7 +187,7 @@ class StudentTrainConfig(BaseModel):
 def lora_config(rank: int, alpha: float, target_modules: Sequence[str], dropout: float = 0.0):
     """The one LoRA config builder: peft's LoraConfig of every adapter this project makes (students, the
     teacher, the format warm start). peft is imported here, so this module loads without it."""
-    from peft import LoraConfig
+    from peft import LoraConfig  # heavy: peft; the run config loads without it
 
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       bias="none", task_type="CAUSAL_LM")

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sv_soar.jsonl import atomic_path
 
@@ -73,8 +75,6 @@ def write_full_weights(folder: str | Path, state: dict[str, torch.Tensor], model
 
 def write_safetensors(path: Path, state: dict[str, torch.Tensor], *, atomic: bool = False) -> None:
     """Tensors to a safetensors file (made contiguous, as it needs); `atomic`: written beside, then renamed."""
-    from safetensors.torch import save_file
-
     weights = {k: v.contiguous() for k, v in state.items()}
     if atomic:
         with atomic_path(path) as tmp:
@@ -89,16 +89,12 @@ class StoredWeights(Mapping):
     model are ~190 GB in fp32). The scorer writes each kept student to its reward-cache file and keeps this."""
 
     def __init__(self, path: str | Path) -> None:
-        from safetensors import safe_open
-
         self.path = Path(path)
         with safe_open(str(self.path), framework="pt") as weights:
             self._keys = list(weights.keys())
         self._known = set(self._keys)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        from safetensors import safe_open
-
         if key not in self._known:
             raise KeyError(key)
         with safe_open(str(self.path), framework="pt") as weights:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import threading
 from collections.abc import Iterator
 
@@ -26,8 +27,6 @@ _RETRYABLE_NAMES = tuple(f"{cls.__name__}:" for cls in RETRYABLE)
 
 
 def _free_memory() -> None:
-    import gc
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -123,7 +123,7 @@ def _hub_rows(spec, repo: str, split: str, *, skip_bad: bool, report: JsonlRepor
     token = hub_token()
     if token is None:  # checked before importing or calling anything that could reach the network
         raise HubAccessError(f"no Hugging Face token set. {_gated_message(repo)}")
-    import datasets
+    import datasets  # heavy: datasets, loaded only for a Hugging Face source
 
     try:
         records = datasets.load_dataset(repo, split=split, token=token)

@@ -46,8 +46,8 @@ def _interpreter():
         # torch first: torch loaded into a process after regopy aborts it ("double free or corruption",
         # regopy 1.x wheels on Linux); loaded before, both work. Training and scoring import torch later
         # in the same process, so the order cannot be left to the caller. torch is a core dependency.
-        import torch  # noqa: F401
-        from regopy import Interpreter
+        import torch  # order: torch before regopy (above)  # noqa: F401
+        from regopy import Interpreter  # order: after torch (above)
 
         rego = Interpreter()
         rego.add_module(POLICY_FILE, policy_text())
