@@ -36,7 +36,7 @@ _STUDENT_V1_ARGS = {"svbench_task": st.sampled_from(["e1", "e2", "e1+e2", "x"]),
 
 @functools.cache
 def _v1_envs_importable() -> None:
-    """The v1 env packages from the working tree, as tests/test_hosted_v1.py runs them (the v1 venv holds their
+    """The v1 env packages from the working tree, as tests/test_hosted_v1*.py run them (the v1 venv holds their
     dependencies, not the projects)."""
     import sys
 
