@@ -266,3 +266,24 @@ def test_no_python_module_is_over_500_lines():
     long = long_modules()
     assert not long, (f"{len(long)} Python file(s) over {MAX_MODULE_LINES} lines; split each by theme:\n  "
                       + "\n  ".join(long))
+
+
+def imports_of_test_files(root: Path = REPO) -> list[str]:
+    """'tests/x.py:LINE imports tests.test_y' for each test file that imports another test file."""
+    found = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom)
+                     and node.module and not node.level else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} imports {name}" for name in names
+                      if any(part.startswith("test_") for part in name.split(".")[:3])]
+    return found
+
+
+def test_no_test_file_imports_another():
+    """Helpers that tests share live in tests/conftest.py or a helpers module (tests/tiny_llama.py,
+    tests/v1_venvs.py...), not in a test file: importing a test file runs its module fixtures and collects its
+    tests twice."""
+    found = imports_of_test_files()
+    assert not found, "move the shared helpers to tests/conftest.py or a helpers module:\n  " + "\n  ".join(found)
