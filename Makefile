@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed
 
-# the verifiers v1 venvs for tests/test_hosted_v1.py, on the newest (0.4.0) and the oldest (0.3.1) verifiers the
+# the verifiers v1 venvs for tests/test_hosted_v1*.py, on the newest (0.4.0) and the oldest (0.3.1) verifiers the
 # env projects allow, each with prime 0.18; cached in ~/.cache/sv-soar
 v1-venv:
 	bash scripts/build_v1_venv.sh --verifiers newest

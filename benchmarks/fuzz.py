@@ -1,6 +1,6 @@
 """Fuzz every parser of untrusted text with thousands of inputs; write benchmarks/results/fuzz.json.
 
-    python benchmarks/fuzz.py --examples 10000         # every target in tests/fuzz_targets.py this venv runs
+    python benchmarks/fuzz.py --examples 10000         # every target in tests/fuzz_targets/ this venv runs
     python benchmarks/fuzz.py --target teacher-e1      # one
     python scripts/reliability.py                       # RELIABILITY.md from the results
 
@@ -11,7 +11,7 @@ entry in the results file (hypothesis is the one extra it needs there):
     PYTHONPATH=.:$HYPOTHESIS_DIR $(bash scripts/build_v1_venv.sh)/bin/python benchmarks/fuzz.py \
         --examples 10000 --target taskset-v1-args --merge
 
-Each input must end in an accepted value or a rejection with a reason (tests/fuzz_targets.py says
+Each input must end in an accepted value or a rejection with a reason (tests/fuzz_targets/ says
 what each target checks). A crash stops that target and is recorded with the smallest input
 hypothesis found; the script then exits 1.
 """

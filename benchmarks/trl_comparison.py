@@ -6,30 +6,28 @@
 
 The goal (issue 3): the project's trainer at least 2x faster than TRL at equal work.
 
-TRL 1.16 needs datasets>=4.7 while verifiers 0.1.14 pins datasets<4.7, so TRL lives in its own venv,
-`.venv-trl`, which this script creates on first use (torch==2.13.0 first, then
-benchmarks/requirements-trl.txt, with transformers, peft and accelerate pinned to .venv's versions so
-both sides run the same model code). Each side runs in a fresh subprocess of its own venv, one after
-the other (alternating order over --rounds), with the same torch thread count and OMP settings; the
-load average is printed before and after each.
+TRL 1.16 needs datasets>=4.7 while verifiers 0.1.14 pins datasets<4.7, so TRL lives in its own venv, `.venv-trl`,
+which this script creates on first use (torch==2.13.0 first, then benchmarks/requirements-trl.txt, with
+transformers, peft and accelerate pinned to .venv's versions so both sides run the same model code). Each side runs
+in a fresh subprocess of its own venv, one after the other (alternating order over --rounds), with the same torch
+thread count and OMP settings; the load average is printed before and after each.
 
 Equal work, fixed here once and handed to both sides as one spec:
 - model: the embedded smollm2-135m-instruct, fp32 on CPU, from the same converted folder;
 - prompts: built-in E1 flows (sv_soar.tasks.e1.flows, seed 0) under the E1 system prompt, in the
   order train_student draws them; the sv-soar side checks that it generated for exactly these;
-- WORK: benchmarks/student_run.py `work_config()` (StudentTrainConfig.cpu_small: steps, prompts per
-  step, group size = TRL's num_generations, max new tokens, LoRA rank/alpha/dropout/modules, lr
-  with cosine decay, grad clip, KL β), temperature 1.0, no top-k/top-p;
-- objective: the same one on both sides: GRPO advantages (group mean, std with eps 1e-4), per-token
-  loss normalised by the step's completion tokens (TRL's "dapo", this trainer's only one), k3 KL to
-  the base model obtained by switching the adapter off; one optimizer step per batch of rollouts
-  (TRL: generation batch = train batch, num_iterations 1, so its clipped ratio is identically 1);
+- WORK: benchmarks/student_run.py `work_config()` (StudentTrainConfig.cpu_small: steps, prompts per step, group
+  size = TRL's num_generations, max new tokens, LoRA rank/alpha/dropout/modules, lr with cosine decay, grad clip,
+  KL β), temperature 1.0, no top-k/top-p;
+- objective: the same one on both sides: GRPO advantages (group mean, std with eps 1e-4), per-token loss
+  normalised by the step's completion tokens (TRL's "dapo", this trainer's only one), k3 KL to the base model
+  obtained by switching the adapter off; one optimizer step per batch of rollouts (TRL: generation batch = train
+  batch, num_iterations 1, so its clipped ratio is identically 1);
 - reward: the E1 rubric total (rubrics/e1.py via sv_soar.tasks.e1.score) on both sides;
-- stop: sv-soar stops each completion at the end of its JSON object (train_student always sets
-  stop_at_json_end). TRL has no such option, so it gets the equivalent: a transformers
-  StoppingCriteria that ends a row once sv-soar's own `json_object_end` finds its JSON closed.
-  Rows that stop early are then padded with EOS, which TRL masks after the first EOS (one EOS
-  token counted per stopped row, as for a row that ended on EOS);
+- stop: sv-soar stops each completion at the end of its JSON object (train_student always sets stop_at_json_end).
+  TRL has no such option, so it gets the equivalent: a transformers StoppingCriteria that ends a row once sv-soar's
+  own `json_object_end` finds its JSON closed. Rows that stop early are then padded with EOS, which TRL masks after
+  the first EOS (one EOS token counted per stopped row, as for a row that ended on EOS);
 - TRL defaults that would add work this trainer does not do are turned off: gradient checkpointing
   (TRL's default) and bf16 (TRL's default; fp32 on CPU per docs/design.md §6). Logging, reporting and saving
   are off or minimal; what TRL still does per step (its dataloader, metrics) counts against it.
@@ -152,20 +150,17 @@ def run_sv_soar(spec: dict) -> dict:
         }
         for entry in run.log
     ]
-    return {"seconds_setup": seconds_setup, "seconds_train": seconds_train, "steps": steps,
-            "versions": _versions()}
+    return {"seconds_setup": seconds_setup, "seconds_train": seconds_train, "steps": steps, "versions": _versions()}
 
 
 # --- the TRL side (.venv-trl) ------------------------------------------------------------------------
 
 
 def _import_e1_score():
-    """sv_soar.tasks.e1.score, the E1 rubric total this trainer uses, importable in .venv-trl.
-
-    rubrics/e1.py subclasses vf.Parser and builds a vf.Rubric, but its scoring functions are plain
-    Python; verifiers 0.1.14 cannot be installed beside TRL 1.16 (datasets pins), so where it is
-    missing an empty stand-in module with those two names lets the same rubric code load.
-    """
+    """sv_soar.tasks.e1.score, the E1 rubric total this trainer uses, importable in .venv-trl: rubrics/e1.py subclasses
+    vf.Parser and builds a vf.Rubric, but its scoring functions are plain Python; verifiers 0.1.14 cannot be installed
+    beside TRL 1.16 (datasets pins), so where it is missing an empty stand-in module with those two names lets the same
+    rubric code load."""
     sys.path.insert(0, str(REPO))
     try:
         import verifiers  # noqa: F401

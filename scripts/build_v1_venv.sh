@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A verifiers v1 venv: the v1 envs' dependencies and the prime CLI 0.18.0, apart from the project's .venv
-# because verifiers 0.1.x (v0 envs, SV-Bench) and the v1 API cannot share one. tests/test_hosted_v1.py runs the
+# because verifiers 0.1.x (v0 envs, SV-Bench) and the v1 API cannot share one. tests/test_hosted_v1*.py run the
 # v1 envs and the prime CLI's client-side checks in it; `make test` builds it first.
 #
 #   bash scripts/build_v1_venv.sh [--verifiers newest|oldest]           build it once (cached; prints its folder)

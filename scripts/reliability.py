@@ -46,7 +46,7 @@ def fuzz_section(result: dict | None) -> list[str]:
         return ["Not run (`python benchmarks/fuzz.py`).", ""]
     lines = [f"`{result['command']}` (Python {result['python']}, seed {result['seed']}). Contract: every input "
              "ends in an accepted value or a rejection whose reason names the problem (never an exception of "
-             "another kind, never an unbounded echo of the input); tests/fuzz_targets.py states each target's checks.",
+             "another kind, never an unbounded echo of the input); tests/fuzz_targets/ states each target's checks.",
              *[f"`{m['command']}` (Python {m['python']}, verifiers {m['verifiers']}, seed {m['seed']}): its counts for "
                f"{', '.join(f'`{t}`' for t in m['targets'])} are those in the table" + (f" ({m['note']})." if m.get("note") else ".")
                for m in result.get("merged", [])],

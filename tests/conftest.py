@@ -1,9 +1,10 @@
 """Shared fixtures: the SV-Bench mini sets (skipped cleanly when absent), the tiny real model, the tiny teacher
-warm-started from it, and a tiny mined E1 hard set."""
+warm-started from it, a tiny mined E1 hard set, and the verifiers v1 venvs' python (skipped when not built)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -100,3 +101,17 @@ def hard_set(tmp_path_factory) -> Path:
     mine_hard_set(task, rows, np.zeros((len(rows), 2), dtype=bool), out, model="tiny", source="builtin",
                   temperature=1.0)
     return out
+
+
+@pytest.fixture(scope="module", params=["newest", "oldest"])
+def v1_python(request) -> Path:
+    """The v1 venv's python, on the newest and on the oldest verifiers the env projects allow (tests/test_hosted_v1.py,
+    tests/test_hosted_v1_episodes.py; tests/v1_venvs.py runs commands in it)."""
+    done = subprocess.run(["bash", str(REPO / "scripts" / "build_v1_venv.sh"), "--verifiers", request.param,
+                           "--check"], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"the verifiers v1 venv is not built: {done.stderr.strip()}")
+    if not (REPO / "sv_soar" / "soar_step.py").is_file():
+        pytest.skip("the v1 envs need issue 13's verifiers-free core (sv_soar/soar_step.py, sv_soar/hard_set.py); "
+                    "this tree's core still imports verifiers 0.1 through sv_soar_teacher")
+    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"

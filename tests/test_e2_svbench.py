@@ -119,7 +119,7 @@ def test_oracle_format_answers_are_read():
 
 @pytest.mark.parametrize("bad", ["not json", json.dumps("Malicious"), json.dumps({"fixture_type": "k8s"}), "",
                                  # an oracle that is not a list: SV-Bench raises TypeError on "oracle", reads
-                                 # "violations" as clean (fuzzing found both: tests/fuzz_targets.py, e2-svbench)
+                                 # "violations" as clean (both found by fuzzing: e2-svbench, tests/fuzz_targets/)
                                  json.dumps({"oracle": True}), json.dumps({"violations": "kube-linter/latest-tag"})])
 def test_unreadable_oracle_is_an_error_never_a_clean_config(bad):
     # SV-Bench reads these as a clean config (any valid answer then scores 0.05); here they are an error

@@ -1,4 +1,4 @@
-"""Fuzzing every parser of untrusted text (tests/fuzz_targets.py) with a small hypothesis budget.
+"""Fuzzing every parser of untrusted text (tests/fuzz_targets/) with a small hypothesis budget.
 
 `make test` runs FUZZ_EXAMPLES inputs a target (seconds each); `benchmarks/fuzz.py` runs thousands and
 writes RELIABILITY.md's counts. A failure prints the smallest input hypothesis found.

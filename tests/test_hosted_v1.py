@@ -1,8 +1,8 @@
 """The verifiers v1 side of hosted training, run in venvs of their own (verifiers 0.1.x in .venv cannot share
 one): on the newest (0.4.0) and the oldest (0.3.1) verifiers on PyPI that the env projects' range
 (>=0.3.1.dev62,<0.5, which admits prime-rl's pinned git build) allows, each venv with prime 0.18.0.
-`bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first; these tests skip
-without them.
+`bash scripts/build_v1_venv.sh --verifiers newest|oldest` builds them, `make test` first; these tests and those
+of tests/test_hosted_v1_episodes.py skip without them.
 
 Every test that runs verifiers runs on the newest; on the oldest run the tests whose verifiers code differs
 between the two (131 files of verifiers/ differ, verifiers/v1 among them; prime_cli is the same 0.18.0 in both):
@@ -10,9 +10,10 @@ the prime CLI's checks with the envs' config classes (vf.TasksetConfig), the ref
 test that runs verifiers' eval CLI or episode machinery (Env.run_episode / run_slot, the null harness, Trace).
 Five run on the newest only (NEWEST_ONLY), because on the oldest they would run no verifiers code that an
 oldest test does not already run:
-- the two tests of tests/hosted_v1/outer_step.py call TeacherStep.score, which is the core's code (sv_soar via
-  `core`); their only verifiers code is `import verifiers.v1` and SoarTeacherConfig(**args), which every oldest
-  episode runs too (SoarTeacherEnv builds the same step, open_teacher_step, from the same config class);
+- the two tests of tests/hosted_v1/outer_step.py (in tests/test_hosted_v1_episodes.py) call TeacherStep.score,
+  which is the core's code (sv_soar via `core`); their only verifiers code is `import verifiers.v1` and
+  SoarTeacherConfig(**args), which every oldest episode runs too (SoarTeacherEnv builds the same step,
+  open_teacher_step, from the same config class);
 - prime 0.18's schema worker: its first half is check_configs on the shipped configs, the very call of the first
   config test; its second half runs prime_cli's training_schema_worker.py (the same file in both venvs) under a
   prime-rl schema venv's python, not the v1 venv's;
@@ -29,14 +30,9 @@ oldest test does not already run:
 - The v1 teacher env runs one whole outer step through verifiers 0.4's own `vf-eval` against a real
   `sv-soar serve-model`: served a tiny teacher warm-started on one problem (greedy, one valid reply and three
   duplicates), a student trains on that dataset and its trace gets R_k; served the bare tiny model (no valid
-  problem), every trace gets the neutral floor; either step is committed to the run directory. The valid path
-  with several datasets (partition, R_k on every trace of X_k) also runs through the env's teacher step on
-  hand-written teacher replies.
-- What a real prime-rl run must survive, through verifiers' own episode machinery (`Env.run_slot`) against a
-  model server on loopback that refuses a share of its requests: a failed generation leaves its episode ok
-  (its trace ok and untrainable, the others with their dataset's R_k, one committed step); two episodes
-  started together run one after the other; an episode cancelled while its students train commits nothing
-  and the next one redoes its step; a step whose students cannot train commits nothing.
+  problem), every trace gets the neutral floor; either step is committed to the run directory.
+- tests/test_hosted_v1_episodes.py: the env's teacher step on hand-written teacher replies, and what a real
+  prime-rl run must survive (verifiers' own episode machinery against a model server that refuses requests).
 - Installing an env project into either venv changes none of its packages (pip's dry run).
 - The v1 student taskset answers through the same `vf-eval`, each reply rewarded with SV-Bench's rubric.
 - The hard set travels with the env: `sv-soar package-env` puts it in the env's package data, and a wheel
@@ -45,12 +41,10 @@ oldest test does not already run:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tomllib
@@ -61,87 +55,13 @@ import pytest
 
 from sv_soar.tasks import get_task
 from tests.served_model import start_server, stop_server
-from tests.teacher_env_inputs import STUDENT, VALID, invalid
+from tests.teacher_env_inputs import STUDENT
+from tests.v1_venvs import NEWEST_ONLY, check_configs, env_copy, harness_toml, package, run_v1, verifiers_version
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTED = REPO / "configs" / "hosted"
 SERVED = "tiny-teacher"
 pytestmark = pytest.mark.slow
-
-
-# the tests that run only on the newest verifiers (module docstring: why these do not differ on the oldest)
-NEWEST_ONLY = pytest.mark.parametrize("v1_python", ["newest"], indirect=True)
-
-
-@pytest.fixture(scope="module", params=["newest", "oldest"])
-def v1_python(request) -> Path:
-    """The v1 venv's python, on the newest and on the oldest verifiers the env projects allow."""
-    done = subprocess.run(["bash", str(REPO / "scripts" / "build_v1_venv.sh"), "--verifiers", request.param,
-                           "--check"], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"the verifiers v1 venv is not built: {done.stderr.strip()}")
-    if not (REPO / "sv_soar" / "soar_step.py").is_file():
-        pytest.skip("the v1 envs need issue 13's verifiers-free core (sv_soar/soar_step.py, sv_soar/hard_set.py); "
-                    "this tree's core still imports verifiers 0.1 through sv_soar_teacher")
-    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "python"
-
-
-@functools.cache
-def verifiers_version(python: Path) -> str:
-    return subprocess.run([str(python), "-c", "import verifiers; print(verifiers.__version__)"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
-@functools.cache
-def harness_env(python: Path) -> dict[str, str]:
-    """Variables for the null harness's chat program. verifiers 0.3.1's program (as prime-rl's pinned git build's)
-    leaves openai unpinned, and openai 3.0 (PyPI, 2026-08-12) moved to httpx2, which that program cannot drive
-    (TypeError: Invalid timeout ... got httpx.Timeout); so on 0.3.x its uv environment resolves as of 2026-08-11,
-    in a uv cache of its own (uv keeps a script's environment by the script's path, whatever the settings).
-    verifiers 0.4.0's program pins what it needs: nothing to add."""
-    if not verifiers_version(python).startswith("0.3."):
-        return {}
-    cache = Path(os.environ.get("SV_SOAR_CACHE_HOME", Path.home() / ".cache" / "sv-soar")) / "uv-verifiers-0.3"
-    return {"UV_EXCLUDE_NEWER": "2026-08-11T00:00:00Z", "UV_CACHE_DIR": str(cache)}
-
-
-def harness_toml(python: Path) -> str:
-    return "env = { " + ", ".join(f'{k} = "{v}"' for k, v in harness_env(python).items()) + " }\n"
-
-
-def run_v1(python: Path, args: list[str], *, pythonpath: list[Path], cwd: Path, timeout: float = 600,
-           env: dict | None = None) -> subprocess.CompletedProcess:
-    """A command of the v1 venv with the working tree's packages first on the path (never .venv's)."""
-    environ = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    environ |= {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "PATH": f"{python.parent}:{environ['PATH']}",
-                **(env or {})}
-    return subprocess.run([str(python), *args], cwd=cwd, env=environ, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def env_copy(name: str, dest: Path) -> Path:
-    """The env project copied (its `sv_soar` link left out: the working tree's core is on PYTHONPATH), so a
-    test packages data into the copy, never into the repository."""
-    project = dest / name
-    shutil.copytree(REPO / "environments" / name, project, symlinks=True,
-                    ignore=shutil.ignore_patterns("sv_soar", "data", "__pycache__"))
-    return project
-
-
-def package(data: Path, project: Path, name: str, task: str = "e1") -> None:
-    done = subprocess.run([sys.executable, "-m", "sv_soar.cli", "package-env", str(data), "--env", str(project),
-                           "--name", name, "--task", task], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr
-
-
-def check_configs(python: Path, paths: list[Path], tmp_path: Path) -> dict[str, dict]:
-    done = run_v1(python, [str(REPO / "tests" / "hosted_v1" / "check_config.py"), *map(str, paths)],
-                  pythonpath=[REPO / "environments" / "sv_soar_teacher_v1", REPO / "environments" / "sv_soar_student_v1",
-                              REPO], cwd=tmp_path, timeout=300)
-    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == len(paths), f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    return {Path(r["config"]).name: r for r in results}
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -389,180 +309,6 @@ def test_v1_teacher_env_runs_one_outer_step_through_vf_eval(v1_python, served, h
     assert state["step"] == 1 and len(state["history"]) == 1  # the episode was one outer step, committed
 
 
-@NEWEST_ONLY
-def test_v1_teacher_outer_step_trains_students_on_hand_written_problems(v1_python, hard_set, tiny_model_dir,
-                                                                        tmp_path):
-    project = env_copy("sv_soar_teacher_v1", tmp_path)
-    package(hard_set, project, "tiny-e1")
-    d_train = [json.loads(line) for line in (hard_set / "d_train.jsonl").read_text().splitlines()]
-    bad = invalid(d_train[0]["question"])
-    texts = [VALID[0], bad["not_json"], VALID[1], None, VALID[2], VALID[3]]  # g·n = 6; None: a failed agent run
-    args = {"hard_set": "tiny-e1", "model": str(tiny_model_dir), "preset": "cpu", "student": STUDENT, "g": 2, "n": 3,
-            "students": 1, "q_r": 4, "seed": 7, "run_dir": str(tmp_path / "run")}
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"steps": [{"args": args, "texts": texts},
-                                          {"args": {**args, "floor": -1.0}, "texts": texts}]}), encoding="utf-8")
-    done = run_v1(v1_python, [str(REPO / "tests" / "hosted_v1" / "outer_step.py"), str(spec),
-                              str(tmp_path / "out.json")], pythonpath=[project, REPO], cwd=tmp_path,
-                  env={"SV_SOAR_CACHE": str(tmp_path / "cache")})
-    assert done.returncode == 0, done.stderr[-4000:]
-    first, second = json.loads((tmp_path / "out.json").read_text())
-    state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state["step"] == 2 and [r["step"] for r in state["history"]] == [0, 1]
-    for result, record in zip((first, second), state["history"]):
-        r_1, r_2 = record["dataset_rewards"]  # X_1 = traces 0, 2; X_2 = traces 4, 5 (1, 3 invalid)
-        rewards, metrics = result["rewards"], result["metrics"]
-        assert [rewards[i] for i in (0, 2, 4, 5)] == [r_1, r_1, r_2, r_2]  # every trace of X_k gets R_k
-        assert [metrics[i]["dataset"] for i in (0, 2, 4, 5)] == [1.0, 1.0, 2.0, 2.0]
-        assert metrics[1]["rejected_not_json"] == 1.0 and metrics[3]["rejected_agent_error"] == 1.0
-        assert all(m["valid_fraction"] == pytest.approx(4 / 6) and m["scoring_error"] == 0.0 for m in metrics)
-    assert [first["rewards"][i] for i in (1, 3)] == [pytest.approx(state["history"][0]["reward_hat"])] * 2  # neutral
-    assert [second["rewards"][i] for i in (1, 3)] == [-1.0, -1.0]  # a number as the floor
-    assert second["metrics"][0]["outer_step"] == 1.0  # a second env (restarted server) resumed the run
-
-
-# ------------------------------------------------------------------------------------------ a real run's faults
-
-
-def run_episodes(python: Path, hard_set: Path, tiny_model_dir: Path, tmp_path: Path, *, g: int, n: int,
-                 episodes: int = 1, fail_every: int = 0, cancel_first: bool = False) -> tuple[dict, Path]:
-    """tests/hosted_v1/episodes.py: teacher episodes through verifiers' Env.run_slot on the packaged tiny hard
-    set (one student a dataset, |Q_R| = 4), against a scripted server replying with the four VALID problems in
-    turn; (its output, the run directory)."""
-    project = env_copy("sv_soar_teacher_v1", tmp_path)
-    package(hard_set, project, "tiny-e1")
-    run_dir = tmp_path / "run"
-    spec = {"env": {"taskset": {"id": "sv-soar-teacher-v1", "hard_set": "tiny-e1", "model": str(tiny_model_dir),
-                                "preset": "cpu", "student": STUDENT, "g": g, "n": n, "students": 1, "q_r": 4,
-                                "run_dir": str(run_dir), "num_prompts": 2},
-                    "teacher": {"harness": {"id": "null", "env": harness_env(python)},
-                                "runtime": {"type": "subprocess"}},
-                    "max_concurrent_agents": g * n},
-            "replies": VALID, "fail_every": fail_every, "episodes": episodes, "cancel_first": cancel_first}
-    (tmp_path / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-    done = run_v1(python, [str(REPO / "tests" / "hosted_v1" / "episodes.py"), str(tmp_path / "spec.json"),
-                           str(tmp_path / "out.json")], pythonpath=[project, REPO], cwd=tmp_path,
-                  env={"SV_SOAR_TEST_KEY": "unused", "SV_SOAR_CACHE": str(tmp_path / "cache")})
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return json.loads((tmp_path / "out.json").read_text()), run_dir
-
-
-def prime_rl_advantages(episode: dict) -> list[float | None]:
-    """What prime-rl makes of an episode (its source, main of Aug 2026): a not-ok episode fails every trace
-    (src/prime_rl/orchestrator/envs.py:108-114); only ok traces of trainable agents are scored
-    (orchestrator/algo/base.py:35-42, iter_trainable_traces; its check for sampled tokens is left out: the
-    eval client records none) and get reward − their mean (algo/grpo.py:25-30, no length penalty). None: the
-    trace trains nothing."""
-    ok = [trace["ok"] and episode["ok"] for trace in episode["traces"]]
-    scored = [i for i, trace in enumerate(episode["traces"]) if ok[i] and trace["trainable"]]
-    mean = sum(episode["traces"][i]["reward"] for i in scored) / len(scored) if scored else 0.0
-    return [episode["traces"][i]["reward"] - mean if i in scored else None for i in range(len(ok))]
-
-
-def test_a_failed_generation_stays_inside_its_episode(v1_python, hard_set, tiny_model_dir, tmp_path):
-    """Every 3rd request refused: g·n = 6 generations, 2 fail. The episode stays ok, so prime-rl keeps it; the
-    failed traces are ok but untrainable (no advantage); the 4 others are X_1, X_2 and carry their R_k; the
-    step is committed once."""
-    out, run_dir = run_episodes(v1_python, hard_set, tiny_model_dir, tmp_path, g=2, n=3, fail_every=3)
-    assert out["requests"] == {"answered": 4, "refused": 2}
-    (episode,) = out["episodes"]
-    assert episode["ok"] and not episode["errors"], episode["errors"]
-    traces, advantages = episode["traces"], prime_rl_advantages(episode)
-    failed = [i for i, t in enumerate(traces) if t["errors"]]
-    assert len(failed) == 2 and len(traces) == 6
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["step"] == 1 and len(state["history"]) == 1  # exactly one committed step
-    (record,) = state["history"]
-    r_k = record["dataset_rewards"]
-    assert len(r_k) == 2
-    for i, trace in enumerate(traces):
-        metrics = trace["metrics"]
-        assert trace["ok"] and metrics["committed"] == 1.0 and metrics["outer_step"] == 0.0
-        if i in failed:
-            assert not trace["trainable"] and metrics["rejected_agent_error"] == 1.0
-            assert advantages[i] is None  # trains nothing, moves nobody's baseline
-        else:
-            assert trace["trainable"] and metrics["valid"] == 1.0
-            assert trace["reward"] == pytest.approx(r_k[int(metrics["dataset"]) - 1])  # its dataset's R_k
-            survivors = [traces[j]["reward"] for j in range(6) if j not in failed]
-            assert advantages[i] == pytest.approx(trace["reward"] - sum(survivors) / len(survivors))
-    assert sorted(int(traces[i]["metrics"]["dataset"]) for i in range(6) if i not in failed) == [1, 1, 2, 2]
-
-
-def test_outer_steps_of_one_run_directory_run_one_after_another(v1_python, hard_set, tiny_model_dir,
-                                                                tmp_path):
-    """Two episodes dispatched together: the second one's teacher generations start only after the first one
-    scored and committed its step, so it starts from that step's state; steps 0 and 1 are committed."""
-    out, run_dir = run_episodes(v1_python, hard_set, tiny_model_dir, tmp_path, g=1, n=2, episodes=2)
-    assert all(e["ok"] for e in out["episodes"])
-    steps = [{t["metrics"]["outer_step"] for t in e["traces"]} for e in out["episodes"]]
-    assert sorted(steps) == [{0.0}, {1.0}]
-    first, second = sorted(out["episodes"], key=lambda e: e["traces"][0]["metrics"]["outer_step"])
-    scored_first, scored_second = sorted(out["scoring"], key=lambda w: w["start"])
-    assert scored_first["end"] <= scored_second["start"]
-    assert min(t["start"] for t in second["traces"]) >= scored_first["end"]  # not a trace of it before
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["step"] == 2 and [r["step"] for r in state["history"]] == [0, 1]
-
-
-def test_a_cancelled_episode_commits_nothing_and_the_next_one_redoes_its_step(v1_python, hard_set,
-                                                                               tiny_model_dir, tmp_path):
-    """An episode cancelled while its students train (prime-rl drops stale episodes): its students finish in
-    their thread, nothing is committed; the next episode does step 0 again and commits it."""
-    out, run_dir = run_episodes(v1_python, hard_set, tiny_model_dir, tmp_path, g=1, n=2, cancel_first=True)
-    cancelled = out["cancelled"]
-    assert cancelled["raised"]
-    assert cancelled["state"]["step"] == 0 and cancelled["state"]["history"] == []
-    assert not (run_dir / "promoted").exists() or not any((run_dir / "promoted").iterdir())
-    (episode,) = out["episodes"]
-    assert episode["ok"] and {t["metrics"]["outer_step"] for t in episode["traces"]} == {0.0}
-    assert {t["metrics"]["committed"] for t in episode["traces"]} == {1.0}
-    state = json.loads((run_dir / "state.json").read_text())
-    assert state["step"] == 1 and [r["step"] for r in state["history"]] == [0]
-
-
-@NEWEST_ONLY
-def test_a_step_whose_students_cannot_train_commits_nothing(v1_python, hard_set, tiny_model_dir,
-                                                            tmp_path):
-    """The students' service is down (a closed loopback port): the step has datasets but no R_k, so nothing is
-    committed and every trace gets the same floor (no advantage); the next step, with students that train,
-    is step 0 again."""
-    project = env_copy("sv_soar_teacher_v1", tmp_path)
-    package(hard_set, project, "tiny-e1")
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
-    args = {"hard_set": "tiny-e1", "model": str(tiny_model_dir), "preset": "cpu", "student": STUDENT, "g": 2, "n": 1,
-            "students": 1, "q_r": 4, "seed": 7, "run_dir": str(tmp_path / "run")}
-    texts = [VALID[0], VALID[1]]
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"steps": [{"args": {**args, "students_url": f"http://127.0.0.1:{closed}"},
-                                           "texts": texts}, {"args": args, "texts": texts}]}), encoding="utf-8")
-    done = run_v1(v1_python, [str(REPO / "tests" / "hosted_v1" / "outer_step.py"), str(spec),
-                              str(tmp_path / "out.json")], pythonpath=[project, REPO], cwd=tmp_path,
-                  env={"SV_SOAR_CACHE": str(tmp_path / "cache")})
-    assert done.returncode == 0, done.stderr[-4000:]
-    down, up = json.loads((tmp_path / "out.json").read_text())
-    assert down["state"]["step"] == 0 and down["state"]["history"] == []
-    assert all(m["committed"] == 0.0 and m["scoring_error"] == 1.0 and m["outer_step"] == 0.0
-               for m in down["metrics"])
-    assert len(set(down["rewards"])) == 1  # one floor for all: zero advantage
-    assert up["state"]["step"] == 1 and all(m["committed"] == 1.0 and m["outer_step"] == 0.0 for m in up["metrics"])
-
-
-def test_installing_an_env_project_beside_either_verifiers_changes_nothing(v1_python, tmp_path):
-    """pip's dry run of each env project into a venv that already has verifiers (0.4.0 or 0.3.1) and the rest
-    of its dependencies: the project itself is all it would install, so no verifiers, openai or mcp moves."""
-    for name in ("sv_soar_teacher_v1", "sv_soar_student_v1"):
-        report = tmp_path / f"{name}.json"
-        done = subprocess.run([str(v1_python), "-m", "pip", "install", "--dry-run", "--quiet", "--report",
-                               str(report), str(REPO / "environments" / name)], capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
-        assert installs == [name.replace("_", "-")], installs
-
-
 def test_v1_student_taskset_rewards_replies_with_svbench(v1_python, served, hard_set, tmp_path):
     project = env_copy("sv_soar_student_v1", tmp_path)
     package(hard_set / "d_train.jsonl", project, "hard-only")
@@ -588,6 +334,20 @@ type = "subprocess"
         row = json.loads(episode["task"]["data"]["row"])
         reward = score(trace, "svbench")
         assert reward == pytest.approx(task.score(reply_of(trace), row)["reward"])  # SV-Bench's own E1 reward
+
+
+def test_installing_an_env_project_beside_either_verifiers_changes_nothing(v1_python, tmp_path):
+    """pip's dry run of each env project into a venv that already has verifiers (0.4.0 or 0.3.1) and the rest
+    of its dependencies: the project itself is all it would install, so no verifiers, openai or mcp moves."""
+    for name in ("sv_soar_teacher_v1", "sv_soar_student_v1"):
+        report = tmp_path / f"{name}.json"
+        done = subprocess.run([str(v1_python), "-m", "pip", "install", "--dry-run", "--quiet", "--report",
+                               str(report), str(REPO / "environments" / name)], capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+        assert installs == [name.replace("_", "-")], installs
+
 
 
 def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):

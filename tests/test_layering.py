@@ -3,12 +3,14 @@
 (partition, Q_R, the teacher's RLOO, promotion) import and run without torch. The import directions themselves
 (the core imports no environment package; the rules and the config import no ML library and none of the machinery)
 are import-linter's contracts in pyproject.toml; these tests check what Python actually loads, and that an import
-sits inside a function only where it keeps a heavy package out of its module."""
+sits inside a function only where it keeps a heavy package out of its module; and that no Python file of the repository
+is over 500 lines."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -221,3 +223,67 @@ def test_imports_sit_at_the_top_unless_they_delay_a_heavy_package():
     modules = _modules()
     delayed = {(m, names[0]) for m, path in modules.items() for names, top, _ in _imports(m, path) if not top}
     assert set(DELAYED_FOR_ANOTHER_REASON) <= delayed  # no stale entry
+
+
+# No Python module over 500 lines (issue 24): a longer one is split by theme, as tests/fuzz_targets/ is.
+MAX_MODULE_LINES = 500
+# where a tree without git metadata (an unpacked sdist) keeps no module of its own: venvs, build outputs, caches
+NOT_THE_PROJECTS = {"build", "dist", "node_modules", "__pycache__", "site-packages"}
+
+
+def python_files(root: Path = REPO) -> list[Path]:
+    """Every Python file git tracks under `root`; without git (or outside a checkout), every .py file under it but
+    those in hidden folders (.git, .venv, .venv-trl...), NOT_THE_PROJECTS and *.egg-info, symlinks not followed."""
+    try:
+        done = subprocess.run(["git", "ls-files", "-z", "--", "*.py"], cwd=root, capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is not None and done.returncode == 0:
+        return [root / name for name in done.stdout.split("\0") if name]
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and d not in NOT_THE_PROJECTS
+                         and not d.endswith(".egg-info")]
+        found += [Path(folder) / name for name in files if name.endswith(".py")]
+    return sorted(found)
+
+
+def long_modules(root: Path = REPO) -> list[str]:
+    """`path: N lines` for each Python file under `root` over MAX_MODULE_LINES lines."""
+    found = []
+    for path in python_files(root):
+        if path.is_file() and not path.is_symlink():  # a tracked file deleted in the working tree is no module
+            lines = len(path.read_text(encoding="utf-8", errors="replace").splitlines())
+            if lines > MAX_MODULE_LINES:
+                found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
+def test_no_python_module_is_over_500_lines():
+    """Every Python file of the repository (git's tracked files) is at most MAX_MODULE_LINES lines long: a longer
+    module is split by theme into a package or into files beside it, a test file into test files by theme."""
+    long = long_modules()
+    assert not long, (f"{len(long)} Python file(s) over {MAX_MODULE_LINES} lines; split each by theme:\n  "
+                      + "\n  ".join(long))
+
+
+def imports_of_test_files(root: Path = REPO) -> list[str]:
+    """'tests/x.py:LINE imports tests.test_y' for each test file that imports another test file."""
+    found = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom)
+                     and node.module and not node.level else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} imports {name}" for name in names
+                      if any(part.startswith("test_") for part in name.split(".")[:3])]
+    return found
+
+
+def test_no_test_file_imports_another():
+    """Helpers that tests share live in tests/conftest.py or a helpers module (tests/tiny_llama.py,
+    tests/v1_venvs.py...), not in a test file: importing a test file runs its module fixtures and collects its
+    tests twice."""
+    found = imports_of_test_files()
+    assert not found, "move the shared helpers to tests/conftest.py or a helpers module:\n  " + "\n  ".join(found)
