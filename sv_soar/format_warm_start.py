@@ -90,7 +90,9 @@ MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_tar
                    "twins": PLANT_TWINS}
 # The `+mechanism-teacher` examples' protocols: icmp (the stepping stones) rare but present, so that the untrained
 # teacher writes them at a rate inside gate G4's 3-20 % and SOAR's teacher has something to learn to write more of.
-TEACHER_PROTOCOLS = {"tcp": 0.45, "udp": 0.45, "icmp": 0.10}
+# Tries 3-4 had icmp 0.10: the teacher wrote about twice that (6/32 = 18.8 % stepping stones with try 3's build,
+# 7/32 = 21.9 % with try 4's rebuild at one thread: G4 failed), so try 5 halves it (experiments/mechanism/README.md).
+TEACHER_PROTOCOLS = {"tcp": 0.475, "udp": 0.475, "icmp": 0.05}
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 
@@ -167,10 +169,13 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     and rationale at random (the teacher learns the format, not which problems help, as e1-format's does)."""
     rng = random.Random(recipe.seed + 2)
     protocols, weights = zip(*TEACHER_PROTOCOLS.items())
-    pairs = []
-    for _ in range(recipe.examples):
-        flow = random_flow(rng, rng.choices(protocols, weights)[0], rng.random() < 0.5)
-        reply = {"question": render_question(flow), "answer": rng.choice(["Malicious", "Benign"]),
+    pairs, seen = [], set()
+    while len(pairs) < recipe.examples:
+        question = render_question(random_flow(rng, rng.choices(protocols, weights)[0], rng.random() < 0.5))
+        if question in seen:  # distinct problems, as the teacher's batch check wants them (icmp flows repeat)
+            continue
+        seen.add(question)
+        reply = {"question": question, "answer": rng.choice(["Malicious", "Benign"]),
                  "rationale": f"Look at {rng.choice(_RATIONALES)}."}
         pairs.append((teacher_prompt("mechanism"), json.dumps(reply, ensure_ascii=False), 1.0))
     return pairs
