@@ -36,7 +36,7 @@ OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try4.toml --wait-for-
 wait
 # try 5 (config-try5.toml: the teacher's recipe with icmp 0.05), once try 4's student-side gates are in: only the
 # teacher's part (G4) runs, G1-G3 and the signal are try 4's (the student is the same); one thread (models built
-# at one thread too: a build's weights depend on the thread count)
+# at one thread too: CPU float sums, and so a build's weights, can depend on the thread count)
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try5.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try5.json > $HERE/try5-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
