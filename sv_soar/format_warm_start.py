@@ -90,9 +90,10 @@ MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_tar
                    "twins": PLANT_TWINS}
 # The `+mechanism-teacher` examples' protocols: icmp (the stepping stones) rare but present, so that the untrained
 # teacher writes them at a rate inside gate G4's 3-20 % and SOAR's teacher has something to learn to write more of.
-# Tries 3-4 had icmp 0.10: the teacher wrote about twice that (6/32 = 18.8 % stepping stones with try 3's build,
-# 7/32 = 21.9 % with try 4's rebuild at one thread: G4 failed), so try 5 halves it (experiments/mechanism/README.md).
-TEACHER_PROTOCOLS = {"tcp": 0.475, "udp": 0.475, "icmp": 0.05}
+# Tries 3-4 had icmp 0.10 (18.8 % and 21.9 % stepping stones over two builds: G4 failed), try 5 0.05 (0 %: failed);
+# try 6 measured builds at 0.06 / 0.07 / 0.08 on run seeds other than G4's (experiments/mechanism/teacher_rate.py):
+# 23 % / 11 % / 11 %, so the rate is mostly the build's draw, not the share; 0.08 (tied with 0.07, the build cached).
+TEACHER_PROTOCOLS = {"tcp": 0.46, "udp": 0.46, "icmp": 0.08}
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 

@@ -39,4 +39,17 @@ wait
 # at one thread too: CPU float sums, and so a build's weights, can depend on the thread count)
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try5.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try5.json > $HERE/try5-gates.log 2>&1
+# try 6's calibration (before its gate): the untrained teacher's stepping-stone rate at icmp shares 0.06-0.08, run
+# seeds 1 and 2 (G4 draws with 0); one cache a share, since a recipe's folder is named by the model's name alone
+for share in 0.06 0.07 0.08; do
+  c=/tmp/cache-$share; mkdir -p $c/models
+  for m in ~/.cache/sv-soar/models/smollm2-135m-instruct ~/.cache/sv-soar/models/smollm2-135m-instruct+e1-format-*; do
+    ln -sfn $m $c/models/; done
+  SV_SOAR_CACHE=$c OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --share $share --seeds 1 2 \
+    --out $HERE/teacher-rate-$share.json > $HERE/try6-rate-$share.log 2>&1 &
+done
+wait
+# try 6 (config-try6.toml: icmp 0.08, from the calibration above): the teacher's part (G4) alone, as try 5's
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try6.toml --student-gates $HERE/gates-try4.json \
+  --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try6.json > $HERE/try6-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
