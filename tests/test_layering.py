@@ -272,12 +272,10 @@ def imports_of_test_files(root: Path = REPO) -> list[str]:
     """'tests/x.py:LINE imports tests.test_y' for each test file that imports another test file."""
     found = []
     for path in sorted((root / "tests").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [f"{node.module}.{alias.name}" for alias in node.names] if isinstance(node, ast.ImportFrom)
-                     and node.module and not node.level else [])
-            found += [f"{path.relative_to(root)}:{node.lineno} imports {name}" for name in names
-                      if any(part.startswith("test_") for part in name.split(".")[:3])]
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        for names, _, node in _imports(module, path):  # every statement, inside functions too; relative ones resolved
+            tests = [name for name in names if any(part.startswith("test_") for part in name.split(".")[:3])]
+            found += [f"{path.relative_to(root)}:{node.lineno} imports {tests[0]}"] if tests else []
     return found
 
 
