@@ -92,8 +92,9 @@ MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_tar
 # teacher writes them at a rate inside gate G4's 3-20 % and SOAR's teacher has something to learn to write more of.
 # Tries 3-4 had icmp 0.10 (18.8 % and 21.9 % stepping stones over two builds: G4 failed), try 5 0.05 (0 %: failed);
 # try 6 measured builds at 0.06 / 0.07 / 0.08 on run seeds other than G4's (experiments/mechanism/teacher_rate.py):
-# 23 % / 11 % / 11 %, so the rate is mostly the build's draw, not the share; 0.08 (tied with 0.07, the build cached).
-TEACHER_PROTOCOLS = {"tcp": 0.46, "udp": 0.46, "icmp": 0.08}
+# 23 % / 11 % / 11 %, so the rate is mostly the build's draw, not the share; 0.08 drew 25 % on G4's own sample.
+# Try 7 pooled four to six samples a build (0.055: 5.5 %, 0.065: 14.1 %, 0.07: 13.5 % over 192) and took 0.07.
+TEACHER_PROTOCOLS = {"tcp": 0.465, "udp": 0.465, "icmp": 0.07}
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 

@@ -52,4 +52,18 @@ wait
 # try 6 (config-try6.toml: icmp 0.08, from the calibration above): the teacher's part (G4) alone, as try 5's
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try6.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try6.json > $HERE/try6-gates.log 2>&1
+# try 7's calibration (before its gate): candidate builds sampled with run seeds 1-4 (0.07's build, try 6's: seeds 3-6
+# added to its 1-2), one cache a build; the build taken (0.07) copied into the cache the gate reads
+for share in 0.055 0.065; do
+  c=/tmp/cache-$share; mkdir -p $c/models
+  for m in ~/.cache/sv-soar/models/smollm2-135m-instruct ~/.cache/sv-soar/models/smollm2-135m-instruct+e1-format-*; do
+    ln -sfn $m $c/models/; done
+  SV_SOAR_CACHE=$c OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --share $share --seeds 1 2 3 4 \
+    --out $HERE/teacher-rate-$share.json > $HERE/try7-rate-$share.log 2>&1
+done
+SV_SOAR_CACHE=/tmp/cache-0.07 OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --share 0.07 --seeds 3 4 5 6 \
+  --out $HERE/teacher-rate-0.07-b.json > $HERE/try7-rate-0.07.log 2>&1
+# try 7 (config-try7.toml: the 0.07 build): the teacher's part (G4) alone, as tries 5-6
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try7.toml --student-gates $HERE/gates-try4.json \
+  --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try7.json > $HERE/try7-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
