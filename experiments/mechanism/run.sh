@@ -66,4 +66,11 @@ SV_SOAR_CACHE=/tmp/cache-0.07 OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --shar
 # try 7 (config-try7.toml: the 0.07 build): the teacher's part (G4) alone, as tries 5-6
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try7.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try7.json > $HERE/try7-gates.log 2>&1
+# try 8's calibration: the two builds G4 had not drawn, run seeds 5 and 6 as well; then its gate (the 0.065 build)
+for share in 0.055 0.065; do
+  SV_SOAR_CACHE=/tmp/cache-$share OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --share $share --seeds 5 6 \
+    --out $HERE/teacher-rate-$share-b.json > $HERE/try8-rate-$share.log 2>&1
+done
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try8.toml --student-gates $HERE/gates-try4.json \
+  --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try8.json > $HERE/try8-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)

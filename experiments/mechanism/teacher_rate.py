@@ -57,14 +57,18 @@ def main() -> None:
                         "rejected": sample.rejected})
         print(f"share {args.share}: seed {seed}: {stones}/{len(sample.rows)} stepping stones", flush=True)
     valid = sum(s["valid"] for s in samples)
+    # the build's weights by digest: nearby shares can train on the same examples (a batch draws 192 of 192 with
+    # replacement, so a few changed examples may never be drawn) and give the same weights (try 7: 0.07 and 0.08)
+    manifest = json.loads((Path(folder) / "sv-soar-manifest.json").read_text())
     result = {"config": str(args.config), "protocols": format_warm_start.TEACHER_PROTOCOLS, "model_folder": str(folder),
+              "weights_sha256": manifest["files"]["model.safetensors"]["sha256"],
               "samples": samples, "rate": sum(s["stepping_stones"] for s in samples) / valid if valid else None,
               "rate_per_seed": [s["stepping_stones"] / s["valid"] if s["valid"] else None for s in samples],
               "seconds": time.perf_counter() - started}
     if all(r is not None for r in result["rate_per_seed"]):
         result["rate_spread"] = statistics.pstdev(result["rate_per_seed"])
     write_text_atomic(args.out, json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("protocols", "rate", "rate_per_seed")}), flush=True)
+    print(json.dumps({k: result[k] for k in ("protocols", "weights_sha256", "rate", "rate_per_seed")}), flush=True)
 
 
 if __name__ == "__main__":
