@@ -11,6 +11,7 @@ only for the untrained student's J (G2). Writes experiments/mechanism/gates.json
         raise J on validation pairs by ≥ 0.2 over D_train alone
     G4  the teacher's choice matters: the untrained teacher's datasets gain at most half of the oracle's R_k,
         cue-agreeing datasets gain ≈ 0, and the untrained teacher writes stepping stones at a rate in [3 %, 20 %]
+        (measured on SOAR's first step's sample, or pooled over --rate-seeds' samples)
 
 J is computed exactly at the sampling temperature from the first answer token's distribution (the answer is one
 token: `benchmarks/mechanism_signal.label_probabilities`), and greedily (the likelier label).
@@ -137,6 +138,9 @@ def main() -> None:
     parser.add_argument("--wait-for-signal", action="store_true", help="wait for a --signal file newer than this "
                         "run (the benchmark running beside it) before the verdicts; the untrained teacher's datasets are scored first")
     parser.add_argument("--out", type=Path, default=HERE / "gates.json")
+    parser.add_argument("--rate-seeds", type=int, nargs="+", default=None, help="G4's stepping-stone rate pooled "
+                        "over the untrained teacher's samples with these run seeds, the run's own first (default: "
+                        "its first step's sample alone, 32 problems)")
     parser.add_argument("--student-gates", type=Path, default=None, help="a gates run whose student (model, inner "
                         "loop) and hard set are this config's: its G1-G3 student-side parts are taken from there and only "
                         "the teacher's part (G4) runs (a setting change on the teacher's side only)")
@@ -155,10 +159,24 @@ def main() -> None:
     # G4's untrained teacher first (a few minutes): its stepping-stone rate is the gate most likely to fail
     teacher = Teacher(config)
     sample = teacher.sample("mechanism", hard.index, step_seed(config.run.seed, 0) ^ TEACHER_SEED_SALT)
-    rows = sample.rows
+    rows = sample.rows  # SOAR's first step's sample: Base-T's datasets below
     result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
                             "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
                             "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement")}
+    if args.rate_seeds:  # the rate on the first step's sample and more, pooled (try 9: one draw of 32 is too few)
+        if args.rate_seeds[0] != config.run.seed:
+            parser.error(f"--rate-seeds: the first is the run's seed ({config.run.seed}), the sample Base-T's datasets use")
+        stones, valid = [], []
+        for seed in args.rate_seeds:
+            drawn = sample if seed == config.run.seed else teacher.sample(
+                "mechanism", hard.index, step_seed(seed, 0) ^ TEACHER_SEED_SALT)
+            stones.append(sum(map(TASK.stepping_stone, drawn.rows)))
+            valid.append(len(drawn.rows))
+            print(f"G4 teacher, run seed {seed}: {stones[-1]}/{valid[-1]} stepping stones", flush=True)
+        result["G4_teacher"] |= {"first_sample_share": result["G4_teacher"]["stepping_stone_share"],
+                                 "rate_seeds": args.rate_seeds, "stepping_stones_per_seed": stones,
+                                 "valid_per_seed": valid,
+                                 "stepping_stone_share": sum(stones) / sum(valid) if sum(valid) else None}
     print(f"G4 teacher: {result['G4_teacher']}", flush=True)
     del teacher
     save(result, args.out)

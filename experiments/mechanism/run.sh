@@ -73,4 +73,8 @@ for share in 0.055 0.065; do
 done
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try8.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --out $HERE/gates-try8.json > $HERE/try8-gates.log 2>&1
+# try 9 (config-try9.toml: the 0.055 build): G4's rate pooled over the samples of run seeds 0, 7, 8, 9
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try9.toml --student-gates $HERE/gates-try4.json \
+  --signal benchmarks/results/mechanism_signal-try4.json --rate-seeds 0 7 8 9 --out $HERE/gates-try9.json \
+  > $HERE/try9-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
