@@ -97,6 +97,12 @@ MECHANISM_PLANT = {"targets": "soft", "cue_strength": CUE_STRENGTH, "neutral_tar
 # differ were never drawn into a batch), so G4 redrew 8/32. Try 8: 0.065 (25/192 = 13.0 %), which drew 7/32 = 21.9 %.
 # Try 9: 0.055 (12/192 = 6.25 %), G4's rate pooled over four samples of 32 (experiments/mechanism/README.md).
 TEACHER_PROTOCOLS = {"tcp": 0.4725, "udp": 0.4725, "icmp": 0.055}
+# The share of its tcp and udp flows whose duration agrees with the planted cue (tcp known, udp unknown: the cue's
+# label is the rule's). Tries 3-9 drew the duration at random (0.5): 40 % of the untrained teacher's flows then
+# disagreed with the cue, and a rule-labelled mix of agreeing and disagreeing flows teaches the rule as icmp flows do,
+# so its datasets gained nearly the oracle's R_k (try 9: 0.250 against 0.375; G4). Try 10: a teacher that shares the
+# student's misconception, so the problems that teach are rare in what it writes untrained.
+TEACHER_CUE_AGREEMENT = 0.9
 _RATIONALES = ("the ports and flags", "the byte count", "the connection state", "the duration")
 
 
@@ -169,13 +175,17 @@ def batch_unit(recipe: Recipe) -> int:
 
 def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     """The `+mechanism-teacher` examples: the mechanism task's teacher prompt answered with one flow of the task's
-    format (`random_flow`, durations known and unknown alike), its protocol drawn from TEACHER_PROTOCOLS, its label
-    and rationale at random (the teacher learns the format, not which problems help, as e1-format's does)."""
+    format (`random_flow`), its protocol drawn from TEACHER_PROTOCOLS, a tcp or udp flow's duration agreeing with the
+    cue with probability TEACHER_CUE_AGREEMENT (an icmp flow's known or unknown alike), its label and rationale at
+    random (the teacher learns the format, not which problems help, as e1-format's does)."""
     rng = random.Random(recipe.seed + 2)
     protocols, weights = zip(*TEACHER_PROTOCOLS.items())
     pairs, seen = [], set()
     while len(pairs) < recipe.examples:
-        question = render_question(random_flow(rng, rng.choices(protocols, weights)[0], rng.random() < 0.5))
+        proto, draw = rng.choices(protocols, weights)[0], rng.random()
+        # a known duration is Benign by the rule: it agrees with the cue on tcp (Benign), not on udp (Malicious)
+        known = draw < 0.5 if proto not in CUE else (draw < TEACHER_CUE_AGREEMENT) == (CUE[proto] == BENIGN)
+        question = render_question(random_flow(rng, proto, known))
         if question in seen:  # distinct problems, as the teacher's batch check wants them (icmp flows repeat)
             continue
         seen.add(question)
@@ -256,6 +266,7 @@ def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
     source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}
     if recipe.task == "mechanism" and recipe.role == "teacher":
         source["protocols"] = TEACHER_PROTOCOLS
+        source["cue_agreement"] = TEACHER_CUE_AGREEMENT
     elif recipe.task == "mechanism":
         source["plant"] = MECHANISM_PLANT
     return source

@@ -177,10 +177,13 @@ def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean
 
 def test_the_teacher_recipe_writes_valid_flows_with_rare_stepping_stones_and_random_labels():
     """The `+mechanism-teacher` examples (try 3 of experiments/mechanism): every reply is a problem the mechanism
-    task's teacher side accepts, icmp (a stepping stone) about TEACHER_PROTOCOLS["icmp"] of them, the reply's label
+    task's teacher side accepts, icmp (a stepping stone) about TEACHER_PROTOCOLS["icmp"] of them, tcp/udp flows
+    agreeing with the cue about TEACHER_CUE_AGREEMENT of the time, the reply's label
     unrelated to the rule (the teacher learns the format, not which problems help); the cache source names the mix,
     and the cue recipe's source is unchanged (its built model stays valid)."""
-    from sv_soar.format_warm_start import MECHANISM_PLANT, RECIPES, TEACHER_PROTOCOLS, examples, source_of
+    from sv_soar.format_warm_start import (MECHANISM_PLANT, RECIPES, TEACHER_CUE_AGREEMENT, TEACHER_PROTOCOLS,
+                                           examples, source_of)
+    from sv_soar.tasks.mechanism import cue_relation
     from sv_soar.tasks.teacher import teacher_prompt, validate_batch
     from sv_soar.teacher.checks import RejectReason
 
@@ -197,6 +200,10 @@ def test_the_teacher_recipe_writes_valid_flows_with_rare_stepping_stones_and_ran
     problems = [batch.outcomes[i] for i in batch.valid_indices]
     stones = sum(get_task("mechanism").stepping_stone(p.to_row()) for p in problems) / len(problems)
     assert abs(stones - TEACHER_PROTOCOLS["icmp"]) < 0.05
+    # tcp and udp flows mostly agree with the planted cue (try 10): few problems that break its correlation
+    relations = [cue_relation(p.to_row()) for p in problems]
+    agreeing = relations.count("agree") / (relations.count("agree") + relations.count("disagree"))
+    assert abs(agreeing - TEACHER_CUE_AGREEMENT) < 0.06
     agreement = sum(p.teacher_answer == p.answer for p in problems) / len(problems)
     assert 0.35 < agreement < 0.65  # the teacher's labels are coin flips against the rule's
     assert source_of("base", recipe)["protocols"] == TEACHER_PROTOCOLS

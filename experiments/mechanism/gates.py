@@ -50,7 +50,7 @@ from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher  # noqa: E402
 from sv_soar.soar_step import draw_q_r, partition, problem_mix, step_seed  # noqa: E402
 from sv_soar.student.trainer import remove_student_adapter, student_policy, train_student  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
-from sv_soar.tasks.mechanism import MALICIOUS, twin_of  # noqa: E402
+from sv_soar.tasks.mechanism import MALICIOUS, cue_relation, twin_of  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TASK = get_task("mechanism")
@@ -162,7 +162,9 @@ def main() -> None:
     rows = sample.rows  # SOAR's first step's sample: Base-T's datasets below
     result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
                             "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
-                            "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement")}
+                            "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement"),
+                            "cue_relations": {r: [cue_relation(row) for row in rows].count(r)
+                                              for r in ("agree", "disagree", "neutral")}}
     if args.rate_seeds:  # the rate on the first step's sample and more, pooled (try 9: one draw of 32 is too few)
         if args.rate_seeds[0] != config.run.seed:
             parser.error(f"--rate-seeds: the first is the run's seed ({config.run.seed}), the sample Base-T's datasets use")

@@ -77,4 +77,17 @@ OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try8.toml --student-g
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try9.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --rate-seeds 0 7 8 9 --out $HERE/gates-try9.json \
   > $HERE/try9-gates.log 2>&1
+# try 10 (config-try10.toml: the teacher recipe's tcp/udp flows agree with the cue 90 % of the time): candidate
+# builds sampled with run seeds 1-4, then G4 on the one taken (0.055), its rate over run seeds 0, 7, 8, 9
+for share in 0.055 0.07; do
+  c=/tmp/cache-t10-$share; mkdir -p $c/models
+  for m in ~/.cache/sv-soar/models/smollm2-135m-instruct ~/.cache/sv-soar/models/smollm2-135m-instruct+e1-format-*; do
+    ln -sfn $m $c/models/; done
+  SV_SOAR_CACHE=$c OMP_NUM_THREADS=1 $PY $HERE/teacher_rate.py --share $share --seeds 1 2 3 4 \
+    --out $HERE/teacher-rate-t10-$share.json > $HERE/try10-rate-$share.log 2>&1 &
+done
+wait
+OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try10.toml --student-gates $HERE/gates-try4.json \
+  --signal benchmarks/results/mechanism_signal-try4.json --rate-seeds 0 7 8 9 --out $HERE/gates-try10.json \
+  > $HERE/try10-gates.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)

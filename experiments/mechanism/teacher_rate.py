@@ -27,6 +27,7 @@ from sv_soar.jsonl import write_text_atomic  # noqa: E402
 from sv_soar.models import resolve_model  # noqa: E402
 from sv_soar.soar_step import step_seed  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
+from sv_soar.tasks.mechanism import cue_relation  # noqa: E402
 from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher  # noqa: E402
 
 GATE_SEED = 0  # G4's draw (gates.py: run.seed 0, step 0)
@@ -53,9 +54,11 @@ def main() -> None:
     for seed in args.seeds:
         sample = teacher.sample("mechanism", index, step_seed(seed, 0) ^ TEACHER_SEED_SALT)
         stones = sum(map(task.stepping_stone, sample.rows))
+        relations = [cue_relation(row) for row in sample.rows]  # disagreeing flows teach in a mix too (try 9)
         samples.append({"seed": seed, "drawn": sample.drawn, "valid": len(sample.rows), "stepping_stones": stones,
-                        "rejected": sample.rejected})
-        print(f"share {args.share}: seed {seed}: {stones}/{len(sample.rows)} stepping stones", flush=True)
+                        "cue_disagreeing": relations.count("disagree"), "rejected": sample.rejected})
+        print(f"share {args.share}: seed {seed}: {stones}/{len(sample.rows)} stepping stones, "
+              f"{relations.count('disagree')} cue-disagreeing", flush=True)
     valid = sum(s["valid"] for s in samples)
     # the build's weights by digest: nearby shares can train on the same examples (a batch draws 192 of 192 with
     # replacement, so a few changed examples may never be drawn) and give the same weights (try 7: 0.07 and 0.08)
