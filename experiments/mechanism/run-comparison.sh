@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The mechanism experiment's comparison (README.md, "The comparison"): SOAR, Base-T, Hard-only and compute-matched
-# Hard-only, seeds 0 1 2, on config-try9.toml, the first setting whose gates all pass (gates-try9.json; the student
+# Hard-only, seeds 0 1 2, on config-try10.toml, the first setting whose gates all pass (gates-try10.json; the student
 # side measured in gates-try4.json). From the repository root after `make setup`:
 #     bash experiments/mechanism/run-comparison.sh        (logs in $OUT/logs)
 # Long on 2 CPU cores: an outer step trains g = 4 students (r = 1) of 80 steps (about 20-40 minutes), a run 10 of them, so
@@ -8,10 +8,10 @@
 # run folder with the same config resumes after its last committed step (a step's finished datasets come back from
 # the reward cache), and a run whose evaluation/final.json exists is skipped.
 set -euo pipefail
-OUT=${OUT:-runs/mechanism-try9}
+OUT=${OUT:-runs/mechanism-try10}
 SV=${SV:-.venv/bin/sv-soar}
 HERE=experiments/mechanism
-CONFIG=$HERE/config-try9.toml
+CONFIG=$HERE/config-try10.toml
 GUARD=$HERE/cue-agreeing.jsonl   # the guard: flows the student answered right before (the cue agrees with the rule)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p $OUT/logs
