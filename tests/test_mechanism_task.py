@@ -207,4 +207,5 @@ def test_the_teacher_recipe_writes_valid_flows_with_rare_stepping_stones_and_ran
     agreement = sum(p.teacher_answer == p.answer for p in problems) / len(problems)
     assert 0.35 < agreement < 0.65  # the teacher's labels are coin flips against the rule's
     assert source_of("base", recipe)["protocols"] == TEACHER_PROTOCOLS
+    assert source_of("base", recipe)["cue_agreement"] == TEACHER_CUE_AGREEMENT  # another share rebuilds the teacher
     assert source_of("base", RECIPES["mechanism-cue"])["plant"] == MECHANISM_PLANT
