@@ -90,4 +90,6 @@ wait
 OMP_NUM_THREADS=1 $PY $HERE/gates.py --config $HERE/config-try10.toml --student-gates $HERE/gates-try4.json \
   --signal benchmarks/results/mechanism_signal-try4.json --rate-seeds 0 7 8 9 --out $HERE/gates-try10.json \
   > $HERE/try10-gates.log 2>&1
+# what the untrained teacher's datasets are made of (no students; run seeds 1-6, none of G4's)
+OMP_NUM_THREADS=1 $PY $HERE/teacher_mix.py --config $HERE/config-try10.toml > $HERE/try10-teacher-mix.log 2>&1
 # the comparison, once every gate passes: bash experiments/mechanism/run-comparison.sh (resumable; days on 2 cores)
