@@ -28,6 +28,7 @@ import json
 import math
 import statistics
 import sys
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -160,11 +161,11 @@ def main() -> None:
     teacher = Teacher(config)
     sample = teacher.sample("mechanism", hard.index, step_seed(config.run.seed, 0) ^ TEACHER_SEED_SALT)
     rows = sample.rows  # SOAR's first step's sample: Base-T's datasets below
+    relations = Counter(map(cue_relation, rows))
     result["G4_teacher"] = {"drawn": sample.drawn, "valid": len(rows), "rejected": sample.rejected,
                             "stepping_stone_share": statistics.mean(map(TASK.stepping_stone, rows)) if rows else None,
                             "teacher_label_agreement": problem_mix(TASK, rows).get("teacher_label_agreement"),
-                            "cue_relations": {r: [cue_relation(row) for row in rows].count(r)
-                                              for r in ("agree", "disagree", "neutral")}}
+                            "cue_relations": {r: relations[r] for r in ("agree", "disagree", "neutral")}}
     if args.rate_seeds:  # the rate on the first step's sample and more, pooled (try 9: one draw of 32 is too few)
         if args.rate_seeds[0] != config.run.seed:
             parser.error(f"--rate-seeds: the first is the run's seed ({config.run.seed}), the sample Base-T's datasets use")

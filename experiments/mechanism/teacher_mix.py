@@ -22,8 +22,7 @@ from sv_soar.hard_set import load_hard_set  # noqa: E402
 from sv_soar.soar_step import partition, step_seed  # noqa: E402
 from sv_soar.tasks.mechanism import cue_relation  # noqa: E402
 from sv_soar.teacher_policy import TEACHER_SEED_SALT, Teacher  # noqa: E402
-
-GATE_SEEDS = {0, 7, 8, 9}  # G4's samples (try 10: gates.py --rate-seeds 0 7 8 9)
+from teacher_rate import GATE_SEEDS  # noqa: E402 - G4's samples, which neither script may draw
 
 
 def main() -> None:
