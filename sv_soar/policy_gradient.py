@@ -200,6 +200,7 @@ def policy_gradient_step(
     gradient_checkpointing: bool = False,
     reference=None,
     reference_cache: dict | None = None,
+    first_token_logprobs: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One on-policy REINFORCE step of the active adapter: groups = [(prompt_ids, [(completion_ids, A)])].
 
@@ -213,17 +214,20 @@ def policy_gradient_step(
     §4); a step where no group carries any takes no optimizer step at all: the weights, and the optimizer's
     moments, stay exactly as they were (a fresh AdamW's first step is ≈ lr·sign(g) for any non-zero g, so a
     KL-only or rounding gradient would otherwise move every weight by a full lr).
+    `first_token_logprobs`: one-token completions whose rollouts kept their graph (`TransformersEngine.first_tokens`:
+    log π(· | prompt b) in row b, [groups, vocab]): the step reads log π from it and runs no forward of its own, one
+    backward through that graph. The same loss and gradient as the forward it saves, up to float rounding.
     The student trainer and the teacher update both take their step here.
     Raises StudentTrainingError when the loss, the gradient or the weights become non-finite.
     """
     started = time.perf_counter()
     micro_batches = []
-    for prompt_ids, scored in groups:
+    for b, (prompt_ids, scored) in enumerate(groups):
         scored = [(ids, a) for ids, a in scored if len(ids)]
         if not any(a for _, a in scored):
             continue  # no advantage in this group: no gradient from it, KL included
         for start in range(0, len(scored), micro_batch_size):
-            micro_batches.append((prompt_ids, scored[start : start + micro_batch_size]))
+            micro_batches.append((b, prompt_ids, scored[start : start + micro_batch_size]))
     n_tokens = max(1, sum(len(ids) for _, scored in groups for ids, _ in scored))
     if not micro_batches:  # nothing to learn from: no step, not even weight decay or a moment update
         return {"loss": 0.0, "kl": 0.0, "grad_norm": 0.0, "seconds_forward_backward": time.perf_counter() - started,
@@ -232,10 +236,13 @@ def policy_gradient_step(
         param_group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     policy.train()
-    loss_sum, kl_sum = 0.0, 0.0
-    for prompt_ids, micro in micro_batches:
+    loss_sum, kl_sum, pending = 0.0, 0.0, []
+    for b, prompt_ids, micro in micro_batches:
         completion_ids = [ids for ids, _ in micro]
-        logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
+        if first_token_logprobs is not None:  # the rollouts' own forward: read it, run nothing
+            logprobs = first_token_logprobs[b, [ids[0] for ids in completion_ids]].unsqueeze(1)
+        else:
+            logprobs = _policy_logprobs(policy, prompt_ids, completion_ids, temperature, gradient_checkpointing)
         adv = torch.tensor([a for _, a in micro], device=logprobs.device).unsqueeze(1)
         loss = (-adv * logprobs).sum()  # on-policy REINFORCE: ∇ = −A ∇log π (padding is 0 in logprobs)
         if kl_coef > 0:
@@ -248,8 +255,13 @@ def policy_gradient_step(
         loss = loss / n_tokens
         if not torch.isfinite(loss):
             raise StudentTrainingError(f"{where}: non-finite loss {loss.item()}")
-        loss.backward()
         loss_sum += loss.item()
+        if first_token_logprobs is None:
+            loss.backward()  # a micro-batch's graph at a time
+        else:
+            pending.append(loss)
+    if pending:  # one graph under every group: one backward
+        torch.stack(pending).sum().backward()
     for param in params:  # a skipped group leaves no grad: make it an explicit zero so AdamW still steps
         if param.grad is None:
             param.grad = torch.zeros_like(param)

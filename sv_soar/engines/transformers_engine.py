@@ -314,14 +314,7 @@ class TransformersEngine(PeftAdapters):
                 tokens = next_tokens(logits, params, uniforms[:, step] if uniforms is not None else None)
                 keep = []
                 for i, (row, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
-                    row.ids.append(token)
-                    if token in self.eos_ids:
-                        row.finish_reason, row.done = "stop", True
-                    elif row.watcher is not None and row.watcher.push(token):
-                        row.finish_reason, row.done = "stop", True
-                    elif len(row.ids) >= params.max_new_tokens:
-                        row.done = True  # finish_reason stays "length"
-                    else:
+                    if not self._push(row, token, params.max_new_tokens):
                         keep.append(i)
                 if not keep:
                     break
@@ -347,6 +340,84 @@ class TransformersEngine(PeftAdapters):
         self._batch_tokens[size] = self._batch_tokens.get(size, 0) + generated
         self._batch_seconds[size] = self._batch_seconds.get(size, 0.0) + seconds
         self.stats.by_batch_size[size] = self._batch_tokens[size] / max(self._batch_seconds[size], 1e-9)
+
+    def _push(self, row: _Row, token: int, max_new_tokens: int) -> bool:
+        """Append a decoded token to the row; True when the row is done (EOS, a stop, the JSON end, the budget)."""
+        row.ids.append(token)
+        if token in self.eos_ids or (row.watcher is not None and row.watcher.push(token)):
+            row.finish_reason, row.done = "stop", True
+        elif len(row.ids) >= max_new_tokens:
+            row.done = True  # finish_reason stays "length"
+        return row.done
+
+    # --- one-token rollouts that keep their graph ----------------------------------------------------
+
+    def first_tokens(self, prompts: Sequence[ChatPrompt], params: SamplingParams,
+                     adapter: str | None = None) -> tuple[list[list[Completion]], torch.Tensor]:
+        """`generate(prompts, params, adapter)` for one-token answers (params.max_new_tokens == 1), from ONE forward
+        of the prompts that keeps its autograd graph, for a policy-gradient step to differentiate instead of
+        running the prompts again (sv_soar.student.trainer; the mechanism task's answers are one token).
+
+        Returns the completions, each row drawn from its own seeded stream as `generate` draws it (the same
+        tokens up to float rounding of the logits), and log π(· | prompt) at params.temperature, [prompts, vocab],
+        differentiable in whatever weights require a gradient. The prompts' longest common prefix (the chat
+        template and the system prompt: 30 of a mechanism prompt's ~85 tokens) runs once and its KV cache is
+        repeated for every prompt, so a step costs the prompts' own tokens; the rest are left-padded, and the
+        attention mask skips the padding between the prefix and each prompt's own tokens.
+        """
+        if params.max_new_tokens != 1 or params.temperature <= 0:
+            raise ValueError("first_tokens samples one-token completions at a temperature > 0 (a policy to "
+                             f"differentiate), got max_new_tokens={params.max_new_tokens}, "
+                             f"temperature={params.temperature}")
+        check_params(params)
+        if not prompts:
+            return [], torch.empty(0)
+        ids = [self._prompt_ids(prompt) for prompt in prompts]
+        device = self._device()
+        prefix = 0
+        shortest = min(len(row) for row in ids)
+        while prefix < shortest - 1 and all(row[prefix] == ids[0][prefix] for row in ids):
+            prefix += 1  # each prompt keeps at least its last token for the second forward
+        width = max(len(row) for row in ids) - prefix
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), prefix + width), dtype=torch.long)
+        attention[:, :prefix] = 1
+        for i, row in enumerate(ids):  # left padding between the shared prefix and the prompt's own tokens
+            input_ids[i, width - (len(row) - prefix) :] = torch.tensor(row[prefix:])
+            attention[i, prefix + width - (len(row) - prefix) :] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+        input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
+        started = time.perf_counter()
+        with self._adapter_layers_enabled(), self._single_adapter(adapter), self._attention_kernels(device):
+            cache = {}
+            if prefix:
+                head = self.model(input_ids=torch.tensor([ids[0][:prefix]], device=device), use_cache=True,
+                                  logits_to_keep=1)
+                shared = getattr(head, self._cache_kwarg)
+                shared.batch_repeat_interleave(len(ids))
+                cache = {self._cache_kwarg: shared}
+            out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                             use_cache=bool(prefix), logits_to_keep=1, **cache)
+        logits = out.logits[:, -1, :].float()
+        logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
+        base_seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(8), "little")
+        needs_watch = bool(params.stop) or params.stop_at_json_end
+        rows = [_Row(p, s, ids[p], adapter,
+                     StopWatcher(self.tokenizer, params.stop, params.stop_at_json_end) if needs_watch else None,
+                     seed=base_seed)
+                for p in range(len(ids)) for s in range(params.n)]
+        uniforms = torch.stack([row_uniforms(row.seed, row.prompt_index, row.sample_index, 1)[0] for row in rows])
+        index = torch.tensor([row.prompt_index for row in rows], device=device)
+        tokens = next_tokens(logits.detach()[index], params, uniforms.to(device))
+        for row, token in zip(rows, tokens.tolist(), strict=True):
+            self._push(row, token, 1)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.prompts += len(prompts)
+        self.stats.generated_tokens += len(rows)
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for row in rows:
+            results[row.prompt_index].append(self._completion(row))
+        return results, logprobs
 
     def _attention_kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
         """The SDPA kernels decoding may use (`sdpa_backends`), on CUDA; nothing changes on CPU."""
