@@ -29,14 +29,21 @@ run() {  # run METHOD SEED [--set ...]: train (resumes; a no-op for hard-only), 
   $SV evaluate $folder --no-progress $base --extra-eval $GUARD
 }
 
+matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that seed has its final student
+  until [ -f $OUT/soar-s$1/evaluation/final.json ]; do sleep 60; done
+  run hard-only-matched $1 --set evaluation.compute_matched_to=$OUT/soar-s$1
+}
+
+# Two lanes of about equal student steps (SOAR, Base-T and compute-matched Hard-only ~3280 each, Hard-only 80)
 lane_a() {
   for s in 0 1 2; do run soar $s; done
-  for s in 0 1 2; do run hard-only-matched $s --set evaluation.compute_matched_to=$OUT/soar-s$s; done
+  matched 1; matched 2
 }
 
 lane_b() {
   for s in 0 1 2; do run base-t $s; done
   for s in 0 1 2; do run hard-only $s; done
+  matched 0
 }
 
 lane_a > $OUT/logs/lane-a.log 2>&1 &
