@@ -66,6 +66,19 @@ def test_first_tokens_draw_what_generate_draws_and_score_each_prompt_as_its_own_
             torch.testing.assert_close(fused_grad, p.grad, rtol=1e-4, atol=2e-5)
 
 
+def test_first_tokens_over_a_model_without_adapters(tiny_model_dir):
+    """A bare model (no peft): the same draws as generate, and a gradient in the model's own weights."""
+    model, tokenizer = load_model(str(tiny_model_dir))
+    engine = TransformersEngine(model, tokenizer)
+    prompts = [DIGITS.prompt(row) for row in ROWS]
+    sampling = SamplingParams(max_new_tokens=1, temperature=1.0, n=4, seed=1)
+    groups, logprobs = engine.first_tokens(prompts, sampling)
+    expected = engine.generate(prompts, sampling)
+    assert [[c.token_ids for c in g] for g in groups] == [[c.token_ids for c in g] for g in expected]
+    logprobs[:, 5].sum().backward()
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
 def test_first_tokens_refuses_what_it_cannot_differentiate(shared):
     _, engine = shared
     for bad in (SamplingParams(max_new_tokens=2, temperature=1.0), SamplingParams(max_new_tokens=1, temperature=0)):

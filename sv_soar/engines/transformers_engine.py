@@ -388,7 +388,8 @@ class TransformersEngine(PeftAdapters):
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
         input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
         started = time.perf_counter()
-        with self._adapter_layers_enabled(), self._single_adapter(adapter), self._attention_kernels(device):
+        adapters = self._single_adapter(adapter) if self._is_peft() else contextlib.nullcontext()
+        with self._adapter_layers_enabled(), adapters, self._attention_kernels(device):
             cache = {}
             if prefix:
                 head = self.model(input_ids=torch.tensor([ids[0][:prefix]], device=device), use_cache=True,
