@@ -86,16 +86,34 @@ def test_first_tokens_refuses_what_it_cannot_differentiate(shared):
             engine.first_tokens([DIGITS.prompt(ROWS[0])], bad)
 
 
-@pytest.mark.parametrize("kl_coef", [0.0, 0.05])
-def test_a_fused_student_run_takes_the_steps_an_unfused_one_takes(shared, monkeypatch, kl_coef):
+def test_only_students_whose_step_is_one_forward_are_fused(shared):
+    _, engine = shared
+    assert fused_rollouts(engine, DIGITS, toy_config(**ONE_TOKEN))
+    for other in ({"max_new_tokens": 2}, {"lora_dropout": 0.1}, {"gradient_checkpointing": True},
+                  {"finetune": "full", "learning_rate": 1e-5}):
+        assert not fused_rollouts(engine, DIGITS, toy_config(**{**ONE_TOKEN, **other})), other
+
+    class GenerateOnly:  # an engine that cannot keep the graph (vLLM's, a recording wrapper)
+        def generate(self, prompts, params, adapters=None):
+            return engine.generate(prompts, params, adapters)
+
+    assert not fused_rollouts(GenerateOnly(), DIGITS, toy_config(**ONE_TOKEN))
+
+
+@pytest.mark.parametrize(("kl_coef", "from_baseline"), [(0.0, False), (0.05, False), (0.5, True)])
+def test_a_fused_student_run_takes_the_steps_an_unfused_one_takes(shared, monkeypatch, kl_coef, from_baseline):
     """Three steps of a one-token student, fused and not: the same rollouts and rewards, the same loss and KL and
     the same weights up to float rounding; the fused run's update runs no forward of its own (two forwards a step:
-    the shared prefix and the prompts), the unfused one a rollout prefill and then one a prompt."""
+    the shared prefix and the prompts), the unfused one a rollout prefill and then one a prompt. From a promoted
+    baseline the KL's reference is a frozen adapter on the same model, switched on between the forward and the
+    backward (what the mechanism comparison's students do after a promotion)."""
     policy, engine = shared
     config = toy_config(steps=3, kl_coef=kl_coef, **ONE_TOKEN)
-    assert fused_rollouts(engine, DIGITS, config)
-    assert not fused_rollouts(engine, DIGITS, toy_config(**{**ONE_TOKEN, "max_new_tokens": 2}))
-    assert not fused_rollouts(engine, DIGITS, toy_config(**ONE_TOKEN, lora_dropout=0.1))
+    init = None
+    if from_baseline:
+        with student_adapter(policy, "baseline"):
+            init = train_student(policy, engine, DIGITS, ROWS, toy_config(steps=2, **ONE_TOKEN), adapter_name="baseline",
+                                 seed=0, log=quiet).adapter_state
     runs, forwards = {}, {}
     base = policy.get_base_model()
     for fused in (True, False):
@@ -105,7 +123,7 @@ def test_a_fused_student_run_takes_the_steps_an_unfused_one_takes(shared, monkey
         try:
             with student_adapter(policy, f"f{fused}"):
                 runs[fused] = train_student(policy, engine, DIGITS, ROWS, config, adapter_name=f"f{fused}", seed=4,
-                                            log=quiet)
+                                            init_adapter_state=init, log=quiet)
         finally:
             hook.remove()
         forwards[fused] = len(calls)
@@ -115,6 +133,8 @@ def test_a_fused_student_run_takes_the_steps_an_unfused_one_takes(shared, monkey
                             for f in (True, False))
     assert [e["mean_reward"] for e in fused_log] == [e["mean_reward"] for e in plain_log]
     assert any(e["grad_norm"] > 0 for e in fused_log)  # steps were taken: the comparison is not of no-ops
+    if kl_coef:
+        assert fused_log[-1]["kl"] > 0  # the reference is read, and it has moved away from it
     for fused_entry, plain_entry in zip(fused_log, plain_log):
         assert fused_entry.keys() == plain_entry.keys()
         for key in fused_entry:

@@ -30,13 +30,23 @@ run() {  # run METHOD SEED [--set ...]: train (resumes; a no-op for hard-only), 
   $SV evaluate $folder --no-progress $base --extra-eval $GUARD
 }
 
-matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that seed has its final student
-  until [ -f $OUT/soar-s$1/evaluation/final.json ]; do sleep 60; done
+matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that seed has its final student, which
+             # lane A makes; if lane A has ended without it, give up instead of waiting for ever
+  until [ -f $OUT/soar-s$1/evaluation/final.json ]; do
+    local pid; pid=$(cat $OUT/logs/lane-a.pid 2>/dev/null || true)
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+      echo "lane A ended without soar-s$1's final student: no compute-matched Hard-only for seed $1" >&2
+      return 1
+    fi
+    sleep 60
+  done
   run hard-only-matched $1 --set evaluation.compute_matched_to=$OUT/soar-s$1
 }
 
-# Two lanes of about equal student steps (SOAR, Base-T and compute-matched Hard-only ~3280 each, Hard-only 80)
+# Two lanes as even as nine long runs split (SOAR, Base-T and compute-matched Hard-only ~3280 student steps each,
+# Hard-only 80): five long runs in lane A, four in lane B
 lane_a() {
+  echo $BASHPID > $OUT/logs/lane-a.pid
   for s in 0 1 2; do run soar $s; done
   matched 1; matched 2
 }
@@ -51,5 +61,11 @@ lane_a > $OUT/logs/lane-a.log 2>&1 &
 a=$!
 lane_b > $OUT/logs/lane-b.log 2>&1 &
 b=$!
-wait $a; wait $b
+failed=0
+wait $a || failed=1
+wait $b || failed=1
+if [ $failed = 1 ]; then
+  echo "a lane failed (its log: $OUT/logs/lane-a.log, lane-b.log); rerun this script to resume" >&2
+  exit 1
+fi
 $SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE/comparison

@@ -360,10 +360,11 @@ class TransformersEngine(PeftAdapters):
 
         Returns the completions, each row drawn from its own seeded stream as `generate` draws it (the same
         tokens up to float rounding of the logits), and log π(· | prompt) at params.temperature, [prompts, vocab],
-        differentiable in whatever weights require a gradient. The prompts' longest common prefix (the chat
-        template and the system prompt: 30 of a mechanism prompt's ~85 tokens) runs once and its KV cache is
-        repeated for every prompt, so a step costs the prompts' own tokens; the rest are left-padded, and the
-        attention mask skips the padding between the prefix and each prompt's own tokens.
+        differentiable in whatever weights require a gradient. The forward runs in eval mode, as generate's does.
+        The prompts' longest common prefix (the chat template and the system prompt: 30 of a mechanism prompt's
+        ~85 tokens) runs once and its KV cache is repeated for every prompt, so a step costs the prompts' own
+        tokens; the rest are left-padded, and the attention mask skips the padding between the prefix and each
+        prompt's own tokens.
         """
         if params.max_new_tokens != 1 or params.temperature <= 0:
             raise ValueError("first_tokens samples one-token completions at a temperature > 0 (a policy to "
@@ -389,7 +390,7 @@ class TransformersEngine(PeftAdapters):
         input_ids, attention, positions = input_ids.to(device), attention.to(device), positions.to(device)
         started = time.perf_counter()
         adapters = self._single_adapter(adapter) if self._is_peft() else contextlib.nullcontext()
-        with self._adapter_layers_enabled(), adapters, self._attention_kernels(device):
+        with _eval_mode(self.model), self._adapter_layers_enabled(), adapters, self._attention_kernels(device):
             cache = {}
             if prefix:
                 head = self.model(input_ids=torch.tensor([ids[0][:prefix]], device=device), use_cache=True,

@@ -184,10 +184,12 @@ def mixed_group_share(rewards: torch.Tensor) -> float:
 def fused_rollouts(engine, task: Task, config: StudentTrainConfig) -> bool:
     """Whether a step's rollouts and its update share one forward (`TransformersEngine.first_tokens`): one-token
     answers (the mechanism task) sampled at a temperature > 0 by an engine that can keep the graph, a LoRA student
-    without dropout (its rollouts and its update are one policy), no gradient checkpointing (its forward is its
-    own). Measured on the mechanism student, 8 prompts × 8 answers on one CPU thread: 11.4 s a step → 5.9 s
-    (benchmarks/student_step.py). The same step as a forward of its own, up to float rounding
-    (tests/test_fused_rollouts.py)."""
+    without dropout, no gradient checkpointing (its forward is its own). Measured on the mechanism student, 8 prompts
+    × 8 answers on one CPU thread: 11.72 s a step → 5.63 s (benchmarks/fused_rollouts.py). The same step as a forward
+    of its own, up to float rounding (tests/test_fused_rollouts.py), for a model without dropout (Llama, SmolLM2): the
+    fused update differentiates the eval-mode forward that sampled, the unfused one runs in train mode. The fused
+    forward keeps every prompt's graph at once (micro_batch_size does not split it): small for one-token answers.
+    A step's logged seconds_generation then holds the update's forward too, and seconds_forward_backward its backward."""
     return (config.tokens_for(task) == 1 and config.temperature > 0 and hasattr(engine, "first_tokens")
             and config.finetune != "full" and config.lora_dropout == 0 and not config.gradient_checkpointing)
 
