@@ -242,6 +242,7 @@ class GroundedScorer(QRAccuracy, StudentRuns):
                         log.info("reward cache: %s has no stored weights for student %d; recomputing", key[:12], j)
                         return None
         score.cached = True
+        self.cache.drop_trained(key)  # students kept by a run stopped between writing the entry and dropping them
         return score
 
     def _cached_weights(self, key: str, j: int) -> Any:
@@ -290,6 +291,8 @@ class GroundedScorer(QRAccuracy, StudentRuns):
                 seconds=seconds,
             )
             self._store(key, scores[key], keep_adapters)
+            if self.cache is not None:
+                self.cache.drop_trained(key)  # its students kept until now (sv_soar.student_runs)
         log.info("scored %d dataset(s) in %.1fs", len(todo), time.perf_counter() - started)
         return scores
 

@@ -15,6 +15,11 @@ derive from (seed, j) only), so a dataset scored at another position is a hit.
 On disk: one JSON file a key, `<dir>/<key[:2]>/<key>.json`, plus `<key>.s<j>.safetensors` with the
 students' LoRA weights when the caller asked to keep them. Writes are atomic (temp file + rename);
 an unreadable entry is logged and treated as missing, so it is recomputed and overwritten.
+
+A step's entries are written once all its students are measured on Q_R together, which on a CPU is many
+minutes after the first of them finished training. So each finished student is also kept on its own until then,
+`<key>.trained-<student seed>.safetensors` and `.json` (its weights and its training log): a run stopped in between
+trains only the students it had not finished (`sv_soar.student_runs`), and the entry's writer drops them.
 """
 
 from __future__ import annotations
@@ -122,3 +127,35 @@ class RewardCache:
         with atomic_path(path) as tmp:
             save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
         return path
+
+    # --- students trained before a stop, kept until their dataset's entry is written ----------------------------
+
+    def _trained_path(self, key: str, seed: int, suffix: str) -> Path:
+        return self._path(key, f".trained-{seed}{suffix}")
+
+    def put_trained(self, key: str, seed: int, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
+        """Keep a finished student (LoRA weights and a JSON record of its run); the record is written last, so a
+        record on disk means its weights are whole."""
+        with atomic_path(self._trained_path(key, seed, ".safetensors")) as tmp:
+            save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
+        write_text_atomic(self._trained_path(key, seed, ".json"), json.dumps({**record, "key": key, "seed": seed}))
+
+    def get_trained(self, key: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """A kept student's weights and record, or None when there is none or it cannot be read (logged)."""
+        record_path = self._trained_path(key, seed, ".json")
+        if not record_path.is_file():
+            return None
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or record.get("key") != key or record.get("seed") != seed:
+                raise ValueError("not the record of this dataset's student")
+            return load_file(str(self._trained_path(key, seed, ".safetensors"))), record
+        except Exception as exc:  # noqa: BLE001 - JSON, a missing file or safetensors' own header errors
+            log.warning("reward cache: ignoring the unreadable kept student %s (%s); it will be trained again",
+                        record_path, exc)
+            return None
+
+    def drop_trained(self, key: str) -> None:
+        """Remove a dataset's kept students (its entry is written, or its scoring is over)."""
+        for path in self._path(key).parent.glob(f"{key}.trained-*"):
+            path.unlink(missing_ok=True)

@@ -10,6 +10,10 @@ R_k and counted with its cause. Faults, and what each ends in:
 - past the time limit: stopped after the step that went over (checked between steps); a step still
   running `hang_grace_s` after the limit is hung, and is interrupted in-process (sv_soar.student.watchdog);
 - anything else (a verifier bug, divergence): deterministic for a seed, so never retried.
+
+Trained one at a time (not in lockstep) with a reward cache, each finished student is kept in the cache until its
+dataset's entry is written (`RewardCache.put_trained`): a run stopped before the step's measurement on Q_R comes
+back to the students it had finished, their weights and logs as they were, and trains only the rest.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from sv_soar.baseline import Baseline
 from sv_soar.q_r_accuracy import progress_bar
 from sv_soar.scores import StudentResult
-from sv_soar.student.adapters import adapter_state_dict, remove_student_adapter
+from sv_soar.student.adapters import adapter_state_dict, add_student_adapter, remove_student_adapter
 from sv_soar.student.full_finetune import StoredWeights, full_state_dict
 from sv_soar.student.lockstep import LockstepStudent, train_students_lockstep
 from sv_soar.student.trainer import train_student
@@ -51,8 +55,8 @@ class StudentRuns:
                 together = self._train_lockstep(runs, baseline, steps, bar) if self.lockstep and len(runs) > 1 else None
                 for i, (key, dataset, seed) in enumerate(runs):
                     name = f"grounded-run{i}"
-                    result = together[i] if together is not None else self._train(name, dataset, baseline, seed,
-                                                                                 steps, bar)
+                    result = together[i] if together is not None else self._train_kept(key, name, dataset, baseline,
+                                                                                      seed, steps, bar)
                     results.append(result)
                     if result.failure is None:
                         adapters[i] = name
@@ -150,6 +154,27 @@ class StudentRuns:
                 results.append(StudentResult(seed=runs[i][2], accuracy=None, reward=None, failure=None,
                                              seconds_train=seconds, log=histories[i]))
         return results
+
+    def _train_kept(self, key: str, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
+                    bar: Any) -> StudentResult:
+        """`_train`, keeping a finished student in the reward cache until its dataset's entry is written; or, when a
+        stopped run had finished this one, its kept weights back on the model as adapter `name`, untrained."""
+        if self.cache is None:
+            return self._train(name, dataset, baseline, seed, steps, bar)
+        kept = self.cache.get_trained(key, seed)
+        if kept is not None and len(kept[1].get("log", [])) == steps:
+            state, record = kept
+            add_student_adapter(self.policy, name, self.config, state)
+            bar.update(steps)
+            log.info("dataset %s student (seed %d): trained before a stop, its kept weights loaded", key[:12], seed)
+            return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
+                                 seconds_train=record["seconds_train"], log=record["log"],
+                                 attempts=record.get("attempts", 1))
+        result = self._train(name, dataset, baseline, seed, steps, bar)
+        if result.failure is None:
+            self.cache.put_trained(key, seed, adapter_state_dict(self.policy, name),
+                                   {"seconds_train": result.seconds_train, "log": result.log, "attempts": result.attempts})
+        return result
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,
                bar: Any) -> StudentResult:

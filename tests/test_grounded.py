@@ -157,6 +157,37 @@ def test_cache_hit_trains_and_generates_nothing(make_scorer, tmp_path, monkeypat
     assert json.loads(entry.read_text())["key"] == key  # rewritten whole
 
 
+def test_a_stop_between_students_trains_only_the_unfinished_ones_when_it_comes_back(make_scorer, tmp_path,
+                                                                                     monkeypatch):
+    """A step's cache entries are written once all its students are measured on Q_R; a run stopped before that keeps
+    the students it finished (their weights and logs), trains only the others when it comes back, and ends with the
+    R_k of a run never stopped. The kept students are gone once the entries are written."""
+    config = kind_config(steps=3)
+    q_r = hard_items(make_scorer(config), n=6)
+    x1, x2 = q_r[:4], flipped(q_r)[:4]
+    whole = make_scorer(config).score([x1, x2], q_r, Baseline("base"), seed=0)  # never stopped, no cache
+    trained = []
+
+    def stop_at_the_third(*args, **kwargs):
+        trained.append(kwargs["adapter_name"])
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # a stop, not a student's failure
+        return train_student(*args, **kwargs)
+
+    monkeypatch.setattr(student_runs, "train_student", stop_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0)
+    assert len(list(tmp_path.rglob("*.trained-*.json"))) == 2  # x1's two students, kept
+    assert [p for p in tmp_path.rglob("*.json") if ".trained-" not in p.name] == []  # no entry yet
+
+    trained.clear()
+    resumed = make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0)
+    assert len(trained) == 2  # x2's students only
+    assert [comparable(score) for score in resumed] == [comparable(score) for score in whole]  # logs included
+    assert not list(tmp_path.rglob("*.trained-*"))
+    assert all(s.cached for s in make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0))
+
+
 # --- (d) faults: a failed student is left out and counted, never fatal -----------------------------------------
 
 
