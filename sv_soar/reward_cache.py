@@ -149,6 +149,8 @@ class RewardCache:
             record = json.loads(record_path.read_text(encoding="utf-8"))
             if not isinstance(record, dict) or record.get("key") != key or record.get("seed") != seed:
                 raise ValueError("not the record of this dataset's student")
+            if not isinstance(record.get("log"), list) or not isinstance(record.get("seconds_train"), (int, float)):
+                raise ValueError("no training log or seconds_train")
             return load_file(str(self._trained_path(key, seed, ".safetensors"))), record
         except Exception as exc:  # noqa: BLE001 - JSON, a missing file or safetensors' own header errors
             log.warning("reward cache: ignoring the unreadable kept student %s (%s); it will be trained again",
