@@ -264,7 +264,13 @@ class GroundedScorer(QRAccuracy, StudentRuns):
 
         steps = self.config.steps_for(promoted)
         runs = [(key, dataset, student_seed(seed, j)) for key, dataset in todo.items() for j in range(self.students)]
-        ran, seconds_eval = self._run_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
+        try:
+            ran, seconds_eval = self._run_students(runs, q_r, baseline, steps=steps, keep_adapters=keep_adapters)
+        except Exception:  # an error, not a stop: the step is recorded as failed and these datasets are not resumed
+            if self.cache is not None:
+                for key in todo:
+                    self.cache.drop_trained(key)
+            raise
         students: dict[str, list[StudentResult]] = {key: [] for key in todo}
         for (key, _, _), result in zip(runs, ran, strict=True):
             students[key].append(result)

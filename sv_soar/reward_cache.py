@@ -157,7 +157,7 @@ class RewardCache:
                         record_path, exc)
             return None
 
-    def drop_trained(self, key: str) -> None:
-        """Remove a dataset's kept students (its entry is written, or its scoring is over)."""
-        for path in self._path(key).parent.glob(f"{key}.trained-*"):
+    def drop_trained(self, key: str, seed: int | None = None) -> None:
+        """Remove a dataset's kept students (its entry is written, or its scoring is over), or one of them."""
+        for path in self._path(key).parent.glob(f"{key}.trained-{'*' if seed is None else f'{seed}.*'}"):
             path.unlink(missing_ok=True)

@@ -162,18 +162,27 @@ class StudentRuns:
         if self.cache is None:
             return self._train(name, dataset, baseline, seed, steps, bar)
         kept = self.cache.get_trained(key, seed)
-        if kept is not None and len(kept[1].get("log", [])) == steps:
+        if kept is not None and len(kept[1]["log"]) == steps:
             state, record = kept
-            add_student_adapter(self.policy, name, self.config, state)
-            bar.update(steps)
-            log.info("dataset %s student (seed %d): trained before a stop, its kept weights loaded", key[:12], seed)
-            return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
-                                 seconds_train=record["seconds_train"], log=record["log"],
-                                 attempts=record.get("attempts", 1))
+            try:
+                add_student_adapter(self.policy, name, self.config, state)
+            except ValueError as exc:  # weights of another shape: train it again
+                log.warning("dataset %s student (seed %d): its kept weights do not load (%s); training it again",
+                            key[:12], seed, exc)
+                self.cache.drop_trained(key, seed)
+            else:
+                bar.update(steps)
+                log.info("dataset %s student (seed %d): trained before a stop, its kept weights loaded", key[:12], seed)
+                return StudentResult(seed=seed, accuracy=None, reward=None, failure=None,
+                                     seconds_train=record["seconds_train"], log=record["log"],
+                                     attempts=record.get("attempts", 1))
         result = self._train(name, dataset, baseline, seed, steps, bar)
         if result.failure is None:
-            self.cache.put_trained(key, seed, adapter_state_dict(self.policy, name),
-                                   {"seconds_train": result.seconds_train, "log": result.log, "attempts": result.attempts})
+            try:
+                self.cache.put_trained(key, seed, adapter_state_dict(self.policy, name), {
+                    "seconds_train": result.seconds_train, "log": result.log, "attempts": result.attempts})
+            except OSError as exc:  # keeping it only saves time after a stop
+                log.warning("dataset %s student (seed %d): not kept for a resume (%s)", key[:12], seed, exc)
         return result
 
     def _train(self, name: str, dataset: Sequence[Row], baseline: Baseline, seed: int, steps: int,

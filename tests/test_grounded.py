@@ -161,31 +161,69 @@ def test_a_stop_between_students_trains_only_the_unfinished_ones_when_it_comes_b
                                                                                      monkeypatch):
     """A step's cache entries are written once all its students are measured on Q_R; a run stopped before that keeps
     the students it finished (their weights and logs), trains only the others when it comes back, and ends with the
-    R_k of a run never stopped. The kept students are gone once the entries are written."""
+    R_k, logs and weights of a run never stopped: stopped while training, or while measuring. The kept students are
+    gone once the entries are written (also when a stop came between writing and dropping them)."""
     config = kind_config(steps=3)
     q_r = hard_items(make_scorer(config), n=6)
     x1, x2 = q_r[:4], flipped(q_r)[:4]
-    whole = make_scorer(config).score([x1, x2], q_r, Baseline("base"), seed=0)  # never stopped, no cache
+
+    def score(scorer):
+        return scorer.score([x1, x2], q_r, Baseline("base"), seed=0, keep_adapters=True)
+
+    whole = score(make_scorer(config))  # never stopped, no cache
     trained = []
 
-    def stop_at_the_third(*args, **kwargs):
-        trained.append(kwargs["adapter_name"])
-        if len(trained) == 3:
-            raise KeyboardInterrupt  # a stop, not a student's failure
-        return train_student(*args, **kwargs)
+    def train_until(stop_at):
+        def train(*args, **kwargs):
+            trained.append(kwargs["adapter_name"])
+            if len(trained) == stop_at:
+                raise KeyboardInterrupt  # a stop, not a student's failure
+            return train_student(*args, **kwargs)
+        return train
 
-    monkeypatch.setattr(student_runs, "train_student", stop_at_the_third)
+    def same_as_whole(resumed):
+        assert [comparable(s) for s in resumed] == [comparable(s) for s in whole]  # R_k and the logs
+        for got, expected in zip(resumed, whole, strict=True):
+            for a, b in zip(got.students, expected.students, strict=True):
+                assert all(torch.equal(a.adapter_state[k], v) for k, v in b.adapter_state.items())
+        assert not list(tmp_path.rglob("*.trained-*"))
+
+    # stopped while training x2's first student
+    monkeypatch.setattr(student_runs, "train_student", train_until(3))
     with pytest.raises(KeyboardInterrupt):
-        make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0)
+        score(make_scorer(config, cache_dir=tmp_path))
     assert len(list(tmp_path.rglob("*.trained-*.json"))) == 2  # x1's two students, kept
     assert [p for p in tmp_path.rglob("*.json") if ".trained-" not in p.name] == []  # no entry yet
-
     trained.clear()
-    resumed = make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0)
+    same_as_whole(score(make_scorer(config, cache_dir=tmp_path)))
     assert len(trained) == 2  # x2's students only
-    assert [comparable(score) for score in resumed] == [comparable(score) for score in whole]  # logs included
-    assert not list(tmp_path.rglob("*.trained-*"))
-    assert all(s.cached for s in make_scorer(config, cache_dir=tmp_path).score([x1, x2], q_r, Baseline("base"), seed=0))
+
+    # stopped while measuring the four finished students on Q_R: none is trained again
+    for entry in tmp_path.rglob("*.json"):
+        entry.unlink()
+    trained.clear()
+    monkeypatch.setattr(student_runs, "train_student", train_until(None))  # counts, never stops
+    scorer = make_scorer(config, cache_dir=tmp_path)
+    measure = scorer._accuracies
+
+    def stop_measuring(names, *args, **kwargs):
+        if len(names) > 1:
+            raise KeyboardInterrupt
+        return measure(names, *args, **kwargs)
+
+    monkeypatch.setattr(scorer, "_accuracies", stop_measuring)
+    with pytest.raises(KeyboardInterrupt):
+        score(scorer)
+    assert len(list(tmp_path.rglob("*.trained-*.json"))) == 4 and len(trained) == 4
+    trained.clear()
+    same_as_whole(score(make_scorer(config, cache_dir=tmp_path)))
+    assert trained == []
+
+    # stopped after the entries were written, before the kept students were dropped: a cache hit drops them
+    stray = next(tmp_path.rglob("*.safetensors")).with_name(f"{whole[0].key}.trained-1.json")
+    stray.write_text("{}")
+    assert all(s.cached for s in score(make_scorer(config, cache_dir=tmp_path)))
+    assert not stray.exists()
 
 
 # --- (d) faults: a failed student is left out and counted, never fatal -----------------------------------------
