@@ -4,7 +4,7 @@
 # side measured in gates-try4.json). From the repository root after `make setup`:
 #     bash experiments/mechanism/run-comparison.sh        (logs in $OUT/logs)
 # Long on 2 CPU cores: an outer step trains g = 4 students (r = 1) of 80 steps (about 20 minutes since fused rollouts,
-# d911ad6), a run 10 of them, so the whole comparison (12 runs) is about 12 hours of both cores; on one GPU, an
+# d911ad6), a run 10 of them, so the whole comparison (12 runs) is about 15 hours of both cores; on one GPU, an
 # estimated hour. Safe to stop and rerun at any point: `sv-soar train` on a
 # run folder with the same config resumes after its last committed step (a step's finished datasets come back from
 # the reward cache), and a run whose evaluation/final.json exists is skipped.
