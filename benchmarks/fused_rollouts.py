@@ -24,14 +24,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from sv_soar.config import load_config  # noqa: E402
 from sv_soar.engines.transformers_engine import TransformersEngine  # noqa: E402
 from sv_soar.jsonl import read_jsonl  # noqa: E402
 from sv_soar.models import load_model  # noqa: E402
 from sv_soar.student import trainer  # noqa: E402
-from sv_soar.student.config import ALL_LINEAR, StudentTrainConfig  # noqa: E402
 from sv_soar.tasks import get_task  # noqa: E402
 
-MODEL = "smollm2-135m-instruct+e1-format+mechanism-cue"
+CONFIG = REPO / "experiments/mechanism/config-try10.toml"
+MODEL = "smollm2-135m-instruct+e1-format+mechanism-cue"  # its [student] model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,11 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     task = get_task("mechanism")
     rows = read_jsonl(REPO / "experiments/mechanism/stepping-stones.jsonl", task.validate_row)[:8]
-    # the mechanism experiment's student (experiments/mechanism/config-try10.toml)
-    config = StudentTrainConfig(steps=args.steps, batch_prompts=8, group_size=8, learning_rate=1e-4,
-                                lr_schedule="constant", batching="balanced", kl_coef=0.001, temperature=1.0,
-                                reward="correctness", max_new_tokens=1, lora_rank=8, lora_alpha=16,
-                                lora_target_modules=ALL_LINEAR, micro_batch_size=64)
+    # the mechanism experiment's student, as its comparison trains it
+    config = load_config(CONFIG).student_train_config().model_copy(update={"steps": args.steps})
     model, tokenizer = load_model(args.model)
     policy = trainer.student_policy(model, config)
     engine = TransformersEngine(policy, tokenizer)

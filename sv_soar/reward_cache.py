@@ -101,9 +101,7 @@ class RewardCache:
         if not path.is_file():
             return None
         try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(entry, dict) or entry.get("key") != key or entry.get("version") != CACHE_VERSION:
-                raise ValueError("not an entry for this key and cache version")
+            entry = _read_record(path, {"key": key, "version": CACHE_VERSION}, "an entry for this key and cache version")
         except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
             log.warning("reward cache: ignoring unreadable entry %s (%s); it will be recomputed", path, exc)
             return None
@@ -123,10 +121,7 @@ class RewardCache:
             return None
 
     def put_adapter(self, key: str, student: int, state: dict[str, torch.Tensor]) -> Path:
-        path = self.adapter_path(key, student)
-        with atomic_path(path) as tmp:
-            save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
-        return path
+        return _write_weights(self.adapter_path(key, student), state)
 
     # --- students trained before a stop, kept until their dataset's entry is written ----------------------------
 
@@ -136,8 +131,7 @@ class RewardCache:
     def put_trained(self, key: str, seed: int, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
         """Keep a finished student (LoRA weights and a JSON record of its run); the record is written last, so a
         record on disk means its weights are whole."""
-        with atomic_path(self._trained_path(key, seed, ".safetensors")) as tmp:
-            save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
+        _write_weights(self._trained_path(key, seed, ".safetensors"), state)
         write_text_atomic(self._trained_path(key, seed, ".json"), json.dumps({**record, "key": key, "seed": seed}))
 
     def get_trained(self, key: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -146,9 +140,7 @@ class RewardCache:
         if not record_path.is_file():
             return None
         try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict) or record.get("key") != key or record.get("seed") != seed:
-                raise ValueError("not the record of this dataset's student")
+            record = _read_record(record_path, {"key": key, "seed": seed}, "the record of this dataset's student")
             if not isinstance(record.get("log"), list) or not isinstance(record.get("seconds_train"), (int, float)):
                 raise ValueError("no training log or seconds_train")
             return load_file(str(self._trained_path(key, seed, ".safetensors"))), record
@@ -161,3 +153,18 @@ class RewardCache:
         """Remove a dataset's kept students (its entry is written, or its scoring is over), or one of them."""
         for path in self._path(key).parent.glob(f"{key}.trained-{'*' if seed is None else f'{seed}.*'}"):
             path.unlink(missing_ok=True)
+
+
+def _read_record(path: Path, expected: dict[str, Any], what: str) -> dict[str, Any]:
+    """The JSON object in `path`, holding the `expected` values; a ValueError (or OSError) when it is not `what`."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(record, dict) or any(record.get(name) != value for name, value in expected.items()):
+        raise ValueError(f"not {what}")
+    return record
+
+
+def _write_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """Tensors to a safetensors file, atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
+    return path
