@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import json
 import random
-import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
+from sv_soar.progress import progress_bar
 from sv_soar.student.adapters import lora_config
 from sv_soar.student.config import ALL_LINEAR
 from sv_soar.tasks import get_task
@@ -215,15 +213,12 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
     losses = []
     policy.train()
 
-    # the slowest step of a fresh machine's demo (~4 minutes on 2 cores): a bar on a terminal; in a log (no
-    # terminal) a line every tenth of the steps, so the log never sits silent for minutes
+    # the slowest step of a fresh machine's demo (~4 minutes on 2 cores): a bar on a terminal, a line a minute in a log
     desc = f"format warm start ({recipe.task}, {recipe.role})"
-    bar = tqdm(range(recipe.steps), desc=desc, unit="step", disable=None, dynamic_ncols=True, leave=False)
-    every = max(1, recipe.steps // 10)
-    started = time.perf_counter()
+    bar = progress_bar(recipe.steps, desc, unit="step")
     unit = batch_unit(recipe)
     units = [encoded[i:i + unit] for i in range(0, len(encoded), unit)]
-    for step in bar:  # (with units of one the same draws as sampling the examples themselves)
+    for _ in range(recipe.steps):  # (with units of one the same draws as sampling the examples themselves)
         batch = [e for chosen in rng.sample(units, min(max(1, recipe.batch_size // unit), len(units))) for e in chosen]
         width = max(len(p) + len(r) for p, r, _ in batch)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -243,9 +238,7 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
         optimizer.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-        if bar.disable and ((step + 1) % every == 0 or step + 1 == recipe.steps):
-            print(f"{desc}: step {step + 1}/{recipe.steps}, loss {losses[-1]:.3f}, "
-                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        bar.update(1)
     bar.close()
     policy.eval()
     merged = policy.merge_and_unload()

@@ -17,9 +17,9 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
 
 from sv_soar.baseline import Baseline
+from sv_soar.progress import progress_bar
 from sv_soar.reward_cache import problem_content
 from sv_soar.student.adapters import add_student_adapter, remove_student_adapter
 from sv_soar.student.full_finetune import load_full_state
@@ -124,8 +124,3 @@ class QRAccuracy:
         if self.grounding == "correctness":
             return float(bool(self.task.is_success(text, row)))
         return float(self.task.score(text, row)["reward"])
-
-
-def progress_bar(total: int, desc: str, enabled: bool, unit: str) -> Any:
-    """The scorer's progress bar (students' steps, answers): gone when done (leave=False)."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, leave=False)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sv_soar.baseline import Baseline
-from sv_soar.q_r_accuracy import progress_bar
+from sv_soar.progress import progress_bar
 from sv_soar.scores import StudentResult
 from sv_soar.student.adapters import adapter_state_dict, add_student_adapter, remove_student_adapter
 from sv_soar.student.full_finetune import StoredWeights, full_state_dict

@@ -93,7 +93,7 @@ def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     run = make_run(tmp_path, tiny_model_dir, promoted=promoted)
     assert [len(d) for d in open_run(run.folder).promoted_datasets()] == [3]
     result = subprocess.run(
-        [sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--no-progress", "--curriculum"],
+        [sys.executable, "-m", "sv_soar.cli", "evaluate", str(run.folder), "--curriculum"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -107,6 +107,9 @@ def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     assert "base" in report and "d_test" in report["base"]
     assert (run.folder / "evaluation" / "seed-1" / "adapter_model.safetensors").is_file()
     assert "final evaluation: soar" in result.stdout
+    # its stderr is no terminal (a log file, here a pipe): progress comes as whole lines (sv_soar.progress), no bar
+    assert "final students: 14/14 step (100%)" in result.stderr and "sampling 4/problem: 0/16 sample" in result.stderr
+    assert "\r" not in result.stderr.replace("Loading weights", "").split("final students")[-1]
 
 
 def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_save_a_model(tmp_path, tiny_model_dir):

@@ -7,7 +7,8 @@
 # d911ad6), a run 10 of them, so the whole comparison (12 runs) is about 15 hours of both cores; on one GPU, an
 # estimated hour. Safe to stop and rerun at any point: `sv-soar train` on a
 # run folder with the same config resumes after its last committed step (a step's finished datasets come back from
-# the reward cache), and a run whose evaluation/final.json exists is skipped.
+# the reward cache), a stopped `sv-soar evaluate` resumes its final student from its checkpoint (saved every 5
+# minutes), and a run whose evaluation/final.json exists is skipped. The lane logs get a progress line a minute.
 set -euo pipefail
 OUT=${OUT:-runs/mechanism-try10}
 SV=${SV:-.venv/bin/sv-soar}
@@ -25,9 +26,9 @@ run() {  # run METHOD SEED [--set ...]: train (resumes; a no-op for hard-only), 
   local folder=$OUT/$method-s$seed base=--no-base
   [ "$method-$seed" = base-t-0 ] && base=  # the untrained student, once
   [ -f $folder/evaluation/final.json ] && return 0
-  $SV train --config $CONFIG --out $folder --no-progress --set run.method=${method%-matched} --set run.seed=$seed \
+  $SV train --config $CONFIG --out $folder --set run.method=${method%-matched} --set run.seed=$seed \
     --set evaluation.seeds=[$seed] "$@"
-  $SV evaluate $folder --no-progress $base --extra-eval $GUARD
+  $SV evaluate $folder $base --extra-eval $GUARD
 }
 
 matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that seed has its final student, which

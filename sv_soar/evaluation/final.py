@@ -32,6 +32,7 @@ import numpy as np
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.models import load_model
+from sv_soar.progress import progress_bar
 from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks import Row, Task, scoring_task
 
@@ -179,6 +180,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
         TransformersEngine)
     from sv_soar.student.full_finetune import trainable_copy  # delayed: sv_soar.student.full_finetune imports torch
+    from sv_soar.student.checkpoint import StudentCheckpoint  # delayed: sv_soar.student.checkpoint imports torch
     from sv_soar.student.trainer import (  # delayed: sv_soar.student.trainer imports torch
         remove_student_adapter, student_policy, train_student)
 
@@ -211,26 +213,30 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
         base = {name: asdict(score_problem_set(engine, task, rows, samples, adapter=None, seed=config.run.seed, **score))
                 for name, rows in task_rows.items()}
     results: list[SeedResult] = []
-    for seed in seeds:
-        name = f"final-seed{seed}"
-        adapter = None if full else name
-        started = time.perf_counter()
-        state, log = None, []
-        for phase, rows in enumerate(phases):
-            phase_steps = steps if len(phases) == 1 else max(1, round(steps * len(rows) / sum(map(len, phases))))
-            student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
-                                    init_adapter_state=state, seed=seed * 1000 + phase, steps=phase_steps,
-                                    log=lambda entry: None)
-            state, log = student.adapter_state, log + student.log
-            if phase < len(phases) - 1:
-                remove_student_adapter(policy, name)
-        seconds_train = time.perf_counter() - started
-        sets = {set_name: score_problem_set(student_engine, task, rows, samples, adapter=adapter, seed=seed, **score)
-                for set_name, rows in task_rows.items()}
-        student.save(run.folder / "evaluation" / f"seed-{seed}")
-        remove_student_adapter(policy, name)
-        results.append(SeedResult(seed, sum(map(len, phases)), steps, seconds_train,
-                                  time.perf_counter() - started - seconds_train, sets, log))
+    total = sum(map(len, phases))
+    phase_steps = [steps if len(phases) == 1 else max(1, round(steps * len(rows) / total)) for rows in phases]
+    evaluation = run.folder / "evaluation"
+    checkpoints: list[StudentCheckpoint] = []  # a stopped evaluation resumes its students from these (hours long)
+    with progress_bar(len(seeds) * sum(phase_steps), "final students", progress, unit="step", leave=True) as bar:
+        for seed in seeds:
+            name = f"final-seed{seed}"
+            adapter = None if full else name
+            state, log, seconds_train = None, [], 0.0
+            for phase, (rows, n_steps) in enumerate(zip(phases, phase_steps)):
+                checkpoints.append(StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint"))
+                student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
+                                        init_adapter_state=state, seed=seed * 1000 + phase, steps=n_steps,
+                                        log=lambda entry: bar.update(1), checkpoint=checkpoints[-1])
+                state, log, seconds_train = student.adapter_state, log + student.log, seconds_train + student.seconds
+                if phase < len(phases) - 1:
+                    remove_student_adapter(policy, name)
+            started = time.perf_counter()
+            sets = {set_name: score_problem_set(student_engine, task, set_rows, samples, adapter=adapter, seed=seed,
+                                                **score)
+                    for set_name, set_rows in task_rows.items()}
+            student.save(evaluation / f"seed-{seed}")
+            remove_student_adapter(policy, name)
+            results.append(SeedResult(seed, total, steps, seconds_train, time.perf_counter() - started, sets, log))
 
     report = {
         "method": config.run.method,
@@ -249,6 +255,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
         "summary": {name: summarise(results, name) for name in task_rows},
     }
     write_text_atomic(run.folder / "evaluation" / "final.json", json.dumps(report, indent=2, default=str))
+    for checkpoint in checkpoints:
+        checkpoint.remove()
     return report
 
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sv_soar.generation import GenerationEngine, SamplingParams
+from sv_soar.progress import progress_bar
 from sv_soar.tasks import Row, Task
 
 
@@ -108,7 +108,7 @@ def sample_completions(
     samples_per_call = min(samples, batch_size)
     rows_per_call = max(1, batch_size // samples_per_call)
     texts: list[list[str]] = [[] for _ in rows]
-    with _progress(len(rows) * samples, f"sampling {samples}/problem", progress, unit="sample") as bar:
+    with progress_bar(len(rows) * samples, f"sampling {samples}/problem", progress, unit="sample", leave=True) as bar:
         for row_start in range(0, len(rows), rows_per_call):
             chunk = rows[row_start : row_start + rows_per_call]
             prompts = [task.prompt(row) for row in chunk]
@@ -137,7 +137,3 @@ def _call_seed(seed: int | None, row_start: int, sample_start: int) -> int | Non
         return None
     digest = hashlib.sha256(f"{seed}:{row_start}:{sample_start}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def _progress(total: int, desc: str, enabled: bool, unit: str = "row") -> Any:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)

@@ -56,6 +56,7 @@ from sv_soar.student.adapters import (  # noqa: F401 - re-exported: the trainer'
     student_policy,
     write_adapter,
 )
+from sv_soar.student.checkpoint import StudentCheckpoint, run_fingerprint
 from sv_soar.student.config import StudentTrainConfig
 from sv_soar.student.estimators import ESTIMATORS, get_estimator
 from sv_soar.student.full_finetune import frozen_copy, full_state_dict, load_full_state, write_full_weights
@@ -234,6 +235,7 @@ def train_student(
     seed: int,
     steps: int | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
+    checkpoint: StudentCheckpoint | None = None,
 ) -> StudentRun:
     """Train a new LoRA adapter `adapter_name` on the shared PeftModel `policy` and return its weights.
 
@@ -244,6 +246,9 @@ def train_student(
     With config.finetune = "full", `policy` is the frozen base model and `engine` generates with the
     student's own copy of it (`engine.over(trainable_copy(base))`), which is loaded with
     `init_adapter_state` (full weights) or the base's weights and trained whole; `adapter_name` only names the run.
+    `checkpoint`: keep the run's state there every few minutes and after its last step, and resume from it when it
+    holds this run's (sv_soar.student.checkpoint): a resumed run passes its restored steps' entries to `log` first,
+    then takes the steps an unstopped run takes from there.
     Raises StudentTrainingError when a reward, the loss, the gradient or the weights become non-finite.
     """
     if not rows:
@@ -274,8 +279,24 @@ def train_student(
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed), config.batching)
     fused = fused_rollouts(engine, task, config)
     history: list[dict[str, float]] = []
+    first_step, seconds_before = 0, 0.0
+    if checkpoint is not None:
+        fingerprint = run_fingerprint(seed=seed, steps=total_steps, config=config, rows=rows,
+                                      init_state=init_adapter_state)
+        saved = checkpoint.load(fingerprint)
+        if saved is not None:
+            with torch.no_grad():
+                for param, value in zip(params, saved["params"], strict=True):
+                    param.copy_(value)
+            optimizer.load_state_dict(saved["optimizer"])
+            first_step, seconds_before, history = saved["step"], saved["seconds"], saved["log"]
+            for _ in range(first_step):  # the batches those steps drew
+                next(batches)
+            for entry in history:
+                log(entry)
+        checkpoint.start_clock()
 
-    for step in range(total_steps):
+    for step in range(first_step, total_steps):
         t0 = time.perf_counter()
         batch = next(batches)
 
@@ -329,17 +350,21 @@ def train_student(
         }
         history.append(entry)
         log(entry)
+        if checkpoint is not None and (checkpoint.due() or step + 1 == total_steps):
+            checkpoint.save(fingerprint, step=step + 1, params=params, optimizer=optimizer, history=history,
+                            seconds=seconds_before + time.perf_counter() - run_start)
 
+    seconds = seconds_before + time.perf_counter() - run_start
     if full:
         return StudentRun(adapter_name=adapter_name, adapter_state=full_state_dict(model), log=history, config=config,
                           base_model_name=str(getattr(policy.config, "_name_or_path", "") or ""),
-                          seconds=time.perf_counter() - run_start, model_config=copy.deepcopy(model.config))
+                          seconds=seconds, model_config=copy.deepcopy(model.config))
     return StudentRun(
         adapter_name=adapter_name,
         adapter_state=adapter_state_dict(policy, adapter_name),
         log=history,
         config=config,
         base_model_name=str(getattr(policy.base_model.model.config, "_name_or_path", "") or ""),
-        seconds=time.perf_counter() - run_start,
+        seconds=seconds,
         lora_config=copy.deepcopy(policy.peft_config[adapter_name]),
     )
