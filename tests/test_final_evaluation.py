@@ -197,3 +197,20 @@ def test_a_run_that_never_promoted_has_no_loop_student(tmp_path, tiny_model_dir)
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "promoted no student" in result.stdout
     assert not (run.folder / "evaluation" / "loop-student.json").exists()
+
+
+def test_a_training_only_report_opens_no_evaluation_file(tmp_path, tiny_model_dir):
+    """`sv-soar report --training-only` while a comparison is going: blind to D_test, it never opens evaluation/
+    (here a final.json that the full report refuses to read)."""
+    run = make_run(tmp_path, tiny_model_dir)
+    (run.folder / "evaluation").mkdir()
+    (run.folder / "evaluation" / "final.json").write_text('{"d_test": ')
+    out = tmp_path / "report"
+    command = [sys.executable, "-m", "sv_soar.cli", "report", str(run.folder), "--out", str(out)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "final.json: not valid JSON" in refused.stdout
+    blind = subprocess.run(command + ["--training-only"], capture_output=True, text=True, timeout=120)
+    assert blind.returncode == 0, blind.stdout + blind.stderr[-2000:]
+    markdown = (out / "report.md").read_text()
+    assert "Not read: this report is of the training side only" in markdown and "--training-only" in markdown
+    assert "| not read |" in markdown and "D_test" not in markdown.split("## Final evaluation")[1].split("##")[0]

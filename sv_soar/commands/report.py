@@ -14,6 +14,9 @@ from sv_soar.run_dir import RunDirError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders (`sv-soar train`)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run; required for several)")
+    parser.add_argument("--training-only", action="store_true",
+                        help="the outer loops' side only: no run's evaluation files are read (blind to D_test, for a "
+                             "report while a comparison is going)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     command = "sv-soar report " + " ".join(shlex.quote(str(p)) for p in args.run_dirs)
     if args.out is not None:
         command += f" --out {shlex.quote(str(args.out))}"
+    if args.training_only:
+        command += " --training-only"
     try:
-        path = write_report(list(args.run_dirs), out, command)
+        path = write_report(list(args.run_dirs), out, command, training_only=args.training_only)
     except RunDirError as exc:
         print(f"sv-soar report: {exc}")
         return 2

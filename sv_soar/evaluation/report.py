@@ -42,7 +42,7 @@ PHASES = ("teacher_sampling", "student_training", "evaluation", "intrinsic_rewar
 
 
 def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: dict[str, Any] | None,
-                    plots: dict[str, Path], command: str) -> str:
+                    plots: dict[str, Path], command: str, training_only: bool = False) -> str:
     lines = ["# SOAR report", ""]
     lines += ["## Runs", "", "| run | method | seed | teacher | student | outer steps | promotions | promoted questions | final students |",
               "|---|---|---:|---|---|---:|---:|---:|---:|"]
@@ -52,12 +52,16 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
         promoted_questions = sum(len(dataset) for dataset in data.run.promoted_datasets())
         teacher = "—" if data.method == "hard-only" else f"`{config.teacher.model}`"
         steps = "—" if data.method == "hard-only" else f"{len(data.steps)}/{config.run.outer_steps}"
-        students = len(data.final["seeds"]) if data.final else 0
+        students = "not read" if training_only else len(data.final["seeds"]) if data.final else 0
         lines.append(f"| `{data.run.folder}` | {data.method} | {config.run.seed} | {teacher} | `{config.student.model}` "
                      f"| {steps} | {promotions} | {promoted_questions} | {students} |")
     lines.append("")
 
-    lines += final_tables(runs, summaries, base, plots)
+    if training_only:
+        lines += ["## Final evaluation", "", "Not read: this report is of the training side only (`--training-only`); "
+                  "no run's evaluation/ files were opened.", ""]
+    else:
+        lines += final_tables(runs, summaries, base, plots)
 
     paired = paired_rows(runs)
     if paired:
@@ -298,9 +302,10 @@ def divergence_lines(runs: list[RunData]) -> list[str]:
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
-    """Read the runs, write out/report.md and its PNGs; returns the markdown's path."""
-    runs = [load_run_data(folder) for folder in folders]
+def write_report(folders: list[Path], out: Path, command: str = "", *, training_only: bool = False) -> Path:
+    """Read the runs, write out/report.md and its PNGs; returns the markdown's path. `training_only`: the runs'
+    evaluation files are not opened (a report while runs are going, blind to D_test until the protocol's end)."""
+    runs = [load_run_data(folder, evaluations=not training_only) for folder in folders]
     summaries = summarise_methods(runs)
     base = base_metrics(runs)
     plots: dict[str, Path] = {}
@@ -312,4 +317,4 @@ def write_report(folders: list[Path], out: Path, command: str = "") -> Path:
         plots["drift"] = plot_drift(runs, out / "drift.png")
     if any("stepping_stone_share" in step for data in runs for step in data.steps):
         plots["mechanism"] = plot_mechanism(runs, out / "mechanism.png")
-    return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command))
+    return write_text_atomic(out / "report.md", render_markdown(runs, summaries, base, plots, command, training_only))

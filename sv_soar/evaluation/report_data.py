@@ -55,10 +55,14 @@ class MethodSummary:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> mean, low, high
 
 
-def load_run_data(folder: Path) -> RunData:
+def load_run_data(folder: Path, *, evaluations: bool = True) -> RunData:
+    """A run's config, step log and (`evaluations`) its final and loop-student evaluations. Without `evaluations`
+    the evaluation files are not opened: a report on the training side only, blind to D_test."""
     run = open_run(folder)
     steps_path = run.folder / "steps.jsonl"
     steps = read_jsonl(steps_path) if steps_path.is_file() else []
+    if not evaluations:
+        return RunData(run, steps, None)
     evaluation = run.folder / "evaluation"
     return RunData(run, steps, _evaluation(evaluation / "final.json", f"sv-soar evaluate {folder}"),
                    _evaluation(evaluation / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
