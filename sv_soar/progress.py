@@ -17,8 +17,8 @@ LOG_LINE = "{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f}%) [{elapsed} el
 
 class LogLines:
     """A progress "bar" for a file that is not a terminal: the count as a line of its own, at the start, at most
-    every `every_s` seconds while it moves, and at the end. The calls a tqdm bar takes here: update, set_postfix, close,
-`with`."""
+    every `every_s` seconds while it moves, and at the end. The calls of a tqdm bar it takes: update, set_postfix,
+    close, `with`."""
 
     def __init__(self, total: int, desc: str, unit: str, every_s: float, file: IO[str]) -> None:
         self.total, self.desc, self.unit, self.every_s, self.file = total, desc, unit, every_s, file

@@ -17,7 +17,6 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-
 from sv_soar.baseline import Baseline
 from sv_soar.progress import progress_bar
 from sv_soar.reward_cache import problem_content

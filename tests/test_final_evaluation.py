@@ -109,7 +109,8 @@ def test_evaluate_command_writes_final_json(tmp_path, tiny_model_dir):
     assert "final evaluation: soar" in result.stdout
     # its stderr is no terminal (a log file, here a pipe): progress comes as whole lines (sv_soar.progress), no bar
     assert "final students: 14/14 step (100%)" in result.stderr and "sampling 4/problem: 0/16 sample" in result.stderr
-    assert "\r" not in result.stderr.replace("Loading weights", "").split("final students")[-1]
+    err = result.stderr
+    assert "\r" not in err[err.index("final students"):]  # (transformers' model-loading bar, before it, has)
 
 
 def test_fully_fine_tuned_final_students_carry_their_weights_across_phases_and_save_a_model(tmp_path, tiny_model_dir):
@@ -214,3 +215,16 @@ def test_a_training_only_report_opens_no_evaluation_file(tmp_path, tiny_model_di
     markdown = (out / "report.md").read_text()
     assert "Not read: this report is of the training side only" in markdown and "--training-only" in markdown
     assert "| not read |" in markdown and "D_test" not in markdown.split("## Final evaluation")[1].split("##")[0]
+
+
+def test_hard_only_trains_on_d_train_when_the_config_says_pq_alone(tmp_path, tiny_model_dir):
+    """evaluation.train_on = "pq" (experiments/mechanism/config-try10.toml, every method's final student on its own
+    set): Hard-only promotes nothing, so its own set is D_train, and its compute-matched steps count SOAR's the same
+    way. Before, its evaluation stopped with "the run promoted no questions"."""
+    from sv_soar.evaluation.final import final_evaluation
+
+    run = make_run(tmp_path, tiny_model_dir, evaluation={"train_on": "pq"})
+    report = final_evaluation(open_run(run.folder), seeds=[0], samples=1, steps=1, curriculum=False,
+                              score_base=False, progress=False)
+    assert report["method"] == "hard-only" and report["d_train"] == 4 and report["promoted_questions"] == 0
+    assert report["train_on"] == "pq+d_train" and report["seeds"][0]["train_rows"] == 4

@@ -43,5 +43,6 @@ def test_a_terminal_gets_a_tqdm_bar_and_no_progress_gets_nothing():
         bar.update(2)
     assert "\r" in terminal.getvalue() and "2/2" in terminal.getvalue()
     with progress_bar(2, "students", enabled=False, unit="step", file=silent) as bar:
+        assert bar.disable
         bar.update(2)
     assert silent.getvalue() == ""

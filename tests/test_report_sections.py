@@ -98,3 +98,27 @@ def test_stepping_stone_share_first_and_last_steps_and_the_plot(tmp_path):
     assert "| `soar-s0` | soar | 0.100 → 0.500 | 0.50 |" in lines and "| `base-t-s0` | base-t | 0.100 → 0.100 | 0.50 |" in lines
     assert stepping_stone_lines([run_data("soar", 0, [[]])]) == []  # a task without stepping stones: no section
     assert plot_mechanism(runs, tmp_path / "mechanism.png").stat().st_size > 0
+
+
+def test_the_mechanism_comparisons_pairs_final_students_trained_on_pq_alone_against_hard_only():
+    """experiments/mechanism/config-try10.toml: every run has evaluation.train_on = "pq". SOAR and Base-T are then
+    "(PQ only)" rows, Hard-only (whose own set is D_train either way) and the compute-matched one are not, and the
+    protocol's primary rows, J of SOAR − Base-T and of SOAR − Hard-only, are all there."""
+    from sv_soar.evaluation.report_data import method_label, paired_rows
+
+    def evaluated(method, seed, successes, twin_successes, matched=None):
+        config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method),
+                                 evaluation=SimpleNamespace(compute_matched_to=matched, train_on="pq"))
+        metrics = {"pass_at_k": {"1": 0.5}, "successes": successes, "twin_successes": twin_successes, "samples": 4}
+        return RunData(SimpleNamespace(config=config), [], {"seeds": [{"sets": {"d_test": metrics}}]})
+
+    runs = [run for seed in (0, 1) for run in (
+        evaluated("soar", seed, [4, 4], [4, 2]), evaluated("base-t", seed, [4, 4], [0, 0]),
+        evaluated("hard-only", seed, [4, 0], [0, 4]), evaluated("hard-only", seed, [4, 4], [0, 0], matched="soar-s0"))]
+    assert [method_label(run) for run in runs[:4]] == ["soar (PQ only)", "base-t (PQ only)", "hard-only",
+                                                       "hard-only-matched"]
+    rows = {(row["pair"], row["metric"]): row for row in paired_rows(runs, metrics=("pass@1",))}
+    assert rows[("soar (PQ only) − base-t (PQ only)", "J")]["mean"] == 0.75  # J 0.75 against 0
+    assert rows[("soar (PQ only) − hard-only", "J")]["mean"] == 0.75
+    assert rows[("soar (PQ only) − hard-only-matched", "J")]["mean"] == 0.75
+    assert rows[("base-t (PQ only) − hard-only", "J")]["mean"] == 0.0

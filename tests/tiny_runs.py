@@ -36,7 +36,7 @@ def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
     })
 
 
-def make_run(tmp_path, tiny_model_dir, promoted=None, **student):
+def make_run(tmp_path, tiny_model_dir, promoted=None, evaluation=None, **student):
     hard = tmp_path / "hardset"
     rows = generate_e1_flows(8, seed=3)
     write_jsonl(hard / "d_train.jsonl", rows[:4])
@@ -48,7 +48,7 @@ def make_run(tmp_path, tiny_model_dir, promoted=None, **student):
                     "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"],
                     **student},
         "soar": {"eval_batch_size": 16},
-        "evaluation": {"seeds": [0, 1], "samples": 4},
+        "evaluation": {"seeds": [0, 1], "samples": 4, **(evaluation or {})},
     })
     run = create_run(tmp_path / "run", config)
     if promoted:

@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders (`sv-soar train`)")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report for one run; required for several)")
     parser.add_argument("--training-only", action="store_true",
-                        help="the outer loops' side only: no run's evaluation files are read (blind to D_test, for a "
-                             "report while a comparison is going)")
+                        help="the outer loops' side only: no run's evaluation files are read (blind to D_test's "
+                             "results, for a report while a comparison is going)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ draws `samples` completions (at student.temperature, default 1.0) a D_test probl
   bins over the stated confidence, against label correctness) and the abstain rate;
 - each metric's mean over seeds with a percentile bootstrap interval over seeds.
 
+A stopped evaluation run again resumes each student from its checkpoint (`final_evaluation`).
 The untrained base student is scored the same way once, as the "before" row. A Hard-only run has no
 promoted questions, so its students train on D_train alone; the same code scores every method.
 """
@@ -148,6 +149,13 @@ def training_phases(promoted: Sequence[Sequence[Row]], d_train: Sequence[Row], c
     return [mixed] if mixed else []
 
 
+def final_training_set(config) -> str:
+    """The final students' training set, evaluation.train_on, except for Hard-only: it promotes nothing, so its own
+    set is D_train whichever the config names ("every method's final student on its own set"; with "pq" it would
+    have nothing to train on)."""
+    return "pq+d_train" if config.run.method == "hard-only" else config.evaluation.train_on
+
+
 def final_steps(config, rows: int) -> int:
     """The final students' RL steps: evaluation.steps, else ceil(epochs · rows / batch_prompts)."""
     if config.evaluation.steps is not None:
@@ -176,7 +184,9 @@ def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[st
 def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | None, curriculum: bool,
                      extra_sets: dict[str, list[Row]] | None = None, score_base: bool = True,
                      progress: bool = True) -> dict[str, Any]:
-    """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it."""
+    """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it. Each student
+    (seed, phase) keeps a checkpoint in RUN_DIR/evaluation/ while it trains (sv_soar.student.checkpoint): run again
+    after a stop, the evaluation resumes there; the checkpoints are removed once final.json is written."""
     from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
         TransformersEngine)
     from sv_soar.student.full_finetune import trainable_copy  # delayed: sv_soar.student.full_finetune imports torch
@@ -188,7 +198,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     task = scoring_task(config)
     train_config = config.final_student_config()
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
-    train_on = config.evaluation.train_on
+    train_on = final_training_set(config)
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum, train_on)
     if not phases:
         raise RunDirError(f"{run.folder}: evaluation.train_on = 'pq' but the run promoted no questions "
@@ -216,17 +226,17 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     total = sum(map(len, phases))
     phase_steps = [steps if len(phases) == 1 else max(1, round(steps * len(rows) / total)) for rows in phases]
     evaluation = run.folder / "evaluation"
-    checkpoints: list[StudentCheckpoint] = []  # a stopped evaluation resumes its students from these (hours long)
     with progress_bar(len(seeds) * sum(phase_steps), "final students", progress, unit="step", leave=True) as bar:
         for seed in seeds:
             name = f"final-seed{seed}"
             adapter = None if full else name
             state, log, seconds_train = None, [], 0.0
             for phase, (rows, n_steps) in enumerate(zip(phases, phase_steps)):
-                checkpoints.append(StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint"))
+                # a stopped evaluation resumes each student from its checkpoint (a compute-matched one trains for hours)
+                checkpoint = StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint")
                 student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
                                         init_adapter_state=state, seed=seed * 1000 + phase, steps=n_steps,
-                                        log=lambda entry: bar.update(1), checkpoint=checkpoints[-1])
+                                        log=lambda entry: bar.update(1), checkpoint=checkpoint)
                 state, log, seconds_train = student.adapter_state, log + student.log, seconds_train + student.seconds
                 if phase < len(phases) - 1:
                     remove_student_adapter(policy, name)
@@ -255,8 +265,10 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
         "summary": {name: summarise(results, name) for name in task_rows},
     }
     write_text_atomic(run.folder / "evaluation" / "final.json", json.dumps(report, indent=2, default=str))
-    for checkpoint in checkpoints:
-        checkpoint.remove()
+    # the students' checkpoints: this call's, and any set aside (.stale) or cut mid-write (atomic_path's .tmp)
+    for pattern in ("seed-*.phase-*.checkpoint*", ".seed-*.phase-*.checkpoint.*.tmp"):
+        for left in evaluation.glob(pattern):
+            left.unlink(missing_ok=True)
     return report
 
 
@@ -351,7 +363,7 @@ def compute_matched_steps(folder: Path) -> int:
         raise RunDirError(f"{steps_path}: steps {missing[:3]} carry no student_steps (written by an older sv-soar)")
     inner = sum(e.get("student_steps", 0) for e in entries)
     phases = training_phases(soar.promoted_datasets(), soar.d_train(), soar.config.evaluation.curriculum,
-                             soar.config.evaluation.train_on)
+                             final_training_set(soar.config))
     return inner + final_steps(soar.config, sum(map(len, phases)))
 
 

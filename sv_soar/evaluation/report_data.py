@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, bootstrap_interval
+from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, bootstrap_interval, final_training_set
 from sv_soar.jsonl import read_jsonl
 from sv_soar.run_dir import Run, RunDirError, open_run
 
@@ -33,7 +33,7 @@ class RunData:
         """(row label, evaluation report) of each evaluation the run has: its final students, its loop student."""
         found = [] if self.final is None else [(method_label(self), self.final)]
         if self.loop_student is not None:
-            found.append((f"{method_label(self)} (loop student)", self.loop_student))
+            found.append((f"{self.method} (loop student)", self.loop_student))  # not trained on PQ: no variant
         return found
 
     @property
@@ -169,10 +169,12 @@ def paired_values_difference(a: dict[int, np.ndarray], b: dict[int, np.ndarray],
 
 
 def method_label(data: RunData) -> str:
-    """The method, with a compute-matched Hard-only told apart from the plain one."""
+    """The method, with a compute-matched Hard-only told apart from the plain one, and final students trained on the
+    promoted questions alone ("(PQ only)") from those trained on them mixed with D_train (Hard-only: D_train either
+    way, `final_training_set`)."""
     if data.method == "hard-only" and data.run.config.evaluation.compute_matched_to is not None:
         return "hard-only-matched"
-    if data.run.config.evaluation.train_on == "pq":
+    if final_training_set(data.run.config) == "pq":
         return f"{data.method} (PQ only)"
     return data.method
 
@@ -207,14 +209,18 @@ def pair_values_by_seed(runs: list[RunData], label: str) -> dict[int, np.ndarray
     return table
 
 
-PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"),
-          ("soar (loop student)", "base-t (loop student)"))
+PAIRED = (("soar", "base-t"), ("soar", "hard-only"), ("soar", "hard-only-matched"), ("base-t", "hard-only"))
+# the pairs by row label: SOAR's and Base-T's final students against the same kind (both mixed with D_train, or both
+# "(PQ only)") and against Hard-only (D_train either way), then the loop students
+PAIRED_LABELS = tuple((left + variant, right + variant if right in ("soar", "base-t") else right)
+                      for variant in ("", " (PQ only)") for left, right in PAIRED
+                      ) + (("soar (loop student)", "base-t (loop student)"),)
 
 
 def paired_rows(runs: list[RunData], metrics: tuple[str, ...] = ("escape_rate", "pass@1", "pass@8", "pass@32")
                 ) -> list[dict[str, Any]]:
     rows = []
-    for left, right in PAIRED:
+    for left, right in PAIRED_LABELS:
         a, samples = successes_by_seed(runs, left)
         b, _ = successes_by_seed(runs, right)
         if not (set(a) & set(b)):

@@ -5,11 +5,15 @@ The final evaluation's students are the long ones: a compute-matched Hard-only s
 steps, hours on a CPU (experiments/mechanism/run-comparison.sh). What a resumed run needs to take the same steps
 as one never stopped is small: the trained weights, the optimizer's moments, the step it reached and its log. The
 rest is a function of the step: the batches come from `random.Random(seed)` (replayed), the rollouts from seeded
-row streams (`seed * 100_003 + step`), the learning rate from the schedule. So a resumed run's weights equal an
-unstopped run's exactly (tests/test_student_checkpoint.py).
+row streams (`seed * 100_003 + step`), the learning rate from the schedule; torch's global generator (dropout) is
+saved with the weights. So on one machine a resumed run's weights equal an unstopped run's exactly
+(tests/test_student_checkpoint.py; a GPU's non-deterministic kernels aside).
 
-A checkpoint names the run it belongs to by a fingerprint of what decides its steps (seed, steps, the student
-config, the rows, the starting weights): a file left by another run is set aside with a warning, never resumed.
+A checkpoint names the run it belongs to by a fingerprint of what decides its steps (model, task, seed, steps, the
+student config, the rows, the starting weights), and its weights by their parameter names: a file left by another
+run, or one that does not fit this one, is set aside as `<path>.stale` with a warning, never resumed. The last
+step's checkpoint leaves the optimizer out (a finished run takes no more steps): a fully fine-tuned student's AdamW
+moments are twice its weights.
 It is written atomically (a stop while writing leaves the previous one) and read with `torch.load(weights_only=True)`,
 which builds tensors and plain values only.
 """
@@ -34,9 +38,11 @@ log = logging.getLogger("sv_soar.student")
 FORMAT = 1  # the checkpoint's layout; a file of another layout is set aside, not read
 
 
-def run_fingerprint(*, seed: int, steps: int, config: Any, rows: Sequence[Any], init_state: Any) -> str:
+def run_fingerprint(*, model: str, task: str, seed: int, steps: int, config: Any, rows: Sequence[Any],
+                    init_state: Any) -> str:
     """What decides a student run's steps, hashed: two runs with one fingerprint take the same steps."""
-    described = json.dumps({"seed": seed, "steps": steps, "config": config.model_dump(mode="json"), "rows": rows,
+    described = json.dumps({"model": model, "task": task, "seed": seed, "steps": steps,
+                            "config": config.model_dump(mode="json"), "rows": rows,
                             "init": Baseline("init", init_state).id}, sort_keys=True, default=str)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
@@ -51,9 +57,12 @@ class StudentCheckpoint:
     every_s: float = 300.0
     _saved_at: float = field(default=0.0, init=False, repr=False)
 
-    def load(self, fingerprint: str) -> dict[str, Any] | None:
-        """The saved state of the run named `fingerprint`, or None: no file, or one of another run or layout (set
-        aside as `<path>.stale`, with a warning), or one that does not load (the same)."""
+    def restore(self, fingerprint: str, params: Sequence[tuple[str, torch.Tensor]], optimizer: Any,
+                steps: int) -> tuple[int, float, list[dict[str, float]]] | None:
+        """Put the run's saved weights (into `params`, (name, parameter) pairs), optimizer state and torch's
+        generator back, and return (steps taken, seconds spent, their log); None when there is nothing to resume: no
+        file, or one of another run, layout or shape, or one that does not load (set aside as `<path>.stale`, with a
+        warning). Nothing is changed unless everything fits."""
         if not self.path.exists():
             return None
         try:
@@ -62,32 +71,44 @@ class StudentCheckpoint:
                 raise ValueError(f"not a format-{FORMAT} student checkpoint")
             if state.get("fingerprint") != fingerprint:
                 raise ValueError(f"its run {state.get('fingerprint')!r} is not this one ({fingerprint!r}: another "
-                                 "seed, step count, config, problem set or starting point)")
-            for key, kind in (("step", int), ("params", list), ("optimizer", dict), ("log", list), ("seconds", float)):
-                if not isinstance(state.get(key), kind):
-                    raise ValueError(f"its {key!r} is missing or not a {kind.__name__}")
-        except Exception as exc:  # noqa: BLE001 - any unreadable file: start over, keep it for a look
+                                 "model, task, seed, step count, config, problem set or starting point)")
+            step, saved, history = state.get("step"), state.get("params"), state.get("log")
+            if not (isinstance(step, int) and 0 <= step <= steps and isinstance(history, list) and len(history) == step
+                    and isinstance(state.get("seconds"), float) and isinstance(state.get("rng"), torch.Tensor)):
+                raise ValueError(f"its step ({step!r} of {steps}), log, seconds or generator state do not fit")
+            if state.get("names") != [name for name, _ in params] or not isinstance(saved, list) or any(
+                    not isinstance(value, torch.Tensor) or value.shape != param.shape
+                    for value, (_, param) in zip(saved, params, strict=True)):
+                raise ValueError("its weights are not this student's parameters (names or shapes differ)")
+            if step < steps:  # load_state_dict checks the groups before it changes anything
+                optimizer.load_state_dict(state["optimizer"])
+        except Exception as exc:  # noqa: BLE001 - any file that does not fit: start over, keep it for a look
             stale = self.path.with_name(self.path.name + ".stale")
             self.path.replace(stale)
             log.warning("student checkpoint %s not resumed (%s: %s); moved to %s, training from step 1",
                         self.path, type(exc).__name__, exc, stale.name)
             return None
-        return state
+        with torch.no_grad():
+            for (_, param), value in zip(params, saved):
+                param.copy_(value)
+        torch.set_rng_state(state["rng"])
+        return step, state["seconds"], history
 
     def due(self) -> bool:
-        """Whether `every_s` seconds have passed since the last save (or since the run started)."""
+        """Whether `every_s` seconds have passed since the last save (or since `start_clock`)."""
         return time.perf_counter() - self._saved_at >= self.every_s
 
     def start_clock(self) -> None:
         self._saved_at = time.perf_counter()
 
-    def save(self, fingerprint: str, *, step: int, params: Sequence[torch.Tensor], optimizer: Any,
-             history: list[dict[str, float]], seconds: float) -> None:
-        """Write the run's state after `step` steps (atomically: a stop while writing leaves the previous file)."""
+    def save(self, fingerprint: str, *, step: int, steps: int, params: Sequence[tuple[str, torch.Tensor]],
+             optimizer: Any, history: list[dict[str, float]], seconds: float) -> None:
+        """Write the run's state after `step` of `steps` steps (atomically: a stop while writing leaves the previous
+        file); after the last step without the optimizer's state, which no step needs any more."""
         state = {"format": FORMAT, "fingerprint": fingerprint, "step": step, "seconds": float(seconds),
-                 "params": [p.detach().to("cpu").clone() for p in params], "optimizer": optimizer.state_dict(),
+                 "names": [name for name, _ in params], "params": [param.detach().cpu() for _, param in params],
+                 "optimizer": optimizer.state_dict() if step < steps else None, "rng": torch.get_rng_state(),
                  "log": history}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         self._saved_at = time.perf_counter()

@@ -248,7 +248,8 @@ def train_student(
     `init_adapter_state` (full weights) or the base's weights and trained whole; `adapter_name` only names the run.
     `checkpoint`: keep the run's state there every few minutes and after its last step, and resume from it when it
     holds this run's (sv_soar.student.checkpoint): a resumed run passes its restored steps' entries to `log` first,
-    then takes the steps an unstopped run takes from there.
+    then takes the steps an unstopped run takes from there. Its `seconds` are then the wall time of every process
+    that trained it, each one's setup included.
     Raises StudentTrainingError when a reward, the loss, the gradient or the weights become non-finite.
     """
     if not rows:
@@ -279,17 +280,15 @@ def train_student(
     batches = _shuffled_batches(rows, config.batch_prompts, random.Random(seed), config.batching)
     fused = fused_rollouts(engine, task, config)
     history: list[dict[str, float]] = []
-    first_step, seconds_before = 0, 0.0
+    first_step, seconds_before, fingerprint, named = 0, 0.0, "", []
     if checkpoint is not None:
-        fingerprint = run_fingerprint(seed=seed, steps=total_steps, config=config, rows=rows,
-                                      init_state=init_adapter_state)
-        saved = checkpoint.load(fingerprint)
-        if saved is not None:
-            with torch.no_grad():
-                for param, value in zip(params, saved["params"], strict=True):
-                    param.copy_(value)
-            optimizer.load_state_dict(saved["optimizer"])
-            first_step, seconds_before, history = saved["step"], saved["seconds"], saved["log"]
+        names = {id(param): name for name, param in model.named_parameters()}
+        named = [(names.get(id(param), "?"), param) for param in params]
+        fingerprint = run_fingerprint(model=str(getattr(model.config, "_name_or_path", "")), task=task.name, seed=seed,
+                                      steps=total_steps, config=config, rows=rows, init_state=init_adapter_state)
+        restored = checkpoint.restore(fingerprint, named, optimizer, total_steps)
+        if restored is not None:
+            first_step, seconds_before, history = restored
             for _ in range(first_step):  # the batches those steps drew
                 next(batches)
             for entry in history:
@@ -351,8 +350,8 @@ def train_student(
         history.append(entry)
         log(entry)
         if checkpoint is not None and (checkpoint.due() or step + 1 == total_steps):
-            checkpoint.save(fingerprint, step=step + 1, params=params, optimizer=optimizer, history=history,
-                            seconds=seconds_before + time.perf_counter() - run_start)
+            checkpoint.save(fingerprint, step=step + 1, steps=total_steps, params=named, optimizer=optimizer,
+                            history=history, seconds=seconds_before + time.perf_counter() - run_start)
 
     seconds = seconds_before + time.perf_counter() - run_start
     if full:
