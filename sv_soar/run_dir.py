@@ -5,7 +5,8 @@
     state.json         promotion state, baseline/ and promoted/ (sv_soar.promotion owns these)
     steps.jsonl        one line per completed outer step
     teacher/           teacher adapter checkpoints
-    evaluation/        final.json and the final students, loop-student.json (sv_soar.evaluation.final)
+    evaluation/        final.json and the final students, loop-student.json (sv_soar.evaluation.final); while a
+                       final student trains, its seed-S.phase-P.checkpoint (sv_soar.student.checkpoint)
     train.lock         held by the one `sv-soar train` working in the folder (`exclusive_run`)
 
 Every file is written atomically (sv_soar.jsonl.atomic_path).
