@@ -14,7 +14,7 @@ draws `samples` completions (at student.temperature, default 1.0) a D_test probl
   bins over the stated confidence, against label correctness) and the abstain rate;
 - each metric's mean over seeds with a percentile bootstrap interval over seeds.
 
-A stopped evaluation run again resumes each student from its checkpoint (`final_evaluation`).
+An evaluation stopped and run again resumes each student from its checkpoint (`final_evaluation`).
 The untrained base student is scored the same way once, as the "before" row. A Hard-only run has no
 promoted questions, so its students train on D_train alone; the same code scores every method.
 """
