@@ -34,8 +34,8 @@ PENDING = [
     "set (off by default: a real step's students can take hours), and one that accepts connections but never "
     "replies costs the 300 s request timeout on each of the client's tries.",
     "`sv-soar evaluate`'s student checkpoints (a stopped evaluation resumes its final students) are tested with a "
-    "stop between steps and with damaged or foreign checkpoint files (tests/test_student_checkpoint.py), not yet "
-    "under SIGKILL in the kill benchmark, which covers `sv-soar train`.",
+    "stop between steps, damaged or foreign checkpoint files and one SIGKILL of a real `sv-soar evaluate` "
+    "(tests/test_student_checkpoint.py), not with the kill benchmark's many kills, which covers `sv-soar train`.",
 ]
 
 

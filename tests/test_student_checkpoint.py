@@ -191,3 +191,47 @@ def test_a_stopped_final_evaluation_resumes_its_students_and_removes_their_check
         assert mine["sets"]["d_test"]["successes"] == theirs["sets"]["d_test"]["successes"]
     assert trained == [1]  # seed 1's second phase, its second step (0-based); the rest came back from checkpoints
     assert not list((folder / "evaluation").glob("*checkpoint*"))  # all removed once final.json is written
+
+
+@pytest.mark.slow  # three real `sv-soar evaluate` processes
+def test_sigkill_during_sv_soar_evaluate_then_run_again_ends_as_an_evaluation_never_killed(tmp_path, tiny_model_dir):
+    """A session's hard end: `sv-soar evaluate` (a real subprocess) killed with SIGKILL while its final student
+    trains, run again: it resumes from the last checkpoint and writes the final.json of an evaluation never killed."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.killed_runs import REPO
+
+    def evaluate(folder):
+        return subprocess.Popen(
+            [sys.executable, "-m", "sv_soar.cli", "evaluate", str(folder), "--seeds", "0", "--steps", "20",
+             "--samples", "1", "--no-base", "--no-progress", "--checkpoint-every", "0"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+
+    def finished(folder):
+        process = evaluate(folder)
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-2000:]
+        return json.loads((folder / "evaluation" / "final.json").read_text())
+
+    whole = finished(make_run(tmp_path / "whole", tiny_model_dir).folder)
+    folder = make_run(tmp_path / "killed", tiny_model_dir).folder
+    checkpoint = folder / "evaluation" / "seed-0.phase-0.checkpoint"
+    process = evaluate(folder)
+    deadline = time.monotonic() + 300
+    while not (checkpoint.exists() and torch.load(checkpoint, weights_only=True)["step"] >= 3):
+        assert process.poll() is None and time.monotonic() < deadline, "the evaluation ended before it was killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    kept = torch.load(checkpoint, weights_only=True)["step"]
+    assert 3 <= kept < 20 and not (folder / "evaluation" / "final.json").exists()
+
+    again = finished(folder)
+    assert untimed(again["seeds"][0]["train_log"]) == untimed(whole["seeds"][0]["train_log"])
+    assert again["seeds"][0]["sets"]["d_test"]["successes"] == whole["seeds"][0]["sets"]["d_test"]["successes"]
+    assert not [p.name for p in (folder / "evaluation").iterdir() if "checkpoint" in p.name]

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "teacher's problems only) instead of training fresh students; writes "
                    "evaluation/loop-student.json, a row of its own in `sv-soar report`")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                        help="how often a final student keeps its state for a resume after a stop (default 300; "
+                        "also after its last step)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
                                   curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every)
     except RunDirError as exc:
         print(f"sv-soar evaluate: {exc}")
         return 2

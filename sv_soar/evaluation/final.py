@@ -183,10 +183,11 @@ def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[st
 
 def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | None, curriculum: bool,
                      extra_sets: dict[str, list[Row]] | None = None, score_base: bool = True,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, checkpoint_every_s: float = 300.0) -> dict[str, Any]:
     """Train and score one fresh student a seed; write RUN_DIR/evaluation/final.json and return it. Each student
-    (seed, phase) keeps a checkpoint in RUN_DIR/evaluation/ while it trains (sv_soar.student.checkpoint): run again
-    after a stop, the evaluation resumes there; the checkpoints are removed once final.json is written."""
+    (seed, phase) keeps a checkpoint in RUN_DIR/evaluation/ every `checkpoint_every_s` seconds while it trains
+    (sv_soar.student.checkpoint): run again after a stop, the evaluation resumes there; the checkpoints are removed
+    once final.json is written."""
     from sv_soar.engines.transformers_engine import (  # delayed: sv_soar.engines.transformers_engine imports torch
         TransformersEngine)
     from sv_soar.student.full_finetune import trainable_copy  # delayed: sv_soar.student.full_finetune imports torch
@@ -233,7 +234,7 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
             state, log, seconds_train = None, [], 0.0
             for phase, (rows, n_steps) in enumerate(zip(phases, phase_steps)):
                 # a stopped evaluation resumes each student from its checkpoint (a compute-matched one trains for hours)
-                checkpoint = StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint")
+                checkpoint = StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint", checkpoint_every_s)
                 student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
                                         init_adapter_state=state, seed=seed * 1000 + phase, steps=n_steps,
                                         log=lambda entry: bar.update(1), checkpoint=checkpoint)
