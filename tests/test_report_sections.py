@@ -104,7 +104,7 @@ def test_the_mechanism_comparisons_pairs_final_students_trained_on_pq_alone_agai
     """experiments/mechanism/config-try10.toml: every run has evaluation.train_on = "pq". SOAR and Base-T are then
     "(PQ only)" rows, Hard-only (whose own set is D_train either way) and the compute-matched one are not, and the
     protocol's primary rows, J of SOAR − Base-T and of SOAR − Hard-only, are all there."""
-    from sv_soar.evaluation.report_data import method_label, paired_rows
+    from sv_soar.evaluation.report_data import method_label, paired_rows, summarise_methods
 
     def evaluated(method, seed, successes, twin_successes, matched=None):
         config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method),
@@ -122,3 +122,6 @@ def test_the_mechanism_comparisons_pairs_final_students_trained_on_pq_alone_agai
     assert rows[("soar (PQ only) − hard-only", "J")]["mean"] == 0.75
     assert rows[("soar (PQ only) − hard-only-matched", "J")]["mean"] == 0.75
     assert rows[("base-t (PQ only) − hard-only", "J")]["mean"] == 0.0
+    # the guard beside J: accuracy on the twins (a student that ignored them would break what it knew)
+    twins = {s.method: s.metrics["pass@1 twins"]["mean"] for s in summarise_methods(runs)}
+    assert twins == {"soar (PQ only)": 0.75, "base-t (PQ only)": 0.0, "hard-only": 0.5, "hard-only-matched": 0.0}

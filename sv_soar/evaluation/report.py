@@ -29,7 +29,7 @@ import numpy as np
 
 from sv_soar.evaluation.final import PASS_KS
 from sv_soar.evaluation.report_data import (OTHER_METRICS, MethodSummary, RunData, base_metrics, evaluated_sets,
-                                            label_accuracies, load_run_data, paired_rows, summarise_methods)
+                                            load_run_data, paired_rows, part_accuracies, summarise_methods)
 from sv_soar.evaluation.report_plots import plot_drift, plot_mechanism, plot_pass_at_k, plot_reward, plot_teacher
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.soar_step import class_balance
@@ -150,13 +150,13 @@ def metrics_table(summaries: list[MethodSummary], base: dict[str, Any] | None) -
              "its twin, 0 for any answer that ignores the causal feature. "
              "Escape rate: share of problems solved at least once. pass@1 <label>: the success rate on "
              "the problems of that label (a student that flips its label prior gains on one label, loses on the "
-             "other)." + (" A \"(loop student)\" row is the outer loop's own student, the last promoted baseline "
+             "other); pass@1 twins: on the hard problems' twins (tasks with twin pairs)." + (" A \"(loop student)\" row is the outer loop's own student, the last promoted baseline "
                           "(`sv-soar evaluate --loop-student`): trained on the teacher's problems only, one a run."
                           if any(s.method.endswith("(loop student)") for s in summaries) else ""), "",
              "| method | runs | students | " + " | ".join(names) + " |",
              "|---|---:|---:|" + "---:|" * len(names)]
     if base is not None:
-        base_labels = label_accuracies(base)
+        base_labels = part_accuracies(base)
         cells = [f"{base_labels[name]:.3f}" if name in base_labels else _base_cell(base, name) for name in names]
         lines.append("| base (untrained) | — | — | " + " | ".join(cells) + " |")
     for summary in summaries:

@@ -99,7 +99,7 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
                 for name in OTHER_METRICS:
                     if metrics.get(name) is not None:
                         columns.setdefault(name, []).append(metrics[name])
-                for name, value in label_accuracies(metrics).items():
+                for name, value in part_accuracies(metrics).items():
                     columns.setdefault(name, []).append(value)
         summary = MethodSummary(method, len(by_method[method]), students)
         for name, values in columns.items():
@@ -119,6 +119,16 @@ def label_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
     for label, count in zip(labels, successes):
         rates.setdefault(label, []).append(count / samples)
     return {f"pass@1 {label}": float(np.mean(values)) for label, values in sorted(rates.items())}
+
+
+def part_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
+    """{"pass@1 <part>": success rate}: on each label's problems (`label_accuracies`) and, for tasks with twin pairs,
+    on the twins ("pass@1 twins"; the mechanism task's guard: a student that learns the rule keeps them right)."""
+    parts = label_accuracies(metrics)
+    twins, samples = metrics.get("twin_successes") or [], metrics.get("samples")
+    if twins and samples:
+        parts["pass@1 twins"] = float(np.mean(twins)) / samples
+    return parts
 
 
 def evaluated_sets(runs: list[RunData]) -> list[str]:
