@@ -97,6 +97,8 @@ def test_stepping_stone_share_first_and_last_steps_and_the_plot(tmp_path):
     lines = stepping_stone_lines(runs)
     assert "| `soar-s0` | soar | 0.100 → 0.500 | 0.50 |" in lines and "| `base-t-s0` | base-t | 0.100 → 0.100 | 0.50 |" in lines
     assert stepping_stone_lines([run_data("soar", 0, [[]])]) == []  # a task without stepping stones: no section
+    going = stepping_stone_lines([data("soar", [0.1, 0.3])])  # a run still going: its halves would overlap
+    assert "| `soar-s0` | soar | 0.200 over 2 steps (fewer than 10: no halves yet) | 0.50 |" in going
     assert plot_mechanism(runs, tmp_path / "mechanism.png").stat().st_size > 0
 
 

@@ -256,8 +256,9 @@ def stepping_stone_lines(looped: list[RunData], edge: int = 5) -> list[str]:
         if shares:
             agreement = [s["teacher_label_agreement"] for s in data.steps if s.get("teacher_label_agreement") is not None]
             agreed = f"{np.mean(agreement):.2f}" if agreement else "—"
-            rows.append(f"| `{data.name}` | {data.method} | {np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f} "
-                        f"| {agreed} |")
+            trend = (f"{np.mean(shares[:edge]):.3f} → {np.mean(shares[-edge:]):.3f}" if len(shares) >= 2 * edge
+                     else f"{np.mean(shares):.3f} over {len(shares)} steps (fewer than {2 * edge}: no halves yet)")
+            rows.append(f"| `{data.name}` | {data.method} | {trend} | {agreed} |")
     if not rows:
         return []
     return ["## The teacher's stepping stones", "",
