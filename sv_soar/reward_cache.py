@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from sv_soar.jsonl import atomic_path, write_text_atomic
+from sv_soar.jsonl import write_text_atomic
+from sv_soar.student.full_finetune import write_safetensors
 from sv_soar.tasks import Row
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class RewardCache:
             return None
 
     def put_adapter(self, key: str, student: int, state: dict[str, torch.Tensor]) -> Path:
-        return _write_weights(self.adapter_path(key, student), state)
+        path = self.adapter_path(key, student)
+        write_safetensors(path, state, atomic=True)
+        return path
 
     # --- students trained before a stop, kept until their dataset's entry is written ----------------------------
 
@@ -131,7 +134,7 @@ class RewardCache:
     def put_trained(self, key: str, seed: int, state: dict[str, torch.Tensor], record: dict[str, Any]) -> None:
         """Keep a finished student (LoRA weights and a JSON record of its run); the record is written last, so a
         record on disk means its weights are whole."""
-        _write_weights(self._trained_path(key, seed, ".safetensors"), state)
+        write_safetensors(self._trained_path(key, seed, ".safetensors"), state, atomic=True)
         write_text_atomic(self._trained_path(key, seed, ".json"), json.dumps({**record, "key": key, "seed": seed}))
 
     def get_trained(self, key: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
@@ -162,9 +165,3 @@ def _read_record(path: Path, expected: dict[str, Any], what: str) -> dict[str, A
         raise ValueError(f"not {what}")
     return record
 
-
-def _write_weights(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    """Tensors to a safetensors file, atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
-        save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(tmp))
-    return path
