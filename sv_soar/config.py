@@ -211,8 +211,8 @@ class EvaluationSection(_Section):
         "inner loop's 10 steps, which see less than one pass and leave every method's final student where "
         "D_train alone puts it")
     steps: int | None = Field(
-        None, ge=1, description="final student RL steps, overriding epochs (default: compute_matched_to's count, "
-        "else from epochs)"
+        None, ge=1, description="final student RL steps, overriding epochs (default: from epochs); a compute-matched "
+        "student (compute_matched_to) trains that run's count whatever this says"
     )
     train_on: Literal["pq+d_train", "pq"] = Field(
         "pq+d_train", description="the final students' training set: the promoted questions mixed with D_train "

@@ -228,3 +228,50 @@ def test_hard_only_trains_on_d_train_when_the_config_says_pq_alone(tmp_path, tin
                               score_base=False, progress=False)
     assert report["method"] == "hard-only" and report["d_train"] == 4 and report["promoted_questions"] == 0
     assert report["train_on"] == "pq+d_train" and report["seeds"][0]["train_rows"] == 4
+
+
+def test_a_soar_run_that_promoted_nothing_has_the_untrained_student_as_its_final_student_on_pq_alone(
+        tmp_path, tiny_model_dir):
+    """evaluation.train_on = "pq" and a run that never promoted (a SOAR seed of the mechanism comparison may): its
+    final students are the untrained student, scored seed by seed, and a compute-matched Hard-only counts its
+    outer loop's steps alone. Before, `sv-soar evaluate` stopped ("the run promoted no questions"), and with it
+    the comparison's lane, hours before its end."""
+    from sv_soar.evaluation.final import compute_matched_steps, final_evaluation, render_summary
+    from sv_soar.evaluation.report import write_report
+    from sv_soar.jsonl import write_jsonl
+
+    run = make_run(tmp_path, tiny_model_dir, method="soar", evaluation={"train_on": "pq", "steps": 2})
+    write_jsonl(run.folder / "steps.jsonl", [{"step": 1, "student_steps": 3}])
+    report = final_evaluation(open_run(run.folder), seeds=[0, 1], samples=2, steps=None, curriculum=False,
+                              progress=False)
+    assert report["steps"] == 0 and report["promoted_questions"] == 0
+    assert [(s["train_rows"], s["steps"], s["train_log"]) for s in report["seeds"]] == [(0, 0, []), (0, 0, [])]
+    assert report["seeds"][0]["sets"]["d_test"] == report["base"]["d_test"]  # the base, drawn with seed 0 alike
+    assert report["summary"]["d_test"]["pass@1"]["seeds"] == 2
+    assert not (run.folder / "evaluation" / "seed-0").exists()  # no student to save
+    assert "the untrained student (nothing promoted to train on)" in render_summary(report)
+    markdown = write_report([run.folder], tmp_path / "report", command="sv-soar report ...").read_text()
+    assert "| soar (PQ only) |" in markdown
+    assert compute_matched_steps(run.folder) == 3
+
+
+@pytest.mark.slow
+def test_a_compute_matched_student_trains_the_matched_count_whatever_evaluation_steps_says(tmp_path, tiny_model_dir):
+    """experiments/mechanism/run-comparison.sh: a config whose evaluation.steps is every method's final student's
+    (80), with --set evaluation.compute_matched_to=SOAR_RUN. The matched student trains SOAR's count; before,
+    `sv-soar evaluate` passed the config's steps as if given on the command line and the "compute-matched"
+    student trained 80 steps (found in a dry run of the comparison's matched command). --steps with it is refused."""
+    soar = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), folder="soar",
+                    evaluation={"steps": 2})
+    (soar.folder / "steps.jsonl").write_text('{"step": 1, "student_steps": 3}\n')
+    matched = make_run(tmp_path, tiny_model_dir, folder="matched",
+                       evaluation={"steps": 1, "compute_matched_to": str(soar.folder)})
+    command = [sys.executable, "-m", "sv_soar.cli", "evaluate", str(matched.folder), "--seeds", "0", "--samples", "1",
+               "--no-base"]
+    refused = subprocess.run(command + ["--steps", "4"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "both set the final students' steps" in refused.stdout
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    report = json.loads((matched.folder / "evaluation" / "final.json").read_text())
+    assert report["steps"] == 5 and len(report["seeds"][0]["train_log"]) == 5  # 3 in the loop + SOAR's final 2
+    assert report["compute_matched_to"] == str(soar.folder)

@@ -36,13 +36,15 @@ def tiny_config(tiny_model_dir, tiny_teacher_dir, hard_set, **run):
     })
 
 
-def make_run(tmp_path, tiny_model_dir, promoted=None, evaluation=None, **student):
+def make_run(tmp_path, tiny_model_dir, promoted=None, evaluation=None, method=None, folder="run", **student):
+    """A run folder under tmp_path/folder whose hard set is 4 + 4 E1 flows: SOAR with `promoted` as its one promoted
+    dataset, else Hard-only (or `method`, promoting nothing)."""
     hard = tmp_path / "hardset"
     rows = generate_e1_flows(8, seed=3)
     write_jsonl(hard / "d_train.jsonl", rows[:4])
     write_jsonl(hard / "d_test.jsonl", rows[4:])
     config = parse_config({
-        "run": {"method": "soar" if promoted else "hard-only", "seed": 0},
+        "run": {"method": method or ("soar" if promoted else "hard-only"), "seed": 0},
         "data": {"hard_set": str(hard)},
         "student": {"model": str(tiny_model_dir), "steps": 1, "batch_prompts": 2, "group_size": 2,
                     "max_new_tokens": 6, "lora_rank": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"],
@@ -50,7 +52,7 @@ def make_run(tmp_path, tiny_model_dir, promoted=None, evaluation=None, **student
         "soar": {"eval_batch_size": 16},
         "evaluation": {"seeds": [0, 1], "samples": 4, **(evaluation or {})},
     })
-    run = create_run(tmp_path / "run", config)
+    run = create_run(tmp_path / folder, config)
     if promoted:
         write_jsonl(run.folder / "promoted" / "step-000001.jsonl", promoted)
         state = PromotionState(task="e1", model=str(tiny_model_dir), promoted_datasets=["promoted/step-000001.jsonl"],

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder written by `sv-soar train`")
     parser.add_argument("--seeds", type=int, nargs="+", help="fresh students, one a seed (default: the config's)")
     parser.add_argument("--samples", type=int, help="samples a D_test problem (default: the config's, SOAR: 32)")
-    parser.add_argument("--steps", type=int, help="student RL steps (default: the config's evaluation.steps)")
+    parser.add_argument("--steps", type=int, help="student RL steps (default: evaluation.compute_matched_to's count, "
+                        "else the config's evaluation.steps, else from evaluation.epochs)")
     parser.add_argument("--curriculum", action="store_true", default=None,
                         help="train on promoted datasets in promotion order, then D_train")
     parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {report['path']}")
         return 0
     try:
-        report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps or evaluation.steps,
+        report = final_evaluation(run, seeds=seeds, samples=samples, steps=args.steps,
                                   curriculum=curriculum, extra_sets=extra, score_base=not args.no_base,
                                   progress=not args.no_progress, checkpoint_every_s=args.checkpoint_every)
     except RunDirError as exc:

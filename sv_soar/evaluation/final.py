@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,6 +164,20 @@ def final_steps(config, rows: int) -> int:
     return max(1, math.ceil(config.evaluation.epochs * rows / config.student.batch_prompts))
 
 
+def final_student_steps(config, phases: Sequence[Sequence[Row]], steps: int | None = None) -> int:
+    """The RL steps of a run's final students, by precedence: none when there is nothing to train on (train_on =
+    "pq" and nothing promoted: the final student is the untrained one); `steps` (`sv-soar evaluate --steps`); a
+    compute-matched run's count (evaluation.compute_matched_to, over evaluation.steps: the config's steps are
+    every other method's); evaluation.steps; from evaluation.epochs."""
+    if not phases:
+        return 0
+    if steps is not None:
+        return steps
+    if config.evaluation.compute_matched_to is not None:
+        return compute_matched_steps(config.evaluation.compute_matched_to)
+    return final_steps(config, sum(map(len, phases)))
+
+
 def summarise(results: Sequence[SeedResult], set_name: str) -> dict[str, dict[str, float]]:
     """Mean and bootstrap interval over seeds of every metric of one problem set."""
     columns: dict[str, list[float]] = {}
@@ -201,13 +216,14 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     task_rows = {"d_test": run.d_test(), **(extra_sets or {})}
     train_on = final_training_set(config)
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum, train_on)
-    if not phases:
-        raise RunDirError(f"{run.folder}: evaluation.train_on = 'pq' but the run promoted no questions "
-                          f"(method {config.run.method}): there is nothing to train the final students on")
     matched_to = config.evaluation.compute_matched_to
-    if steps is None and matched_to is not None:
-        steps = compute_matched_steps(matched_to)
-    steps = steps or final_steps(config, sum(map(len, phases)))
+    if steps is not None and matched_to is not None:
+        raise RunDirError(f"{run.folder}: --steps {steps} and evaluation.compute_matched_to = {str(matched_to)!r} "
+                          "both set the final students' steps; a compute-matched student trains the matched count")
+    steps = final_student_steps(config, phases, steps)
+    if not phases:  # train_on = "pq" and nothing promoted: what the run teaches by itself is nothing
+        print(f"{run.folder}: the run promoted no questions and evaluation.train_on = 'pq': its final students are "
+              "the untrained student (0 steps)", file=sys.stderr)
     model, tokenizer = load_model(config.student.model)
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
@@ -242,6 +258,11 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
                 if phase < len(phases) - 1:
                     remove_student_adapter(policy, name)
             started = time.perf_counter()
+            if not phases:  # the untrained student, sampled with this seed
+                sets = {set_name: score_problem_set(engine, task, set_rows, samples, adapter=None, seed=seed, **score)
+                        for set_name, set_rows in task_rows.items()}
+                results.append(SeedResult(seed, 0, 0, 0.0, time.perf_counter() - started, sets, []))
+                continue
             sets = {set_name: score_problem_set(student_engine, task, set_rows, samples, adapter=adapter, seed=seed,
                                                 **score)
                     for set_name, set_rows in task_rows.items()}
@@ -365,7 +386,7 @@ def compute_matched_steps(folder: Path) -> int:
     inner = sum(e.get("student_steps", 0) for e in entries)
     phases = training_phases(soar.promoted_datasets(), soar.d_train(), soar.config.evaluation.curriculum,
                              final_training_set(soar.config))
-    return inner + final_steps(soar.config, sum(map(len, phases)))
+    return inner + (final_steps(soar.config, sum(map(len, phases))) if phases else 0)
 
 
 def render_summary(report: dict[str, Any]) -> str:
@@ -373,9 +394,12 @@ def render_summary(report: dict[str, Any]) -> str:
         lines = [f"evaluation: {report['method']}, {report['model']}, {report['samples']} samples a problem, "
                  f"the student saved in {report['adapter']}"]
     else:
+        trained_on = (f"{report['promoted_questions']} promoted questions" if report.get("train_on") == "pq" else
+                      f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions")
+        trained = (f"{report['steps']} student steps on {trained_on}" if report["steps"] else
+                   "the untrained student (nothing promoted to train on)")
         lines = [f"final evaluation: {report['method']}, {report['model']}, {len(report['seeds'])} seed(s), "
-                 f"{report['samples']} samples a problem, {report['steps']} student steps on "
-                 f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions"]
+                 f"{report['samples']} samples a problem, {trained}"]
     for set_name, summary in report["summary"].items():
         lines.append(f"  {set_name}:")
         base = report["base"].get(set_name)
