@@ -31,17 +31,20 @@ def test_steps_to_accuracy_counts_the_promotion_that_reached_it():
     assert steps_to_accuracy(steps[:2], 0.5) is None
 
 
-def run_data(method, seed, datasets):
+def run_data(method, seed, datasets, promoted=()):
     config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method))
-    return RunData(SimpleNamespace(config=config), [{"step": t, "datasets": d} for t, d in enumerate(datasets)], None)
+    run = SimpleNamespace(config=config, promoted_datasets=lambda: [[{"question": q} for q in d] for d in promoted])
+    return RunData(run, [{"step": t, "datasets": d} for t, d in enumerate(datasets)], None)
 
 
-def test_divergence_names_the_first_step_where_soar_and_base_t_differ():
+def test_divergence_names_the_first_step_where_soar_and_base_t_differ_and_counts_the_promoted_questions():
+    """The protocol's training side: SOAR's promoted questions differ from Base-T's (in ≥ 2 of 3 seeds)."""
     same, other = [[["q1", "Benign"]]], [[["q2", "Malicious"]]]
-    runs = [run_data("soar", 0, [same, same, other]), run_data("base-t", 0, [same, same, same]),
+    runs = [run_data("soar", 0, [same, same, other], promoted=[["a", "b"], ["c"]]),
+            run_data("base-t", 0, [same, same, same], promoted=[["a", "b", "d"]]),
             run_data("soar", 1, [same, same]), run_data("base-t", 1, [same, same])]
     rows = [line for line in divergence_lines(runs) if line.startswith("| 0") or line.startswith("| 1")]
-    assert rows == ["| 0 | 3 | 3 | 1 |", "| 1 | 2 | never | 0 |"]
+    assert rows == ["| 0 | 3 | 3 | 1 | 1 of 3 | 1 of 3 |", "| 1 | 2 | never | 0 | 0 of 0 | 0 of 0 |"]
     assert divergence_lines([run_data("soar", 0, [same])]) == []  # no Base-T of the seed: no section
 
 

@@ -291,13 +291,20 @@ def divergence_lines(runs: list[RunData]) -> list[str]:
         common = sorted(set(soar) & set(base))
         differ = [t for t in common if soar[t] != base[t]]
         first = str(differ[0] + 1) if differ else "never"
-        rows.append(f"| {seed} | {len(common)} | {first} | {len(differ)} |")
+        promoted = {m: {row["question"] for dataset in pair[m].run.promoted_datasets() for row in dataset}
+                    for m in ("soar", "base-t")}
+        rows.append(f"| {seed} | {len(common)} | {first} | {len(differ)} | "
+                    f"{len(promoted['soar'] - promoted['base-t'])} of {len(promoted['soar'])} | "
+                    f"{len(promoted['base-t'] - promoted['soar'])} of {len(promoted['base-t'])} |")
     if not rows:
         return []
     return ["## Does SOAR's teacher write other problems than Base-T's?", "",
-            "Same seed, same step seeds: the datasets are identical until SOAR's updates change its teacher.", "",
-            "| seed | steps compared | first step with different datasets | steps with different datasets |",
-            "|---:|---:|---:|---:|", *rows, ""]
+            "Same seed, same step seeds: the datasets are identical until SOAR's updates change its teacher. The "
+            "promoted questions (the final students' training set under train_on = \"pq\") that the other run of "
+            "the seed did not promote, so far.", "",
+            "| seed | steps compared | first step with different datasets | steps with different datasets | "
+            "SOAR's promoted questions not Base-T's | Base-T's not SOAR's |",
+            "|---:|---:|---:|---:|---:|---:|", *rows, ""]
 
 
 # --- the report ---------------------------------------------------------------------------------------
