@@ -1,0 +1,209 @@
+"""The mechanism comparison's verdict, clause by clause against its protocol (README.md, "The comparison"). Written
+and committed before any of the comparison's D_test numbers was read, so that the reading is fixed in advance:
+
+    training side  every SOAR and Base-T run's first promotion at step >= 3; SOAR's promoted questions differ from
+                   Base-T's in >= 2 of 3 seeds; SOAR's stepping-stone share rises from the mean of its first 5 steps
+                   to the mean of its last 5 (averaged over seeds) and Base-T's does not (the cue-disagreeing
+                   share beside it)
+    primary        D_test J, SOAR - Base-T and SOAR - Hard-only (final students on their own sets; paired
+                   bootstrap over seeds and pairs, `sv-soar report`'s); SOAR - compute-matched Hard-only beside them
+    guard          every method's accuracy on the twins (D_test) and on the cue-agreeing flows stays high: at most
+                   GUARD_DROP below the untrained student's
+    goal           both primary differences > 0 with 95 % CIs excluding 0, and SOAR's guard holds; anything else is
+                   a negative, reported with the clauses that failed
+
+    .venv/bin/python experiments/mechanism/verdict.py runs/mechanism-try10 [--out experiments/mechanism/comparison]
+
+Writes verdict.md and verdict.json into --out; run-comparison.sh runs it after the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sv_soar.evaluation.report_data import (
+    RunData,
+    base_metrics,
+    load_run_data,
+    paired_rows,
+    part_accuracies,
+    summarise_methods,
+)
+from sv_soar.tasks.mechanism import cue_relation
+
+EDGE = 5  # steps at each end of a run for the stepping-stone trend
+FIRST_PROMOTION = 3  # the paper's window: no promotion before the teacher has learned
+DIFFERING_SEEDS = 2  # of 3
+GUARD_DROP = 0.10  # "stays high": at most this far below the untrained student
+GUARD_SET = "cue-agreeing"  # run-comparison.sh's --extra-eval experiments/mechanism/cue-agreeing.jsonl
+SOAR, BASE_T, HARD, MATCHED = "soar (PQ only)", "base-t (PQ only)", "hard-only", "hard-only-matched"
+PRIMARY = ((SOAR, BASE_T), (SOAR, HARD))
+
+
+def first_promotion(data: RunData) -> int | None:
+    """The 1-based outer step of the run's first promotion (None: it never promoted)."""
+    return next((s["step"] + 1 for s in data.steps if s.get("promoted")), None)
+
+
+def promoted_questions(data: RunData) -> set[str]:
+    return {row["question"] for dataset in data.run.promoted_datasets() for row in dataset}
+
+
+def edge_shares(data: RunData) -> dict[str, list[float]]:
+    """Per step, the share of stepping stones and of cue-disagreeing flows among the teacher's valid problems."""
+    stones, disagreeing = [], []
+    for step in data.steps:
+        rows = [{"question": q, "answer": a} for dataset in step.get("datasets") or [] for q, a in dataset]
+        if rows and step.get("stepping_stone_share") is not None:
+            stones.append(step["stepping_stone_share"])
+            disagreeing.append(sum(cue_relation(row) == "disagree" for row in rows) / len(rows))
+    return {"stepping stones": stones, "cue-disagreeing": disagreeing}
+
+
+def trend(values: list[float]) -> dict[str, float] | None:
+    if len(values) < 2 * EDGE:
+        return None
+    first, last = float(np.mean(values[:EDGE])), float(np.mean(values[-EDGE:]))
+    return {"first": first, "last": last, "change": last - first}
+
+
+def training_side(runs: list[RunData]) -> dict:
+    by_seed: dict[int, dict[str, RunData]] = {}
+    for data in runs:
+        if data.method in ("soar", "base-t"):
+            by_seed.setdefault(data.run.config.run.seed, {})[data.method] = data
+    seeds = {}
+    for seed, pair in sorted(by_seed.items()):
+        entry = {m: {"first_promotion": first_promotion(d),
+                     **{name: trend(values) for name, values in edge_shares(d).items()}} for m, d in pair.items()}
+        if len(pair) == 2:
+            soar, base = promoted_questions(pair["soar"]), promoted_questions(pair["base-t"])
+            entry["promoted_differ"] = soar != base
+            entry["soar_not_base_t"] = len(soar - base)
+        seeds[seed] = entry
+    promotions = [e[m]["first_promotion"] for e in seeds.values() for m in ("soar", "base-t") if m in e]
+    changes = {m: [e[m]["stepping stones"]["change"] for e in seeds.values() if m in e and e[m]["stepping stones"]]
+               for m in ("soar", "base-t")}
+    differing = sum(bool(e.get("promoted_differ")) for e in seeds.values())
+    clauses = {
+        f"first promotion at step >= {FIRST_PROMOTION}": all(p is None or p >= FIRST_PROMOTION for p in promotions),
+        f"promoted questions differ in >= {DIFFERING_SEEDS} seeds": differing >= DIFFERING_SEEDS,
+        "SOAR's stepping-stone share rises": bool(changes["soar"]) and float(np.mean(changes["soar"])) > 0,
+        "Base-T's stepping-stone share does not rise": bool(changes["base-t"]) and float(np.mean(changes["base-t"])) <= 0,
+    }
+    mean_change = {m: float(np.mean(c)) if c else None for m, c in changes.items()}
+    return {"seeds": seeds, "clauses": clauses, "mean_change": mean_change, "differing_seeds": differing}
+
+
+def primary(runs: list[RunData]) -> dict:
+    rows = {row["pair"]: row for row in paired_rows(runs, metrics=()) if row["metric"] == "J"}
+    differences = {f"{a} − {b}": rows.get(f"{a} − {b}") for a, b in (*PRIMARY, (SOAR, MATCHED))}
+    met = all(d is not None and d["mean"] > 0 and d["low"] > 0 for d in list(differences.values())[:len(PRIMARY)])
+    return {"differences": differences, "goal": met}
+
+
+def guard(runs: list[RunData]) -> dict:
+    """Each method's pass@1 on D_test's twins and on the cue-agreeing flows against the untrained student's."""
+    base_test, base_guard = base_metrics(runs) or {}, base_metrics(runs, GUARD_SET) or {}
+    reference = {"twins": part_accuracies(base_test).get("pass@1 twins"),
+                 GUARD_SET: (base_guard.get("pass_at_k") or {}).get("1", (base_guard.get("pass_at_k") or {}).get(1))}
+    methods = {}
+    for set_name, column in (("d_test", "pass@1 twins"), (GUARD_SET, "pass@1")):
+        part = "twins" if set_name == "d_test" else GUARD_SET
+        for summary in summarise_methods(runs, set_name):
+            value = summary.metrics.get(column)
+            if value is not None and "loop student" not in summary.method:
+                methods.setdefault(summary.method, {})[part] = value
+    holds = {method: all(part in parts and reference[part] is not None
+                         and parts[part]["mean"] >= reference[part] - GUARD_DROP for part in reference)
+             for method, parts in methods.items()}
+    return {"base": reference, "methods": methods, "holds": holds}
+
+
+def verdict(runs: list[RunData]) -> dict:
+    training, main, kept = training_side(runs), primary(runs), guard(runs)
+    j = {s.method: s.metrics.get("pair_accuracy") for s in summarise_methods(runs) if "loop student" not in s.method}
+    positive = main["goal"] and kept["holds"].get(SOAR, False)
+    failed = [f"primary: {pair}" for pair, d in list(main["differences"].items())[:len(PRIMARY)]
+              if d is None or not (d["mean"] > 0 and d["low"] > 0)]
+    failed += [] if kept["holds"].get(SOAR, False) else ["guard: SOAR"]
+    return {"outcome": "positive" if positive else "negative", "failed": failed, "J": j,
+            "base_J": (base_metrics(runs) or {}).get("pair_accuracy"),
+            "training_side": training, "primary": main, "guard": kept}
+
+
+def _interval(value: dict | None) -> str:
+    return "—" if value is None else f"{value['mean']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]"
+
+
+def _trend(value: dict | None) -> str:
+    return "—" if value is None else f"{value['first']:.3f} → {value['last']:.3f}"
+
+
+def render(result: dict) -> str:
+    training, main, kept = result["training_side"], result["primary"], result["guard"]
+    outcome = result["outcome"].upper() + ("" if not result["failed"] else f" (failed: {'; '.join(result['failed'])})")
+    lines = ["# The mechanism comparison: verdict against its protocol", "",
+             f"**Outcome: {outcome}.** Clauses fixed before D_test was read (`verdict.py`'s docstring).", "",
+             "## Primary: D_test J, paired differences (95 % CI over seeds and pairs)", "",
+             "| difference | J | per seed | > 0, CI excluding 0 |", "|---|---:|---|---|"]
+    for pair, d in main["differences"].items():
+        per_seed = "—" if d is None else ", ".join(f"{s}: {v:+.3f}" for s, v in sorted(d["per_seed"].items()))
+        ok = "—" if d is None else ("yes" if d["mean"] > 0 and d["low"] > 0 else "no")
+        lines.append(f"| {pair} | {_interval(d)} | {per_seed} | {ok} |")
+    base_j = result["base_J"]
+    lines += ["", "J of each method's final students: " + ", ".join(
+        f"{m} {_interval(v)}" for m, v in result["J"].items()) + (f"; the untrained student {base_j:+.3f}" if
+                                                                   base_j is not None else ""), "",
+              f"## Guard: accuracy on the twins and on the cue-agreeing flows (≥ the untrained student's − {GUARD_DROP})",
+              "", f"| method | twins | {GUARD_SET} | holds |", "|---|---:|---:|---|"]
+    base = kept["base"]
+    lines.append("| untrained student | " + " | ".join("—" if base[p] is None else f"{base[p]:.3f}" for p in base)
+                 + " | |")
+    for method, parts in kept["methods"].items():
+        cells = " | ".join("—" if parts.get(p) is None else
+                           f"{parts[p]['mean']:.3f} [{parts[p]['low']:.3f}, {parts[p]['high']:.3f}]" for p in base)
+        lines.append(f"| {method} | {cells} | {'yes' if kept['holds'][method] else 'no'} |")
+    lines += ["", "## Training side", "", "| clause | met |", "|---|---|",
+              *(f"| {name} | {'yes' if ok else 'no'} |" for name, ok in training["clauses"].items()), "",
+              f"Stepping-stone share, change from the first {EDGE} steps to the last {EDGE}, mean over seeds: "
+              + ", ".join(f"{m} {c:+.3f}" if c is not None else f"{m} —" for m, c in training["mean_change"].items()),
+              "", "| seed | method | first promotion | stepping stones | cue-disagreeing | promoted questions not the "
+              "other's |", "|---:|---|---:|---|---|---:|"]
+    for seed, entry in training["seeds"].items():
+        for method in ("soar", "base-t"):
+            if method in entry:
+                e = entry[method]
+                other = entry.get("soar_not_base_t", "—") if method == "soar" else ""
+                lines.append(f"| {seed} | {method} | {e['first_promotion'] or 'never'} | {_trend(e['stepping stones'])}"
+                             f" | {_trend(e['cue-disagreeing'])} | {other} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="the comparison's run folders' parent (run-comparison.sh's OUT)")
+    parser.add_argument("--out", dest="report", type=Path, default=Path(__file__).parent / "comparison")
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in args.out.iterdir() if (p / "config.toml").is_file())
+    runs = [load_run_data(folder) for folder in folders]
+    missing = [data.name for data in runs if data.final is None]
+    if missing:
+        print(f"verdict.py: no final students yet in {', '.join(missing)}: the verdict waits for every run",
+              file=sys.stderr)
+        return 2
+    result = verdict(runs)
+    args.report.mkdir(parents=True, exist_ok=True)
+    (args.report / "verdict.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (args.report / "verdict.md").write_text(render(result))
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""experiments/mechanism/verdict.py, the comparison's reading fixed before its D_test numbers were read: on made-up
+runs whose answer is known, it calls a clear SOAR win positive, and calls a win that broke the twins, or a
+difference whose interval reaches 0, negative and names the clause that failed."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+from sv_soar.evaluation.report_data import RunData
+from sv_soar.tasks.mechanism import hard_rows, stepping_stone_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("verdict", ROOT / "experiments" / "mechanism" / "verdict.py")
+verdict = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(verdict)
+
+HARD, STONES = hard_rows(8, seed=1), stepping_stone_rows(8, seed=2)
+
+
+def metrics(correct, twins, samples=4):
+    """D_test metrics of 8 pairs: successes on each hard item and on its twin."""
+    successes, twin_successes = [correct] * 8, [twins] * 8
+    j = (correct + twins) / samples - 1
+    return {"pass_at_k": {"1": correct / samples}, "successes": successes, "twin_successes": twin_successes,
+            "samples": samples, "pair_accuracy": j, "labels": ["Malicious", "Benign"] * 4}
+
+
+def run(method, seed, j_correct, *, twins=4, cue_agreeing=0.95, stones=(0.1, 0.1), matched=None, promoted=("a",)):
+    config = SimpleNamespace(run=SimpleNamespace(seed=seed, method=method),
+                             evaluation=SimpleNamespace(compute_matched_to=matched, train_on="pq"))
+    steps = []
+    for t in range(10):
+        share = stones[0] if t < 5 else stones[1]
+        n_stones = round(8 * share)
+        dataset = [[r["question"], r["answer"]] for r in STONES[:n_stones] + HARD[:8 - n_stones]]
+        steps.append({"step": t, "promoted": t in (2, 5), "stepping_stone_share": n_stones / 8, "datasets": [dataset]})
+    guard_set = {"pass_at_k": {"1": cue_agreeing}, "successes": [round(4 * cue_agreeing)] * 8, "samples": 4}
+    final = {"seeds": [{"sets": {"d_test": metrics(j_correct, twins), "cue-agreeing": guard_set}}],
+             "base": {"d_test": metrics(0, 4), "cue-agreeing": {"pass_at_k": {"1": 1.0}}}}
+    folder = SimpleNamespace(name=f"{method}-s{seed}")
+    promoted_rows = [[{"question": f"{q}-{method}-{seed}"} for q in promoted]]
+    return RunData(SimpleNamespace(config=config, folder=folder, promoted_datasets=lambda: promoted_rows), steps, final)
+
+
+def comparison(soar_correct=(3, 3, 3), soar_twins=4, base_t_correct=(0, 0, 0)):
+    return [r for seed in (0, 1, 2) for r in (
+        run("soar", seed, soar_correct[seed], twins=soar_twins, stones=(0.125, 0.5)),
+        run("base-t", seed, base_t_correct[seed], stones=(0.25, 0.125)),
+        run("hard-only", seed, 0), run("hard-only", seed, 0, matched="soar-s0"))]
+
+
+def test_a_clear_soar_win_is_positive_and_every_training_clause_is_read():
+    result = verdict.verdict(comparison())
+    assert result["outcome"] == "positive" and result["failed"] == []
+    differences = result["primary"]["differences"]
+    assert differences["soar (PQ only) − base-t (PQ only)"]["mean"] == 0.75  # J 0.75 against 0
+    assert differences["soar (PQ only) − hard-only-matched"]["low"] > 0
+    training = result["training_side"]
+    assert all(training["clauses"].values())  # first promotion at 3; promoted questions differ; 0.125 → 0.5 rises
+    assert training["seeds"][0]["soar"]["stepping stones"] == {"first": 0.125, "last": 0.5, "change": 0.375}
+    assert training["seeds"][0]["soar"]["cue-disagreeing"]["first"] == 0.875  # the hard items disagree with the cue
+    markdown = verdict.render(result)
+    assert "**Outcome: POSITIVE.**" in markdown and "| soar (PQ only) − base-t (PQ only) | +0.750 [+0.750, +0.750]" in markdown
+
+
+def test_a_win_that_breaks_the_twins_or_does_not_clear_zero_is_negative_and_says_why():
+    broken = verdict.verdict(comparison(soar_twins=2))  # J rises on the hard items, but the twins fall to 0.5
+    assert broken["outcome"] == "negative" and broken["failed"] == ["guard: SOAR"]
+    assert broken["guard"]["holds"] == {"soar (PQ only)": False, "base-t (PQ only)": True, "hard-only": True,
+                                        "hard-only-matched": True}
+    # one seed of three carries the win: the bootstrap over seeds reaches 0 (against Hard-only) or below
+    tied = verdict.verdict(comparison(soar_correct=(3, 0, 0), base_t_correct=(0, 0, 3)))  # +0.75, 0, −0.75 by seed
+    assert tied["outcome"] == "negative"
+    assert tied["failed"] == ["primary: soar (PQ only) − base-t (PQ only)", "primary: soar (PQ only) − hard-only"]
+    assert tied["primary"]["differences"]["soar (PQ only) − base-t (PQ only)"]["per_seed"] == {0: 0.75, 1: 0.0,
+                                                                                               2: -0.75}
+    assert "**Outcome: NEGATIVE (failed: primary: soar (PQ only) − base-t (PQ only); primary" in verdict.render(tied)
