@@ -8,6 +8,9 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
 from sv_soar.evaluation.report_data import RunData
 from sv_soar.tasks.mechanism import hard_rows, stepping_stone_rows
 
@@ -35,7 +38,8 @@ def run(method, seed, j_correct, *, twins=4, cue_agreeing=0.95, stones=(0.1, 0.1
         share = stones[0] if t < 5 else stones[1]
         n_stones = round(8 * share)
         dataset = [[r["question"], r["answer"]] for r in STONES[:n_stones] + HARD[:8 - n_stones]]
-        steps.append({"step": t, "promoted": t in (2, 5), "stepping_stone_share": n_stones / 8, "datasets": [dataset]})
+        steps.append({"step": t, "promoted": t in (2, 5), "stepping_stone_share": n_stones / 8, "datasets": [dataset],
+                      "R_k": [n_stones / 8 - 0.1]})  # a reward that tracks the stepping stones exactly
     guard_set = {"pass_at_k": {"1": cue_agreeing}, "successes": [round(4 * cue_agreeing)] * 8, "samples": 4}
     final = {"seeds": [{"sets": {"d_test": metrics(j_correct, twins), "cue-agreeing": guard_set}}],
              "base": {"d_test": metrics(0, 4), "cue-agreeing": {"pass_at_k": {"1": 1.0}}}}
@@ -77,3 +81,16 @@ def test_a_win_that_breaks_the_twins_or_does_not_clear_zero_is_negative_and_says
     assert tied["primary"]["differences"]["soar (PQ only) − base-t (PQ only)"]["per_seed"] == {0: 0.75, 1: 0.0,
                                                                                                2: -0.75}
     assert "**Outcome: NEGATIVE (failed: primary: soar (PQ only) − base-t (PQ only); primary" in verdict.render(tied)
+
+
+def test_the_post_hoc_diagnosis_reads_whether_the_reward_tracks_the_problems_that_teach(tmp_path):
+    assert list(verdict._ranks(np.array([3.0, 1.0, 2.0, 2.0]))) == [3.0, 0.0, 1.5, 1.5]  # ties share their mean rank
+    runs = comparison()
+    diagnosis = verdict.reward_diagnosis(runs)
+    assert diagnosis["datasets"] == 60  # 10 steps of one dataset, SOAR and Base-T, 3 seeds
+    rho = diagnosis["rho"]
+    assert rho["stepping stones"]["rho"] == pytest.approx(1.0) and rho["cue-disagreeing"]["rho"] == pytest.approx(-1.0)
+    assert rho["stepping stones"]["low"] == pytest.approx(1.0)  # the rest are hard items, all cue-disagreeing
+    blind = verdict.render({"training_side": verdict.training_side(runs), "diagnosis": diagnosis})
+    assert "training side only" in blind and "Primary" not in blind and "| stepping stones | +1.00 [+1.00, +1.00] |" in blind
+    assert verdict.plot_diagnosis(diagnosis["points"], tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

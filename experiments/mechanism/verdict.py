@@ -125,6 +125,84 @@ def guard(runs: list[RunData]) -> dict:
     return {"base": reference, "methods": methods, "holds": holds}
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties given their mean rank (for Spearman's rho)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, inverse = np.unique(values, return_inverse=True)
+    return (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def dataset_points(runs: list[RunData]) -> list[dict]:
+    """Every dataset the SOAR and Base-T runs' teachers wrote: its R_k and its shares of stepping stones and of
+    cue-disagreeing flows (the two kinds of problem that break the cue, G3 and try 9)."""
+    points = []
+    for data in runs:
+        if data.method not in ("soar", "base-t"):
+            continue
+        for step in data.steps:
+            for dataset, r_k in zip(step.get("datasets") or [], step.get("R_k") or []):
+                relations = [cue_relation({"question": q, "answer": a}) for q, a in dataset]
+                if relations and r_k is not None:
+                    points.append({"run": data.name, "method": data.method, "step": step["step"] + 1, "R_k": r_k,
+                                   "stepping stones": relations.count("neutral") / len(relations),
+                                   "cue-disagreeing": relations.count("disagree") / len(relations)})
+    return points
+
+
+def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
+    """Post hoc, training side only (added after seed 0's training side was read, before any D_test number): does
+    the grounded reward favour the datasets that teach? Spearman's rho between a dataset's R_k and its share of
+    stepping stones, of cue-disagreeing flows, and of both, over every dataset of the SOAR and Base-T runs, with a
+    bootstrap interval over datasets. A reward that tracks them and a teacher whose share does not rise put the
+    break on the teacher's side; a reward that does not, on the grounding's."""
+    points = dataset_points(runs)
+    if len(points) < 3:
+        return {"datasets": len(points), "rho": {}}
+    r_k = np.array([p["R_k"] for p in points])
+    shares = {name: np.array([p[name] for p in points]) for name in ("stepping stones", "cue-disagreeing")}
+    shares["both"] = shares["stepping stones"] + shares["cue-disagreeing"]
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(points), size=(resamples, len(points)))
+    rho = {}
+    for name, share in shares.items():
+        boot = np.array([spearman(share[i], r_k[i]) for i in draws])
+        boot = boot[~np.isnan(boot)]
+        low, high = (np.quantile(boot, [0.025, 0.975]) if len(boot) else (float("nan"), float("nan")))
+        rho[name] = {"rho": spearman(share, r_k), "low": float(low), "high": float(high)}
+    return {"datasets": len(points), "rho": rho, "points": points}
+
+
+def plot_diagnosis(points: list[dict], path: Path) -> Path:
+    """R_k of each dataset against its share of problems that break the cue, by method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: matplotlib
+    from matplotlib.figure import Figure  # heavy: matplotlib
+
+    fig = Figure(figsize=(6.5, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    jitter = np.random.default_rng(0)
+    for method, colour in (("soar", "tab:blue"), ("base-t", "tab:orange")):
+        mine = [p for p in points if p["method"] == method]
+        x = [p["stepping stones"] + p["cue-disagreeing"] + jitter.uniform(-0.01, 0.01) for p in mine]
+        ax.scatter(x, [p["R_k"] for p in mine], s=14, alpha=0.6, color=colour, label=method)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("dataset's share of stepping stones + cue-disagreeing flows")
+    ax.set_ylabel("R_k (D_train's Q_R pairs)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
 def verdict(runs: list[RunData]) -> dict:
     training, main, kept = training_side(runs), primary(runs), guard(runs)
     j = {s.method: s.metrics.get("pair_accuracy") for s in summarise_methods(runs) if "loop student" not in s.method}
@@ -134,7 +212,7 @@ def verdict(runs: list[RunData]) -> dict:
     failed += [] if kept["holds"].get(SOAR, False) else ["guard: SOAR"]
     return {"outcome": "positive" if positive else "negative", "failed": failed, "J": j,
             "base_J": (base_metrics(runs) or {}).get("pair_accuracy"),
-            "training_side": training, "primary": main, "guard": kept}
+            "training_side": training, "primary": main, "guard": kept, "diagnosis": reward_diagnosis(runs)}
 
 
 def _interval(value: dict | None) -> str:
@@ -146,35 +224,51 @@ def _trend(value: dict | None) -> str:
 
 
 def render(result: dict) -> str:
-    training, main, kept = result["training_side"], result["primary"], result["guard"]
+    """verdict.md: the outcome, then the primary, the guard, the training side and the diagnosis. A training-only
+    result (--training-only: no outcome, primary or guard) gets the last two."""
+    if "outcome" not in result:
+        return "\n".join(["# The mechanism comparison so far: training side only", "",
+                          "No evaluation file was opened (`verdict.py --training-only`).", "",
+                          *_training_lines(result["training_side"]), *_diagnosis_lines(result["diagnosis"])]) + "\n"
     outcome = result["outcome"].upper() + ("" if not result["failed"] else f" (failed: {'; '.join(result['failed'])})")
-    lines = ["# The mechanism comparison: verdict against its protocol", "",
-             f"**Outcome: {outcome}.** Clauses fixed before D_test was read (`verdict.py`'s docstring).", "",
-             "## Primary: D_test J, paired differences (95 % CI over seeds and pairs)", "",
+    return "\n".join(["# The mechanism comparison: verdict against its protocol", "",
+                      f"**Outcome: {outcome}.** Clauses fixed before D_test was read (`verdict.py`'s docstring).", "",
+                      *_primary_lines(result), *_guard_lines(result["guard"]),
+                      *_training_lines(result["training_side"]), *_diagnosis_lines(result["diagnosis"])]) + "\n"
+
+
+def _primary_lines(result: dict) -> list[str]:
+    lines = ["## Primary: D_test J, paired differences (95 % CI over seeds and pairs)", "",
              "| difference | J | per seed | > 0, CI excluding 0 |", "|---|---:|---|---|"]
-    for pair, d in main["differences"].items():
+    for pair, d in result["primary"]["differences"].items():
         per_seed = "—" if d is None else ", ".join(f"{s}: {v:+.3f}" for s, v in sorted(d["per_seed"].items()))
         ok = "—" if d is None else ("yes" if d["mean"] > 0 and d["low"] > 0 else "no")
         lines.append(f"| {pair} | {_interval(d)} | {per_seed} | {ok} |")
     base_j = result["base_J"]
-    lines += ["", "J of each method's final students: " + ", ".join(
-        f"{m} {_interval(v)}" for m, v in result["J"].items()) + (f"; the untrained student {base_j:+.3f}" if
-                                                                   base_j is not None else ""), "",
-              f"## Guard: accuracy on the twins and on the cue-agreeing flows (≥ the untrained student's − {GUARD_DROP})",
-              "", f"| method | twins | {GUARD_SET} | holds |", "|---|---:|---:|---|"]
+    untrained = f"; the untrained student {base_j:+.3f}" if base_j is not None else ""
+    return lines + ["", "J of each method's final students: "
+                    + ", ".join(f"{m} {_interval(v)}" for m, v in result["J"].items()) + untrained, ""]
+
+
+def _guard_lines(kept: dict) -> list[str]:
     base = kept["base"]
-    lines.append("| untrained student | " + " | ".join("—" if base[p] is None else f"{base[p]:.3f}" for p in base)
-                 + " | |")
+    lines = [f"## Guard: accuracy on the twins and on the cue-agreeing flows (≥ the untrained student's − {GUARD_DROP})",
+             "", f"| method | twins | {GUARD_SET} | holds |", "|---|---:|---:|---|",
+             "| untrained student | " + " | ".join("—" if base[p] is None else f"{base[p]:.3f}" for p in base) + " | |"]
     for method, parts in kept["methods"].items():
         cells = " | ".join("—" if parts.get(p) is None else
                            f"{parts[p]['mean']:.3f} [{parts[p]['low']:.3f}, {parts[p]['high']:.3f}]" for p in base)
         lines.append(f"| {method} | {cells} | {'yes' if kept['holds'][method] else 'no'} |")
-    lines += ["", "## Training side", "", "| clause | met |", "|---|---|",
-              *(f"| {name} | {'yes' if ok else 'no'} |" for name, ok in training["clauses"].items()), "",
-              f"Stepping-stone share, change from the first {EDGE} steps to the last {EDGE}, mean over seeds: "
-              + ", ".join(f"{m} {c:+.3f}" if c is not None else f"{m} —" for m, c in training["mean_change"].items()),
-              "", "| seed | method | first promotion | stepping stones | cue-disagreeing | promoted questions not the "
-              "other's |", "|---:|---|---:|---|---|---:|"]
+    return lines + [""]
+
+
+def _training_lines(training: dict) -> list[str]:
+    lines = ["## Training side", "", "| clause | met |", "|---|---|",
+             *(f"| {name} | {'yes' if ok else 'no'} |" for name, ok in training["clauses"].items()), "",
+             f"Stepping-stone share, change from the first {EDGE} steps to the last {EDGE}, mean over seeds: "
+             + ", ".join(f"{m} {c:+.3f}" if c is not None else f"{m} —" for m, c in training["mean_change"].items()),
+             "", "| seed | method | first promotion | stepping stones | cue-disagreeing | promoted questions not the "
+             "other's |", "|---:|---|---:|---|---|---:|"]
     for seed, entry in training["seeds"].items():
         for method in ("soar", "base-t"):
             if method in entry:
@@ -182,25 +276,45 @@ def render(result: dict) -> str:
                 other = entry.get("soar_not_base_t", "—") if method == "soar" else ""
                 lines.append(f"| {seed} | {method} | {e['first_promotion'] or 'never'} | {_trend(e['stepping stones'])}"
                              f" | {_trend(e['cue-disagreeing'])} | {other} |")
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def _diagnosis_lines(diagnosis: dict) -> list[str]:
+    if not diagnosis["rho"]:
+        return []
+    return ["## Diagnosis (post hoc, training side): does the grounded reward favour the datasets that teach?", "",
+            f"Spearman's rho between a dataset's R_k and its share of each kind of problem, over the "
+            f"{diagnosis['datasets']} datasets of the SOAR and Base-T runs (95 % bootstrap interval over datasets; "
+            "`reward_diagnosis`, added after seed 0's training side was read; not a clause of the protocol).", "",
+            "| share of | rho |", "|---|---:|",
+            *(f"| {name} | {v['rho']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] |" for name, v in diagnosis["rho"].items()),
+            "", "![R_k against the teaching share](diagnosis.png)", ""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the comparison's run folders' parent (run-comparison.sh's OUT)")
     parser.add_argument("--out", dest="report", type=Path, default=Path(__file__).parent / "comparison")
+    parser.add_argument("--training-only", action="store_true",
+                        help="the training side and the diagnosis so far, opening no evaluation file (blind to D_test)")
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.out.iterdir() if (p / "config.toml").is_file())
-    runs = [load_run_data(folder) for folder in folders]
-    missing = [data.name for data in runs if data.final is None]
-    if missing:
-        print(f"verdict.py: no final students yet in {', '.join(missing)}: the verdict waits for every run",
-              file=sys.stderr)
+    if not args.out.is_dir():
+        print(f"verdict.py: {args.out}: no such folder (run-comparison.sh's OUT)", file=sys.stderr)
         return 2
-    result = verdict(runs)
+    folders = sorted(p for p in args.out.iterdir() if (p / "config.toml").is_file())
+    runs = [load_run_data(folder, evaluations=not args.training_only) for folder in folders]
+    missing = [data.name for data in runs if data.final is None]
+    if missing and not args.training_only:
+        print(f"verdict.py: no final students yet in {', '.join(missing)}: the verdict waits for every run "
+              "(--training-only reads the training side so far)", file=sys.stderr)
+        return 2
+    result = (verdict(runs) if not args.training_only else
+              {"training_side": training_side(runs), "diagnosis": reward_diagnosis(runs)})
     args.report.mkdir(parents=True, exist_ok=True)
     (args.report / "verdict.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (args.report / "verdict.md").write_text(render(result))
+    if result["diagnosis"]["rho"]:
+        plot_diagnosis(result["diagnosis"]["points"], args.report / "diagnosis.png")
     print(render(result))
     return 0
 
