@@ -275,3 +275,31 @@ def test_a_compute_matched_student_trains_the_matched_count_whatever_evaluation_
     report = json.loads((matched.folder / "evaluation" / "final.json").read_text())
     assert report["steps"] == 5 and len(report["seeds"][0]["train_log"]) == 5  # 3 in the loop + SOAR's final 2
     assert report["compute_matched_to"] == str(soar.folder)
+
+
+def test_the_final_students_steps_follow_one_precedence(tmp_path, tiny_model_dir):
+    """final_student_steps: nothing to train on → 0 (whatever else is asked); --steps; a compute-matched run's count
+    over evaluation.steps; evaluation.steps; epochs. --steps with compute_matched_to is refused before any model
+    loads, and the matched count takes SOAR's final student as its final.json records it."""
+    from sv_soar.evaluation.final import compute_matched_steps, final_evaluation, final_student_steps
+
+    soar = make_run(tmp_path, tiny_model_dir, promoted=generate_e1_flows(3, seed=7), folder="soar",
+                    evaluation={"steps": 2})
+    (soar.folder / "steps.jsonl").write_text('{"step": 0, "student_steps": 3}\n')
+    matched = make_run(tmp_path, tiny_model_dir, folder="matched",
+                       evaluation={"steps": 1, "compute_matched_to": str(soar.folder)})
+    by_epochs = make_run(tmp_path, tiny_model_dir, folder="epochs", evaluation={"epochs": 2.0})
+    rows = [list(generate_e1_flows(5, seed=1))]
+    assert final_student_steps(matched.config, [], 4) == 0
+    assert final_student_steps(soar.config, rows, 4) == 4
+    assert final_student_steps(matched.config, rows) == 5  # 3 in SOAR's loop + its final student's 2
+    assert final_student_steps(soar.config, rows) == 2
+    assert final_student_steps(by_epochs.config, rows) == 5  # ceil(2 epochs · 5 rows / 2 prompts a step)
+    with pytest.raises(RunDirError, match="both set the final students' steps"):
+        final_evaluation(open_run(matched.folder), seeds=[0], samples=1, steps=4, curriculum=False, progress=False)
+    (soar.folder / "evaluation").mkdir()
+    (soar.folder / "evaluation" / "final.json").write_text('{"steps": 9}')  # evaluated with --steps 9
+    assert compute_matched_steps(soar.folder) == 12
+    (soar.folder / "evaluation" / "final.json").write_text('{"steps": "nine"}')
+    with pytest.raises(RunDirError, match="'steps' is 'nine'"):
+        compute_matched_steps(soar.folder)

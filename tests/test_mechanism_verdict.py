@@ -63,10 +63,12 @@ def test_a_clear_soar_win_is_positive_and_every_training_clause_is_read():
     assert differences["soar (PQ only) − hard-only-matched"]["low"] > 0
     training = result["training_side"]
     assert all(training["clauses"].values())  # first promotion at 3; promoted questions differ; 0.125 → 0.5 rises
-    assert training["seeds"][0]["soar"]["stepping stones"] == {"first": 0.125, "last": 0.5, "change": 0.375}
+    assert training["seeds"][0]["soar"]["stepping stones"] == {"first": 0.125, "last": 0.5, "change": 0.375,
+                                                               "steps": [5, 5]}
     assert training["seeds"][0]["soar"]["cue-disagreeing"]["first"] == 0.875  # the hard items disagree with the cue
+    assert verdict.missing_data(comparison()) == []
     markdown = verdict.render(result)
-    assert "**Outcome: POSITIVE.**" in markdown and "| soar (PQ only) − base-t (PQ only) | +0.750 [+0.750, +0.750]" in markdown
+    assert "**Outcome: POSITIVE.** Training side: 4 of 4 clauses met." in markdown and "| soar (PQ only) − base-t (PQ only) | +0.750 [+0.750, +0.750]" in markdown
 
 
 def test_a_win_that_breaks_the_twins_or_does_not_clear_zero_is_negative_and_says_why():
@@ -94,3 +96,31 @@ def test_the_post_hoc_diagnosis_reads_whether_the_reward_tracks_the_problems_tha
     blind = verdict.render({"training_side": verdict.training_side(runs), "diagnosis": diagnosis})
     assert "training side only" in blind and "Primary" not in blind and "| stepping stones | +1.00 [+1.00, +1.00] |" in blind
     assert verdict.plot_diagnosis(diagnosis["points"], tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_data_is_named_never_read_as_a_failure_or_a_pass():
+    """A seed without its final student, the untrained student's scores not taken, a run still going or a failed
+    step: the verdict names what is missing, and a training-side clause it cannot read is "not readable"."""
+    runs = [r for r in comparison() if r.name != "soar-s2"]
+    assert verdict.missing_data(runs) == ["soar (PQ only): no final student for seed(s) 2"]
+    for r in runs:
+        r.final.pop("base")
+    assert verdict.missing_data(runs)[1:] == [
+        "no untrained-student scores on d_test (run-comparison.sh scores them with base-t seed 0's evaluation)",
+        "no untrained-student scores on cue-agreeing (run-comparison.sh scores them with base-t seed 0's evaluation)"]
+    training = verdict.training_side(runs)  # SOAR has two seeds: its clauses wait
+    assert training["clauses"]["SOAR's stepping-stone share rises"] is None
+    assert training["clauses"]["promoted questions differ in >= 2 of 3 seeds"] is True  # two seeds already differ
+    going = comparison()
+    for r in going:
+        if r.method in ("soar", "base-t"):
+            del r.steps[4:]  # outer steps 1-4 so far: the last five have not come
+    assert verdict.training_side(going)["clauses"]["Base-T's stepping-stone share does not rise"] is None
+    failed_step = comparison()
+    failed_step[1].steps[7] = {"step": 7, "error": "the teacher wrote 1 valid problem"}  # Base-T seed 0, step 8
+    seed0 = verdict.training_side(failed_step)["seeds"][0]["base-t"]["stepping stones"]
+    assert seed0["steps"] == [5, 4] and seed0["last"] == 0.125  # the other four of steps 6-10, not step 5
+    markdown = verdict.render(verdict.verdict(runs))
+    assert "| SOAR's stepping-stone share rises | not readable yet" in markdown
+    assert "Training side: 3 of 4 clauses met (not met: SOAR's stepping-stone share rises)." in markdown
+    assert "| both | — (a constant share) |" in markdown  # every dataset here is stones + hard items alone

@@ -71,4 +71,5 @@ if [ $failed = 1 ]; then
 fi
 $SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE/comparison
 # the protocol's clauses read one by one, as fixed before D_test was read (verdict.py): comparison/verdict.md
-"$(dirname "$SV")/python" $HERE/verdict.py $OUT --out $HERE/comparison
+PY=${PY:-$(dirname "$(command -v "$SV")")/python}   # the Python beside sv-soar (SV may be a bare name on PATH)
+"$PY" $HERE/verdict.py $OUT --out $HERE/comparison

@@ -1,16 +1,20 @@
 """The mechanism comparison's verdict, clause by clause against its protocol (README.md, "The comparison"). Written
 and committed before any of the comparison's D_test numbers was read, so that the reading is fixed in advance:
 
-    training side  every SOAR and Base-T run's first promotion at step >= 3; SOAR's promoted questions differ from
-                   Base-T's in >= 2 of 3 seeds; SOAR's stepping-stone share rises from the mean of its first 5 steps
-                   to the mean of its last 5 (averaged over seeds) and Base-T's does not (the cue-disagreeing
-                   share beside it)
-    primary        D_test J, SOAR - Base-T and SOAR - Hard-only (final students on their own sets; paired
-                   bootstrap over seeds and pairs, `sv-soar report`'s); SOAR - compute-matched Hard-only beside them
-    guard          every method's accuracy on the twins (D_test) and on the cue-agreeing flows stays high: at most
-                   GUARD_DROP below the untrained student's
-    goal           both primary differences > 0 with 95 % CIs excluding 0, and SOAR's guard holds; anything else is
-                   a negative, reported with the clauses that failed
+    training side  every SOAR and Base-T run's first promotion at step >= 3 (true by construction: the window is 3);
+                   SOAR's promoted questions differ from Base-T's (not the same set) in >= 2 of 3 seeds; SOAR's
+                   stepping-stone share rises from the mean of outer steps 1-5 to the mean of steps 6-10, averaged
+                   over seeds, and Base-T's does not (the cue-disagreeing share beside it). Reported, not part of
+                   the goal; a clause without the data to read it (a seed, or the steps at one end) is "not
+                   readable", never "no"
+    primary        D_test J, SOAR - Base-T and SOAR - Hard-only (final students on their own sets, one a run;
+                   paired bootstrap over seeds and pairs, `sv-soar report`'s); SOAR - compute-matched Hard-only
+                   beside them
+    guard          each method's accuracy on the twins (D_test) and on the cue-agreeing flows stays high: at most
+                   GUARD_DROP below the untrained student's; SOAR's enters the goal, the others' are reported
+    goal           both primary differences > 0 with 95 % CIs excluding 0, and SOAR's guard holds: the outcome is
+                   positive, else negative with the parts of the goal that failed. The verdict refuses to read a
+                   comparison with a method's seed or the untrained student's scores missing
 
     .venv/bin/python experiments/mechanism/verdict.py runs/mechanism-try10 [--out experiments/mechanism/comparison]
 
@@ -36,13 +40,20 @@ from sv_soar.evaluation.report_data import (
 )
 from sv_soar.tasks.mechanism import cue_relation
 
-EDGE = 5  # steps at each end of a run for the stepping-stone trend
+EDGE = 5  # outer steps at each end of a run (1-5 against 6-10) for the stepping-stone trend
 FIRST_PROMOTION = 3  # the paper's window: no promotion before the teacher has learned
+SEEDS = (0, 1, 2)
 DIFFERING_SEEDS = 2  # of 3
 GUARD_DROP = 0.10  # "stays high": at most this far below the untrained student
 GUARD_SET = "cue-agreeing"  # run-comparison.sh's --extra-eval experiments/mechanism/cue-agreeing.jsonl
 SOAR, BASE_T, HARD, MATCHED = "soar (PQ only)", "base-t (PQ only)", "hard-only", "hard-only-matched"
 PRIMARY = ((SOAR, BASE_T), (SOAR, HARD))
+SHARES = ("stepping stones", "cue-disagreeing")
+
+
+def clears_zero(difference: dict | None) -> bool:
+    """The goal's test of one difference: a mean above 0 and a 95 % interval that excludes it."""
+    return difference is not None and difference["mean"] > 0 and difference["low"] > 0
 
 
 def first_promotion(data: RunData) -> int | None:
@@ -54,57 +65,72 @@ def promoted_questions(data: RunData) -> set[str]:
     return {row["question"] for dataset in data.run.promoted_datasets() for row in dataset}
 
 
-def edge_shares(data: RunData) -> dict[str, list[float]]:
-    """Per step, the share of stepping stones and of cue-disagreeing flows among the teacher's valid problems."""
-    stones, disagreeing = [], []
+def step_shares(data: RunData) -> dict[str, dict[int, float]]:
+    """{kind: {0-based outer step: share}}, the shares of stepping stones and of cue-disagreeing flows among the
+    teacher's valid problems, over the steps that scored datasets (a failed step has none)."""
+    shares: dict[str, dict[int, float]] = {name: {} for name in SHARES}
     for step in data.steps:
         rows = [{"question": q, "answer": a} for dataset in step.get("datasets") or [] for q, a in dataset]
         if rows and step.get("stepping_stone_share") is not None:
-            stones.append(step["stepping_stone_share"])
-            disagreeing.append(sum(cue_relation(row) == "disagree" for row in rows) / len(rows))
-    return {"stepping stones": stones, "cue-disagreeing": disagreeing}
+            shares["stepping stones"][step["step"]] = step["stepping_stone_share"]
+            shares["cue-disagreeing"][step["step"]] = sum(cue_relation(r) == "disagree" for r in rows) / len(rows)
+    return shares
 
 
-def trend(values: list[float]) -> dict[str, float] | None:
-    if len(values) < 2 * EDGE:
+def trend(by_step: dict[int, float], outer_steps: int) -> dict[str, float] | None:
+    """Mean over outer steps 1-EDGE against the last EDGE (None until both ends have a step)."""
+    first = [v for t, v in by_step.items() if t < EDGE]
+    last = [v for t, v in by_step.items() if t >= outer_steps - EDGE]
+    if not first or not last:
         return None
-    first, last = float(np.mean(values[:EDGE])), float(np.mean(values[-EDGE:]))
-    return {"first": first, "last": last, "change": last - first}
+    return {"first": float(np.mean(first)), "last": float(np.mean(last)),
+            "change": float(np.mean(last) - np.mean(first)), "steps": [len(first), len(last)]}
+
+
+def _mean_change(entries: list[dict], method: str, kind: str) -> float | None:
+    """The change of one share, averaged over seeds; None unless every seed of SEEDS has it."""
+    changes = [e[method][kind]["change"] for e in entries if method in e and e[method][kind]]
+    return float(np.mean(changes)) if len(changes) == len(SEEDS) else None
 
 
 def training_side(runs: list[RunData]) -> dict:
+    """The protocol's training-side clauses: each True, False or None (not readable yet: a seed or a step missing)."""
     by_seed: dict[int, dict[str, RunData]] = {}
     for data in runs:
         if data.method in ("soar", "base-t"):
             by_seed.setdefault(data.run.config.run.seed, {})[data.method] = data
     seeds = {}
     for seed, pair in sorted(by_seed.items()):
-        entry = {m: {"first_promotion": first_promotion(d),
-                     **{name: trend(values) for name, values in edge_shares(d).items()}} for m, d in pair.items()}
+        entry: dict = {}
+        for method, data in pair.items():
+            outer = getattr(data.run.config.run, "outer_steps", 2 * EDGE)
+            entry[method] = {"first_promotion": first_promotion(data),
+                             **{kind: trend(v, outer) for kind, v in step_shares(data).items()}}
         if len(pair) == 2:
             soar, base = promoted_questions(pair["soar"]), promoted_questions(pair["base-t"])
-            entry["promoted_differ"] = soar != base
+            entry["promoted_differ"] = soar != base  # not the same set: one question of difference is enough
             entry["soar_not_base_t"] = len(soar - base)
         seeds[seed] = entry
-    promotions = [e[m]["first_promotion"] for e in seeds.values() for m in ("soar", "base-t") if m in e]
-    changes = {m: [e[m]["stepping stones"]["change"] for e in seeds.values() if m in e and e[m]["stepping stones"]]
-               for m in ("soar", "base-t")}
-    differing = sum(bool(e.get("promoted_differ")) for e in seeds.values())
-    clauses = {
+    entries = list(seeds.values())
+    promotions = [e[m]["first_promotion"] for e in entries for m in ("soar", "base-t") if m in e]
+    mean_change = {m: {kind: _mean_change(entries, m, kind) for kind in SHARES} for m in ("soar", "base-t")}
+    paired = [e for e in entries if "promoted_differ" in e]
+    differing = sum(e["promoted_differ"] for e in paired)
+    soar_rise, base_rise = mean_change["soar"]["stepping stones"], mean_change["base-t"]["stepping stones"]
+    clauses = {  # first promotion >= 3 holds by construction (the promotion window is 3 steps): it checks the code
         f"first promotion at step >= {FIRST_PROMOTION}": all(p is None or p >= FIRST_PROMOTION for p in promotions),
-        f"promoted questions differ in >= {DIFFERING_SEEDS} seeds": differing >= DIFFERING_SEEDS,
-        "SOAR's stepping-stone share rises": bool(changes["soar"]) and float(np.mean(changes["soar"])) > 0,
-        "Base-T's stepping-stone share does not rise": bool(changes["base-t"]) and float(np.mean(changes["base-t"])) <= 0,
+        f"promoted questions differ in >= {DIFFERING_SEEDS} of {len(SEEDS)} seeds":
+            True if differing >= DIFFERING_SEEDS else None if len(paired) < len(SEEDS) else False,
+        "SOAR's stepping-stone share rises": None if soar_rise is None else soar_rise > 0,
+        "Base-T's stepping-stone share does not rise": None if base_rise is None else base_rise <= 0,
     }
-    mean_change = {m: float(np.mean(c)) if c else None for m, c in changes.items()}
     return {"seeds": seeds, "clauses": clauses, "mean_change": mean_change, "differing_seeds": differing}
 
 
 def primary(runs: list[RunData]) -> dict:
     rows = {row["pair"]: row for row in paired_rows(runs, metrics=()) if row["metric"] == "J"}
     differences = {f"{a} − {b}": rows.get(f"{a} − {b}") for a, b in (*PRIMARY, (SOAR, MATCHED))}
-    met = all(d is not None and d["mean"] > 0 and d["low"] > 0 for d in list(differences.values())[:len(PRIMARY)])
-    return {"differences": differences, "goal": met}
+    return {"differences": differences, "goal": all(clears_zero(differences[f"{a} − {b}"]) for a, b in PRIMARY)}
 
 
 def guard(runs: list[RunData]) -> dict:
@@ -203,14 +229,38 @@ def plot_diagnosis(points: list[dict], path: Path) -> Path:
     return path
 
 
+def missing_data(runs: list[RunData]) -> list[str]:
+    """What the verdict cannot be read without: every method's final student in every seed (one student a run, as
+    run-comparison.sh evaluates them), and the untrained student's scores on D_test and on the guard's set."""
+    problems = []
+    have = {}
+    for data in runs:
+        for label, evaluation in data.evaluations():
+            if "loop student" in label:
+                continue
+            if len(evaluation["seeds"]) != 1:
+                problems.append(f"{data.name}: {len(evaluation['seeds'])} final students (the comparison has one)")
+            have.setdefault(label, set()).add(data.run.config.run.seed)
+    for label in (SOAR, BASE_T, HARD, MATCHED):
+        lacking = sorted(set(SEEDS) - have.get(label, set()))
+        if lacking:
+            problems.append(f"{label}: no final student for seed(s) {', '.join(map(str, lacking))}")
+    for set_name in ("d_test", GUARD_SET):
+        if base_metrics(runs, set_name) is None:
+            problems.append(f"no untrained-student scores on {set_name} (run-comparison.sh scores them with "
+                            "base-t seed 0's evaluation)")
+    return problems
+
+
 def verdict(runs: list[RunData]) -> dict:
+    """The outcome, as the protocol's goal reads it: both primary differences clear 0 and SOAR's guard holds (the
+    other methods' guards and the training side are reported, and do not enter it)."""
     training, main, kept = training_side(runs), primary(runs), guard(runs)
     j = {s.method: s.metrics.get("pair_accuracy") for s in summarise_methods(runs) if "loop student" not in s.method}
-    positive = main["goal"] and kept["holds"].get(SOAR, False)
-    failed = [f"primary: {pair}" for pair, d in list(main["differences"].items())[:len(PRIMARY)]
-              if d is None or not (d["mean"] > 0 and d["low"] > 0)]
+    failed = [f"primary: {a} − {b}" + ("" if main["differences"][f"{a} − {b}"] is not None else " (missing)")
+              for a, b in PRIMARY if not clears_zero(main["differences"][f"{a} − {b}"])]
     failed += [] if kept["holds"].get(SOAR, False) else ["guard: SOAR"]
-    return {"outcome": "positive" if positive else "negative", "failed": failed, "J": j,
+    return {"outcome": "negative" if failed else "positive", "failed": failed, "J": j,
             "base_J": (base_metrics(runs) or {}).get("pair_accuracy"),
             "training_side": training, "primary": main, "guard": kept, "diagnosis": reward_diagnosis(runs)}
 
@@ -231,8 +281,13 @@ def render(result: dict) -> str:
                           "No evaluation file was opened (`verdict.py --training-only`).", "",
                           *_training_lines(result["training_side"]), *_diagnosis_lines(result["diagnosis"])]) + "\n"
     outcome = result["outcome"].upper() + ("" if not result["failed"] else f" (failed: {'; '.join(result['failed'])})")
+    clauses = result["training_side"]["clauses"]
+    unmet = [name for name, ok in clauses.items() if ok is not True]
+    training = (f"Training side: {len(clauses) - len(unmet)} of {len(clauses)} clauses met"
+                + (f" (not met: {'; '.join(unmet)})." if unmet else "."))
     return "\n".join(["# The mechanism comparison: verdict against its protocol", "",
-                      f"**Outcome: {outcome}.** Clauses fixed before D_test was read (`verdict.py`'s docstring).", "",
+                      f"**Outcome: {outcome}.** {training} Clauses fixed before D_test was read (`verdict.py`'s "
+                      "docstring); the outcome is the goal's alone.", "",
                       *_primary_lines(result), *_guard_lines(result["guard"]),
                       *_training_lines(result["training_side"]), *_diagnosis_lines(result["diagnosis"])]) + "\n"
 
@@ -242,7 +297,7 @@ def _primary_lines(result: dict) -> list[str]:
              "| difference | J | per seed | > 0, CI excluding 0 |", "|---|---:|---|---|"]
     for pair, d in result["primary"]["differences"].items():
         per_seed = "—" if d is None else ", ".join(f"{s}: {v:+.3f}" for s, v in sorted(d["per_seed"].items()))
-        ok = "—" if d is None else ("yes" if d["mean"] > 0 and d["low"] > 0 else "no")
+        ok = "missing" if d is None else ("yes" if clears_zero(d) else "no")
         lines.append(f"| {pair} | {_interval(d)} | {per_seed} | {ok} |")
     base_j = result["base_J"]
     untrained = f"; the untrained student {base_j:+.3f}" if base_j is not None else ""
@@ -263,10 +318,16 @@ def _guard_lines(kept: dict) -> list[str]:
 
 
 def _training_lines(training: dict) -> list[str]:
+    met = {True: "yes", False: "no", None: "not readable yet (a seed or the steps at one end missing)"}
+    change = training["mean_change"]
     lines = ["## Training side", "", "| clause | met |", "|---|---|",
-             *(f"| {name} | {'yes' if ok else 'no'} |" for name, ok in training["clauses"].items()), "",
-             f"Stepping-stone share, change from the first {EDGE} steps to the last {EDGE}, mean over seeds: "
-             + ", ".join(f"{m} {c:+.3f}" if c is not None else f"{m} —" for m, c in training["mean_change"].items()),
+             *(f"| {name} | {met[ok]} |" for name, ok in training["clauses"].items()), "",
+             f"Change from outer steps 1-{EDGE} to the last {EDGE}, mean over seeds {', '.join(map(str, SEEDS))} "
+             "(— until every seed has both ends): "
+             + "; ".join(f"{m}: " + ", ".join(f"{kind} {'—' if c is None else f'{c:+.3f}'}" for kind, c in kinds.items())
+                         for m, kinds in change.items()) + ". A first promotion before step "
+             f"{FIRST_PROMOTION} cannot happen (the promotion window is {FIRST_PROMOTION} steps): that clause checks the "
+             "code. Promoted questions differ when the two sets are not the same.",
              "", "| seed | method | first promotion | stepping stones | cue-disagreeing | promoted questions not the "
              "other's |", "|---:|---|---:|---|---|---:|"]
     for seed, entry in training["seeds"].items():
@@ -279,6 +340,12 @@ def _training_lines(training: dict) -> list[str]:
     return lines + [""]
 
 
+def _rho(value: dict) -> str:
+    if np.isnan(value["rho"]):
+        return "— (a constant share)"
+    return f"{value['rho']:+.2f} [{value['low']:+.2f}, {value['high']:+.2f}]"
+
+
 def _diagnosis_lines(diagnosis: dict) -> list[str]:
     if not diagnosis["rho"]:
         return []
@@ -287,7 +354,7 @@ def _diagnosis_lines(diagnosis: dict) -> list[str]:
             f"{diagnosis['datasets']} datasets of the SOAR and Base-T runs (95 % bootstrap interval over datasets; "
             "`reward_diagnosis`, added after seed 0's training side was read; not a clause of the protocol).", "",
             "| share of | rho |", "|---|---:|",
-            *(f"| {name} | {v['rho']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] |" for name, v in diagnosis["rho"].items()),
+            *(f"| {name} | {_rho(v)} |" for name, v in diagnosis["rho"].items()),
             "", "![R_k against the teaching share](diagnosis.png)", ""]
 
 
@@ -303,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     folders = sorted(p for p in args.out.iterdir() if (p / "config.toml").is_file())
     runs = [load_run_data(folder, evaluations=not args.training_only) for folder in folders]
-    missing = [data.name for data in runs if data.final is None]
+    missing = [data.name for data in runs if data.final is None] + ([] if args.training_only else missing_data(runs))
     if missing and not args.training_only:
-        print(f"verdict.py: no final students yet in {', '.join(missing)}: the verdict waits for every run "
-              "(--training-only reads the training side so far)", file=sys.stderr)
+        print(f"verdict.py: not yet readable: {'; '.join(missing)} (the verdict waits for every run; "
+              "--training-only reads the training side so far)", file=sys.stderr)
         return 2
     result = (verdict(runs) if not args.training_only else
               {"training_side": training_side(runs), "diagnosis": reward_diagnosis(runs)})

@@ -12,12 +12,20 @@ from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks.sources import load_rows
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run folder written by `sv-soar train`")
     parser.add_argument("--seeds", type=int, nargs="+", help="fresh students, one a seed (default: the config's)")
     parser.add_argument("--samples", type=int, help="samples a D_test problem (default: the config's, SOAR: 32)")
-    parser.add_argument("--steps", type=int, help="student RL steps (default: evaluation.compute_matched_to's count, "
-                        "else the config's evaluation.steps, else from evaluation.epochs)")
+    parser.add_argument("--steps", type=positive_int, help="student RL steps (default: evaluation.compute_matched_to's "
+                        "count, else the config's evaluation.steps, else from evaluation.epochs; refused with "
+                        "compute_matched_to)")
     parser.add_argument("--curriculum", action="store_true", default=None,
                         help="train on promoted datasets in promotion order, then D_train")
     parser.add_argument("--extra-eval", type=Path, nargs="+", default=[], metavar="JSONL",

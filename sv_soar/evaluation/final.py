@@ -228,7 +228,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     policy = student_policy(model, train_config)
     engine = TransformersEngine(policy, tokenizer, model_name=config.student.model,
                                 max_batch_size=config.soar.eval_batch_size)
-    full = train_config.finetune == "full"  # then every student trains, and is scored on, the student copy
+    # then every student trains, and is scored on, the student copy (an untrained final student needs none)
+    full = train_config.finetune == "full" and bool(phases)
     student_engine = engine.over(trainable_copy(policy)) if full else engine
     # D_test is sampled at evaluation.temperature (default: the student's training temperature): the one its hard
     # set was mined at, so that "escape" means the same policy solved it
@@ -372,7 +373,8 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
 
 
 def compute_matched_steps(folder: Path) -> int:
-    """Student RL steps a SOAR run spent: its outer loop's students (steps.jsonl) plus one final student.
+    """Student RL steps a SOAR run spent: its outer loop's students (steps.jsonl) plus one final student, as its
+    evaluation/final.json records it once evaluated (else as its config would train it).
 
     Only student compute counts: the teacher's sampling and updates have no Hard-only counterpart."""
     soar = open_run(folder)
@@ -384,6 +386,15 @@ def compute_matched_steps(folder: Path) -> int:
     if missing:
         raise RunDirError(f"{steps_path}: steps {missing[:3]} carry no student_steps (written by an older sv-soar)")
     inner = sum(e.get("student_steps", 0) for e in entries)
+    final = soar.folder / "evaluation" / "final.json"
+    if final.is_file():  # trained as evaluated (--steps, --curriculum), not as the config says
+        try:
+            steps = json.loads(final.read_text(encoding="utf-8")).get("steps")
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{final}: not a final evaluation ({exc}); rerun `sv-soar evaluate {folder}`") from None
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise RunDirError(f"{final}: 'steps' is {steps!r}, not a count of student steps")
+        return inner + steps
     phases = training_phases(soar.promoted_datasets(), soar.d_train(), soar.config.evaluation.curriculum,
                              final_training_set(soar.config))
     return inner + (final_steps(soar.config, sum(map(len, phases))) if phases else 0)
@@ -396,8 +407,9 @@ def render_summary(report: dict[str, Any]) -> str:
     else:
         trained_on = (f"{report['promoted_questions']} promoted questions" if report.get("train_on") == "pq" else
                       f"{report['promoted_questions']} promoted + {report['d_train']} D_train questions")
-        trained = (f"{report['steps']} student steps on {trained_on}" if report["steps"] else
-                   "the untrained student (nothing promoted to train on)")
+        untrained = not any(seed["train_rows"] for seed in report["seeds"])
+        trained = ("the untrained student (nothing promoted to train on)" if untrained else
+                   f"{report['steps']} student steps on {trained_on}")
         lines = [f"final evaluation: {report['method']}, {report['model']}, {len(report['seeds'])} seed(s), "
                  f"{report['samples']} samples a problem, {trained}"]
     for set_name, summary in report["summary"].items():
