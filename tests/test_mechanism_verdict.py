@@ -124,3 +124,14 @@ def test_missing_data_is_named_never_read_as_a_failure_or_a_pass():
     assert "| SOAR's stepping-stone share rises | not readable yet" in markdown
     assert "Training side: 3 of 4 clauses met (not met: SOAR's stepping-stone share rises)." in markdown
     assert "| both | — (a constant share) |" in markdown  # every dataset here is stones + hard items alone
+
+
+def test_the_diagnosis_gives_each_kind_of_problem_the_advantage_of_its_dataset_in_its_step():
+    stones = [[r["question"], r["answer"]] for r in STONES[:4]]
+    hard = [[r["question"], r["answer"]] for r in HARD[:4]]
+    config = SimpleNamespace(run=SimpleNamespace(seed=0, method="soar"))
+    steps = [{"step": t, "datasets": [stones, hard], "R_k": [0.5, 0.0], "stepping_stone_share": 0.5} for t in range(3)]
+    soar = RunData(SimpleNamespace(config=config, folder=SimpleNamespace(name="soar-s0")), steps, None)
+    advantage = verdict.reward_diagnosis([soar])["advantage"]["soar"]
+    assert advantage["stepping stones"] == {"mean": 0.25, "low": 0.25, "high": 0.25, "problems": 12}
+    assert advantage["cue-disagreeing"]["mean"] == -0.25 and "cue-agreeing" not in advantage  # none written

@@ -167,34 +167,60 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+KINDS = {"neutral": "stepping stones", "disagree": "cue-disagreeing", "agree": "cue-agreeing"}
+
+
 def dataset_points(runs: list[RunData]) -> list[dict]:
-    """Every dataset the SOAR and Base-T runs' teachers wrote: its R_k and its shares of stepping stones and of
-    cue-disagreeing flows (the two kinds of problem that break the cue, G3 and try 9)."""
+    """Every dataset the SOAR and Base-T runs' teachers wrote: its R_k, its advantage in its step (R_k less the
+    step's mean, what a teacher update's RLOO advantage is proportional to), its count of each kind of problem, and
+    its shares of stepping stones and of cue-disagreeing flows (the two kinds that break the cue, G3 and try 9)."""
     points = []
     for data in runs:
         if data.method not in ("soar", "base-t"):
             continue
         for step in data.steps:
-            for dataset, r_k in zip(step.get("datasets") or [], step.get("R_k") or []):
+            scored = [(d, r) for d, r in zip(step.get("datasets") or [], step.get("R_k") or []) if d and r is not None]
+            for dataset, r_k in scored:
                 relations = [cue_relation({"question": q, "answer": a}) for q, a in dataset]
-                if relations and r_k is not None:
-                    points.append({"run": data.name, "method": data.method, "step": step["step"] + 1, "R_k": r_k,
-                                   "stepping stones": relations.count("neutral") / len(relations),
-                                   "cue-disagreeing": relations.count("disagree") / len(relations)})
+                counts = {kind: relations.count(relation) for relation, kind in KINDS.items()}
+                points.append({"run": data.name, "method": data.method, "step": step["step"] + 1, "R_k": r_k,
+                               "advantage": r_k - float(np.mean([r for _, r in scored])), "counts": counts,
+                               **{kind: counts[kind] / len(relations) for kind in SHARES}})
     return points
+
+
+def _advantages(points: list[dict], rng: np.random.Generator, resamples: int) -> dict:
+    """{method: {kind: mean advantage its problems of that kind got, with a bootstrap interval over datasets}}."""
+    table: dict = {}
+    for method in ("soar", "base-t"):
+        mine = [p for p in points if p["method"] == method]
+        if not mine:
+            continue
+        advantage = np.array([p["advantage"] for p in mine])
+        for kind in KINDS.values():
+            counts = np.array([p["counts"][kind] for p in mine], dtype=float)
+            if counts.sum() == 0:
+                continue
+            draws = rng.integers(0, len(mine), size=(resamples, len(mine)))
+            boot = [(advantage[i] * counts[i]).sum() / counts[i].sum() for i in draws if counts[i].sum() > 0]
+            low, high = np.quantile(boot, [0.025, 0.975])
+            table.setdefault(method, {})[kind] = {"mean": float((advantage * counts).sum() / counts.sum()),
+                                                  "low": float(low), "high": float(high), "problems": int(counts.sum())}
+    return table
 
 
 def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
     """Post hoc, training side only (added after seed 0's training side was read, before any D_test number): does
-    the grounded reward favour the datasets that teach? Spearman's rho between a dataset's R_k and its share of
-    stepping stones, of cue-disagreeing flows, and of both, over every dataset of the SOAR and Base-T runs, with a
-    bootstrap interval over datasets. A reward that tracks them and a teacher whose share does not rise put the
+    the grounded reward favour the datasets that teach, and which problems does the teacher's update push toward?
+    Spearman's rho between a dataset's R_k and its share of stepping stones, of cue-disagreeing flows, and of both,
+    over every dataset of the SOAR and Base-T runs, with a bootstrap interval over datasets; and the mean advantage
+    each kind of problem got in its step. A reward that tracks them and a teacher whose share does not rise put the
     break on the teacher's side; a reward that does not, on the grounding's."""
     points = dataset_points(runs)
     if len(points) < 3:
-        return {"datasets": len(points), "rho": {}}
+        return {"datasets": len(points), "rho": {}, "advantage": {}}
     r_k = np.array([p["R_k"] for p in points])
-    shares = {name: np.array([p[name] for p in points]) for name in ("stepping stones", "cue-disagreeing")}
+    shares = {name: np.array([p[name] for p in points]) for name in SHARES}
     shares["both"] = shares["stepping stones"] + shares["cue-disagreeing"]
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(points), size=(resamples, len(points)))
@@ -204,7 +230,7 @@ def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
         boot = boot[~np.isnan(boot)]
         low, high = (np.quantile(boot, [0.025, 0.975]) if len(boot) else (float("nan"), float("nan")))
         rho[name] = {"rho": spearman(share, r_k), "low": float(low), "high": float(high)}
-    return {"datasets": len(points), "rho": rho, "points": points}
+    return {"datasets": len(points), "rho": rho, "advantage": _advantages(points, rng, resamples), "points": points}
 
 
 def plot_diagnosis(points: list[dict], path: Path) -> Path:
@@ -355,7 +381,15 @@ def _diagnosis_lines(diagnosis: dict) -> list[str]:
             "`reward_diagnosis`, added after seed 0's training side was read; not a clause of the protocol).", "",
             "| share of | rho |", "|---|---:|",
             *(f"| {name} | {_rho(v)} |" for name, v in diagnosis["rho"].items()),
-            "", "![R_k against the teaching share](diagnosis.png)", ""]
+            "", "![R_k against the teaching share](diagnosis.png)", "",
+            "The mean advantage each kind of problem got in its step (its dataset's R_k less the step's mean: what "
+            "a teacher update's RLOO advantage is proportional to; SOAR's teacher is updated with it, Base-T's "
+            "would have been; 95 % bootstrap interval over datasets):", "",
+            "| method | " + " | ".join(KINDS.values()) + " |", "|---|" + "---:|" * len(KINDS),
+            *(f"| {method} | " + " | ".join(
+                "—" if kinds.get(k) is None else
+                f"{kinds[k]['mean']:+.3f} [{kinds[k]['low']:+.3f}, {kinds[k]['high']:+.3f}] ({kinds[k]['problems']})"
+                for k in KINDS.values()) + " |" for method, kinds in diagnosis["advantage"].items()), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
