@@ -123,7 +123,7 @@ def test_missing_data_is_named_never_read_as_a_failure_or_a_pass():
     markdown = verdict.render(verdict.verdict(runs))
     assert "| SOAR's stepping-stone share rises | not readable yet" in markdown
     assert "Training side: 3 of 4 clauses met (not met: SOAR's stepping-stone share rises)." in markdown
-    assert "| both | — (a constant share) |" in markdown  # every dataset here is stones + hard items alone
+    assert "| both | — (no variation: the shares or R_k constant) |" in markdown  # every dataset here is stones + hard items alone
 
 
 def test_the_diagnosis_gives_each_kind_of_problem_the_advantage_of_its_dataset_in_its_step():

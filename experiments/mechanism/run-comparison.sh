@@ -13,7 +13,8 @@ set -euo pipefail
 OUT=${OUT:-runs/mechanism-try10}
 SV=${SV:-.venv/bin/sv-soar}
 HERE=experiments/mechanism
-CONFIG=$HERE/config-try10.toml
+CONFIG=${CONFIG:-$HERE/config-try10.toml}   # another only for a dry run of this script (a tiny config)
+REPORT=${REPORT:-$HERE/comparison}
 GUARD=$HERE/cue-agreeing.jsonl   # the guard: flows the student answered right before (the cue agrees with the rule)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p $OUT/logs
@@ -69,7 +70,7 @@ if [ $failed = 1 ]; then
   echo "a lane failed (its log: $OUT/logs/lane-a.log, lane-b.log); rerun this script to resume" >&2
   exit 1
 fi
-$SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $HERE/comparison
+$SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $REPORT
 # the protocol's clauses read one by one, as fixed before D_test was read (verdict.py): comparison/verdict.md
 PY=${PY:-$(dirname "$(command -v "$SV")")/python}   # the Python beside sv-soar (SV may be a bare name on PATH)
-"$PY" $HERE/verdict.py $OUT --out $HERE/comparison
+"$PY" $HERE/verdict.py $OUT --out $REPORT

@@ -368,7 +368,7 @@ def _training_lines(training: dict) -> list[str]:
 
 def _rho(value: dict) -> str:
     if np.isnan(value["rho"]):
-        return "— (a constant share)"
+        return "— (no variation: the shares or R_k constant)"
     return f"{value['rho']:+.2f} [{value['low']:+.2f}, {value['high']:+.2f}]"
 
 
