@@ -49,6 +49,7 @@ GUARD_SET = "cue-agreeing"  # run-comparison.sh's --extra-eval experiments/mecha
 SOAR, BASE_T, HARD, MATCHED = "soar (PQ only)", "base-t (PQ only)", "hard-only", "hard-only-matched"
 PRIMARY = ((SOAR, BASE_T), (SOAR, HARD))
 SHARES = ("stepping stones", "cue-disagreeing")
+KINDS = {"neutral": "stepping stones", "disagree": "cue-disagreeing", "agree": "cue-agreeing"}  # by cue_relation
 
 
 def clears_zero(difference: dict | None) -> bool:
@@ -165,9 +166,6 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-KINDS = {"neutral": "stepping stones", "disagree": "cue-disagreeing", "agree": "cue-agreeing"}
 
 
 def dataset_points(runs: list[RunData]) -> list[dict]:
