@@ -59,9 +59,12 @@ lane_b() {
   matched 0
 }
 
-lane_a > $OUT/logs/lane-a.log 2>&1 &
+# each start appends to the lane logs (a resumed comparison keeps what the earlier starts printed)
+for lane in a b; do echo "=== run-comparison.sh started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null)" \
+  >> $OUT/logs/lane-$lane.log; done
+lane_a >> $OUT/logs/lane-a.log 2>&1 &
 a=$!
-lane_b > $OUT/logs/lane-b.log 2>&1 &
+lane_b >> $OUT/logs/lane-b.log 2>&1 &
 b=$!
 failed=0
 wait $a || failed=1
