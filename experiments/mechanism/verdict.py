@@ -36,6 +36,7 @@ from sv_soar.evaluation.report_data import (
     load_run_data,
     paired_rows,
     part_accuracies,
+    promoted_questions,
     summarise_methods,
 )
 from sv_soar.tasks.mechanism import cue_relation
@@ -60,10 +61,6 @@ def clears_zero(difference: dict | None) -> bool:
 def first_promotion(data: RunData) -> int | None:
     """The 1-based outer step of the run's first promotion (None: it never promoted)."""
     return next((s["step"] + 1 for s in data.steps if s.get("promoted")), None)
-
-
-def promoted_questions(data: RunData) -> set[str]:
-    return {row["question"] for dataset in data.run.promoted_datasets() for row in dataset}
 
 
 def step_shares(data: RunData) -> dict[str, dict[int, float]]:

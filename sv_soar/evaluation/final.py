@@ -168,13 +168,18 @@ def final_student_steps(config, phases: Sequence[Sequence[Row]], steps: int | No
     """The RL steps of a run's final students, by precedence: none when there is nothing to train on (train_on =
     "pq" and nothing promoted: the final student is the untrained one); `steps` (`sv-soar evaluate --steps`); a
     compute-matched run's count (evaluation.compute_matched_to, over evaluation.steps: the config's steps are
-    every other method's); evaluation.steps; from evaluation.epochs."""
+    every other method's); evaluation.steps; from evaluation.epochs. `steps` with compute_matched_to is refused (with
+    something to train)."""
     if not phases:
         return 0
+    matched_to = config.evaluation.compute_matched_to
+    if steps is not None and matched_to is not None:
+        raise RunDirError(f"--steps {steps} and evaluation.compute_matched_to = {str(matched_to)!r} both set the "
+                          "final students' steps; a compute-matched student trains the matched count")
     if steps is not None:
         return steps
-    if config.evaluation.compute_matched_to is not None:
-        return compute_matched_steps(config.evaluation.compute_matched_to)
+    if matched_to is not None:
+        return compute_matched_steps(matched_to)
     return final_steps(config, sum(map(len, phases)))
 
 
@@ -217,9 +222,6 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
     train_on = final_training_set(config)
     phases = training_phases(run.promoted_datasets(), run.d_train(), curriculum, train_on)
     matched_to = config.evaluation.compute_matched_to
-    if steps is not None and matched_to is not None:
-        raise RunDirError(f"{run.folder}: --steps {steps} and evaluation.compute_matched_to = {str(matched_to)!r} "
-                          "both set the final students' steps; a compute-matched student trains the matched count")
     steps = final_student_steps(config, phases, steps)
     if not phases:  # train_on = "pq" and nothing promoted: what the run teaches by itself is nothing
         print(f"{run.folder}: the run promoted no questions and evaluation.train_on = 'pq': its final students are "
@@ -372,6 +374,20 @@ def adapter_evaluation(run, adapter: Path, *, samples: int, extra_sets: dict[str
     return {**report, "path": str(path)}
 
 
+def read_evaluation(path: Path, rerun: str) -> dict[str, Any] | None:
+    """An evaluation file this module wrote (final.json, loop-student.json), or None when there is none; a file that
+    is not one is a RunDirError that says how to write it again (`rerun`)."""
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: not valid JSON ({exc}); rerun `{rerun}`") from None
+    if not isinstance(report, dict):
+        raise RunDirError(f"{path}: not an evaluation report (a JSON {type(report).__name__}); rerun `{rerun}`")
+    return report
+
+
 def compute_matched_steps(folder: Path) -> int:
     """Student RL steps a SOAR run spent: its outer loop's students (steps.jsonl) plus one final student, as its
     evaluation/final.json records it once evaluated (else as its config would train it).
@@ -387,11 +403,9 @@ def compute_matched_steps(folder: Path) -> int:
         raise RunDirError(f"{steps_path}: steps {missing[:3]} carry no student_steps (written by an older sv-soar)")
     inner = sum(e.get("student_steps", 0) for e in entries)
     final = soar.folder / "evaluation" / "final.json"
-    if final.is_file():  # trained as evaluated (--steps, --curriculum), not as the config says
-        try:
-            steps = json.loads(final.read_text(encoding="utf-8")).get("steps")
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as exc:
-            raise RunDirError(f"{final}: not a final evaluation ({exc}); rerun `sv-soar evaluate {folder}`") from None
+    evaluated = read_evaluation(final, f"sv-soar evaluate {folder}")
+    if evaluated is not None:  # trained as evaluated (--steps, --curriculum), not as the config says
+        steps = evaluated.get("steps")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise RunDirError(f"{final}: 'steps' is {steps!r}, not a count of student steps")
         return inner + steps

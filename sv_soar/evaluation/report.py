@@ -29,7 +29,8 @@ import numpy as np
 
 from sv_soar.evaluation.final import PASS_KS
 from sv_soar.evaluation.report_data import (OTHER_METRICS, MethodSummary, RunData, base_metrics, evaluated_sets,
-                                            load_run_data, paired_rows, part_accuracies, summarise_methods)
+                                            load_run_data, paired_rows, part_accuracies, promoted_questions,
+                                            summarise_methods)
 from sv_soar.evaluation.report_plots import plot_drift, plot_mechanism, plot_pass_at_k, plot_reward, plot_teacher
 from sv_soar.jsonl import write_text_atomic
 from sv_soar.soar_step import class_balance
@@ -49,12 +50,12 @@ def render_markdown(runs: list[RunData], summaries: list[MethodSummary], base: d
     for data in runs:
         config = data.run.config
         promotions = sum(1 for step in data.steps if step.get("promoted"))
-        promoted_questions = sum(len(dataset) for dataset in data.run.promoted_datasets())
+        promoted = sum(len(dataset) for dataset in data.run.promoted_datasets())
         teacher = "—" if data.method == "hard-only" else f"`{config.teacher.model}`"
         steps = "—" if data.method == "hard-only" else f"{len(data.steps)}/{config.run.outer_steps}"
         students = "not read" if training_only else len(data.final["seeds"]) if data.final else 0
         lines.append(f"| `{data.run.folder}` | {data.method} | {config.run.seed} | {teacher} | `{config.student.model}` "
-                     f"| {steps} | {promotions} | {promoted_questions} | {students} |")
+                     f"| {steps} | {promotions} | {promoted} | {students} |")
     lines.append("")
 
     if training_only:
@@ -291,8 +292,7 @@ def divergence_lines(runs: list[RunData]) -> list[str]:
         common = sorted(set(soar) & set(base))
         differ = [t for t in common if soar[t] != base[t]]
         first = str(differ[0] + 1) if differ else "never"
-        promoted = {m: {row["question"] for dataset in pair[m].run.promoted_datasets() for row in dataset}
-                    for m in ("soar", "base-t")}
+        promoted = {m: promoted_questions(pair[m]) for m in ("soar", "base-t")}
         rows.append(f"| {seed} | {len(common)} | {first} | {len(differ)} | "
                     f"{len(promoted['soar'] - promoted['base-t'])} of {len(promoted['soar'])} | "
                     f"{len(promoted['base-t'] - promoted['soar'])} of {len(promoted['base-t'])} |")

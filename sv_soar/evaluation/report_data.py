@@ -6,7 +6,6 @@ writes them as markdown and plots.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from math import comb
 from pathlib import Path
@@ -14,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from sv_soar.evaluation.final import BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, bootstrap_interval, final_training_set
+from sv_soar.evaluation.final import (BOOTSTRAP_RESAMPLES, LOOP_STUDENT_FILE, bootstrap_interval, final_training_set,
+                                     read_evaluation)
 from sv_soar.jsonl import read_jsonl
-from sv_soar.run_dir import Run, RunDirError, open_run
+from sv_soar.run_dir import Run, open_run
 
 OTHER_METRICS = ("pair_accuracy", "escape_rate", "ece", "abstain_rate")  # pair_accuracy: J, tasks with twin pairs
 METHOD_ORDER = ("soar", "base-t", "intrinsic-t", "hard-only", "hard-only-matched")
@@ -64,17 +64,8 @@ def load_run_data(folder: Path, *, evaluations: bool = True) -> RunData:
     if not evaluations:
         return RunData(run, steps, None)
     evaluation = run.folder / "evaluation"
-    return RunData(run, steps, _evaluation(evaluation / "final.json", f"sv-soar evaluate {folder}"),
-                   _evaluation(evaluation / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
-
-
-def _evaluation(path: Path, rerun: str) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: not valid JSON ({exc}); rerun `{rerun}`") from None
+    return RunData(run, steps, read_evaluation(evaluation / "final.json", f"sv-soar evaluate {folder}"),
+                   read_evaluation(evaluation / LOOP_STUDENT_FILE, f"sv-soar evaluate {folder} --loop-student"))
 
 
 def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[MethodSummary]:
@@ -107,6 +98,11 @@ def summarise_methods(runs: list[RunData], set_name: str = "d_test") -> list[Met
             summary.metrics[name] = {"mean": float(np.mean(values)), "low": low, "high": high, "n": len(values)}
         summaries.append(summary)
     return summaries
+
+
+def promoted_questions(data: RunData) -> set[str]:
+    """The questions the run promoted (its final students' training set under train_on = "pq"), as a set."""
+    return {row["question"] for dataset in data.run.promoted_datasets() for row in dataset}
 
 
 def label_accuracies(metrics: dict[str, Any]) -> dict[str, float]:
