@@ -45,32 +45,40 @@ matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that 
   run hard-only-matched $1 --set evaluation.compute_matched_to=$OUT/soar-s$1
 }
 
-# Two lanes as even as nine long runs split (SOAR, Base-T and compute-matched Hard-only ~3280 student steps each,
-# Hard-only 80): five long runs in lane A, four in lane B
-lane_a() {
+# Three lanes on two cores: the three compute-matched Hard-only students (~3280 steps, ~3.4 hours of a core each)
+# cannot be split, so two lanes leave one core idle for hours at the end (from seed 2's start, 9.4 hours for about
+# 15.3 hours of one core's work); a third lane keeps both cores busy until close to the end (about 8 hours). Each process is one
+# thread (OMP_NUM_THREADS=1), so the lanes' numbers do not depend on how they share the cores.
+lane_a() {  # SOAR; then seed 2's compute-matched Hard-only, which waits for SOAR's seed 2
   echo $BASHPID > $OUT/logs/lane-a.pid
   for s in 0 1 2; do run soar $s; done
-  matched 1; matched 2
+  matched 2
 }
 
-lane_b() {
+lane_b() {  # Base-T, then Hard-only
   for s in 0 1 2; do run base-t $s; done
   for s in 0 1 2; do run hard-only $s; done
-  matched 0
+}
+
+lane_c() {  # compute-matched Hard-only of seeds 0 and 1, each as soon as SOAR's run of that seed has its final student
+  matched 0; matched 1
 }
 
 # each start appends to the lane logs (a resumed comparison keeps what the earlier starts printed)
-for lane in a b; do echo "=== run-comparison.sh started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null)" \
+for lane in a b c; do echo "=== run-comparison.sh started $(date -u +%FT%TZ) at $(git rev-parse --short HEAD 2>/dev/null)" \
   >> $OUT/logs/lane-$lane.log; done
 lane_a >> $OUT/logs/lane-a.log 2>&1 &
 a=$!
 lane_b >> $OUT/logs/lane-b.log 2>&1 &
 b=$!
+lane_c >> $OUT/logs/lane-c.log 2>&1 &
+c=$!
 failed=0
 wait $a || failed=1
 wait $b || failed=1
+wait $c || failed=1
 if [ $failed = 1 ]; then
-  echo "a lane failed (its log: $OUT/logs/lane-a.log, lane-b.log); rerun this script to resume" >&2
+  echo "a lane failed (their logs: $OUT/logs/lane-a.log, lane-b.log, lane-c.log); rerun this script to resume" >&2
   exit 1
 fi
 $SV report $OUT/soar-s* $OUT/base-t-s* $OUT/hard-only-s* $OUT/hard-only-matched-s* --out $REPORT
