@@ -23,6 +23,7 @@ takes SmolLM2-135M from 0 % to 88 % valid problems (40 steps).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -39,6 +40,9 @@ from sv_soar.tasks.e1.question import render_question
 from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow, twin_of
 from sv_soar.tasks.teacher import teacher_prompt
 
+# The cache key of a built model (`source_of`) holds the recipe, a digest of its examples (so a change to the code
+# that writes them, or to a prompt they are written in, rebuilds the model) and this version: bump it when the
+# training itself (`warm_start`, `weighted_reply_loss`) changes what a recipe builds.
 RECIPE_VERSION = 1
 
 
@@ -255,11 +259,19 @@ def weighted_reply_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
 
 
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
-    """What the cached folder is built from; another recipe, version or mechanism plant rebuilds it."""
-    source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION}
+    """What the cached folder is built from; another recipe, version, mechanism plant or example set rebuilds it.
+    The examples enter as a digest: the code that writes them, or a prompt they are written in, can change while
+    every named parameter stays the same, and the model built from the old ones would be reused."""
+    source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION,
+              "examples": examples_digest(examples(recipe))}
     if recipe.task == "mechanism" and recipe.role == "teacher":
         source["protocols"] = TEACHER_PROTOCOLS
         source["cue_agreement"] = TEACHER_CUE_AGREEMENT
     elif recipe.task == "mechanism":
         source["plant"] = MECHANISM_PLANT
     return source
+
+
+def examples_digest(pairs: Sequence[Example]) -> str:
+    """sha256 of the examples in order (prompts, replies, weights): what a build fits on."""
+    return hashlib.sha256(json.dumps(list(pairs), ensure_ascii=False).encode()).hexdigest()

@@ -288,6 +288,23 @@ def test_embedded_model_converts_and_generates(monkeypatch, tmp_path):
     assert models.resolve_model("smollm2-135m-instruct", verify=True) == str(folder)
 
 
+def test_a_built_models_cache_key_follows_its_examples(monkeypatch):
+    """A format-warm-started model's cache key (`source_of`) follows what its build fits on: the same recipe gives the
+    same key every time, and an edit to the code or the prompt that writes its examples, every recipe parameter
+    unchanged, gives another, so the cached model is rebuilt (test_a_new_source_rebuilds), not silently reused."""
+    from sv_soar import format_warm_start as fws
+
+    e1, teacher = fws.RECIPES["e1-format"], fws.RECIPES["mechanism-teacher"]
+    before = fws.source_of("base", e1), fws.source_of("base", teacher)
+    assert (fws.source_of("base", e1), fws.source_of("base", teacher)) == before
+    monkeypatch.setattr(fws, "_RATIONALES", ("the packet count",) + fws._RATIONALES[1:])  # the examples' code
+    assert fws.source_of("base", e1)["examples"] != before[0]["examples"]
+    assert fws.source_of("base", e1)["recipe"] == before[0]["recipe"]
+    rationales_changed = fws.source_of("base", teacher)["examples"]
+    monkeypatch.setattr(fws, "teacher_prompt", lambda task: [{"role": "user", "content": "another prompt"}])
+    assert fws.source_of("base", teacher)["examples"] not in (before[1]["examples"], rationales_changed)
+
+
 def test_format_warm_start_reports_progress_in_a_log(tiny_model_dir, tmp_path, capfd):
     """`make demo` on a fresh machine spends minutes in the format warm start; with no terminal (a CI or
     background log) it prints whole lines (sv_soar.progress: at its start, one a minute, at its end, with the loss)
