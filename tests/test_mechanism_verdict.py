@@ -135,3 +135,27 @@ def test_the_diagnosis_gives_each_kind_of_problem_the_advantage_of_its_dataset_i
     advantage = verdict.reward_diagnosis([soar])["advantage"]["soar"]
     assert advantage["stepping stones"] == {"mean": 0.25, "low": 0.25, "high": 0.25, "problems": 12}
     assert advantage["cue-disagreeing"]["mean"] == -0.25 and "cue-agreeing" not in advantage  # none written
+
+
+def test_the_diagnosis_reads_what_one_more_problem_of_a_kind_adds_to_its_datasets_reward():
+    """Made-up datasets whose R_k is a step's own level plus 0.1 a stepping stone and 0.3 a cue-disagreeing flow:
+    the within-step fit finds both, the step levels (a step's Q_R draw and baseline) do not leak into them, and the
+    residual sd is the noise put in."""
+    rng = np.random.default_rng(1)
+    points = []
+    for step in range(30):
+        level = rng.normal(0, 1.0)  # far larger than the effects: only a within-step reading recovers them
+        for _ in range(4):
+            stones, disagreeing = (int(c) for c in rng.integers(0, 4, size=2))
+            points.append({"run": "soar-s0", "method": "soar", "step": step,
+                           "counts": {"stepping stones": stones, "cue-disagreeing": disagreeing},
+                           "R_k": level + 0.1 * stones + 0.3 * disagreeing + rng.normal(0, 0.02)})
+    fit = verdict.marginal_values(points, np.random.default_rng(0), 500)
+    assert fit["stepping stones"]["mean"] == pytest.approx(0.1, abs=0.01)
+    assert fit["cue-disagreeing"]["mean"] == pytest.approx(0.3, abs=0.01)
+    interval = fit["stepping stones"]
+    assert interval["low"] < interval["mean"] < interval["high"] and interval["high"] - interval["low"] < 0.03
+    assert fit["residual_sd"] == pytest.approx(0.02, rel=0.3) and (fit["datasets"], fit["steps"]) == (120, 30)
+    assert verdict.marginal_values(points[:8], np.random.default_rng(0), 10) is None  # two steps: nothing to read
+    lines = "\n".join(verdict._marginal_lines({"both": fit, "base-t": None}))
+    assert f"| both | {fit['stepping stones']['mean']:+.3f} [" in lines and "base-t" not in lines

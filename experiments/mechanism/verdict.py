@@ -208,8 +208,9 @@ def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
     """Post hoc, training side only (added after seed 0's training side was read, before any D_test number): does
     the grounded reward favour the datasets that teach, and which problems does the teacher's update push toward?
     Spearman's rho between a dataset's R_k and its share of stepping stones, of cue-disagreeing flows, and of both,
-    over every dataset of the SOAR and Base-T runs, with a bootstrap interval over datasets; and the mean advantage
-    each kind of problem got in its step. A reward that tracks them and a teacher whose share does not rise put the
+    over every dataset of the SOAR and Base-T runs, with a bootstrap interval over datasets; the mean advantage
+    each kind of problem got in its step; and what one more problem of a kind adds to its dataset's R_k within its
+    step, against the noise in R_k (`marginal_values`, added after seeds 0-1's training side was read). A reward that tracks them and a teacher whose share does not rise put the
     break on the teacher's side; a reward that does not, on the grounding's."""
     points = dataset_points(runs)
     if len(points) < 3:
@@ -225,7 +226,41 @@ def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
         boot = boot[~np.isnan(boot)]
         low, high = (np.quantile(boot, [0.025, 0.975]) if len(boot) else (float("nan"), float("nan")))
         rho[name] = {"rho": spearman(share, r_k), "low": float(low), "high": float(high)}
-    return {"datasets": len(points), "rho": rho, "advantage": _advantages(points, rng, resamples), "points": points}
+    return {"datasets": len(points), "rho": rho, "advantage": _advantages(points, rng, resamples),
+            "marginal": {method: marginal_values([p for p in points if method in ("both", p["method"])], rng, resamples)
+                         for method in ("both", "soar", "base-t")},
+            "points": points}
+
+
+def marginal_values(points: list[dict], rng: np.random.Generator, resamples: int) -> dict | None:
+    """What one more problem of a kind adds to a dataset's R_k within its step, the signal a teacher's update reads:
+    least squares of each dataset's advantage (R_k less its step's mean) on its counts of stepping stones and of
+    cue-disagreeing flows (each less its step's mean; cue-agreeing flows are the rest), with a bootstrap interval
+    over steps (a step's datasets share their Q_R draw and baseline), and the residual standard deviation: the
+    noise a dataset's R_k carries whatever it holds. None with too few steps or counts that never vary."""
+    steps: dict[tuple[str, int], list[int]] = {}
+    for i, point in enumerate(points):
+        steps.setdefault((point["run"], point["step"]), []).append(i)
+    counts = np.array([[p["counts"][kind] for kind in SHARES] for p in points], dtype=float)
+    r_k = np.array([p["R_k"] for p in points])
+    for members in steps.values():
+        counts[members] -= counts[members].mean(axis=0)
+        r_k[members] -= r_k[members].mean()
+    if len(steps) < 3 or np.linalg.matrix_rank(counts) < len(SHARES):
+        return None
+
+    def fit(rows: np.ndarray) -> np.ndarray:
+        return np.linalg.lstsq(counts[rows], r_k[rows], rcond=None)[0]
+
+    coefficients = fit(np.arange(len(points)))
+    groups = list(steps.values())
+    boot = np.array([fit(np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))]))
+                     for _ in range(resamples)])
+    residual = r_k - counts @ coefficients
+    dof = max(1, len(points) - len(steps) - len(SHARES))  # a mean taken out per step, a coefficient per kind
+    return {"datasets": len(points), "steps": len(steps), "residual_sd": float(np.sqrt((residual ** 2).sum() / dof)),
+            **{kind: {"mean": float(coefficients[k]), "low": float(np.quantile(boot[:, k], 0.025)),
+                      "high": float(np.quantile(boot[:, k], 0.975))} for k, kind in enumerate(SHARES)}}
 
 
 def plot_diagnosis(points: list[dict], path: Path) -> Path:
@@ -384,7 +419,21 @@ def _diagnosis_lines(diagnosis: dict) -> list[str]:
             *(f"| {method} | " + " | ".join(
                 "—" if kinds.get(k) is None else
                 f"{kinds[k]['mean']:+.3f} [{kinds[k]['low']:+.3f}, {kinds[k]['high']:+.3f}] ({kinds[k]['problems']})"
-                for k in KINDS.values()) + " |" for method, kinds in diagnosis["advantage"].items()), ""]
+                for k in KINDS.values()) + " |" for method, kinds in diagnosis["advantage"].items()), "",
+            *_marginal_lines(diagnosis.get("marginal") or {})]
+
+
+def _marginal_lines(marginal: dict) -> list[str]:
+    rows = [(method, value) for method, value in marginal.items() if value is not None]
+    if not rows:
+        return []
+    return ["What one more problem of each kind adds to a dataset's R_k within its step (least squares of the "
+            "advantage on the step-centred counts; 95 % bootstrap interval over steps; `marginal_values`), and the "
+            "residual standard deviation: the noise in a dataset's R_k that its problems do not explain.", "",
+            "| datasets of | one more stepping stone | one more cue-disagreeing flow | residual sd | datasets (steps) |",
+            "|---|---:|---:|---:|---:|",
+            *(f"| {method} | {_interval(v['stepping stones'])} | {_interval(v['cue-disagreeing'])} | "
+              f"{v['residual_sd']:.3f} | {v['datasets']} ({v['steps']}) |" for method, v in rows), ""]
 
 
 def main(argv: list[str] | None = None) -> int:
