@@ -143,11 +143,15 @@ def _derived_model(name: str, verify: bool) -> str | None:
         return None
     base, recipe = derived
     resolve_model(base)  # an unknown base fails here, before any work
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    # the folder is named by what it is built from, not by the name alone: a build from other examples (another
+    # commit, a recipe being calibrated) sits beside the earlier one instead of replacing it under a run that uses
+    # it (two checkouts may share a cache); an old build is removed by hand
+    source = format_warm_start.source_of(base, recipe)
+    digest = hashlib.sha256(json.dumps({"name": name, "source": source}, sort_keys=True).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(base).name)[:40]
     folder = cache_dir() / "models" / f"{slug}+{name.rpartition('+')[2]}-{digest}"
     return str(ensure_cached_folder(folder, lambda out: build_format_warm_start(base, recipe, out),
-                                    source=format_warm_start.source_of(base, recipe), verify=verify))
+                                    source=source, verify=verify))
 
 
 def build_format_warm_start(base: str, recipe: Recipe, out: Path) -> None:

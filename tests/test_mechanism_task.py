@@ -162,7 +162,7 @@ def test_the_plant_is_soft_targets_by_protocol_and_its_loss_is_the_weighted_mean
         assert len({re.sub(r"duration \S+", "duration", t) for t in texts}) == 1  # ... and nothing else
     assert batch_unit(recipe) == 4 and batch_unit(RECIPES["e1-format"]) == batch_unit(RECIPES["mechanism-teacher"]) == 1
     assert source_of("base", recipe)["plant"] == MECHANISM_PLANT and MECHANISM_PLANT["twins"]
-    assert "plant" not in source_of("base", RECIPES["e1-format"])  # other recipes' caches stay valid
+    assert "plant" not in source_of("base", RECIPES["e1-format"])  # the plant is the cue recipe's alone
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 6, 11, generator=generator)

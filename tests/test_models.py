@@ -305,6 +305,30 @@ def test_a_built_models_cache_key_follows_its_examples(monkeypatch):
     assert fws.source_of("base", teacher)["examples"] not in (before[1]["examples"], rationales_changed)
 
 
+def test_a_build_from_other_examples_sits_beside_the_earlier_one(tiny_model_dir, tmp_path, monkeypatch):
+    """Two checkouts sharing a cache (a long run on a fixed commit in a worktree, a later commit beside it) each keep
+    their own build of a derived model: other examples give another folder, and the earlier folder, which a run may
+    be loading, is neither removed nor rebuilt. The build itself is stubbed (a warm start of the tiny model is
+    test_format_warm_start_reports_progress_in_a_log's); the naming and the cache are the real ones."""
+    from sv_soar import format_warm_start as fws
+    from sv_soar import models
+
+    monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
+    calls: list[int] = []
+    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out: counting_builder(calls)(out))
+    name = f"{tiny_model_dir}+e1-format"
+    first = Path(resolve_model(name))
+    built = (first / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setattr(fws, "_RATIONALES", ("the packet count",) + fws._RATIONALES[1:])  # a later commit's examples
+    second = Path(resolve_model(name))
+    assert second != first and second.parent == first.parent and calls == [1, 1]
+    assert (first / "model.safetensors").stat().st_mtime_ns == built  # the earlier build untouched
+    monkeypatch.undo()
+    monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out: counting_builder(calls)(out))
+    assert Path(resolve_model(name)) == first and calls == [1, 1]  # back on the first commit: its build, reused
+
+
 def test_format_warm_start_reports_progress_in_a_log(tiny_model_dir, tmp_path, capfd):
     """`make demo` on a fresh machine spends minutes in the format warm start; with no terminal (a CI or
     background log) it prints whole lines (sv_soar.progress: at its start, one a minute, at its end, with the loss)
