@@ -148,14 +148,29 @@ def test_the_diagnosis_reads_what_one_more_problem_of_a_kind_adds_to_its_dataset
         for _ in range(4):
             stones, disagreeing = (int(c) for c in rng.integers(0, 4, size=2))
             points.append({"run": "soar-s0", "method": "soar", "step": step,
-                           "counts": {"stepping stones": stones, "cue-disagreeing": disagreeing},
+                           "counts": {"stepping stones": stones, "cue-disagreeing": disagreeing,
+                                      "cue-agreeing": 8 - stones - disagreeing},
                            "R_k": level + 0.1 * stones + 0.3 * disagreeing + rng.normal(0, 0.02)})
     fit = verdict.marginal_values(points, np.random.default_rng(0), 500)
     assert fit["stepping stones"]["mean"] == pytest.approx(0.1, abs=0.01)
     assert fit["cue-disagreeing"]["mean"] == pytest.approx(0.3, abs=0.01)
     interval = fit["stepping stones"]
     assert interval["low"] < interval["mean"] < interval["high"] and interval["high"] - interval["low"] < 0.03
-    assert fit["residual_sd"] == pytest.approx(0.02, rel=0.3) and (fit["datasets"], fit["steps"]) == (120, 30)
+    # the residual sd is a fit with one level a step (a dummy column each) and the two kinds: its dof N - steps - 2
+    design = np.array([[p["counts"]["stepping stones"], p["counts"]["cue-disagreeing"]] + [p["step"] == s for s in range(30)]
+                       for p in points], dtype=float)
+    outcome = np.array([p["R_k"] for p in points])
+    dummies, residuals, *_ = np.linalg.lstsq(design, outcome, rcond=None)
+    assert fit["stepping stones"]["mean"] == pytest.approx(dummies[0]) and fit["residual_sd"] == pytest.approx(
+        np.sqrt(residuals[0] / (120 - 30 - 2)))
+    assert (fit["datasets"], fit["steps"], fit["steps_left_out"]) == (120, 30, 0)
+    # a step whose datasets differ in size is left out (one more stone there may be one more problem) and counted
+    uneven = points + [{"run": "soar-s0", "method": "soar", "step": 99, "R_k": 5.0,
+                        "counts": {"stepping stones": stones, "cue-disagreeing": 0, "cue-agreeing": 1}}
+                       for stones in (1, 2)]
+    refit = verdict.marginal_values(uneven, np.random.default_rng(0), 50)
+    assert refit["steps_left_out"] == 1 and refit["datasets"] == 120
+    assert refit["stepping stones"]["mean"] == pytest.approx(fit["stepping stones"]["mean"])
     assert verdict.marginal_values(points[:8], np.random.default_rng(0), 10) is None  # two steps: nothing to read
     lines = "\n".join(verdict._marginal_lines({"both": fit, "base-t": None}))
     assert f"| both | {fit['stepping stones']['mean']:+.3f} [" in lines and "base-t" not in lines

@@ -50,7 +50,6 @@ matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that 
 # 15.3 hours of one core's work); a third lane keeps both cores busy until close to the end (about 8 hours). Each process is one
 # thread (OMP_NUM_THREADS=1), so the lanes' numbers do not depend on how they share the cores.
 lane_a() {  # SOAR; then seed 2's compute-matched Hard-only, which waits for SOAR's seed 2
-  echo $BASHPID > $OUT/logs/lane-a.pid
   for s in 0 1 2; do run soar $s; done
   matched 2
 }
@@ -69,6 +68,7 @@ for lane in a b c; do echo "=== run-comparison.sh started $(date -u +%FT%TZ) at 
   >> $OUT/logs/lane-$lane.log; done
 lane_a >> $OUT/logs/lane-a.log 2>&1 &
 a=$!
+echo $a > $OUT/logs/lane-a.pid   # before lane C starts: its matched() reads it (a stale pid would end lane C)
 lane_b >> $OUT/logs/lane-b.log 2>&1 &
 b=$!
 lane_c >> $OUT/logs/lane-c.log 2>&1 &

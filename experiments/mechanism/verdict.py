@@ -237,30 +237,44 @@ def marginal_values(points: list[dict], rng: np.random.Generator, resamples: int
     least squares of each dataset's advantage (R_k less its step's mean) on its counts of stepping stones and of
     cue-disagreeing flows (each less its step's mean; cue-agreeing flows are the rest), with a bootstrap interval
     over steps (a step's datasets share their Q_R draw and baseline), and the residual standard deviation: the
-    noise a dataset's R_k carries whatever it holds. None with too few steps or counts that never vary."""
+    noise a dataset's R_k carries whatever it holds. Only steps whose datasets are all the same size enter (in
+    another, one more stepping stone may also be one more problem); a resample whose counts cannot tell the kinds
+    apart is left out of the interval and counted. None with too few steps or counts that never vary."""
     steps: dict[tuple[str, int], list[int]] = {}
     for i, point in enumerate(points):
         steps.setdefault((point["run"], point["step"]), []).append(i)
-    counts = np.array([[p["counts"][kind] for kind in SHARES] for p in points], dtype=float)
-    r_k = np.array([p["R_k"] for p in points])
-    for members in steps.values():
+    unequal = [key for key, members in steps.items() if len({sum(points[i]["counts"].values()) for i in members}) > 1]
+    for key in unequal:
+        del steps[key]
+    kept = sorted(i for members in steps.values() for i in members)
+    position = {i: k for k, i in enumerate(kept)}
+    groups = [[position[i] for i in members] for members in steps.values()]
+    counts = np.array([[points[i]["counts"][kind] for kind in SHARES] for i in kept], dtype=float).reshape(-1, len(SHARES))
+    r_k = np.array([points[i]["R_k"] for i in kept])
+    for members in groups:
         counts[members] -= counts[members].mean(axis=0)
         r_k[members] -= r_k[members].mean()
-    if len(steps) < 3 or np.linalg.matrix_rank(counts) < len(SHARES):
+    if len(groups) < 3 or np.linalg.matrix_rank(counts) < len(SHARES):
         return None
 
     def fit(rows: np.ndarray) -> np.ndarray:
+        if np.linalg.matrix_rank(counts[rows]) < len(SHARES):  # lstsq would give an unidentified kind 0
+            return np.full(len(SHARES), np.nan)
         return np.linalg.lstsq(counts[rows], r_k[rows], rcond=None)[0]
 
-    coefficients = fit(np.arange(len(points)))
-    groups = list(steps.values())
+    coefficients = fit(np.arange(len(kept)))
     boot = np.array([fit(np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))]))
                      for _ in range(resamples)])
+    identified = boot[~np.isnan(boot).any(axis=1)]
     residual = r_k - counts @ coefficients
-    dof = max(1, len(points) - len(steps) - len(SHARES))  # a mean taken out per step, a coefficient per kind
-    return {"datasets": len(points), "steps": len(steps), "residual_sd": float(np.sqrt((residual ** 2).sum() / dof)),
-            **{kind: {"mean": float(coefficients[k]), "low": float(np.quantile(boot[:, k], 0.025)),
-                      "high": float(np.quantile(boot[:, k], 0.975))} for k, kind in enumerate(SHARES)}}
+    dof = max(1, len(kept) - len(groups) - len(SHARES))  # a mean taken out per step, a coefficient per kind
+    return {"datasets": len(kept), "steps": len(groups), "steps_left_out": len(unequal),
+            "resamples_left_out": int(len(boot) - len(identified)),
+            "residual_sd": float(np.sqrt((residual ** 2).sum() / dof)),
+            **{kind: {"mean": float(coefficients[k]),
+                      "low": float(np.quantile(identified[:, k], 0.025)) if len(identified) else float("nan"),
+                      "high": float(np.quantile(identified[:, k], 0.975)) if len(identified) else float("nan")}
+               for k, kind in enumerate(SHARES)}}
 
 
 def plot_diagnosis(points: list[dict], path: Path) -> Path:
@@ -433,7 +447,10 @@ def _marginal_lines(marginal: dict) -> list[str]:
             "| datasets of | one more stepping stone | one more cue-disagreeing flow | residual sd | datasets (steps) |",
             "|---|---:|---:|---:|---:|",
             *(f"| {method} | {_interval(v['stepping stones'])} | {_interval(v['cue-disagreeing'])} | "
-              f"{v['residual_sd']:.3f} | {v['datasets']} ({v['steps']}) |" for method, v in rows), ""]
+              f"{v['residual_sd']:.3f} | {v['datasets']} ({v['steps']}) |" for method, v in rows), "",
+            *[f"Left out for {method}: {v['steps_left_out']} step(s) whose datasets differ in size, "
+              f"{v['resamples_left_out']} resample(s) whose counts could not tell the kinds apart." for method, v in rows
+              if v["steps_left_out"] or v["resamples_left_out"]], ""]
 
 
 def main(argv: list[str] | None = None) -> int:
