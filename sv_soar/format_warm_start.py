@@ -40,9 +40,9 @@ from sv_soar.tasks.e1.question import render_question
 from sv_soar.tasks.mechanism import BENIGN, CUE, MALICIOUS, mechanism_row, random_flow, twin_of
 from sv_soar.tasks.teacher import teacher_prompt
 
-# The cache key of a built model (`source_of`) holds the recipe, a digest of its examples (so a change to the code
-# that writes them, or to a prompt they are written in, rebuilds the model) and this version: bump it when the
-# training itself (`warm_start`, `weighted_reply_loss`) changes what a recipe builds.
+# The cache key of a built model (`source_of`, which names its folder) holds the recipe, a digest of its examples
+# (so a change to the code that writes them, or to a prompt they are written in, builds the model anew) and this
+# version: bump it when the training itself (`warm_start`, `weighted_reply_loss`) changes what a recipe builds.
 RECIPE_VERSION = 1
 
 
@@ -259,7 +259,8 @@ def weighted_reply_loss(logits: torch.Tensor, labels: torch.Tensor, weights: tor
 
 
 def source_of(base: str, recipe: Recipe) -> dict[str, Any]:
-    """What the cached folder is built from; another recipe, version, mechanism plant or example set rebuilds it.
+    """What the cached folder is built from (its name holds a digest of it): another recipe, version, mechanism plant
+    or example set is built anew, beside this one.
     The examples enter as a digest: the code that writes them, or a prompt they are written in, can change while
     every named parameter stays the same, and the model built from the old ones would be reused."""
     source = {"base": base, "recipe": asdict(recipe), "version": RECIPE_VERSION,

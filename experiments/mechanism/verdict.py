@@ -210,8 +210,9 @@ def reward_diagnosis(runs: list[RunData], resamples: int = 2000) -> dict:
     Spearman's rho between a dataset's R_k and its share of stepping stones, of cue-disagreeing flows, and of both,
     over every dataset of the SOAR and Base-T runs, with a bootstrap interval over datasets; the mean advantage
     each kind of problem got in its step; and what one more problem of a kind adds to its dataset's R_k within its
-    step, against the noise in R_k (`marginal_values`, added after seeds 0-1's training side was read). A reward that tracks them and a teacher whose share does not rise put the
-    break on the teacher's side; a reward that does not, on the grounding's."""
+    step, against the noise in R_k (`marginal_values`, added after seeds 0-1's training side was read). A reward
+    that tracks them and a teacher whose share does not rise put the break on the teacher's side; a reward that does
+    not, on the grounding's."""
     points = dataset_points(runs)
     if len(points) < 3:
         return {"datasets": len(points), "rho": {}, "advantage": {}}
