@@ -241,17 +241,15 @@ def marginal_values(points: list[dict], rng: np.random.Generator, resamples: int
     noise a dataset's R_k carries whatever it holds. Only steps whose datasets are all the same size enter (in
     another, one more stepping stone may also be one more problem); a resample whose counts cannot tell the kinds
     apart is left out of the interval and counted. None with too few steps or counts that never vary."""
-    steps: dict[tuple[str, int], list[int]] = {}
-    for i, point in enumerate(points):
-        steps.setdefault((point["run"], point["step"]), []).append(i)
-    unequal = [key for key, members in steps.items() if len({sum(points[i]["counts"].values()) for i in members}) > 1]
-    for key in unequal:
-        del steps[key]
-    kept = sorted(i for members in steps.values() for i in members)
-    position = {i: k for k, i in enumerate(kept)}
-    groups = [[position[i] for i in members] for members in steps.values()]
-    counts = np.array([[points[i]["counts"][kind] for kind in SHARES] for i in kept], dtype=float).reshape(-1, len(SHARES))
-    r_k = np.array([points[i]["R_k"] for i in kept])
+    steps: dict[tuple[str, int], list[dict]] = {}
+    for point in points:
+        steps.setdefault((point["run"], point["step"]), []).append(point)
+    even = [step for step in steps.values() if len({sum(p["counts"].values()) for p in step}) == 1]
+    kept = [point for step in even for point in step]  # step by step: a step's rows are consecutive
+    ends = np.cumsum([len(step) for step in even])
+    groups = [np.arange(end - len(step), end) for step, end in zip(even, ends)]
+    counts = np.array([[p["counts"][kind] for kind in SHARES] for p in kept], dtype=float).reshape(-1, len(SHARES))
+    r_k = np.array([p["R_k"] for p in kept])
     for members in groups:
         counts[members] -= counts[members].mean(axis=0)
         r_k[members] -= r_k[members].mean()
@@ -269,7 +267,7 @@ def marginal_values(points: list[dict], rng: np.random.Generator, resamples: int
     identified = boot[~np.isnan(boot).any(axis=1)]
     residual = r_k - counts @ coefficients
     dof = max(1, len(kept) - len(groups) - len(SHARES))  # a mean taken out per step, a coefficient per kind
-    return {"datasets": len(kept), "steps": len(groups), "steps_left_out": len(unequal),
+    return {"datasets": len(kept), "steps": len(groups), "steps_left_out": len(steps) - len(even),
             "resamples_left_out": int(len(boot) - len(identified)),
             "residual_sd": float(np.sqrt((residual ** 2).sum() / dof)),
             **{kind: {"mean": float(coefficients[k]),
