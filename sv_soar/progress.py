@@ -22,7 +22,7 @@ class LogLines:
 
     def __init__(self, total: int, desc: str, unit: str, every_s: float, file: IO[str]) -> None:
         self.total, self.desc, self.unit, self.every_s, self.file = total, desc, unit, every_s, file
-        self.n = 0
+        self.n = self.initial = 0  # initial: units done before this process (count_done_before)
         self.postfix = ""
         self.started = self._written = time.monotonic()
         self._closed = False
@@ -45,7 +45,7 @@ class LogLines:
     def _write(self) -> None:
         now = time.monotonic()
         line = tqdm.format_meter(self.n, self.total, now - self.started, prefix=self.desc, unit=self.unit,
-                                 bar_format=LOG_LINE)
+                                 bar_format=LOG_LINE, initial=self.initial)
         self.file.write(line + (f" {self.postfix}" if self.postfix else "") + "\n")
         self.file.flush()
         self._written = now
@@ -55,6 +55,20 @@ class LogLines:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def count_done_before(bar: Any, n: int) -> None:
+    """Count `n` units that an earlier process did (a student's steps restored from its checkpoint) toward the
+    bar's total but not toward its rate: the time left is then this process's pace over the units still to do, not a
+    pace that counts hours of restored steps as done in the first second (a resumed 3280-step student said
+    "03:50 left" for an hour's work)."""
+    if getattr(bar, "disable", False):  # --no-progress: a disabled tqdm keeps no count to show
+        return
+    bar.n += n
+    bar.initial += n
+    if isinstance(bar, tqdm):
+        bar.last_print_n += n  # tqdm's smoothed rate reads the units since its last print
+        bar.refresh()
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, unit: str = "it", *, leave: bool = False,

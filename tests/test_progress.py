@@ -7,7 +7,8 @@ import io
 
 from tqdm.auto import tqdm
 
-from sv_soar.progress import progress_bar
+from sv_soar import progress
+from sv_soar.progress import count_done_before, progress_bar
 
 
 class Terminal(io.StringIO):
@@ -46,3 +47,19 @@ def test_a_terminal_gets_a_tqdm_bar_and_no_progress_gets_nothing():
         assert bar.disable
         bar.update(2)
     assert silent.getvalue() == ""
+
+
+def test_units_done_before_a_resume_count_toward_the_total_not_the_pace(monkeypatch):
+    """A final student resumed from its checkpoint at 900 of 1000 steps, then one step in 10 s: 99 steps at 10 s is
+    16:30 left (counting the 900 restored steps as done in 10 s said 00:01)."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    log, terminal = io.StringIO(), Terminal()
+    with progress_bar(1000, "final students", unit="step", file=log, every_s=0.0) as bar, \
+            progress_bar(1000, "final students", unit="step", file=terminal) as tty:
+        for each in (bar, tty):
+            count_done_before(each, 900)
+        clock[0] = 10.0
+        bar.update(1)
+        assert tty.n == 900 and tty.initial == 900 and tty.last_print_n == 900  # tqdm's pace starts from here
+    assert log.getvalue().splitlines()[-1].startswith("final students: 901/1000 step (90%) [00:10 elapsed, 16:30 left")

@@ -48,10 +48,10 @@ def shared(tiny_model_dir):
     return policy, TransformersEngine(policy, tokenizer)
 
 
-def run(policy, engine, config, seed, checkpoint=None, log=quiet, init=None):
+def run(policy, engine, config, seed, checkpoint=None, log=quiet, init=None, restored=None):
     try:
         return train_student(policy, engine, DIGITS, DIGIT_ROWS, config, adapter_name="s", seed=seed, steps=STEPS,
-                             log=log, checkpoint=checkpoint, init_adapter_state=init)
+                             log=log, checkpoint=checkpoint, init_adapter_state=init, restored=restored)
     finally:
         remove_student_adapter(policy, "s")
 
@@ -102,8 +102,11 @@ def test_a_stopped_student_resumes_to_the_weights_and_log_of_a_run_never_stopped
     trained = []
     scored = trainer.group_rewards
     monkeypatch.setattr(trainer, "group_rewards", lambda *args: trained.append(args[-1]) or scored(*args))
-    again = run(policy, engine, config, seed=3, init=init, checkpoint=checkpoint)
+    given, logged = [], []  # a caller that counts restored steps apart (a progress bar's pace) gets them in one call
+    again = run(policy, engine, config, seed=3, init=init, checkpoint=checkpoint, log=logged.append,
+                restored=given.append)
     assert trained == [] and again.log == resumed.log and same_weights(again.adapter_state, whole.adapter_state)
+    assert [[entry["step"] for entry in entries] for entries in given] == [[1, 2, 3, 4, 5]] and logged == []
 
 
 def test_a_checkpoint_of_another_run_or_one_that_does_not_fit_is_set_aside_not_resumed(shared, tmp_path, caplog):

@@ -34,7 +34,7 @@ import numpy as np
 from sv_soar.evaluation.pass_at_k import mean_pass_at_k, sample_completions
 from sv_soar.jsonl import read_jsonl, write_text_atomic
 from sv_soar.models import load_model
-from sv_soar.progress import progress_bar
+from sv_soar.progress import count_done_before, progress_bar
 from sv_soar.run_dir import RunDirError, open_run
 from sv_soar.tasks import Row, Task, scoring_task
 
@@ -256,7 +256,8 @@ def final_evaluation(run, *, seeds: Sequence[int], samples: int, steps: int | No
                 checkpoint = StudentCheckpoint(evaluation / f"seed-{seed}.phase-{phase}.checkpoint", checkpoint_every_s)
                 student = train_student(policy, student_engine, task, rows, train_config, adapter_name=name,
                                         init_adapter_state=state, seed=seed * 1000 + phase, steps=n_steps,
-                                        log=lambda entry: bar.update(1), checkpoint=checkpoint)
+                                        log=lambda entry: bar.update(1), checkpoint=checkpoint,
+                                        restored=lambda entries: count_done_before(bar, len(entries)))
                 state, log, seconds_train = student.adapter_state, log + student.log, seconds_train + student.seconds
                 if phase < len(phases) - 1:
                     remove_student_adapter(policy, name)

@@ -236,6 +236,7 @@ def train_student(
     steps: int | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     checkpoint: StudentCheckpoint | None = None,
+    restored: Callable[[list[dict[str, float]]], None] | None = None,
 ) -> StudentRun:
     """Train a new LoRA adapter `adapter_name` on the shared PeftModel `policy` and return its weights.
 
@@ -247,8 +248,8 @@ def train_student(
     student's own copy of it (`engine.over(trainable_copy(base))`), which is loaded with
     `init_adapter_state` (full weights) or the base's weights and trained whole; `adapter_name` only names the run.
     `checkpoint`: keep the run's state there every few minutes and after its last step, and resume from it when it
-    holds this run's (sv_soar.student.checkpoint): a resumed run passes its restored steps' entries to `log` first,
-    then takes the steps an unstopped run takes from there. Its `seconds` are then the wall time of every process
+    holds this run's (sv_soar.student.checkpoint): a resumed run passes its restored steps' entries to `restored`
+    (by default to `log`, one by one) first, then takes the steps an unstopped run takes from there. Its `seconds` are then the wall time of every process
     that trained it, each one's setup included.
     Raises StudentTrainingError when a reward, the loss, the gradient or the weights become non-finite.
     """
@@ -286,13 +287,16 @@ def train_student(
         named = [(names.get(id(param), "?"), param) for param in params]
         fingerprint = run_fingerprint(model=str(getattr(model.config, "_name_or_path", "")), task=task.name, seed=seed,
                                       steps=total_steps, config=config, rows=rows, init_state=init_adapter_state)
-        restored = checkpoint.restore(fingerprint, named, optimizer, total_steps)
-        if restored is not None:
-            first_step, seconds_before, history = restored
+        kept = checkpoint.restore(fingerprint, named, optimizer, total_steps)
+        if kept is not None:
+            first_step, seconds_before, history = kept
             for _ in range(first_step):  # the batches those steps drew
                 next(batches)
-            for entry in history:
-                log(entry)
+            if restored is not None:
+                restored(list(history))
+            else:
+                for entry in history:
+                    log(entry)
         checkpoint.start_clock()
 
     for step in range(first_step, total_steps):
