@@ -249,8 +249,8 @@ def train_student(
     `init_adapter_state` (full weights) or the base's weights and trained whole; `adapter_name` only names the run.
     `checkpoint`: keep the run's state there every few minutes and after its last step, and resume from it when it
     holds this run's (sv_soar.student.checkpoint): a resumed run passes its restored steps' entries to `restored`
-    (by default to `log`, one by one) first, then takes the steps an unstopped run takes from there. Its `seconds` are then the wall time of every process
-    that trained it, each one's setup included.
+    (by default to `log`, one by one) first, then takes the steps an unstopped run takes from there. Its `seconds`
+    are then the wall time of every process that trained it, each one's setup included.
     Raises StudentTrainingError when a reward, the loss, the gradient or the weights become non-finite.
     """
     if not rows:
