@@ -48,18 +48,23 @@ matched() {  # matched SEED: compute-matched Hard-only, once SOAR's run of that 
 # Three lanes on two cores: the three compute-matched Hard-only students (~3280 steps, ~3.4 hours of a core each)
 # cannot be split, so two lanes leave one core idle for hours at the end (from seed 2's start, 9.4 hours for about
 # 15.3 hours of one core's work); a third lane keeps both cores busy until close to the end (about 8 hours). Each process is one
-# thread (OMP_NUM_THREADS=1), so the lanes' numbers do not depend on how they share the cores.
+# thread (OMP_NUM_THREADS=1), so the lanes' numbers do not depend on how they share the cores. Lane A holds the
+# critical path (SOAR seed 2, then its compute-matched student, which waits for it), so lanes B and C run at nice
+# +LANE_NICE and lane A gets a core of its own whenever three processes share two.
+LANE_NICE=${LANE_NICE:-5}
 lane_a() {  # SOAR; then seed 2's compute-matched Hard-only, which waits for SOAR's seed 2
   for s in 0 1 2; do run soar $s; done
   matched 2
 }
 
 lane_b() {  # Base-T, then Hard-only
+  renice -n $LANE_NICE -p $BASHPID > /dev/null   # its processes inherit it
   for s in 0 1 2; do run base-t $s; done
   for s in 0 1 2; do run hard-only $s; done
 }
 
 lane_c() {  # compute-matched Hard-only of seeds 0 and 1, each as soon as SOAR's run of that seed has its final student
+  renice -n $LANE_NICE -p $BASHPID > /dev/null
   matched 0; matched 1
 }
 
