@@ -13,38 +13,36 @@ import json
 import sys
 from pathlib import Path
 
+from sv_soar.evaluation.report_data import label_accuracies
+
 RUNS = ("soar-s0", "soar-s1", "soar-s2", "base-t-s0", "base-t-s1", "base-t-s2")
 LAST = 10  # training steps the reward is averaged over
 
 
-def by_label(scored: dict) -> dict[str, float]:
-    """pass@1 on the problems of each label (the validation set: tcp `duration ?` Malicious, udp known Benign)."""
-    out = {}
-    for label in sorted(set(scored["labels"])):
-        hits = [s for s, lab in zip(scored["successes"], scored["labels"]) if lab == label]
-        out[label] = sum(hits) / (len(hits) * scored["samples"])
-    return out
+def _row(student: str, scored: dict, train_reward: float | None = None) -> dict:
+    """One student's line: J and pass@1 by label (`label_accuracies`; the validation set: tcp `duration ?` Malicious,
+    udp known Benign) on the scored set, and its training reward where it was trained here."""
+    by_label = {label.removeprefix("pass@1 "): value for label, value in label_accuracies(scored).items()}
+    return {"student": student, "J": scored["pair_accuracy"], "train_reward": train_reward, **by_label}
+
+
+def _scored(path: Path) -> dict:
+    """The validation pairs' scores (D_test in the scratch copy) of a one-student evaluation file."""
+    return json.loads(path.read_text())["seeds"][0]["sets"]["d_test"]
 
 
 def students(run: Path) -> list[dict]:
-    rows = []
-    for protocol in sorted((run / "evaluation").glob("adapter-seed-*.json")):  # the comparison's own, rescored
-        scored = json.loads(protocol.read_text())["seeds"][0]["sets"]["d_test"]
-        rows.append({"student": f"the protocol's, {protocol.stem.removeprefix('adapter-').replace('-', ' ')}",
-                     "J": scored["pair_accuracy"], "train_reward": None, **by_label(scored)})
+    rows = [_row(f"the protocol's, {path.stem.removeprefix('adapter-').replace('-', ' ')}", _scored(path))
+            for path in sorted((run / "evaluation").glob("adapter-seed-*.json"))]  # the comparison's own, rescored
     final = run / "evaluation" / "final.json"
     if final.exists():
         for seed in json.loads(final.read_text())["seeds"]:
             log = seed["train_log"][-LAST:]
-            scored = seed["sets"]["d_test"]
-            rows.append({"student": f"fresh, seed {seed['seed']}", "J": scored["pair_accuracy"],
-                         "train_reward": sum(e["mean_reward"] for e in log) / len(log), **by_label(scored)})
+            rows.append(_row(f"fresh, seed {seed['seed']}", seed["sets"]["d_test"],
+                             sum(e["mean_reward"] for e in log) / len(log)))
     loop = run / "evaluation" / "loop-student.json"
     if loop.exists():
-        data = json.loads(loop.read_text())
-        scored = data["seeds"][0]["sets"]["d_test"]
-        rows.append({"student": "loop (last promoted baseline)", "J": scored["pair_accuracy"], "train_reward": None,
-                     **by_label(scored)})
+        rows.append(_row("loop (last promoted baseline)", _scored(loop)))
     return rows
 
 
