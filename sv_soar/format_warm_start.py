@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from sv_soar.progress import progress_bar
 from sv_soar.student.adapters import lora_config
@@ -197,9 +200,11 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     return pairs
 
 
-def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe):
+def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe,
+               adapter_out: Path | None = None):
     """Fit a LoRA adapter on the replies (prompt tokens masked; each reply's token losses weighted by its example's
-    weight, 1 where a pair has none; the batch's loss is their weighted mean) and merge it: (losses, merged model)."""
+    weight, 1 where a pair has none; the batch's loss is their weighted mean) and merge it: (losses, merged model).
+    `adapter_out`: also save the fitted adapter there (safetensors), what `merge_adapter` rebuilds the model from."""
     from peft import get_peft_model  # heavy: peft, loaded only when a warm start trains
 
     torch.manual_seed(recipe.seed)
@@ -245,8 +250,47 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
         bar.update(1)
     bar.close()
     policy.eval()
+    if adapter_out is not None:
+        from peft import get_peft_model_state_dict  # heavy: peft, as above
+
+        save_file({k: v.detach().contiguous() for k, v in get_peft_model_state_dict(policy).items()}, str(adapter_out))
     merged = policy.merge_and_unload()
     return losses, merged
+
+
+def merge_adapter(model, recipe: Recipe, adapter: Path):
+    """`model` with the recipe's adapter saved at `adapter` merged in: the same model `warm_start` merged, without
+    the training (the adapter's own weights, merged by the same operation)."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict  # heavy: peft
+
+    policy = get_peft_model(model, lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR))
+    state = load_file(str(adapter))
+    expected = set(get_peft_model_state_dict(policy))
+    if set(state) != expected:
+        raise ValueError(f"{adapter}: its tensors are not the recipe's adapter ({len(set(state) ^ expected)} names "
+                         f"differ, e.g. {sorted(set(state) ^ expected)[:2]})")
+    set_peft_model_state_dict(policy, state)
+    policy.eval()
+    return policy.merge_and_unload()
+
+
+# Adapters shipped with the package, so that a fresh machine does not spend minutes fitting them (the three builds of
+# the mechanism task's models take ~9 minutes on 2 cores): one file a cached model folder, named like it
+# (`<slug>+<recipe>-<digest>.safetensors`, the digest of what it is built from), written by `scripts/ship_adapters.py`
+# from builds of the recipes. A recipe whose examples or parameters change gets another digest, so an old adapter is
+# never used for it: the model is built from the recipe again (tests/test_models.py checks the shipped ones are current).
+SHIPPED_ADAPTERS = Path(__file__).parent / "recipe_adapters"
+SHIPPED_MODELS = ("smollm2-135m-instruct+e1-format", "smollm2-135m-instruct+e1-format+mechanism-cue",
+                  "smollm2-135m-instruct+e1-format+mechanism-teacher")
+
+
+def shipped_adapter(folder_name: str) -> Path | None:
+    """The shipped adapter of the cached model folder `folder_name`, if one is shipped (and not turned off by
+    SV_SOAR_BUILD_RECIPES=1, which fits every recipe anew)."""
+    if os.environ.get("SV_SOAR_BUILD_RECIPES") == "1":
+        return None
+    path = SHIPPED_ADAPTERS / f"{folder_name}.safetensors"
+    return path if path.is_file() else None
 
 
 def weighted_reply_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -135,6 +135,23 @@ def _derived_model(name: str, verify: bool) -> str | None:
     """'<base>+<recipe>': a format-warm-started model (sv_soar.format_warm_start), built once into the cache."""
     from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
+    located = derived_folder(name)
+    if located is None:
+        return None
+    folder, base, recipe, source = located
+    resolve_model(base)  # an unknown base fails here, before any work
+    shipped = format_warm_start.shipped_adapter(folder.name)
+    return str(ensure_cached_folder(folder, lambda out: build_format_warm_start(base, recipe, out, shipped=shipped),
+                                    source=source, verify=verify))
+
+
+def derived_folder(name: str) -> tuple[Path, str, Recipe, dict[str, Any]] | None:
+    """(cache folder, base, recipe, source) of the recipe model `name`, built or not; None for any other name.
+    The folder is named by what it is built from, not by the name alone: a build from other examples (another
+    commit, a recipe being calibrated) sits beside the earlier one instead of replacing it under a run that uses it
+    (two checkouts may share a cache); an old build is removed by hand."""
+    from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
+
     try:
         derived = format_warm_start.split_name(name)
     except ValueError as exc:
@@ -142,29 +159,38 @@ def _derived_model(name: str, verify: bool) -> str | None:
     if derived is None:
         return None
     base, recipe = derived
-    resolve_model(base)  # an unknown base fails here, before any work
-    # the folder is named by what it is built from, not by the name alone: a build from other examples (another
-    # commit, a recipe being calibrated) sits beside the earlier one instead of replacing it under a run that uses
-    # it (two checkouts may share a cache); an old build is removed by hand
     source = format_warm_start.source_of(base, recipe)
     digest = hashlib.sha256(json.dumps({"name": name, "source": source}, sort_keys=True).encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(base).name)[:40]
-    folder = cache_dir() / "models" / f"{slug}+{name.rpartition('+')[2]}-{digest}"
-    return str(ensure_cached_folder(folder, lambda out: build_format_warm_start(base, recipe, out),
-                                    source=source, verify=verify))
+    return cache_dir() / "models" / f"{slug}+{name.rpartition('+')[2]}-{digest}", base, recipe, source
 
 
-def build_format_warm_start(base: str, recipe: Recipe, out: Path) -> None:
-    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`."""
+# the fitted adapter, kept in a built model's folder (what scripts/ship_adapters.py ships)
+RECIPE_ADAPTER = "recipe_adapter.safetensors"
+
+
+def build_format_warm_start(base: str, recipe: Recipe, out: Path, *, shipped: Path | None = None) -> None:
+    """Warm-start `base` with `recipe` and save the merged model and tokenizer to `out`, with the fitted adapter.
+    `shipped`: merge this adapter (the recipe's, shipped with the package) instead of fitting one."""
     from sv_soar import format_warm_start  # delayed: sv_soar.format_warm_start imports torch
 
     model, tokenizer = load_model(base)
-    losses, merged = format_warm_start.warm_start(model, tokenizer, format_warm_start.examples(recipe), recipe)
-    print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
-          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)  # (save_pretrained would make it, but the adapter is written first)
+    if shipped is not None:
+        merged = format_warm_start.merge_adapter(model, recipe, shipped)
+        shutil.copyfile(shipped, out / RECIPE_ADAPTER)
+        print(f"format warm start {recipe.task}-{recipe.role} of {base}: the shipped adapter {shipped.name} merged "
+              "(SV_SOAR_BUILD_RECIPES=1 fits it anew)", flush=True)
+        built = {"adapter": f"shipped: {shipped.name}"}
+    else:
+        losses, merged = format_warm_start.warm_start(model, tokenizer, format_warm_start.examples(recipe), recipe,
+                                                      adapter_out=out / RECIPE_ADAPTER)
+        print(f"format warm start {recipe.task}-{recipe.role} of {base}: {recipe.steps} steps, "
+              f"loss {losses[0]:.3f} -> {losses[-1]:.3f}", flush=True)
+        built = {"adapter": "fitted", "losses": losses}
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
-    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **dataclasses.asdict(recipe), "losses": losses}))
+    (out / "format_warm_start.json").write_text(json.dumps({"base": base, **dataclasses.asdict(recipe), **built}))
 
 
 # --- the cache: atomic, locked, verified -------------------------------------------------------------

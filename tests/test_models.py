@@ -315,7 +315,7 @@ def test_a_build_from_other_examples_sits_beside_the_earlier_one(tiny_model_dir,
 
     monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
     calls: list[int] = []
-    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out: counting_builder(calls)(out))
+    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
     name = f"{tiny_model_dir}+e1-format"
     first = Path(resolve_model(name))
     built = (first / "model.safetensors").stat().st_mtime_ns
@@ -325,7 +325,7 @@ def test_a_build_from_other_examples_sits_beside_the_earlier_one(tiny_model_dir,
     assert (first / "model.safetensors").stat().st_mtime_ns == built  # the earlier build untouched
     monkeypatch.undo()
     monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out: counting_builder(calls)(out))
+    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
     assert Path(resolve_model(name)) == first and calls == [1, 1]  # back on the first commit: its build, reused
 
 
@@ -343,3 +343,48 @@ def test_format_warm_start_reports_progress_in_a_log(tiny_model_dir, tmp_path, c
     assert lines[0].startswith("format warm start (e1, teacher): 0/20 step (0%)")
     assert lines[-1].startswith("format warm start (e1, teacher): 20/20 step (100%)") and "loss=" in lines[-1]
     assert "\r" not in err[err.index("format warm start"):err.rindex("format warm start")]  # (transformers' own bars have)
+
+
+def test_a_shipped_adapter_builds_the_same_model_as_its_recipe_without_fitting(tiny_model_dir, tmp_path, monkeypatch):
+    """A fresh machine merges the recipe's shipped adapter instead of fitting it (the mechanism demo's three builds
+    take ~9 minutes on 2 cores): the model is the one the recipe builds, weight for weight. Real builds of the tiny
+    model: one fitted, its adapter shipped (scripts/ship_adapters.py's copy), one merged from it with fitting off."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sv_soar import format_warm_start as fws
+
+    small = fws.Recipe("e1", "teacher", steps=3, learning_rate=1e-2, examples=2, lora_rank=2)
+    monkeypatch.setitem(fws.RECIPES, "tiny-format", small)
+    name = f"{tiny_model_dir}+tiny-format"
+    monkeypatch.setattr(fws, "SHIPPED_ADAPTERS", tmp_path / "shipped")
+    monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path / "fitted"))
+    fitted = Path(resolve_model(name))
+    assert json.loads((fitted / "format_warm_start.json").read_text())["adapter"] == "fitted"
+    (tmp_path / "shipped").mkdir()
+    (tmp_path / "shipped" / f"{fitted.name}.safetensors").write_bytes((fitted / models.RECIPE_ADAPTER).read_bytes())
+
+    monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path / "fresh"))
+    monkeypatch.setattr(fws, "warm_start", lambda *a, **k: pytest.fail("fitted although an adapter is shipped"))
+    merged = Path(resolve_model(name))
+    assert merged.name == fitted.name and merged != fitted
+    assert json.loads((merged / "format_warm_start.json").read_text())["adapter"].startswith("shipped: ")
+    before, after = load_file(str(fitted / "model.safetensors")), load_file(str(merged / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+    monkeypatch.setenv("SV_SOAR_BUILD_RECIPES", "1")  # fitting forced: the shipped adapter is not used
+    monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path / "forced"))
+    with pytest.raises(pytest.fail.Exception, match="fitted although"):
+        resolve_model(name)
+
+
+def test_the_shipped_adapters_are_those_of_the_current_recipes():
+    """Each shipped adapter is named by the cache folder of what it is built from: a recipe whose examples or
+    parameters changed gets another name, so its stale adapter would sit unused and the demo would fit the recipe
+    again (minutes). Re-ship with scripts/ship_adapters.py when this fails."""
+    from sv_soar import format_warm_start as fws
+
+    expected = {models.derived_folder(name)[0].name + ".safetensors" for name in fws.SHIPPED_MODELS}
+    shipped = {path.name for path in fws.SHIPPED_ADAPTERS.glob("*.safetensors")}
+    assert shipped == expected, ("stale or missing shipped adapters: run `SV_SOAR_BUILD_RECIPES=1 python "
+                                 f"scripts/ship_adapters.py {' '.join(fws.SHIPPED_MODELS)}`")
