@@ -365,6 +365,7 @@ def test_a_wheel_of_the_env_carries_the_packaged_hard_set(hard_set, tmp_path):
         assert f"sv_soar_teacher_v1/data/e1/{name}" in names
     assert "sv_soar/hosted.py" in names and "sv_soar_teacher_v1/taskset.py" in names
     assert not any(n.startswith(("sv_soar_teacher/", "rubrics/")) for n in names)  # no v0 (verifiers 0.1) code
+    assert not any("recipe_adapters" in n for n in names)  # nor the demos' 58 MB of recipe adapters
     manifest = json.loads(zipfile.ZipFile(wheel).read("sv_soar_teacher_v1/data/e1/SOURCE.json"))
     assert manifest["d_train_rows"] == len((hard_set / "d_train.jsonl").read_text().splitlines())
     assert str(hard_set) not in json.dumps(manifest)  # no path of this machine travels

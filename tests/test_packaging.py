@@ -7,6 +7,7 @@ import os
 import subprocess
 import shutil
 import sys
+import zipfile
 import sysconfig
 import tomllib
 import venv
@@ -127,6 +128,8 @@ def test_wheel_from_environment_folder_alone_installs_and_loads(env, tmp_path):
         capture_output=True,
     )
     (wheel,) = wheels.glob(f"{env}-*.whl")
+    # the demos' recipe adapters (55 MB of an env wheel without its exclude) stay out of what a hub gets
+    assert not [name for name in zipfile.ZipFile(wheel).namelist() if "recipe_adapters" in name]
 
     fresh = tmp_path / "venv"
     fresh_python = _fresh_venv(fresh)
