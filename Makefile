@@ -64,8 +64,9 @@ demo: setup
 # planted cue, 3 SOAR steps on configs/hardsets/mechanism, J on D_test's twin pairs, the report's J and
 # stepping-stone plot. The gates were measured at the experiment's size (try 10, experiments/mechanism/README.md: all
 # pass); this demo's 10-step students are short of the ~60 steps that transfer to the hard pairs takes there
-# (config-try10.toml's take 80), so it shows the pipeline, not learning. From nothing it takes over 15 minutes
-# (README, "The mechanism task").
+# (config-try10.toml's take 80; 20 steps at lr 6e-4 move no dataset of a quarter stepping stones:
+# benchmarks/results/mechanism_signal-demo-size.json), so it shows the pipeline, not learning. Its three models are
+# merged from the shipped recipe adapters (seconds, not the ~35 minutes of fitting them here).
 MECHANISM_MODEL := smollm2-135m-instruct+e1-format+mechanism-cue
 MECHANISM_TEACHER := smollm2-135m-instruct+e1-format+mechanism-teacher
 demo-mechanism: setup

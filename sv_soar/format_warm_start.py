@@ -275,10 +275,11 @@ def merge_adapter(model, recipe: Recipe, adapter: Path):
 
 
 # Adapters shipped with the package, so that a fresh machine does not spend minutes fitting them (the three builds of
-# the mechanism task's models take ~9 minutes on 2 cores): one file a cached model folder, named like it
-# (`<slug>+<recipe>-<digest>.safetensors`, the digest of what it is built from), written by `scripts/ship_adapters.py`
-# from builds of the recipes. A recipe whose examples or parameters change gets another digest, so an old adapter is
-# never used for it: the model is built from the recipe again (tests/test_models.py checks the shipped ones are current).
+# the mechanism task's models took ~9 minutes on a quiet 2-core machine, 35 on a slower one): one file a cached model
+# folder, named like it (`<slug>+<recipe>-<digest>.safetensors`, the digest of what it is built from), written by
+# `scripts/ship_adapters.py` from builds of the recipes. A recipe whose examples or parameters change gets another
+# digest, so an old adapter is never used for it: the model is fitted again (tests/test_models.py checks the shipped
+# ones are current).
 SHIPPED_ADAPTERS = Path(__file__).parent / "recipe_adapters"
 SHIPPED_MODELS = ("smollm2-135m-instruct+e1-format", "smollm2-135m-instruct+e1-format+mechanism-cue",
                   "smollm2-135m-instruct+e1-format+mechanism-teacher")

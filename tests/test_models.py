@@ -315,7 +315,8 @@ def test_a_build_from_other_examples_sits_beside_the_earlier_one(tiny_model_dir,
 
     monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
     calls: list[int] = []
-    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
+    monkeypatch.setattr(models, "build_format_warm_start",
+                        lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
     name = f"{tiny_model_dir}+e1-format"
     first = Path(resolve_model(name))
     built = (first / "model.safetensors").stat().st_mtime_ns
@@ -325,7 +326,8 @@ def test_a_build_from_other_examples_sits_beside_the_earlier_one(tiny_model_dir,
     assert (first / "model.safetensors").stat().st_mtime_ns == built  # the earlier build untouched
     monkeypatch.undo()
     monkeypatch.setenv("SV_SOAR_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "build_format_warm_start", lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
+    monkeypatch.setattr(models, "build_format_warm_start",
+                        lambda base, recipe, out, shipped=None: counting_builder(calls)(out))
     assert Path(resolve_model(name)) == first and calls == [1, 1]  # back on the first commit: its build, reused
 
 
