@@ -4,7 +4,7 @@ weights). Arguments: LR SCHEDULE STEPS pairs [KL [PAIRS_A_BATCH [OPTIMIZER]]], e
 
     .venv/bin/python experiments/mechanism/probe.py 1e-4 constant 40 pairs 0.001 16 adamw
 """
-import sys, time, json
+import sys, time
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch, numpy as np
@@ -15,7 +15,7 @@ from sv_soar.engines.transformers_engine import TransformersEngine
 from sv_soar.student.config import StudentTrainConfig, ALL_LINEAR
 from sv_soar.student.trainer import student_policy, train_student
 from sv_soar.tasks import get_task
-from sv_soar.tasks.mechanism import stepping_stone_rows, twin_of, hard_rows, cue_agreeing_rows
+from sv_soar.tasks.mechanism import stepping_stone_rows, twin_of
 from sv_soar.jsonl import read_jsonl
 TASK = get_task("mechanism")
 lr, sched, steps, kind = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -41,10 +41,10 @@ if kind == "pairs":
 else:
     rows = stepping_stone_rows(8, 5)
 print(kind, [r["answer"][0] for r in rows], "J0", J(policy, tok), flush=True)
-t0 = time.time()
+t0, state = time.time(), None  # each chunk starts from the last one's adapter
 for chunk in range(steps // 10):
     run = train_student(policy, eng, TASK, rows, cfg, adapter_name=f"s{chunk}", seed=0, steps=10,
-                        init_adapter_state=(state if chunk else None), log=lambda e: None)
+                        init_adapter_state=state, log=lambda e: None)
     state = run.adapter_state
     print(f"step {10*(chunk+1)}: J {J(policy, tok)} mixed {np.mean([e['mixed_groups'] for e in run.log]):.2f} reward {np.mean([e['mean_reward'] for e in run.log]):.2f} gnorm {np.mean([e['grad_norm'] for e in run.log]):.3f} {time.time()-t0:.0f}s", flush=True)
     from sv_soar.student.trainer import remove_student_adapter

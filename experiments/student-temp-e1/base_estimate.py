@@ -1,6 +1,6 @@
 # The protocol's base row, early: the untrained student's 32 samples a D_test problem at T = 0.25, seed 0
 # (mining used seeds 1-3), scored exactly as `sv-soar evaluate` scores it (score_problem_set).
-import json, sys
+import json
 from dataclasses import asdict
 from sv_soar.engines.transformers_engine import TransformersEngine
 from sv_soar.evaluation.final import score_problem_set
