@@ -200,16 +200,21 @@ def mechanism_teacher_examples(recipe: Recipe) -> list[Example]:
     return pairs
 
 
+def recipe_policy(model, recipe: Recipe):
+    """`model` wrapped with the recipe's LoRA adapter (rank, alpha 2 x rank, every linear layer): the one shape that
+    `warm_start` fits and `merge_adapter` loads, so a shipped adapter merges exactly as it was fitted."""
+    from peft import get_peft_model  # heavy: peft, loaded only when a recipe model is built
+
+    return get_peft_model(model, lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR))
+
+
 def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, str]], str]], recipe: Recipe,
                adapter_out: Path | None = None):
     """Fit a LoRA adapter on the replies (prompt tokens masked; each reply's token losses weighted by its example's
     weight, 1 where a pair has none; the batch's loss is their weighted mean) and merge it: (losses, merged model).
     `adapter_out`: also save the fitted adapter there (safetensors), what `merge_adapter` rebuilds the model from."""
-    from peft import get_peft_model  # heavy: peft, loaded only when a warm start trains
-
     torch.manual_seed(recipe.seed)
-    lora = lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR)
-    policy = get_peft_model(model, lora)
+    policy = recipe_policy(model, recipe)
     encoded = []
     for prompt, reply, *weight in pairs:
         text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
@@ -261,9 +266,9 @@ def warm_start(model, tokenizer, pairs: Sequence[Example | tuple[list[dict[str, 
 def merge_adapter(model, recipe: Recipe, adapter: Path):
     """`model` with the recipe's adapter saved at `adapter` merged in: the same model `warm_start` merged, without
     the training (the adapter's own weights, merged by the same operation)."""
-    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict  # heavy: peft
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict  # heavy: peft
 
-    policy = get_peft_model(model, lora_config(recipe.lora_rank, 2 * recipe.lora_rank, ALL_LINEAR))
+    policy = recipe_policy(model, recipe)
     state = load_file(str(adapter))
     expected = set(get_peft_model_state_dict(policy))
     if set(state) != expected:
